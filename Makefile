@@ -1,0 +1,43 @@
+# The two commands a user needs are `make run` and `make test`; each installs
+# what it needs (Debian packages, Go modules) first, idempotently.
+
+GO        ?= go
+BIN       := bin
+GUESTFLAGS := -trimpath -ldflags='-s -w'
+# Each fuzz target runs this long in `make test` (CI); run longer by hand with
+# `make fuzz FUZZTIME=5m`.
+FUZZTIME  ?= 5s
+# package:target pairs run by `make fuzz`.
+FUZZ      := ./internal/mac:FuzzParseClassify
+
+.PHONY: all deps build test vet fuzz bench run clean
+
+all: build
+
+deps:
+	@./scripts/deps.sh
+
+build: deps
+	CGO_ENABLED=0 $(GO) build $(GUESTFLAGS) -o $(BIN)/spectrum-netcfg ./cmd/spectrum-netcfg
+	$(GO) build -o $(BIN)/spectrumd ./cmd/spectrumd
+
+vet:
+	@test -z "$$(gofmt -l .)" || { echo "gofmt would change:"; gofmt -l .; exit 1; }
+	$(GO) vet ./...
+
+fuzz:
+	@set -e; for pt in $(FUZZ); do \
+	  pkg=$${pt%%:*}; target=$${pt##*:}; \
+	  echo "fuzz $$pkg $$target for $(FUZZTIME)"; \
+	  $(GO) test -run='^$$' -fuzz="^$$target\$$" -fuzztime=$(FUZZTIME) $$pkg; \
+	done
+
+test: build vet
+	$(GO) test -race -count=1 -timeout 80m ./...
+	$(MAKE) --no-print-directory fuzz
+
+bench: build
+	$(GO) test -run='^$$' -bench=. -benchmem -count=1 ./...
+
+clean:
+	rm -rf $(BIN)

@@ -1,0 +1,3 @@
+module spectrum
+
+go 1.26

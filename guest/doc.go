@@ -1,0 +1,2 @@
+// Package guest is the logic of the guest agent spectrum-netcfg.
+package guest

@@ -1,0 +1,2 @@
+// Package host is the logic of the host daemon spectrumd.
+package host

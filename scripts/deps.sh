@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# Installs the Debian packages the build, the tests and `make run` need,
+# only those that are missing, with one apt-get update at most. Idempotent.
+set -euo pipefail
+pkgs=(
+  iproute2          # ip, for tests and make run
+  procps            # sysctl, for tests
+  busybox-static    # the baseline the guest benchmark compares against
+  hyperfine         # make bench
+  qemu-system-x86   # VMs (TCG where nested virtualisation is missing)
+  lz4               # decompressing Debian's cloud kernel
+  kmod              # modinfo, to order the guest's virtio modules
+  systemd           # systemd-analyze verify of the unit
+)
+missing=()
+for p in "${pkgs[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  [ "$(id -u)" = 0 ] || { echo "deps: need root to install: ${missing[*]}" >&2; exit 1; }
+  echo "deps: installing ${missing[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends "${missing[@]}"
+fi
+go mod download
