@@ -10,7 +10,7 @@ FUZZTIME  ?= 5s
 # package:target pairs run by `make fuzz`.
 FUZZ      := ./internal/mac:FuzzParseClassify
 
-.PHONY: all deps build test vet fuzz bench run clean
+.PHONY: all deps build test vet fuzz bench run clean kernel
 
 all: build
 
@@ -20,6 +20,11 @@ deps:
 build: deps
 	CGO_ENABLED=0 $(GO) build $(GUESTFLAGS) -o $(BIN)/spectrum-netcfg ./cmd/spectrum-netcfg
 	$(GO) build -o $(BIN)/spectrumd ./cmd/spectrumd
+
+# The VM tests' kernel: Debian's cloud kernel, cached in .cache/kernel/
+# (git-ignored). SPECTRUM_TEST_KERNEL / SPECTRUM_TEST_MODULES override it.
+kernel: deps
+	@./scripts/test-kernel.sh
 
 vet:
 	@test -z "$$(gofmt -l .)" || { echo "gofmt would change:"; gofmt -l .; exit 1; }
@@ -32,7 +37,7 @@ fuzz:
 	  $(GO) test -run='^$$' -fuzz="^$$target\$$" -fuzztime=$(FUZZTIME) $$pkg; \
 	done
 
-test: build vet
+test: build vet kernel
 	$(GO) test -race -count=1 -timeout 80m ./...
 	$(MAKE) --no-print-directory fuzz
 
