@@ -1,0 +1,241 @@
+// Binary testinit is the /init of the VM tests' guests. It mounts the
+// pseudo file systems, loads the kernel modules the initramfs carries (in the
+// order listed in /lib/modules/order), runs /bin/spectrum-netcfg as an init
+// hook, checks its disks, reports the network state the agent left, and runs
+// the test steps the kernel command line asks for. It reports only through
+// sentinel lines on its standard output, the kernel console (the serial
+// port), which it never reads.
+//
+// Kernel command line:
+//
+//	spectrum.test=STEP[,STEP...]  steps, in order (default: poweroff)
+//	    ping:ADDR   ICMP echo and UDP echo (port 7) to ADDR, retried until
+//	                both answer or spectrum.timeout passes
+//	    serve       stay up (the UDP echo server keeps answering) until killed
+//	    poweroff    power the VM off (also done after the last step)
+//	spectrum.timeout=SECONDS      per ping step (default 120)
+//	spectrum.disks=N              disks expected as /dev/vd* (default 1)
+//	spectrum.agent=ARG[,ARG...]   arguments for spectrum-netcfg (default none)
+//
+// Every report is one line "SPECTRUM-TEST: <event> [fields] t=<uptime>",
+// where t is the kernel's uptime in seconds; see package vmtest/vm.
+package main
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"strconv"
+	"strings"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// Prefix starts every line the init reports.
+const Prefix = "SPECTRUM-TEST: "
+
+const agentPath = "/bin/spectrum-netcfg"
+
+func main() {
+	mounts()
+	report("init pid=%d", os.Getpid())
+	cmdline, err := os.ReadFile("/proc/cmdline")
+	if err != nil {
+		report("fail read /proc/cmdline: %v", err)
+	}
+	p := parseCmdline(string(cmdline))
+
+	loadModules()
+	runAgent(p.agentArgs)
+	checkDisks(p.disks)
+	if err := dumpState(); err != nil {
+		report("fail state: %v", err)
+	}
+	go serveUDPEcho()
+
+	for _, step := range p.steps {
+		switch {
+		case strings.HasPrefix(step, "ping:"):
+			ping(strings.TrimPrefix(step, "ping:"), p.timeout)
+		case step == "serve":
+			report("serving")
+			select {}
+		case step == "poweroff":
+			poweroff()
+		default:
+			report("fail unknown step %q", step)
+		}
+	}
+	poweroff()
+}
+
+type params struct {
+	steps     []string
+	timeout   time.Duration
+	disks     int
+	agentArgs []string
+}
+
+func parseCmdline(s string) params {
+	p := params{timeout: 120 * time.Second, disks: 1}
+	for _, f := range strings.Fields(s) {
+		k, v, _ := strings.Cut(f, "=")
+		switch k {
+		case "spectrum.test":
+			p.steps = strings.Split(v, ",")
+		case "spectrum.timeout":
+			if n, err := strconv.Atoi(v); err == nil {
+				p.timeout = time.Duration(n) * time.Second
+			}
+		case "spectrum.disks":
+			if n, err := strconv.Atoi(v); err == nil {
+				p.disks = n
+			}
+		case "spectrum.agent":
+			p.agentArgs = strings.Split(v, ",")
+		}
+	}
+	return p
+}
+
+// report writes one sentinel line in a single write, so kernel messages on
+// the same console cannot split it.
+func report(format string, args ...any) {
+	line := Prefix + fmt.Sprintf(format, args...) + " t=" + uptime() + "\n"
+	os.Stdout.WriteString(line)
+}
+
+// uptime is the kernel's CLOCK_BOOTTIME in seconds, the clock of the
+// kernel's own log timestamps.
+func uptime() string {
+	var ts unix.Timespec
+	if err := unix.ClockGettime(unix.CLOCK_BOOTTIME, &ts); err != nil {
+		return "?"
+	}
+	return fmt.Sprintf("%d.%06d", ts.Sec, ts.Nsec/1000)
+}
+
+func mounts() {
+	for _, m := range []struct{ src, dst, fstype string }{
+		{"proc", "/proc", "proc"},
+		{"sysfs", "/sys", "sysfs"},
+		{"devtmpfs", "/dev", "devtmpfs"},
+	} {
+		os.MkdirAll(m.dst, 0o755)
+		if err := unix.Mount(m.src, m.dst, m.fstype, 0, ""); err != nil && !errors.Is(err, unix.EBUSY) {
+			report("fail mount %s: %v", m.dst, err)
+		}
+	}
+	// Without /dev/console in the archive the kernel starts init with no
+	// output; devtmpfs has it now.
+	var st unix.Stat_t
+	if unix.Fstat(1, &st) != nil {
+		if fd, err := unix.Open("/dev/console", unix.O_RDWR, 0); err == nil {
+			for i := 0; i < 3; i++ {
+				unix.Dup2(fd, i)
+			}
+		}
+	}
+}
+
+func loadModules() {
+	order, err := os.ReadFile("/lib/modules/order")
+	if errors.Is(err, os.ErrNotExist) {
+		report("modules loaded=0")
+		return
+	}
+	n := 0
+	for _, name := range strings.Fields(string(order)) {
+		if err := loadModule("/lib/modules/" + name + ".ko"); err != nil {
+			report("fail module %s: %v", name, err)
+			continue
+		}
+		n++
+	}
+	report("modules loaded=%d", n)
+}
+
+func loadModule(path string) error {
+	f, err := os.Open(path)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	if err := unix.FinitModule(int(f.Fd()), "", 0); err != nil && !errors.Is(err, unix.EEXIST) {
+		return err
+	}
+	return nil
+}
+
+func runAgent(args []string) {
+	if _, err := os.Stat(agentPath); err != nil {
+		report("agent missing")
+		return
+	}
+	report("agent start args=%q", strings.Join(args, " "))
+	start := time.Now()
+	cmd := exec.Command(agentPath, args...)
+	cmd.Stdout, cmd.Stderr = os.Stdout, os.Stderr
+	err := cmd.Run()
+	took := time.Since(start)
+	code := 0
+	if err != nil {
+		var ee *exec.ExitError
+		if !errors.As(err, &ee) {
+			report("agent fail: %v", err)
+			return
+		}
+		code = ee.ExitCode()
+	}
+	report("agent exit=%d took=%.1fms", code, float64(took.Microseconds())/1000)
+}
+
+// checkDisks waits briefly for the expected virtio disks and reports each
+// one's marker (the first line of its image).
+func checkDisks(want int) {
+	deadline := time.Now().Add(10 * time.Second)
+	var disks []string
+	for {
+		disks = disks[:0]
+		for c := 'a'; c <= 'z'; c++ {
+			d := "/dev/vd" + string(c)
+			if _, err := os.Stat(d); err == nil {
+				disks = append(disks, d)
+			}
+		}
+		if len(disks) >= want || time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	for _, d := range disks {
+		report("disk %s marker=%q", strings.TrimPrefix(d, "/dev/"), marker(d))
+	}
+	if len(disks) < want {
+		report("fail disks want=%d got=%d", want, len(disks))
+		return
+	}
+	report("disks ok n=%d", len(disks))
+}
+
+func marker(dev string) string {
+	f, err := os.Open(dev)
+	if err != nil {
+		return "error: " + err.Error()
+	}
+	defer f.Close()
+	b := make([]byte, 512)
+	n, _ := f.Read(b)
+	line, _, _ := bytes.Cut(b[:n], []byte("\n"))
+	return string(bytes.TrimRight(line, "\x00"))
+}
+
+func poweroff() {
+	report("poweroff")
+	unix.Sync()
+	unix.Reboot(unix.LINUX_REBOOT_CMD_POWER_OFF)
+	select {}
+}

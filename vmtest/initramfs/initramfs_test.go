@@ -1,0 +1,66 @@
+package initramfs
+
+import (
+	"bytes"
+	"io"
+	"os"
+	"path/filepath"
+	"testing"
+
+	"github.com/cavaliergopher/cpio"
+	"github.com/google/go-cmp/cmp"
+
+	"spectrum/vmtest/kernel"
+)
+
+func TestWrite(t *testing.T) {
+	dir := t.TempDir()
+	write := func(name, content string) string {
+		p := filepath.Join(dir, name)
+		if err := os.WriteFile(p, []byte(content), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	b, err := Bytes(Spec{
+		Init:  write("init", "INIT"),
+		Agent: write("agent", "AGENT"),
+		Modules: []kernel.Module{
+			{Name: "virtio", Path: write("virtio.ko", "V")},
+			{Name: "virtio_net", Path: write("virtio_net.ko", "VN")},
+		},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	type entry struct {
+		Mode    cpio.FileMode
+		Content string
+	}
+	got := map[string]entry{}
+	r := cpio.NewReader(bytes.NewReader(b))
+	for {
+		h, err := r.Next()
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		c, _ := io.ReadAll(r)
+		if h.Mode.IsDir() {
+			continue
+		}
+		got[h.Name] = entry{h.Mode, string(c)}
+	}
+	want := map[string]entry{
+		"init":                      {cpio.TypeReg | 0o755, "INIT"},
+		"bin/spectrum-netcfg":       {cpio.TypeReg | 0o755, "AGENT"},
+		"lib/modules/virtio.ko":     {cpio.TypeReg | 0o644, "V"},
+		"lib/modules/virtio_net.ko": {cpio.TypeReg | 0o644, "VN"},
+		"lib/modules/order":         {cpio.TypeReg | 0o644, "virtio\nvirtio_net\n"},
+	}
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Errorf("archive (-want +got):\n%s", diff)
+	}
+}
