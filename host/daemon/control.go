@@ -1,0 +1,293 @@
+package daemon
+
+import (
+	"bufio"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"path/filepath"
+	"sync"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// The control protocol: a client connects to the daemon's unix socket and
+// writes one JSON Request on one line. The daemon answers with one JSON
+// Response line; for "logs" with Follow and for "console" the connection
+// then carries raw bytes (log lines, or the VM's virtio-console both ways).
+
+// Request is one command to the daemon.
+type Request struct {
+	Op     string `json:"op"`               // list, start, stop, status, logs, console
+	Name   string `json:"name,omitempty"`   // the VM, for all but list
+	Follow bool   `json:"follow,omitempty"` // logs: keep streaming new lines
+}
+
+// Response answers a Request.
+type Response struct {
+	OK    bool       `json:"ok"`
+	Error string     `json:"error,omitempty"`
+	VMs   []VMStatus `json:"vms,omitempty"`
+}
+
+// VMStatus is what list and status report of one VM.
+type VMStatus struct {
+	Name     string       `json:"name"`
+	State    string       `json:"state"` // stopped, starting, running, backoff, stopping
+	PID      int          `json:"pid,omitempty"`
+	Restarts int          `json:"restarts"`
+	Since    time.Time    `json:"since,omitzero"`
+	LastExit string       `json:"last_exit,omitempty"`
+	Links    []LinkStatus `json:"links,omitempty"`
+}
+
+// LinkStatus is one network link of a VM as seen from that VM.
+type LinkStatus struct {
+	Peer string `json:"peer"` // the VM at the other end
+	Role string `json:"role"` // this VM's side: "client" or "provider"
+	ID   string `json:"id"`   // link id A:B
+	MAC  string `json:"mac"`  // this VM's NIC on the link
+}
+
+// Handler is what the control socket asks of the daemon.
+type Handler interface {
+	List() []VMStatus
+	Status(name string) (VMStatus, error)
+	Start(name string) error
+	Stop(name string) error
+	// Logs returns the VM's log file, for reading and following.
+	Logs(name string) (*LogFile, error)
+	// Console connects to the VM's virtio-console. Only one user at a time:
+	// a second gets an error saying who holds it.
+	Console(name string) (io.ReadWriteCloser, error)
+}
+
+const (
+	maxRequest     = 64 << 10
+	requestTimeout = 10 * time.Second
+	replyTimeout   = 30 * time.Second
+	maxClients     = 64
+)
+
+// ControlServer serves the control socket.
+type ControlServer struct {
+	Handler Handler
+	Log     *slog.Logger
+	// AllowUID is the one non-root user allowed to connect, besides root;
+	// -1 allows root only.
+	AllowUID int
+
+	wg   sync.WaitGroup
+	sema chan struct{}
+}
+
+// Listen creates the control socket at path with mode 0600, replacing a
+// stale socket left by a daemon that died.
+func Listen(path string) (*net.UnixListener, error) {
+	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+		return nil, err
+	}
+	if c, err := net.DialTimeout("unix", path, time.Second); err == nil {
+		c.Close()
+		return nil, fmt.Errorf("control socket %s: another spectrumd is serving it", path)
+	}
+	os.Remove(path)
+	old := unix.Umask(0o177)
+	ln, err := net.ListenUnix("unix", &net.UnixAddr{Name: path, Net: "unix"})
+	unix.Umask(old)
+	if err != nil {
+		return nil, fmt.Errorf("control socket: %w", err)
+	}
+	if err := os.Chmod(path, 0o600); err != nil {
+		ln.Close()
+		return nil, err
+	}
+	return ln, nil
+}
+
+// Serve accepts connections until ln is closed, then waits for the
+// connections being served to end.
+func (s *ControlServer) Serve(ln *net.UnixListener) error {
+	s.sema = make(chan struct{}, maxClients)
+	defer s.wg.Wait()
+	for {
+		c, err := ln.AcceptUnix()
+		if err != nil {
+			if errors.Is(err, net.ErrClosed) {
+				return nil
+			}
+			var ne net.Error
+			if errors.As(err, &ne) && ne.Timeout() {
+				continue
+			}
+			return err
+		}
+		select {
+		case s.sema <- struct{}{}:
+		default:
+			s.reply(c, Response{Error: "too many clients; try again"})
+			c.Close()
+			continue
+		}
+		s.wg.Add(1)
+		go func() {
+			defer func() { <-s.sema; s.wg.Done() }()
+			defer c.Close()
+			s.serveConn(c)
+		}()
+	}
+}
+
+func (s *ControlServer) peerAllowed(c *net.UnixConn) error {
+	raw, err := c.SyscallConn()
+	if err != nil {
+		return err
+	}
+	var cred *unix.Ucred
+	var cerr error
+	if err := raw.Control(func(fd uintptr) {
+		cred, cerr = unix.GetsockoptUcred(int(fd), unix.SOL_SOCKET, unix.SO_PEERCRED)
+	}); err != nil {
+		return err
+	}
+	if cerr != nil {
+		return cerr
+	}
+	if cred.Uid == 0 || (s.AllowUID >= 0 && int(cred.Uid) == s.AllowUID) {
+		return nil
+	}
+	return fmt.Errorf("uid %d is not allowed to control spectrumd", cred.Uid)
+}
+
+func (s *ControlServer) reply(c net.Conn, r Response) error {
+	c.SetWriteDeadline(time.Now().Add(replyTimeout))
+	b, err := json.Marshal(r)
+	if err != nil {
+		return err
+	}
+	_, err = c.Write(append(b, '\n'))
+	c.SetWriteDeadline(time.Time{})
+	return err
+}
+
+func (s *ControlServer) serveConn(c *net.UnixConn) {
+	if err := s.peerAllowed(c); err != nil {
+		s.Log.Warn("control socket: refused a client", "err", err)
+		s.reply(c, Response{Error: err.Error()})
+		return
+	}
+	c.SetReadDeadline(time.Now().Add(requestTimeout))
+	br := bufio.NewReaderSize(io.LimitReader(c, maxRequest), 4096)
+	line, err := br.ReadSlice('\n')
+	if err != nil && !(err == io.EOF && len(line) > 0) {
+		msg := "bad request: " + err.Error()
+		if errors.Is(err, bufio.ErrBufferFull) || err == io.EOF {
+			msg = "bad request: want one JSON object on one line, at most 4096 bytes"
+		}
+		s.reply(c, Response{Error: msg})
+		return
+	}
+	c.SetReadDeadline(time.Time{})
+	var req Request
+	if err := json.Unmarshal(line, &req); err != nil {
+		s.reply(c, Response{Error: "bad request: " + err.Error()})
+		return
+	}
+	s.Log.Debug("control request", "op", req.Op, "vm", req.Name)
+	switch req.Op {
+	case "list":
+		s.reply(c, Response{OK: true, VMs: s.Handler.List()})
+	case "status":
+		st, err := s.Handler.Status(req.Name)
+		s.replyErr(c, err, st)
+	case "start":
+		s.replyErr(c, s.Handler.Start(req.Name))
+	case "stop":
+		s.replyErr(c, s.Handler.Stop(req.Name))
+	case "logs":
+		s.serveLogs(c, req)
+	case "console":
+		s.serveConsole(c, br, req)
+	default:
+		s.reply(c, Response{Error: fmt.Sprintf("unknown op %q (want list, start, stop, status, logs, console)", req.Op)})
+	}
+}
+
+func (s *ControlServer) replyErr(c net.Conn, err error, st ...VMStatus) {
+	if err != nil {
+		s.reply(c, Response{Error: err.Error()})
+		return
+	}
+	s.reply(c, Response{OK: true, VMs: st})
+}
+
+func (s *ControlServer) serveLogs(c *net.UnixConn, req Request) {
+	lf, err := s.Handler.Logs(req.Name)
+	if err != nil {
+		s.reply(c, Response{Error: err.Error()})
+		return
+	}
+	var lines <-chan string
+	stop := func() {}
+	if req.Follow {
+		// Follow before copying the file, so no line falls between the two.
+		lines, stop = lf.Follow()
+	}
+	defer stop()
+	if s.reply(c, Response{OK: true}) != nil {
+		return
+	}
+	for _, p := range []string{lf.Path + ".1", lf.Path} {
+		f, err := os.Open(p)
+		if err != nil {
+			continue
+		}
+		c.SetWriteDeadline(time.Now().Add(replyTimeout))
+		_, err = io.Copy(c, f)
+		f.Close()
+		if err != nil {
+			return
+		}
+	}
+	if !req.Follow {
+		return
+	}
+	// End when the client goes away: it never writes after its request.
+	gone := make(chan struct{})
+	go func() { io.Copy(io.Discard, c); close(gone) }()
+	for {
+		select {
+		case l, ok := <-lines:
+			if !ok {
+				return
+			}
+			c.SetWriteDeadline(time.Now().Add(replyTimeout))
+			if _, err := io.WriteString(c, l+"\n"); err != nil {
+				return
+			}
+		case <-gone:
+			return
+		}
+	}
+}
+
+func (s *ControlServer) serveConsole(c *net.UnixConn, br *bufio.Reader, req Request) {
+	con, err := s.Handler.Console(req.Name)
+	if err != nil {
+		s.reply(c, Response{Error: err.Error()})
+		return
+	}
+	defer con.Close()
+	if s.reply(c, Response{OK: true}) != nil {
+		return
+	}
+	done := make(chan struct{}, 2)
+	go func() { io.Copy(con, io.MultiReader(br, c)); done <- struct{}{} }()
+	go func() { io.Copy(c, con); done <- struct{}{} }()
+	<-done
+}

@@ -1,0 +1,205 @@
+package daemon
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"slices"
+	"sync"
+	"time"
+
+	"spectrum/host/alloc"
+	"spectrum/host/config"
+	"spectrum/internal/mac"
+)
+
+// fakeVMM records launches; each instance "runs" until killed or crashed.
+type fakeVMM struct {
+	mu       sync.Mutex
+	launches []string // "name:mac,mac"
+	insts    map[string]*fakeInst
+	events   []string
+}
+
+func (f *fakeVMM) event(s string) {
+	f.mu.Lock()
+	f.events = append(f.events, s)
+	f.mu.Unlock()
+}
+
+func (f *fakeVMM) Launch(ctx context.Context, spec Spec) (Instance, error) {
+	var macs []string
+	for _, n := range spec.NICs {
+		if n.Tap == nil {
+			return nil, errors.New("NIC without tap")
+		}
+		macs = append(macs, n.MAC.String())
+	}
+	pr, pw := io.Pipe()
+	inst := &fakeInst{f: f, name: spec.VM.Name, serial: pr, w: pw, exit: make(chan error, 1), nics: map[string]string{}}
+	for _, n := range spec.NICs {
+		inst.nics[n.ID] = n.MAC.String()
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.launches = append(f.launches, fmt.Sprintf("%s:%v", spec.VM.Name, macs))
+	f.events = append(f.events, "launch "+spec.VM.Name)
+	if f.insts == nil {
+		f.insts = map[string]*fakeInst{}
+	}
+	f.insts[spec.VM.Name] = inst
+	go fmt.Fprintf(pw, "booted %s\n", spec.VM.Name)
+	return inst, nil
+}
+
+func (f *fakeVMM) inst(name string) *fakeInst {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.insts[name]
+}
+
+type fakeInst struct {
+	f      *fakeVMM
+	name   string
+	serial io.Reader
+	w      *io.PipeWriter
+	exit   chan error
+	once   sync.Once
+	mu     sync.Mutex
+	nics   map[string]string
+}
+
+func (i *fakeInst) PID() int          { return 4242 }
+func (i *fakeInst) Serial() io.Reader { return i.serial }
+func (i *fakeInst) Wait() error       { return <-i.exit }
+func (i *fakeInst) end(err error) {
+	i.once.Do(func() { i.w.Close(); i.exit <- err })
+}
+func (i *fakeInst) Hotplug(n NIC) error {
+	i.mu.Lock()
+	defer i.mu.Unlock()
+	if _, ok := i.nics[n.ID]; ok {
+		return fmt.Errorf("duplicate NIC id %s", n.ID)
+	}
+	i.nics[n.ID] = n.MAC.String()
+	i.f.event("hotplug " + i.name + " " + n.MAC.String())
+	return nil
+}
+func (i *fakeInst) Unplug(id string) error {
+	i.mu.Lock()
+	defer i.mu.Unlock()
+	if _, ok := i.nics[id]; !ok {
+		return fmt.Errorf("no NIC %s", id)
+	}
+	delete(i.nics, id)
+	i.f.event("unplug " + i.name + " " + id)
+	return nil
+}
+func (i *fakeInst) Shutdown(time.Duration) error {
+	i.f.event("shutdown " + i.name)
+	i.end(nil)
+	return nil
+}
+func (i *fakeInst) NICs() []string {
+	i.mu.Lock()
+	defer i.mu.Unlock()
+	var out []string
+	for _, m := range i.nics {
+		out = append(out, m)
+	}
+	slices.Sort(out)
+	return out
+}
+
+// fakeNet keeps the set of links that exist.
+type fakeNet struct {
+	mu    sync.Mutex
+	links map[mac.LinkID]bool
+}
+
+func (n *fakeNet) Create(id mac.LinkID) error {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if n.links == nil {
+		n.links = map[mac.LinkID]bool{}
+	}
+	n.links[id] = true
+	return nil
+}
+
+func (n *fakeNet) OpenTap(id mac.LinkID, side mac.Side) (*os.File, error) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if !n.links[id] {
+		return nil, fmt.Errorf("link %s does not exist", id)
+	}
+	return os.Open(os.DevNull)
+}
+
+func (n *fakeNet) Delete(id mac.LinkID) error {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	delete(n.links, id)
+	return nil
+}
+
+func (n *fakeNet) Cleanup(keep map[mac.LinkID]bool) error {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	for id := range n.links {
+		if !keep[id] {
+			delete(n.links, id)
+		}
+	}
+	return nil
+}
+
+func (n *fakeNet) count() int {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return len(n.links)
+}
+
+// staticLinks is a configuration given as a map of VM to providers, with
+// link ids numbered in pair order.
+type staticLinks struct {
+	vms map[string][]string
+}
+
+func (s staticLinks) Load(inUse []alloc.Pair) (*config.Config, []alloc.Link, error) {
+	cfg := &config.Config{VMs: map[string]*config.VM{}}
+	var names []string
+	for n := range s.vms {
+		names = append(names, n)
+	}
+	slices.Sort(names)
+	// Providers first: repeat until every VM is placed (tests have no cycles).
+	placed := map[string]bool{}
+	for len(cfg.Order) < len(names) {
+		for _, n := range names {
+			if placed[n] {
+				continue
+			}
+			ok := true
+			for _, p := range s.vms[n] {
+				ok = ok && placed[p]
+			}
+			if ok {
+				placed[n] = true
+				cfg.Order = append(cfg.Order, n)
+			}
+		}
+	}
+	var links []alloc.Link
+	id := mac.LinkID(0x0100)
+	for _, n := range names {
+		cfg.VMs[n] = &config.VM{Name: n, Providers: slices.Sorted(slices.Values(s.vms[n]))}
+		for _, p := range cfg.VMs[n].Providers {
+			id++
+			links = append(links, alloc.Link{Pair: alloc.Pair{Client: n, Provider: p}, ID: id})
+		}
+	}
+	return cfg, links, nil
+}

@@ -1,0 +1,68 @@
+package daemon
+
+import (
+	"context"
+	"io"
+	"net"
+	"os"
+	"time"
+
+	"spectrum/host/config"
+	"spectrum/internal/mac"
+)
+
+// VMM launches VM processes. The real one runs QEMU; tests use a fake.
+type VMM interface {
+	Launch(ctx context.Context, spec Spec) (Instance, error)
+}
+
+// Spec is everything needed to launch one VM.
+type Spec struct {
+	VM   *config.VM
+	NICs []NIC // present from boot (cold-plugged)
+	// ConsolePath is the unix socket of the VM's virtio-console.
+	ConsolePath string
+	// QMPPath is the unix socket of the VMM's control protocol.
+	QMPPath string
+}
+
+// NIC is one virtio-net device backed by a tap.
+type NIC struct {
+	ID  string // unique within the VM; derived from the link id
+	MAC net.HardwareAddr
+	Tap *os.File // the launcher passes it on and the caller closes its copy
+}
+
+// Instance is one running VM process.
+type Instance interface {
+	PID() int
+	// Serial is the output of the VM's serial console; EOF when it exits.
+	Serial() io.Reader
+	// Wait blocks until the process has exited.
+	Wait() error
+	// Hotplug adds a NIC to the running VM; Unplug removes it.
+	Hotplug(nic NIC) error
+	Unplug(id string) error
+	// Shutdown asks the guest to power down and kills the process if it
+	// has not exited within timeout.
+	Shutdown(timeout time.Duration) error
+}
+
+// Network wires links on the host.
+type Network interface {
+	// Create makes the link's bridge and both taps; it is idempotent.
+	Create(id mac.LinkID) error
+	// OpenTap opens one side's tap for a VMM.
+	OpenTap(id mac.LinkID, side mac.Side) (*os.File, error)
+	// Delete removes the link's bridge and taps; a missing link is not an error.
+	Delete(id mac.LinkID) error
+	// Cleanup deletes every link of ours not in keep (strays from a
+	// daemon that died).
+	Cleanup(keep map[mac.LinkID]bool) error
+}
+
+// NICID is the VMM-side name of the NIC of link id, the same on both ends.
+func NICID(id mac.LinkID) string {
+	s := id.String()
+	return "net" + s[:2] + s[3:]
+}

@@ -1,0 +1,85 @@
+package daemon
+
+import (
+	"bytes"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+func TestSanitize(t *testing.T) {
+	for _, tt := range []struct{ name, in, want string }{
+		{"plain", "spectrum-netcfg: eth0 up", "spectrum-netcfg: eth0 up"},
+		{"escape sequence", "\x1b[2Jcleared", `\x1b[2Jcleared`},
+		{"carriage return forging a line", "ok\rlevel=INFO msg=fake", `ok\x0dlevel=INFO msg=fake`},
+		{"tab", "a\tb", `a\tb`},
+		{"invalid utf8", "a\xffb", `a\xffb`},
+		{"C1 control", "a\u009bb", `a\x9bb`},
+		{"line separator", "a\u2028b", `a\u2028b`},
+		{"unicode kept", "héllo ✓", "héllo ✓"},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			if got := Sanitize(tt.in); got != tt.want {
+				t.Errorf("Sanitize(%q) = %q, want %q", tt.in, got, tt.want)
+			}
+		})
+	}
+	if got := Sanitize(strings.Repeat("a", 10000)); len(got) > maxLine+len("…[cut]") {
+		t.Errorf("long line kept %d bytes", len(got))
+	}
+}
+
+func TestPumpSerial(t *testing.T) {
+	var hostLog bytes.Buffer
+	lf := &LogFile{Path: filepath.Join(t.TempDir(), "vm.log")}
+	in := "first\r\n\x1b[31mred\n" + strings.Repeat("x", 3*maxLine) + "\nlast without newline"
+	PumpSerial(strings.NewReader(in), "vm1", slog.New(slog.NewTextHandler(&hostLog, nil)), lf)
+	lf.Close()
+	b, err := os.ReadFile(lf.Path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	lines := strings.Split(strings.TrimSuffix(string(b), "\n"), "\n")
+	if lines[0] != "first" || lines[1] != `\x1b[31mred` || lines[len(lines)-1] != "last without newline…" {
+		t.Errorf("log file lines: %q", lines)
+	}
+	for _, l := range lines {
+		if len(l) > maxLine+len("…[cut]") {
+			t.Errorf("line of %d bytes kept", len(l))
+		}
+	}
+	if !strings.Contains(hostLog.String(), "vm=vm1") || strings.Contains(hostLog.String(), "\x1b") {
+		t.Errorf("host log: %s", hostLog.String())
+	}
+}
+
+func TestLogFileCap(t *testing.T) {
+	dir := t.TempDir()
+	lf := &LogFile{Path: filepath.Join(dir, "vm.log"), Max: 1000}
+	for range 1000 {
+		if err := lf.WriteLine(strings.Repeat("y", 99)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	lf.Close()
+	var total int64
+	for _, p := range []string{lf.Path, lf.Path + ".1"} {
+		st, err := os.Stat(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if st.Size() > 1000 {
+			t.Errorf("%s is %d bytes, cap 1000", p, st.Size())
+		}
+		total += st.Size()
+	}
+	if total < 1000 {
+		t.Errorf("only %d bytes kept", total)
+	}
+	ents, _ := os.ReadDir(dir)
+	if len(ents) != 2 {
+		t.Errorf("%d files in log dir, want 2", len(ents))
+	}
+}
