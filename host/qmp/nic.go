@@ -1,0 +1,124 @@
+package qmp
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"time"
+)
+
+// CheckID reports whether id can name a QEMU device or netdev: a letter,
+// then letters, digits, '-', '.' or '_' (QEMU's id_wellformed), at most 64
+// bytes so that derived names stay readable.
+func CheckID(id string) error {
+	if id == "" || len(id) > 64 {
+		return fmt.Errorf("qemu id %q: want 1 to 64 bytes", id)
+	}
+	for i := 0; i < len(id); i++ {
+		c := id[i]
+		letter := 'a' <= c && c <= 'z' || 'A' <= c && c <= 'Z'
+		if i == 0 && !letter {
+			return fmt.Errorf("qemu id %q: must start with a letter", id)
+		}
+		if !letter && !('0' <= c && c <= '9') && c != '-' && c != '.' && c != '_' {
+			return fmt.Errorf("qemu id %q: byte %q not allowed (letters, digits, '-', '.', '_')", id, c)
+		}
+	}
+	return nil
+}
+
+// HotplugNIC gives the running VM a virtio-net NIC backed by tap (an open
+// tap, e.g. from link.Net.OpenTap) with the given MAC. id names both the
+// netdev and the device, exactly as a NIC cold-plugged with qemu.NIC.ID is
+// named, so UnplugNIC works on either. The tap is sent to QEMU with getfd
+// (SCM_RIGHTS); the caller still owns and closes its own tap file.
+//
+// On failure nothing is left behind in QEMU: a netdev added before a failed
+// device_add is deleted again.
+func (c *Client) HotplugNIC(ctx context.Context, tap *os.File, id string, mac net.HardwareAddr) error {
+	if err := CheckID(id); err != nil {
+		return err
+	}
+	if len(mac) != 6 {
+		return fmt.Errorf("hotplug %s: MAC %v is not 6 octets", id, mac)
+	}
+	fdname := "tap-" + id
+	if err := c.run(ctx, "getfd", map[string]string{"fdname": fdname}, tap, nil); err != nil {
+		return fmt.Errorf("hotplug %s: %w", id, err)
+	}
+	// A successful netdev_add takes the named fd out of the monitor's
+	// table; after a failure it may still be there, so close it.
+	if err := c.Run(ctx, "netdev_add", map[string]any{"type": "tap", "id": id, "fd": fdname}, nil); err != nil {
+		cerr := c.Run(ctx, "closefd", map[string]string{"fdname": fdname}, nil)
+		return fmt.Errorf("hotplug %s: %w", id, errors.Join(err, ignoreMissing(cerr)))
+	}
+	dev := map[string]any{
+		"driver":  "virtio-net-pci",
+		"id":      id,
+		"netdev":  id,
+		"mac":     mac.String(),
+		"romfile": "", // no iPXE option ROM: the guest never network-boots
+	}
+	if err := c.Run(ctx, "device_add", dev, nil); err != nil {
+		derr := c.Run(ctx, "netdev_del", map[string]string{"id": id}, nil)
+		return fmt.Errorf("hotplug %s: %w", id, errors.Join(err, derr))
+	}
+	return nil
+}
+
+// ignoreMissing drops closefd's complaint that the fd is already gone.
+func ignoreMissing(err error) error {
+	var qe *Error
+	if errors.As(err, &qe) && qe.Command == "closefd" {
+		return nil
+	}
+	return err
+}
+
+// UnplugNIC removes the NIC named id (hot- or cold-plugged). device_del only
+// asks the guest to release the device (ACPI hot-unplug); UnplugNIC waits for
+// QEMU's DEVICE_DELETED event until ctx ends, then deletes the netdev, which
+// closes QEMU's tap fd.
+//
+// If the guest never releases the device (ctx ends first), the netdev is
+// deleted anyway, so the host side can be torn down, and the error wraps
+// context.DeadlineExceeded: the guest keeps a NIC with no backend until it
+// acts on the request.
+func (c *Client) UnplugNIC(ctx context.Context, id string) error {
+	if err := CheckID(id); err != nil {
+		return err
+	}
+	sub, cancel := c.subscribe(func(ev Event) bool {
+		d, _ := ev.Data["device"].(string)
+		return ev.Event == "DEVICE_DELETED" && d == id
+	})
+	defer cancel()
+	var errs []error
+	if err := c.Run(ctx, "device_del", map[string]string{"id": id}, nil); err != nil {
+		errs = append(errs, err)
+	} else {
+		select {
+		case <-sub.ch:
+		case <-ctx.Done():
+			errs = append(errs, fmt.Errorf("guest did not release device: %w", ctx.Err()))
+		case <-c.closed:
+			errs = append(errs, errors.New("qmp connection ended before DEVICE_DELETED"))
+		}
+	}
+	// A fresh context: the netdev must go even when waiting timed out.
+	dctx, dcancel := context.WithTimeout(context.WithoutCancel(ctx), netdevDelTimeout)
+	defer dcancel()
+	if err := c.Run(dctx, "netdev_del", map[string]string{"id": id}, nil); err != nil {
+		errs = append(errs, err)
+	}
+	if err := errors.Join(errs...); err != nil {
+		return fmt.Errorf("unplug %s: %w", id, err)
+	}
+	return nil
+}
+
+// netdevDelTimeout bounds netdev_del after an unplug: QEMU answers it at
+// once unless its monitor is wedged.
+const netdevDelTimeout = 5 * time.Second
