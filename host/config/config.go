@@ -1,6 +1,14 @@
 // Package config turns the VM directories under svc/data into a validated
-// model. It reads the file system and nothing else: no QEMU, no netlink.
+// model. It reads the file system and nothing else: no QEMU, no netlink, no
+// writes. It never follows a symlink out of a VM's directory and never hands
+// on a name or path that QEMU's option syntax or a file name could misread.
 package config
+
+import (
+	"errors"
+	"slices"
+	"strings"
+)
 
 // VM is one valid VM directory.
 type VM struct {
@@ -20,3 +28,74 @@ type Config struct {
 	Order  []string       // names of valid VMs, each after its providers; deterministic
 	Errors []error        // one per rejected VM; each names the VM and the path at fault
 }
+
+// Clients returns the names of the valid VMs that name vm as a provider,
+// sorted.
+func (c *Config) Clients(vm string) []string {
+	var out []string
+	for _, name := range c.Order {
+		if slices.Contains(c.VMs[name].Providers, vm) {
+			out = append(out, name)
+		}
+	}
+	slices.Sort(out)
+	return out
+}
+
+// Why a VM is rejected. Each is wrapped in a *VMError; compare with errors.Is.
+var (
+	// ErrName: a VM name or file name that is empty, over its length limit,
+	// not UTF-8, or holds '/', ',', a control or space character, or starts
+	// with '.' or '-'.
+	ErrName = errors.New("unsafe name")
+	// ErrPath: an absolute path handed to QEMU holds ',' or a control
+	// character (QEMU's option syntax would misread it).
+	ErrPath = errors.New("unsafe path")
+	// ErrNotELF: vmlinux is not an ELF executable.
+	ErrNotELF = errors.New("not an ELF executable")
+	// ErrNotRegular: a file that must be a regular file is something else.
+	ErrNotRegular = errors.New("not a regular file")
+	// ErrNotDir: blk, providers or providers/net is not a directory.
+	ErrNotDir = errors.New("not a directory")
+	// ErrNoImages: blk/ holds no *.img.
+	ErrNoImages = errors.New("no *.img disk image")
+	// ErrEscape: a symlink leads out of the VM's directory.
+	ErrEscape = errors.New("symlink leads out of the VM's directory")
+	// ErrCmdline: cmdline holds a newline (other than one at the end) or a
+	// control character, or is over MaxCmdline bytes.
+	ErrCmdline = errors.New("bad kernel command line")
+	// ErrNoProvider: providers/net names no VM in the data directory.
+	ErrNoProvider = errors.New("no such VM")
+	// ErrSelfProvider: a VM names itself in providers/net.
+	ErrSelfProvider = errors.New("a VM cannot provide to itself")
+	// ErrCycle: the VM is on a provider cycle. The error names the cycle.
+	ErrCycle = errors.New("provider cycle")
+	// ErrProviderInvalid: a provider of the VM is itself invalid, so the VM
+	// could never start.
+	ErrProviderInvalid = errors.New("provider is invalid")
+)
+
+// VMError is why one VM was rejected. Path is the file at fault (under the
+// data directory as given to Load); VM is "" only when the data directory
+// itself cannot be read.
+type VMError struct {
+	VM   string
+	Path string
+	Err  error
+}
+
+func (e *VMError) Error() string {
+	var b strings.Builder
+	if e.VM != "" {
+		b.WriteString("VM ")
+		b.WriteString(e.VM)
+		b.WriteString(": ")
+	}
+	b.WriteString(e.Path)
+	b.WriteString(": ")
+	b.WriteString(e.Err.Error())
+	return b.String()
+}
+
+// Unwrap returns the reason, one of the Err values above or an fs error.
+func (e *VMError) Unwrap() error { return e.Err }

@@ -1,0 +1,170 @@
+package config
+
+import (
+	"bytes"
+	"debug/elf"
+	"encoding/binary"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"strings"
+	"unicode"
+	"unicode/utf8"
+)
+
+const (
+	// MaxName is the longest VM name, in bytes. A VM's name ends up in file
+	// names and socket paths under spectrumd's run directory (a unix socket
+	// path holds at most 107 bytes), and in every log line.
+	MaxName = 64
+	// maxFileName is NAME_MAX: the longest image file name.
+	maxFileName = 255
+	// MaxCmdline is the largest cmdline file, in bytes (the x86 kernel's
+	// COMMAND_LINE_SIZE is 2048 by default; 4 KiB leaves room for larger
+	// builds without letting a stray file through).
+	MaxCmdline = 4096
+)
+
+// checkName tells why s cannot be a VM name or an image's file name: both are
+// passed to QEMU inside comma-separated options and used as file names.
+func checkName(s string, max int) error {
+	switch {
+	case s == "":
+		return fmt.Errorf("%w: empty", ErrName)
+	case len(s) > max:
+		return fmt.Errorf("%w: %d bytes, at most %d", ErrName, len(s), max)
+	case !utf8.ValidString(s):
+		return fmt.Errorf("%w %q: not UTF-8", ErrName, s)
+	case s[0] == '.' || s[0] == '-':
+		return fmt.Errorf("%w %q: starts with %q", ErrName, s, s[0])
+	}
+	for _, r := range s {
+		switch {
+		case r == '/' || r == ',':
+			return fmt.Errorf("%w %q: holds %q", ErrName, s, r)
+		case unicode.IsControl(r) || unicode.IsSpace(r):
+			return fmt.Errorf("%w %q: holds a control or space character", ErrName, s)
+		}
+	}
+	return nil
+}
+
+// checkPath tells why an absolute path cannot be handed to QEMU: a ',' ends
+// an option value and a control character has no business in a path.
+func checkPath(p string) error {
+	if !utf8.ValidString(p) {
+		return fmt.Errorf("%w %q: not UTF-8", ErrPath, p)
+	}
+	for _, r := range p {
+		if r == ',' || unicode.IsControl(r) {
+			return fmt.Errorf("%w %q: holds %q", ErrPath, p, r)
+		}
+	}
+	return nil
+}
+
+// within reports whether p is root or below it; both are clean and absolute.
+func within(root, p string) bool {
+	return p == root || strings.HasPrefix(p, root+string(filepath.Separator))
+}
+
+// follow returns the real path of p and its type. typ is p's own type as
+// its directory listing reported it. p's parent holds no symlinks, so only p
+// itself can be one; if it is, its target must stay inside root.
+func follow(root, p string, typ fs.FileMode) (string, fs.FileMode, error) {
+	if typ&fs.ModeSymlink == 0 {
+		return p, typ.Type(), nil
+	}
+	real, err := filepath.EvalSymlinks(p)
+	if err != nil {
+		return "", 0, err
+	}
+	if !within(root, real) {
+		dest, _ := os.Readlink(p)
+		return "", 0, fmt.Errorf("%w (to %s)", ErrEscape, dest)
+	}
+	fi, err := os.Stat(real)
+	if err != nil {
+		return "", 0, err
+	}
+	return real, fi.Mode().Type(), nil
+}
+
+// checkELF tells why the file at p is not a kernel QEMU could boot: it must be
+// a readable regular file that starts with an ELF executable's header. The
+// machine is not checked: that is for QEMU to say.
+func checkELF(p string) error {
+	f, err := os.Open(p)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	fi, err := f.Stat()
+	if err != nil {
+		return err
+	}
+	if !fi.Mode().IsRegular() {
+		return fmt.Errorf("%w: %s", ErrNotRegular, kind(fi.Mode()))
+	}
+	var h [18]byte // e_ident and e_type: the same in ELF32 and ELF64
+	if _, err := io.ReadFull(f, h[:]); err != nil {
+		if err == io.EOF || err == io.ErrUnexpectedEOF {
+			return fmt.Errorf("%w: %d bytes, shorter than an ELF header", ErrNotELF, fi.Size())
+		}
+		return err
+	}
+	if !bytes.Equal(h[:4], []byte(elf.ELFMAG)) {
+		return fmt.Errorf("%w: no ELF magic (an uncompressed vmlinux is needed, not a bzImage)", ErrNotELF)
+	}
+	if c := elf.Class(h[elf.EI_CLASS]); c != elf.ELFCLASS32 && c != elf.ELFCLASS64 {
+		return fmt.Errorf("%w: %v", ErrNotELF, c)
+	}
+	if v := elf.Version(h[elf.EI_VERSION]); v != elf.EV_CURRENT {
+		return fmt.Errorf("%w: %v", ErrNotELF, v)
+	}
+	var order binary.ByteOrder
+	switch d := elf.Data(h[elf.EI_DATA]); d {
+	case elf.ELFDATA2LSB:
+		order = binary.LittleEndian
+	case elf.ELFDATA2MSB:
+		order = binary.BigEndian
+	default:
+		return fmt.Errorf("%w: %v", ErrNotELF, d)
+	}
+	if t := elf.Type(order.Uint16(h[16:])); t != elf.ET_EXEC {
+		return fmt.Errorf("%w: type %v, want ET_EXEC", ErrNotELF, t)
+	}
+	return nil
+}
+
+// readCmdline returns the kernel command line in the file at p: one line, at
+// most MaxCmdline bytes, a single trailing newline allowed.
+func readCmdline(p string) (string, error) {
+	f, err := os.Open(p)
+	if err != nil {
+		return "", err
+	}
+	defer f.Close()
+	b, err := io.ReadAll(io.LimitReader(f, MaxCmdline+1))
+	if err != nil {
+		return "", err
+	}
+	if len(b) > MaxCmdline {
+		return "", fmt.Errorf("%w: over %d bytes", ErrCmdline, MaxCmdline)
+	}
+	s := strings.TrimSuffix(string(b), "\n")
+	if i := strings.IndexByte(s, '\n'); i >= 0 {
+		return "", fmt.Errorf("%w: a newline at byte %d (one line only)", ErrCmdline, i)
+	}
+	if !utf8.ValidString(s) {
+		return "", fmt.Errorf("%w: not UTF-8", ErrCmdline)
+	}
+	for i, r := range s {
+		if r != '\t' && unicode.IsControl(r) {
+			return "", fmt.Errorf("%w: control character %q at byte %d", ErrCmdline, r, i)
+		}
+	}
+	return s, nil
+}
