@@ -1,0 +1,256 @@
+package cli
+
+import (
+	"bufio"
+	"bytes"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"text/tabwriter"
+	"time"
+
+	"golang.org/x/term"
+
+	"spectrum/host/daemon"
+)
+
+// DefaultRun is the run directory: the control socket and the VMs' sockets.
+const DefaultRun = "/run/spectrumd"
+
+// ControlSocket is the control socket's path inside the run directory.
+func ControlSocket(run string) string { return filepath.Join(run, "control.sock") }
+
+// dial connects to the daemon, sends req and reads the first reply line.
+func dial(run string, req daemon.Request) (daemon.Response, *bufio.Reader, net.Conn, error) {
+	path := ControlSocket(run)
+	c, err := net.DialTimeout("unix", path, 5*time.Second)
+	if err != nil {
+		if errors.Is(err, os.ErrNotExist) || errors.Is(err, syscall.ECONNREFUSED) {
+			return daemon.Response{}, nil, nil, fmt.Errorf("spectrumd is not running (no daemon at %s); start it with: spectrumd serve -run %s", path, run)
+		}
+		return daemon.Response{}, nil, nil, fmt.Errorf("connect to spectrumd at %s: %w", path, err)
+	}
+	b, _ := json.Marshal(req)
+	if _, err := c.Write(append(b, '\n')); err != nil {
+		c.Close()
+		return daemon.Response{}, nil, nil, fmt.Errorf("send to spectrumd: %w", err)
+	}
+	br := bufio.NewReader(c)
+	line, err := br.ReadBytes('\n')
+	if err != nil {
+		c.Close()
+		return daemon.Response{}, nil, nil, fmt.Errorf("read reply from spectrumd: %w", err)
+	}
+	var resp daemon.Response
+	if err := json.Unmarshal(line, &resp); err != nil {
+		c.Close()
+		return daemon.Response{}, nil, nil, fmt.Errorf("reply from spectrumd %q: %w", line, err)
+	}
+	if !resp.OK {
+		c.Close()
+		return resp, nil, nil, errors.New(resp.Error)
+	}
+	return resp, br, c, nil
+}
+
+func call(run string, req daemon.Request) (daemon.Response, error) {
+	resp, _, c, err := dial(run, req)
+	if c != nil {
+		c.Close()
+	}
+	return resp, err
+}
+
+// newFlags makes a subcommand's flag set with the common -run flag and a
+// usage line.
+func newFlags(name, args, what string, stderr io.Writer) (*flag.FlagSet, *string) {
+	fs := flag.NewFlagSet("spectrumd "+name, flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	run := fs.String("run", DefaultRun, "run `DIR` of the daemon (its control socket)")
+	fs.Usage = func() {
+		fmt.Fprintf(stderr, "usage: spectrumd %s [flags] %s\n\n%s\n\nflags:\n", name, args, what)
+		fs.PrintDefaults()
+	}
+	return fs, run
+}
+
+// oneName parses flags and the single VM name argument.
+func oneName(fs *flag.FlagSet, args []string) (string, error) {
+	if err := fs.Parse(args); err != nil {
+		return "", err
+	}
+	if fs.NArg() != 1 {
+		fs.Usage()
+		return "", flag.ErrHelp
+	}
+	return fs.Arg(0), nil
+}
+
+// List implements `spectrumd list`.
+func List(args []string, stdout, stderr io.Writer) error {
+	fs, run := newFlags("list", "", "List every VM the daemon knows, with its state.", stderr)
+	asJSON := fs.Bool("json", false, "print JSON")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	resp, err := call(*run, daemon.Request{Op: "list"})
+	if err != nil {
+		return err
+	}
+	if *asJSON {
+		return json.NewEncoder(stdout).Encode(resp.VMs)
+	}
+	tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "NAME\tSTATE\tPID\tRESTARTS\tLINKS")
+	for _, v := range resp.VMs {
+		pid := "-"
+		if v.PID != 0 {
+			pid = fmt.Sprint(v.PID)
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%s\n", v.Name, v.State, pid, v.Restarts, linksString(v.Links))
+	}
+	return tw.Flush()
+}
+
+func linksString(ls []daemon.LinkStatus) string {
+	if len(ls) == 0 {
+		return "-"
+	}
+	var parts []string
+	for _, l := range ls {
+		arrow := "<-" // client: gets network from the peer
+		if l.Role == "provider" {
+			arrow = "->"
+		}
+		parts = append(parts, arrow+l.Peer+"("+l.MAC+")")
+	}
+	return strings.Join(parts, " ")
+}
+
+// Start implements `spectrumd start NAME`.
+func Start(args []string, stdout, stderr io.Writer) error {
+	fs, run := newFlags("start", "NAME", "Start VM NAME, after the VMs that provide its network.", stderr)
+	name, err := oneName(fs, args)
+	if err != nil {
+		return err
+	}
+	_, err = call(*run, daemon.Request{Op: "start", Name: name})
+	return err
+}
+
+// Stop implements `spectrumd stop NAME`.
+func Stop(args []string, stdout, stderr io.Writer) error {
+	fs, run := newFlags("stop", "NAME", "Power VM NAME down (killed after a timeout) and remove its links.", stderr)
+	name, err := oneName(fs, args)
+	if err != nil {
+		return err
+	}
+	_, err = call(*run, daemon.Request{Op: "stop", Name: name})
+	return err
+}
+
+// Status implements `spectrumd status NAME`.
+func Status(args []string, stdout, stderr io.Writer) error {
+	fs, run := newFlags("status", "NAME", "Show VM NAME's state and links.", stderr)
+	asJSON := fs.Bool("json", false, "print JSON")
+	name, err := oneName(fs, args)
+	if err != nil {
+		return err
+	}
+	resp, err := call(*run, daemon.Request{Op: "status", Name: name})
+	if err != nil {
+		return err
+	}
+	if len(resp.VMs) != 1 {
+		return fmt.Errorf("status of %s: daemon sent %d VMs", name, len(resp.VMs))
+	}
+	v := resp.VMs[0]
+	if *asJSON {
+		return json.NewEncoder(stdout).Encode(v)
+	}
+	fmt.Fprintf(stdout, "name:     %s\nstate:    %s\n", v.Name, v.State)
+	if v.PID != 0 {
+		fmt.Fprintf(stdout, "pid:      %d\nsince:    %s\n", v.PID, v.Since.Format(time.RFC3339))
+	}
+	fmt.Fprintf(stdout, "restarts: %d\n", v.Restarts)
+	if v.LastExit != "" {
+		fmt.Fprintf(stdout, "last exit: %s\n", v.LastExit)
+	}
+	for _, l := range v.Links {
+		fmt.Fprintf(stdout, "link %s: %s of %s, NIC %s\n", l.ID, l.Role, l.Peer, l.MAC)
+	}
+	return nil
+}
+
+// Logs implements `spectrumd logs [-f] NAME`.
+func Logs(args []string, stdout, stderr io.Writer) error {
+	fs, run := newFlags("logs", "NAME", "Print VM NAME's serial console log.", stderr)
+	follow := fs.Bool("f", false, "keep printing new lines as they arrive")
+	name, err := oneName(fs, args)
+	if err != nil {
+		return err
+	}
+	_, br, c, err := dial(*run, daemon.Request{Op: "logs", Name: name, Follow: *follow})
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	_, err = io.Copy(stdout, br)
+	return err
+}
+
+// consoleEscape detaches from a console: Ctrl-], as in telnet and virsh.
+const consoleEscape = 0x1d
+
+// Console implements `spectrumd console NAME`.
+func Console(args []string, stdin *os.File, stdout, stderr io.Writer) error {
+	fs, run := newFlags("console", "NAME", "Attach this terminal to VM NAME's console (virtio-console). Ctrl-] detaches.", stderr)
+	name, err := oneName(fs, args)
+	if err != nil {
+		return err
+	}
+	_, br, c, err := dial(*run, daemon.Request{Op: "console", Name: name})
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	fmt.Fprintf(stderr, "connected to %s's console; Ctrl-] to detach\r\n", name)
+	if term.IsTerminal(int(stdin.Fd())) {
+		old, err := term.MakeRaw(int(stdin.Fd()))
+		if err != nil {
+			return fmt.Errorf("raw mode: %w", err)
+		}
+		defer term.Restore(int(stdin.Fd()), old)
+	}
+	done := make(chan struct{}, 2)
+	go func() { io.Copy(stdout, br); done <- struct{}{} }()
+	go func() {
+		buf := make([]byte, 1024)
+		for {
+			n, err := stdin.Read(buf)
+			if i := bytes.IndexByte(buf[:n], consoleEscape); i >= 0 {
+				c.Write(buf[:i])
+				break
+			}
+			if n > 0 {
+				if _, werr := c.Write(buf[:n]); werr != nil {
+					break
+				}
+			}
+			if err != nil {
+				break
+			}
+		}
+		done <- struct{}{}
+	}()
+	<-done
+	fmt.Fprintf(stderr, "\r\ndetached from %s\r\n", name)
+	return nil
+}
