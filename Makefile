@@ -27,6 +27,7 @@ kernel: deps
 	@./scripts/test-kernel.sh
 
 vet:
+	./scripts/verify-unit.sh
 	@test -z "$$(gofmt -l .)" || { echo "gofmt would change:"; gofmt -l .; exit 1; }
 	$(GO) vet ./...
 
