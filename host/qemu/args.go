@@ -1,0 +1,247 @@
+package qemu
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"unicode/utf8"
+
+	"spectrum/host/qmp"
+)
+
+// DefaultCmdline is the kernel command line when Config.Cmdline is empty:
+// the console on the serial port (spectrumd logs it), and reboot at once on a
+// panic, which -no-reboot turns into QEMU exiting, so the supervisor sees the
+// crash and restarts the VM with backoff instead of the guest looping
+// silently.
+const DefaultCmdline = "console=ttyS0 panic=-1"
+
+// Defaults for zero Config fields.
+const (
+	DefaultMemoryMiB = 256
+	DefaultCPUs      = 1
+	// DefaultBinary is run from $PATH when Config.Binary is empty.
+	DefaultBinary = "qemu-system-x86_64"
+)
+
+// Config describes one QEMU process. It is plain data; Args turns it into a
+// command line and Start runs it.
+type Config struct {
+	Name      string   // VM name; names the QEMU process (-name). Required.
+	Binary    string   // QEMU binary; "" means DefaultBinary from $PATH
+	Kernel    string   // absolute path of the uncompressed ELF vmlinux, booted through its PVH entry. Required.
+	Initramfs string   // absolute path; "" means none
+	Cmdline   string   // kernel command line; "" means DefaultCmdline
+	Accel     string   // "kvm" or "tcg" (resolve "auto" with DetectAccel first). Required.
+	MemoryMiB int      // guest RAM; 0 means DefaultMemoryMiB
+	CPUs      int      // vCPUs; 0 means DefaultCPUs
+	// Images are absolute paths of raw disk images, each a read-only
+	// virtio-blk device in this order. Read-only because the images live on
+	// the user partition as the VM's definition: a compromised or crashing
+	// guest must not be able to alter what it boots next time, a VM killed
+	// mid-write cannot corrupt them, and a restart always starts from the
+	// same state. A guest that needs writable storage uses a tmpfs or
+	// overlay in its own RAM.
+	Images []string
+	NICs   []NIC // cold-plugged NICs, in this order
+
+	// QMPSocket and ConsoleSocket are the paths Start binds (mode 0600):
+	// QMP for spectrumd, the virtio-console (hvc0) for `spectrumd console`.
+	// Args does not use them: QEMU receives the bound sockets as fds.
+	QMPSocket     string
+	ConsoleSocket string
+}
+
+// NIC is a virtio-net device backed by an open tap.
+type NIC struct {
+	// ID names the netdev and the device in QEMU (qmp.CheckID), the same
+	// name qmp.Client.UnplugNIC takes.
+	ID  string
+	MAC net.HardwareAddr
+	// Tap is the open tap (link.Net.OpenTap); Start passes it to QEMU.
+	// Args does not look at it.
+	Tap *os.File
+}
+
+// File descriptor numbers in QEMU's process. Start puts ExtraFiles in this
+// order; Args refers to them. They are the one place both agree on.
+const (
+	fdQMP      = 3 // listening unix socket, QMP
+	fdConsole  = 4 // listening unix socket, virtio-console
+	fdSerial   = 5 // write end of the serial pipe
+	fdFirstNIC = 6 // NICs[i].Tap is fdFirstNIC+i
+)
+
+// Args returns QEMU's arguments (without the binary's name) for c. It checks
+// c and refuses values QEMU would misparse: control characters anywhere,
+// relative paths, ids QEMU rejects. Commas in option values are escaped by
+// doubling them, QEMU's own syntax.
+func (c Config) Args() ([]string, error) {
+	var errs []error
+	check := func(what, v string) {
+		if err := checkText(v); err != nil {
+			errs = append(errs, fmt.Errorf("%s %q: %w", what, v, err))
+		}
+	}
+	checkPath := func(what, p string) {
+		check(what, p)
+		if !filepath.IsAbs(p) {
+			errs = append(errs, fmt.Errorf("%s %q: not an absolute path", what, p))
+		}
+	}
+	if c.Name == "" {
+		errs = append(errs, errors.New("name: empty"))
+	}
+	check("name", c.Name)
+	if c.Kernel == "" {
+		errs = append(errs, errors.New("kernel: empty"))
+	} else {
+		checkPath("kernel", c.Kernel)
+	}
+	if c.Initramfs != "" {
+		checkPath("initramfs", c.Initramfs)
+	}
+	cmdline := c.Cmdline
+	if cmdline == "" {
+		cmdline = DefaultCmdline
+	}
+	check("cmdline", cmdline)
+	if c.Accel != "kvm" && c.Accel != "tcg" {
+		errs = append(errs, fmt.Errorf("accel %q: want kvm or tcg", c.Accel))
+	}
+	mem, cpus := c.MemoryMiB, c.CPUs
+	if mem == 0 {
+		mem = DefaultMemoryMiB
+	}
+	if cpus == 0 {
+		cpus = DefaultCPUs
+	}
+	if mem < 0 || cpus < 0 {
+		errs = append(errs, fmt.Errorf("memory %d MiB, %d CPUs: negative", mem, cpus))
+	}
+	if len(c.Images) == 0 {
+		errs = append(errs, errors.New("images: none (a VM needs at least one disk)"))
+	}
+	for _, img := range c.Images {
+		checkPath("image", img)
+	}
+	ids := map[string]bool{}
+	for _, n := range c.NICs {
+		if err := qmp.CheckID(n.ID); err != nil {
+			errs = append(errs, err)
+		}
+		if ids[n.ID] {
+			errs = append(errs, fmt.Errorf("nic id %q: used twice", n.ID))
+		}
+		ids[n.ID] = true
+		if len(n.MAC) != 6 {
+			errs = append(errs, fmt.Errorf("nic %s: MAC %v is not 6 octets", n.ID, n.MAC))
+		}
+	}
+	if err := errors.Join(errs...); err != nil {
+		return nil, fmt.Errorf("qemu config for %q: %w", c.Name, err)
+	}
+
+	a := []string{
+		"-name", "guest=" + esc(c.Name),
+		"-nodefaults", "-no-user-config",
+		"-display", "none",
+		// A guest reboot ends QEMU: the supervisor restarts the VM, and sees
+		// and logs a panic or a reboot loop.
+		"-no-reboot",
+		"-machine", "pc",
+		"-accel", c.Accel,
+		// "max" is the host CPU under KVM and every emulated feature under
+		// TCG, so guest kernels built for newer x86-64 levels boot on both.
+		"-cpu", "max",
+		"-m", strconv.Itoa(mem),
+		"-smp", strconv.Itoa(cpus),
+		// Seccomp: no obsolete syscalls, no setuid/privilege changes, no
+		// fork/exec, no scheduler/affinity changes.
+		"-sandbox", "on,obsolete=deny,elevateprivileges=deny,spawn=deny,resourcecontrol=deny",
+		// -kernel, -initrd and -append take their value verbatim (no
+		// option syntax): no comma escaping.
+		"-kernel", c.Kernel,
+	}
+	if c.Initramfs != "" {
+		a = append(a, "-initrd", c.Initramfs)
+	}
+	a = append(a, "-append", cmdline)
+
+	// Serial: a file chardev on the pipe's write end. append=on because
+	// QEMU refuses to open an fdset fd with O_TRUNC.
+	a = append(a,
+		"-add-fd", fmt.Sprintf("fd=%d,set=%d,opaque=serial", fdSerial, fdSerial),
+		"-chardev", fmt.Sprintf("file,id=serial,path=/dev/fdset/%d,append=on", fdSerial),
+		"-serial", "chardev:serial",
+	)
+	// QMP and the virtio-console on sockets Start has already bound.
+	a = append(a,
+		"-chardev", fmt.Sprintf("socket,id=qmp,fd=%d,server=on,wait=off", fdQMP),
+		"-mon", "chardev=qmp,mode=control",
+		"-device", "virtio-serial-pci,id=virtio-serial",
+		"-chardev", fmt.Sprintf("socket,id=console,fd=%d,server=on,wait=off", fdConsole),
+		"-device", "virtconsole,chardev=console,id=console",
+	)
+	for i, img := range c.Images {
+		// -blockdev with an explicit file driver: the path is never parsed
+		// for a protocol prefix ("nbd:", "json:"), and format raw is never
+		// probed.
+		node := "disk" + strconv.Itoa(i)
+		a = append(a,
+			"-blockdev", "driver=raw,node-name="+node+",read-only=on,"+
+				"file.driver=file,file.filename="+esc(img)+",file.read-only=on",
+			"-device", "virtio-blk-pci,drive="+node+",id="+node,
+		)
+	}
+	for i, n := range c.NICs {
+		a = append(a,
+			"-netdev", fmt.Sprintf("tap,id=%s,fd=%d", n.ID, fdFirstNIC+i),
+			// romfile empty: no iPXE option ROM, the guest never
+			// network-boots.
+			"-device", fmt.Sprintf("virtio-net-pci,netdev=%s,id=%s,mac=%s,romfile=", n.ID, n.ID, n.MAC),
+		)
+	}
+	return a, nil
+}
+
+// esc escapes a value for QEMU's option syntax (QemuOpts and keyval), where
+// ',' separates options and ",," is a literal comma.
+func esc(v string) string { return strings.ReplaceAll(v, ",", ",,") }
+
+// checkText refuses what no QEMU option value should carry: invalid UTF-8,
+// control characters (a newline could forge a line in a log or in QEMU's
+// own parsing), and DEL.
+func checkText(v string) error {
+	if !utf8.ValidString(v) {
+		return errors.New("not valid UTF-8")
+	}
+	for _, r := range v {
+		if r < 0x20 || r == 0x7f || (r >= 0x80 && r < 0xa0) {
+			return fmt.Errorf("control character %U", r)
+		}
+	}
+	return nil
+}
+
+// Quote renders argv (binary first) as one shell command line, for logging
+// the exact command so a failure can be reproduced by hand. File descriptors
+// 3 and up must be provided too (see Start).
+func Quote(argv []string) string {
+	var b strings.Builder
+	for i, a := range argv {
+		if i > 0 {
+			b.WriteByte(' ')
+		}
+		if a != "" && strings.Trim(a, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_=,.:/+@%") == "" {
+			b.WriteString(a)
+			continue
+		}
+		b.WriteString("'" + strings.ReplaceAll(a, "'", `'\''`) + "'")
+	}
+	return b.String()
+}

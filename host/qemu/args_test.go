@@ -1,0 +1,209 @@
+package qemu
+
+import (
+	"errors"
+	"os"
+	"strings"
+	"testing"
+
+	"github.com/google/go-cmp/cmp"
+
+	"spectrum/internal/mac"
+)
+
+func TestArgs(t *testing.T) {
+	base := func() Config {
+		return Config{
+			Name:   "app",
+			Kernel: "/data/app/vmlinux",
+			Images: []string{"/data/app/blk/root.img"},
+			Accel:  "tcg",
+		}
+	}
+	common := func(name string, extra ...string) []string {
+		return append([]string{
+			"-name", "guest=" + name,
+			"-nodefaults", "-no-user-config", "-display", "none", "-no-reboot",
+			"-machine", "pc", "-accel", "tcg", "-cpu", "max", "-m", "256", "-smp", "1",
+			"-sandbox", "on,obsolete=deny,elevateprivileges=deny,spawn=deny,resourcecontrol=deny",
+		}, extra...)
+	}
+	plumbing := []string{
+		"-add-fd", "fd=5,set=5,opaque=serial",
+		"-chardev", "file,id=serial,path=/dev/fdset/5,append=on",
+		"-serial", "chardev:serial",
+		"-chardev", "socket,id=qmp,fd=3,server=on,wait=off",
+		"-mon", "chardev=qmp,mode=control",
+		"-device", "virtio-serial-pci,id=virtio-serial",
+		"-chardev", "socket,id=console,fd=4,server=on,wait=off",
+		"-device", "virtconsole,chardev=console,id=console",
+	}
+	cat := func(parts ...[]string) []string {
+		var out []string
+		for _, p := range parts {
+			out = append(out, p...)
+		}
+		return out
+	}
+	disk := func(i, path string) []string {
+		return []string{
+			"-blockdev", "driver=raw,node-name=disk" + i + ",read-only=on,file.driver=file,file.filename=" + path + ",file.read-only=on",
+			"-device", "virtio-blk-pci,drive=disk" + i + ",id=disk" + i,
+		}
+	}
+	for _, tt := range []struct {
+		name string
+		edit func(*Config)
+		want []string
+	}{
+		{
+			name: "minimal",
+			edit: func(*Config) {},
+			want: cat(common("app", "-kernel", "/data/app/vmlinux", "-append", DefaultCmdline), plumbing, disk("0", "/data/app/blk/root.img")),
+		},
+		{
+			name: "everything",
+			edit: func(c *Config) {
+				c.Initramfs = "/data/app/initramfs"
+				c.Cmdline = "console=ttyS0 quiet spectrum.x=1"
+				c.Accel = "kvm"
+				c.MemoryMiB = 512
+				c.CPUs = 2
+				c.Images = append(c.Images, "/data/app/blk/home.img")
+				c.NICs = []NIC{
+					{ID: "link-a546", MAC: mac.LinkID(0xa546).MAC(mac.Client)},
+					{ID: "link-0001", MAC: mac.LinkID(1).MAC(mac.Provider)},
+				}
+			},
+			want: cat([]string{
+				"-name", "guest=app",
+				"-nodefaults", "-no-user-config", "-display", "none", "-no-reboot",
+				"-machine", "pc", "-accel", "kvm", "-cpu", "max", "-m", "512", "-smp", "2",
+				"-sandbox", "on,obsolete=deny,elevateprivileges=deny,spawn=deny,resourcecontrol=deny",
+				"-kernel", "/data/app/vmlinux", "-initrd", "/data/app/initramfs",
+				"-append", "console=ttyS0 quiet spectrum.x=1",
+			}, plumbing,
+				disk("0", "/data/app/blk/root.img"), disk("1", "/data/app/blk/home.img"),
+				[]string{
+					"-netdev", "tap,id=link-a546,fd=6",
+					"-device", "virtio-net-pci,netdev=link-a546,id=link-a546,mac=0a:b3:ec:00:a5:46,romfile=",
+					"-netdev", "tap,id=link-0001,fd=7",
+					"-device", "virtio-net-pci,netdev=link-0001,id=link-0001,mac=0a:b3:ec:80:00:01,romfile=",
+				}),
+		},
+		{
+			name: "commas escaped in option values, verbatim elsewhere",
+			edit: func(c *Config) {
+				c.Name = "a,b"
+				c.Kernel = "/d/a,b/vmlinux"
+				c.Images = []string{"/d/a,b/blk/x,,y.img"}
+			},
+			want: cat(common("a,,b", "-kernel", "/d/a,b/vmlinux", "-append", DefaultCmdline), plumbing,
+				disk("0", "/d/a,,b/blk/x,,,,y.img")),
+		},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			c := base()
+			tt.edit(&c)
+			got, err := c.Args()
+			if err != nil {
+				t.Fatal(err)
+			}
+			if diff := cmp.Diff(tt.want, got); diff != "" {
+				t.Errorf("Args (-want +got):\n%s", diff)
+			}
+		})
+	}
+}
+
+func TestArgsRefused(t *testing.T) {
+	for _, tt := range []struct {
+		name string
+		edit func(*Config)
+		want string // substring of the error
+	}{
+		{"no name", func(c *Config) { c.Name = "" }, "name: empty"},
+		{"newline in name", func(c *Config) { c.Name = "a\nb" }, "control character"},
+		{"no kernel", func(c *Config) { c.Kernel = "" }, "kernel: empty"},
+		{"relative kernel", func(c *Config) { c.Kernel = "vmlinux" }, "not an absolute path"},
+		{"tab in image", func(c *Config) { c.Images = []string{"/a\tb.img"} }, "control character"},
+		{"escape in cmdline", func(c *Config) { c.Cmdline = "console=ttyS0\x1b[2J" }, "control character"},
+		{"C1 control", func(c *Config) { c.Cmdline = "a\u0085b" }, "control character"},
+		{"invalid utf8", func(c *Config) { c.Initramfs = "/a\xffb" }, "UTF-8"},
+		{"relative initramfs", func(c *Config) { c.Initramfs = "initramfs" }, "not an absolute path"},
+		{"no images", func(c *Config) { c.Images = nil }, "at least one disk"},
+		{"bad accel", func(c *Config) { c.Accel = "auto" }, "want kvm or tcg"},
+		{"negative memory", func(c *Config) { c.MemoryMiB = -1 }, "negative"},
+		{"bad nic id", func(c *Config) { c.NICs = []NIC{{ID: "a,b", MAC: mac.LinkID(1).MAC(mac.Client)}} }, "not allowed"},
+		{"nic id not a letter first", func(c *Config) { c.NICs = []NIC{{ID: "1a", MAC: mac.LinkID(1).MAC(mac.Client)}} }, "start with a letter"},
+		{"duplicate nic id", func(c *Config) {
+			c.NICs = []NIC{{ID: "n", MAC: mac.LinkID(1).MAC(mac.Client)}, {ID: "n", MAC: mac.LinkID(2).MAC(mac.Client)}}
+		}, "used twice"},
+		{"short mac", func(c *Config) { c.NICs = []NIC{{ID: "n", MAC: []byte{1, 2}}} }, "not 6 octets"},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			c := Config{Name: "vm", Kernel: "/k", Images: []string{"/i.img"}, Accel: "tcg"}
+			tt.edit(&c)
+			_, err := c.Args()
+			if err == nil || !strings.Contains(err.Error(), tt.want) {
+				t.Errorf("Args error = %v, want one containing %q", err, tt.want)
+			}
+		})
+	}
+}
+
+func TestQuote(t *testing.T) {
+	got := Quote([]string{"qemu-system-x86_64", "-append", "console=ttyS0 panic=-1", "-name", "guest=it's", "-x", ""})
+	want := `qemu-system-x86_64 -append 'console=ttyS0 panic=-1' -name 'guest=it'\''s' -x ''`
+	if got != want {
+		t.Errorf("Quote = %s, want %s", got, want)
+	}
+}
+
+func TestDetectAccel(t *testing.T) {
+	vmx := []byte("processor\t: 0\nflags\t\t: fpu vme vmx sse\n\nprocessor\t: 1\nflags\t\t: fpu vme vmx sse\n")
+	svm := []byte("flags\t: fpu svm\n")
+	none := []byte("flags\t: fpu hypervisor sse\n")
+	opens := func() error { return nil }
+	missing := func() error { return os.ErrNotExist }
+	info := func(b []byte) func() ([]byte, error) { return func() ([]byte, error) { return b, nil } }
+	for _, tt := range []struct {
+		name    string
+		pref    string
+		host    AccelHost
+		want    string
+		wantErr bool
+	}{
+		{"auto vmx", "auto", AccelHost{opens, info(vmx)}, "kvm", false},
+		{"auto svm", "auto", AccelHost{opens, info(svm)}, "kvm", false},
+		{"auto no flag", "auto", AccelHost{opens, info(none)}, "tcg", false},
+		{"auto no device", "auto", AccelHost{missing, info(vmx)}, "tcg", false},
+		{"auto no cpuinfo", "auto", AccelHost{opens, func() ([]byte, error) { return nil, os.ErrNotExist }}, "tcg", false},
+		{"cpuinfo unreadable", "auto", AccelHost{opens, func() ([]byte, error) { return nil, errors.New("EIO") }}, "", true},
+		{"empty is auto", "", AccelHost{missing, info(vmx)}, "tcg", false},
+		{"explicit kvm", "kvm", AccelHost{missing, info(none)}, "kvm", false},
+		{"explicit tcg", "tcg", AccelHost{opens, info(vmx)}, "tcg", false},
+		{"bad", "xen", AccelHost{opens, info(vmx)}, "", true},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			got, why, err := tt.host.DetectAccel(tt.pref)
+			if (err != nil) != tt.wantErr || got != tt.want {
+				t.Errorf("DetectAccel(%q) = %q (%s), %v; want %q, error %v", tt.pref, got, why, err, tt.want, tt.wantErr)
+			}
+		})
+	}
+}
+
+// On this project's build and CI machines /dev/kvm exists but nested
+// virtualisation does not work; auto must choose TCG there. Set
+// SPECTRUM_EXPECT_ACCEL to check a machine's real answer.
+func TestDetectAccelHost(t *testing.T) {
+	got, why, err := DetectAccel("auto")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("auto -> %s (%s)", got, why)
+	if want := os.Getenv("SPECTRUM_EXPECT_ACCEL"); want != "" && got != want {
+		t.Errorf("DetectAccel(auto) = %s, want %s", got, want)
+	}
+}
