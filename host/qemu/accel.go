@@ -68,7 +68,6 @@ func DetectAccel(pref string) (accel, why string, err error) {
 	return HostAccel.DetectAccel(pref)
 }
 
-
 // virtFlag returns "vmx" or "svm" if the first "flags" line of cpuinfo
 // lists it.
 func virtFlag(cpuinfo []byte) string {

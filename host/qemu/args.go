@@ -31,14 +31,14 @@ const (
 // Config describes one QEMU process. It is plain data; Args turns it into a
 // command line and Start runs it.
 type Config struct {
-	Name      string   // VM name; names the QEMU process (-name). Required.
-	Binary    string   // QEMU binary; "" means DefaultBinary from $PATH
-	Kernel    string   // absolute path of the uncompressed ELF vmlinux, booted through its PVH entry. Required.
-	Initramfs string   // absolute path; "" means none
-	Cmdline   string   // kernel command line; "" means DefaultCmdline
-	Accel     string   // "kvm" or "tcg" (resolve "auto" with DetectAccel first). Required.
-	MemoryMiB int      // guest RAM; 0 means DefaultMemoryMiB
-	CPUs      int      // vCPUs; 0 means DefaultCPUs
+	Name      string // VM name; names the QEMU process (-name). Required.
+	Binary    string // QEMU binary; "" means DefaultBinary from $PATH
+	Kernel    string // absolute path of the uncompressed ELF vmlinux, booted through its PVH entry. Required.
+	Initramfs string // absolute path; "" means none
+	Cmdline   string // kernel command line; "" means DefaultCmdline
+	Accel     string // "kvm" or "tcg" (resolve "auto" with DetectAccel first). Required.
+	MemoryMiB int    // guest RAM; 0 means DefaultMemoryMiB
+	CPUs      int    // vCPUs; 0 means DefaultCPUs
 	// Images are absolute paths of raw disk images, each a read-only
 	// virtio-blk device in this order. Read-only because the images live on
 	// the user partition as the VM's definition: a compromised or crashing
