@@ -1,6 +1,39 @@
-// Binary spectrum-netcfg configures the guest's 0A:B3:EC NICs.
+// Binary spectrum-netcfg configures the guest's inter-guest NICs (MAC OUI
+// 0A:B3:EC) through rtnetlink, as an init hook, and with -watch keeps
+// configuring NICs as they are hot-plugged. It logs only to the serial
+// console. See package spectrum/guest for what it does and logs.
 package main
 
-import "os"
+import (
+	"context"
+	"errors"
+	"os"
+	"os/signal"
 
-func main() { os.Exit(2) }
+	"golang.org/x/sys/unix"
+
+	"spectrum/guest"
+)
+
+func main() { os.Exit(run()) }
+
+func run() int {
+	cfg, err := guest.ParseArgs(os.Args[1:])
+	if errors.Is(err, guest.ErrHelp) {
+		os.Stderr.WriteString(guest.Usage + "\n")
+		return 0
+	}
+	if err != nil {
+		os.Stderr.WriteString("spectrum-netcfg: " + err.Error() + "\n" + guest.Usage + "\n")
+		return 2
+	}
+	ctx := context.Background()
+	if cfg.Watch {
+		// Only a resident agent stops cleanly on SIGTERM; a one-shot run
+		// lasts milliseconds and keeps the default disposition.
+		var stop context.CancelFunc
+		ctx, stop = signal.NotifyContext(ctx, unix.SIGTERM, unix.SIGINT)
+		defer stop()
+	}
+	return guest.Run(ctx, cfg, os.Stderr)
+}

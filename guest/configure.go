@@ -1,0 +1,319 @@
+package guest
+
+import (
+	"encoding"
+	"errors"
+	"net/netip"
+	"strconv"
+
+	"github.com/jsimonetti/rtnetlink/v2"
+	"github.com/mdlayher/netlink"
+	"golang.org/x/sys/unix"
+
+	"spectrum/internal/mac"
+)
+
+// The address ranges the agent manages on an inter-guest NIC. An address of
+// the managed shape that is not the one the NIC's current MAC asks for is
+// stale (left by an earlier MAC) and is removed.
+var (
+	clientRange  = netip.MustParsePrefix("100.64.0.0/16")
+	gatewayRange = netip.MustParsePrefix("169.254.0.0/16")
+)
+
+// ActionKind is one kind of change the agent makes to a NIC.
+type ActionKind uint8
+
+// The kinds of change, in the order Plan emits them: strict reverse-path
+// filtering goes on before the link comes up, stale state goes before new
+// state is added, and the address goes before the route that uses it.
+const (
+	SetRPFilter ActionKind = iota
+	LinkUp
+	DelRoute
+	DelAddr
+	AddAddr
+	AddRoute
+)
+
+// Action is one change to one NIC.
+type Action struct {
+	Kind   ActionKind
+	Index  uint32       // the NIC's ifindex
+	Prefix netip.Prefix // DelAddr, AddAddr
+	Route  Route        // DelRoute, AddRoute
+	Old    int          // SetRPFilter: the value it replaces (-1: unknown)
+}
+
+// String is the action as logged after the NIC's name and MAC.
+func (a Action) String() string {
+	switch a.Kind {
+	case SetRPFilter:
+		return "set rp_filter 1 (strict), was " + strconv.Itoa(a.Old)
+	case LinkUp:
+		return "set link up"
+	case DelRoute:
+		return "removed route " + a.Route.String()
+	case DelAddr:
+		return "removed " + a.Prefix.String()
+	case AddAddr:
+		return "added " + a.Prefix.String()
+	case AddRoute:
+		return "added route " + a.Route.String()
+	}
+	return "action(" + strconv.Itoa(int(a.Kind)) + ")"
+}
+
+// String formats a route the way ip route shows it, for the log.
+func (r Route) String() string {
+	s := r.Dst.String()
+	if r.Dst.Bits() == 0 {
+		s = "default"
+	}
+	if r.Gateway.IsValid() {
+		s += " via " + r.Gateway.String()
+	}
+	if r.Scope == unix.RT_SCOPE_LINK {
+		s += " scope link"
+	}
+	if r.Priority != 0 {
+		s += " metric " + strconv.FormatUint(uint64(r.Priority), 10)
+	}
+	if r.Flags&unix.RTNH_F_ONLINK != 0 {
+		s += " onlink"
+	}
+	return s
+}
+
+// Wanted is the configuration the DESIGN gives an inter-guest NIC.
+type Wanted struct {
+	Addr     netip.Prefix
+	Route    Route
+	RPFilter bool // strict reverse-path filtering (providers)
+}
+
+// Want derives a NIC's configuration from its MAC and its ifindex.
+func Want(nic mac.NIC, index uint32) Wanted {
+	if nic.Side == mac.Provider {
+		return Wanted{
+			Addr: netip.PrefixFrom(nic.Link.Gateway(), 32),
+			Route: Route{
+				Table: unix.RT_TABLE_MAIN, Dst: netip.PrefixFrom(nic.Link.ClientAddr(), 32),
+				OIF: index, Protocol: unix.RTPROT_STATIC, Scope: unix.RT_SCOPE_LINK, Type: unix.RTN_UNICAST,
+			},
+			RPFilter: true,
+		}
+	}
+	// The metric is the ifindex so that several client links never clash.
+	return Wanted{
+		Addr: nic.Link.ClientPrefix(),
+		Route: Route{
+			Table: unix.RT_TABLE_MAIN, Dst: netip.PrefixFrom(netip.IPv4Unspecified(), 0),
+			Gateway: nic.Link.Gateway(), OIF: index, Priority: index,
+			Protocol: unix.RTPROT_STATIC, Scope: unix.RT_SCOPE_UNIVERSE, Type: unix.RTN_UNICAST,
+			Flags: unix.RTNH_F_ONLINK,
+		},
+	}
+}
+
+// Describe is the NIC's configuration in one phrase, for the outcome line.
+func (w Wanted) Describe(side mac.Side) string {
+	if side == mac.Provider {
+		return "provider " + w.Addr.String() + " for client " + w.Route.Dst.Addr().String()
+	}
+	return "client " + w.Addr.String() + " via " + w.Route.Gateway.String()
+}
+
+// managedAddr tells whether an address has the shape the agent gives an
+// inter-guest NIC.
+func managedAddr(p netip.Prefix) bool {
+	return (p.Bits() == 16 && clientRange.Contains(p.Addr())) ||
+		(p.Bits() == 32 && gatewayRange.Contains(p.Addr()))
+}
+
+// managedRoute tells whether a route on link index has the shape the agent
+// adds: a default route via a link gateway, or a provider's host route.
+func managedRoute(r Route, index uint32) bool {
+	if r.OIF != index || r.Table != unix.RT_TABLE_MAIN {
+		return false
+	}
+	switch {
+	case r.Dst.Bits() == 0:
+		return r.Gateway.IsValid() && gatewayRange.Contains(r.Gateway)
+	case r.Dst.Bits() == 32:
+		return !r.Gateway.IsValid() && clientRange.Contains(r.Dst.Addr())
+	}
+	return false
+}
+
+func sameRoute(a, b Route) bool {
+	return a.Table == b.Table && a.Dst == b.Dst && a.Gateway == b.Gateway && a.OIF == b.OIF &&
+		a.Priority == b.Priority && a.Scope == b.Scope && a.Type == b.Type && a.Tos == b.Tos &&
+		a.Flags&unix.RTNH_F_ONLINK == b.Flags&unix.RTNH_F_ONLINK
+}
+
+// Plan lists the changes that bring link l, which carries nic, to its wanted
+// state, given the IPv4 addresses and main-table routes of the whole system.
+// It only ever touches l, and on l only what has the managed shape. An empty
+// plan means the NIC is already configured.
+func Plan(l Link, nic mac.NIC, addrs []Addr, routes []Route) []Action {
+	w := Want(nic, l.Index)
+	var acts []Action
+	if w.RPFilter && l.RPFilter != 1 {
+		acts = append(acts, Action{Kind: SetRPFilter, Index: l.Index, Old: l.RPFilter})
+	}
+	// Routes through a link that is down are gone, so one that is down
+	// needs its route again even if the table still showed it.
+	if !l.Up {
+		acts = append(acts, Action{Kind: LinkUp, Index: l.Index})
+	}
+	haveRoute := false
+	for _, r := range routes {
+		if !managedRoute(r, l.Index) {
+			continue
+		}
+		if sameRoute(r, w.Route) && l.Up {
+			haveRoute = true
+			continue
+		}
+		if !sameRoute(r, w.Route) {
+			acts = append(acts, Action{Kind: DelRoute, Index: l.Index, Route: r})
+		}
+	}
+	haveAddr, delSameSubnet := false, false
+	for _, a := range addrs {
+		if a.Index != l.Index || !managedAddr(a.Prefix) {
+			continue
+		}
+		if a.Prefix == w.Addr {
+			haveAddr = true
+			continue
+		}
+		acts = append(acts, Action{Kind: DelAddr, Index: l.Index, Prefix: a.Prefix})
+		if a.Prefix.Masked() == w.Addr.Masked() {
+			// Without promote_secondaries, removing a primary address
+			// also removes the secondaries of its subnet, which the
+			// wanted address may be: add it again after the removal.
+			delSameSubnet = true
+		}
+	}
+	if !haveAddr || delSameSubnet {
+		acts = append(acts, Action{Kind: AddAddr, Index: l.Index, Prefix: w.Addr})
+	}
+	if !haveRoute {
+		acts = append(acts, Action{Kind: AddRoute, Index: l.Index, Route: w.Route})
+	}
+	return acts
+}
+
+// Apply makes one change through rtnetlink. changed is false when the
+// kernel already was in the wanted state (a race with another writer, or an
+// address re-added after promotion): an existing address or route is not an
+// error, nor is a stale one that is already gone.
+func Apply(c *netlink.Conn, a Action) (changed bool, err error) {
+	var m encoding.BinaryMarshaler
+	var typ netlink.HeaderType
+	flags := netlink.Request | netlink.Acknowledge
+	var benign unix.Errno
+	switch a.Kind {
+	case SetRPFilter:
+		typ, m = unix.RTM_SETLINK, rpFilterMessage{index: a.Index, value: 1}
+	case LinkUp:
+		typ, m = unix.RTM_SETLINK, &rtnetlink.LinkMessage{Index: a.Index, Flags: unix.IFF_UP, Change: unix.IFF_UP}
+	case DelRoute:
+		typ, m, benign = unix.RTM_DELROUTE, routeMessage(a.Route), unix.ESRCH
+	case DelAddr:
+		typ, m, benign = unix.RTM_DELADDR, addrMessage(a.Index, a.Prefix), unix.EADDRNOTAVAIL
+	case AddAddr:
+		// Create without Replace, so that an address that is already
+		// there (promoted from secondary) answers EEXIST and is not
+		// logged as added.
+		typ, m, benign = unix.RTM_NEWADDR, addrMessage(a.Index, a.Prefix), unix.EEXIST
+		flags |= netlink.Create
+	case AddRoute:
+		// Create without Replace: never overwrite a route of someone
+		// else's that happens to share the destination and metric.
+		typ, m, benign = unix.RTM_NEWROUTE, routeMessage(a.Route), unix.EEXIST
+		flags |= netlink.Create
+	default:
+		return false, errors.New("unknown action " + a.String())
+	}
+	b, err := m.MarshalBinary()
+	if err == nil {
+		_, err = c.Execute(netlink.Message{Header: netlink.Header{Type: typ, Flags: flags}, Data: b})
+	}
+	switch {
+	case err == nil:
+		return true, nil
+	case benign != 0 && errors.Is(err, benign):
+		return false, nil
+	}
+	return false, errors.New(a.String() + ": " + err.Error())
+}
+
+func addrMessage(index uint32, p netip.Prefix) *rtnetlink.AddressMessage {
+	ip := p.Addr().AsSlice()
+	attrs := &rtnetlink.AddressAttributes{Address: ip, Local: ip}
+	if p.Bits() < 31 {
+		// The broadcast address `ip addr add ... brd +` would set.
+		b := p.Masked().Addr().As4()
+		for i := p.Bits(); i < 32; i++ {
+			b[i/8] |= 0x80 >> (i % 8)
+		}
+		attrs.Broadcast = b[:]
+	}
+	return &rtnetlink.AddressMessage{
+		Family: unix.AF_INET, PrefixLength: uint8(p.Bits()), Index: index,
+		Scope: unix.RT_SCOPE_UNIVERSE, Attributes: attrs,
+	}
+}
+
+func routeMessage(r Route) *rtnetlink.RouteMessage {
+	m := &rtnetlink.RouteMessage{
+		Family: unix.AF_INET, DstLength: uint8(r.Dst.Bits()), Tos: r.Tos, Table: unix.RT_TABLE_MAIN,
+		Protocol: r.Protocol, Scope: r.Scope, Type: r.Type, Flags: r.Flags & unix.RTNH_F_ONLINK,
+		Attributes: rtnetlink.RouteAttributes{OutIface: r.OIF, Priority: r.Priority},
+	}
+	if r.Table > 255 {
+		m.Table = unix.RT_TABLE_UNSPEC
+		m.Attributes.Table = r.Table
+	}
+	if r.Dst.Bits() > 0 {
+		m.Attributes.Dst = r.Dst.Addr().AsSlice()
+	}
+	if r.Gateway.IsValid() {
+		m.Attributes.Gateway = r.Gateway.AsSlice()
+	}
+	return m
+}
+
+// rpFilterMessage sets net.ipv4.conf.<link>.rp_filter through rtnetlink
+// (RTM_SETLINK with IFLA_AF_SPEC/AF_INET/IFLA_INET_CONF), the same value
+// /proc/sys shows. It needs neither /proc mounted nor a file per NIC.
+type rpFilterMessage struct {
+	index uint32
+	value uint32
+}
+
+func (m rpFilterMessage) MarshalBinary() ([]byte, error) {
+	b, err := (&rtnetlink.LinkMessage{Index: m.index}).MarshalBinary()
+	if err != nil {
+		return nil, err
+	}
+	ae := netlink.NewAttributeEncoder()
+	ae.Nested(unix.IFLA_AF_SPEC, func(ae *netlink.AttributeEncoder) error {
+		ae.Nested(unix.AF_INET, func(ae *netlink.AttributeEncoder) error {
+			ae.Nested(unix.IFLA_INET_CONF, func(ae *netlink.AttributeEncoder) error {
+				ae.Uint32(ipv4DevconfRPFilter, m.value)
+				return nil
+			})
+			return nil
+		})
+		return nil
+	})
+	a, err := ae.Encode()
+	if err != nil {
+		return nil, err
+	}
+	return append(b, a...), nil
+}

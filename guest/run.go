@@ -1,0 +1,196 @@
+package guest
+
+import (
+	"context"
+	"errors"
+	"io"
+	"strconv"
+
+	"github.com/mdlayher/netlink"
+	"golang.org/x/sys/unix"
+
+	"spectrum/internal/mac"
+)
+
+// DonePrefix begins the summary line the agent writes to the console when
+// its first pass over the NICs is over (with -watch it keeps running after
+// it). The whole line is what DoneLine returns, for example
+//
+//	spectrum-netcfg: done: 2 configured, 1 failed, status 1
+//
+// where "configured" counts the 0A:B3:EC NICs now in their wanted state,
+// "failed" those that are not (refused MACs included), and status is the
+// exit status the pass stands for (0 all configured, 1 something failed).
+// Tests and the host match on this prefix; keep it stable.
+const DonePrefix = "spectrum-netcfg: done: "
+
+// DoneLine is the summary line, without its newline.
+func DoneLine(configured, failed, status int) string {
+	return DonePrefix + strconv.Itoa(configured) + " configured, " + strconv.Itoa(failed) +
+		" failed, status " + strconv.Itoa(status)
+}
+
+// Outcome is what happened to one link.
+type Outcome uint8
+
+// The outcomes of configuring one link.
+const (
+	Foreign    Outcome = iota // not an inter-guest NIC: untouched, not logged
+	Configured                // in its wanted state (changed or not)
+	Failed                    // at least one change failed
+	Refused                   // carries the OUI but a MAC that is never assigned
+)
+
+// Agent configures inter-guest NICs through one rtnetlink connection and
+// logs what it does.
+type Agent struct {
+	c   *netlink.Conn
+	log *Log
+	// known remembers, per ifindex, the MAC a NIC had and how configuring it
+	// went, so that watch mode reacts only to NICs that are new or changed.
+	known map[uint32]known
+}
+
+type known struct {
+	mac     string
+	outcome Outcome
+}
+
+// NewAgent returns an agent that makes its changes through c and logs to
+// log.
+func NewAgent(c *netlink.Conn, log *Log) *Agent {
+	return &Agent{c: c, log: log, known: make(map[uint32]known)}
+}
+
+// ConfigureNIC brings link l to the state its MAC asks for, logs one line
+// per change and one outcome line, and returns the errors it met, joined.
+func (a *Agent) ConfigureNIC(l Link, addrs []Addr, routes []Route) (Outcome, error) {
+	nic, err := mac.Classify(l.MAC)
+	if errors.Is(err, mac.ErrForeign) {
+		delete(a.known, l.Index)
+		return Foreign, nil
+	}
+	defer a.log.Flush()
+	if err != nil {
+		reason := err
+		var re *mac.RefusedError
+		if errors.As(err, &re) {
+			reason = re.Err
+		}
+		a.log.NIC(l.Name, l.MAC, "error: refused, left unconfigured: "+reason.Error())
+		a.known[l.Index] = known{mac: l.MAC.String(), outcome: Refused}
+		return Refused, errors.New(l.Name + " " + err.Error())
+	}
+	var errs []error
+	n := 0
+	for _, act := range Plan(l, nic, addrs, routes) {
+		changed, err := Apply(a.c, act)
+		if err != nil {
+			a.log.NIC(l.Name, l.MAC, "error: "+err.Error())
+			errs = append(errs, err)
+			if act.Kind == SetRPFilter {
+				// Fail closed: a provider NIC without strict
+				// reverse-path filtering would let a client send
+				// with another client's address.
+				break
+			}
+			continue
+		}
+		if changed {
+			n++
+			a.log.NIC(l.Name, l.MAC, act.String())
+		}
+	}
+	desc := Want(nic, l.Index).Describe(nic.Side)
+	out := Configured
+	switch {
+	case len(errs) > 0:
+		out = Failed
+		a.log.NIC(l.Name, l.MAC, desc+": failed")
+	case n == 0:
+		a.log.NIC(l.Name, l.MAC, desc+": already configured")
+	default:
+		a.log.NIC(l.Name, l.MAC, desc+": configured")
+	}
+	a.known[l.Index] = known{mac: l.MAC.String(), outcome: out}
+	if len(errs) > 0 {
+		return out, errors.New(l.Name + " " + l.MAC.String() + ": " + errors.Join(errs...).Error())
+	}
+	return out, nil
+}
+
+// ConfigureAll configures every inter-guest NIC in s; one failing NIC does
+// not stop the others. It returns how many ended configured and how many
+// failed, and their errors joined.
+func (a *Agent) ConfigureAll(s State) (configured, failed int, err error) {
+	var errs []error
+	for _, l := range s.Links {
+		out, err := a.ConfigureNIC(l, s.Addrs, s.Routes)
+		switch out {
+		case Configured:
+			configured++
+		case Failed, Refused:
+			failed++
+			errs = append(errs, err)
+		}
+	}
+	return configured, failed, errors.Join(errs...)
+}
+
+// Run is the whole agent: it logs to cfg.Console, configures every NIC and,
+// with cfg.Watch, keeps configuring NICs as they appear until ctx ends. It
+// returns the exit status: 0 when every inter-guest NIC is configured, 1
+// otherwise.
+func Run(ctx context.Context, cfg Config, stderr io.Writer) int {
+	console := cfg.Console
+	if console == "" {
+		console = DefaultConsole
+	}
+	w, closeConsole, err := OpenConsole(console, stderr)
+	defer closeConsole()
+	log := NewLog(w)
+	if err != nil {
+		log.Line("spectrum-netcfg: cannot open the console, logging to stderr: ", err.Error())
+	}
+	defer log.Flush()
+
+	var nc *netlink.Conn
+	if cfg.Watch {
+		// Subscribe before listing, so that a NIC that appears between
+		// the listing and the subscription is not missed.
+		nc, err = netlink.Dial(unix.NETLINK_ROUTE, &netlink.Config{Groups: unix.RTMGRP_LINK})
+		if err != nil {
+			log.Line("spectrum-netcfg: error: subscribe to link notifications: ", err.Error())
+			log.Line(DoneLine(0, 0, 1))
+			return 1
+		}
+		defer nc.Close()
+	}
+	c, err := netlink.Dial(unix.NETLINK_ROUTE, nil)
+	if err != nil {
+		log.Line("spectrum-netcfg: error: open rtnetlink: ", err.Error())
+		log.Line(DoneLine(0, 0, 1))
+		return 1
+	}
+	defer c.Close()
+	// Extended acks carry the kernel's reason for a refusal into the log.
+	_ = c.SetOption(netlink.ExtendedAcknowledge, true)
+
+	a := NewAgent(c, log)
+	status := 0
+	s, err := Scan(c)
+	if err != nil {
+		log.Line("spectrum-netcfg: error: ", err.Error())
+		status = 1
+	}
+	configured, failed, _ := a.ConfigureAll(s)
+	if failed > 0 {
+		status = 1
+	}
+	log.Line(DoneLine(configured, failed, status))
+	log.Flush()
+	if !cfg.Watch {
+		return status
+	}
+	return a.Watch(ctx, nc)
+}
