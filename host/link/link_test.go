@@ -1,0 +1,273 @@
+package link
+
+import (
+	"encoding/json"
+	"io"
+	"log/slog"
+	"slices"
+	"testing"
+
+	"github.com/google/go-cmp/cmp"
+	"github.com/vishvananda/netns"
+
+	"spectrum/internal/mac"
+	"spectrum/internal/nstest"
+)
+
+func TestNames(t *testing.T) {
+	for _, tt := range []struct {
+		id   mac.LinkID
+		kind Kind
+		want string
+	}{
+		{0xa546, Bridge, "spbr-a546"},
+		{0xa546, ClientTap, "spc-a546"},
+		{0xa546, ProviderTap, "spp-a546"},
+		{0x0001, Bridge, "spbr-0001"},
+		{0xfffe, ProviderTap, "spp-fffe"},
+	} {
+		got := Name(tt.id, tt.kind)
+		if got != tt.want {
+			t.Errorf("Name(%v, %d) = %q, want %q", tt.id, tt.kind, got, tt.want)
+		}
+		if len(got) > 15 {
+			t.Errorf("%q is longer than IFNAMSIZ-1", got)
+		}
+		id, k, ok := ParseName(got)
+		if !ok || id != tt.id || k != tt.kind {
+			t.Errorf("ParseName(%q) = %v, %d, %v", got, id, k, ok)
+		}
+	}
+	if TapName(0xa546, mac.Client) != "spc-a546" || TapName(0xa546, mac.Provider) != "spp-a546" {
+		t.Error("TapName does not follow Name")
+	}
+	for _, name := range []string{"spbr-", "spbr-a54", "spbr-a5466", "spbr-A546", "spbr-0000", "spc-ffff", "spx-a546", "eth0", "spbr-zz46"} {
+		if id, k, ok := ParseName(name); ok {
+			t.Errorf("ParseName(%q) = %v, %d, true; want not ours", name, id, k)
+		}
+	}
+}
+
+// newNet opens a Net in a fresh namespace.
+func newNet(t *testing.T) (*Net, *nstest.NS) {
+	t.Helper()
+	ns := nstest.New(t)
+	h, err := netns.GetFromPath(ns.Path())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer h.Close()
+	n, err := Open(h, slog.New(slog.NewTextHandler(testWriter{t}, nil)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { n.Close() })
+	return n, ns
+}
+
+type testWriter struct{ t *testing.T }
+
+func (w testWriter) Write(p []byte) (int, error) { w.t.Log(string(p)); return len(p), nil }
+
+var _ io.Writer = testWriter{}
+
+// iface is what the tests compare, read back with iproute2.
+type iface struct {
+	Name, Kind, Master, TunType string
+	Up, PI, VnetHdr, Persist    bool
+	Addrs                       int
+	DisableIPv6                 string
+}
+
+// readBack lists every interface but lo in ns, as ip sees it.
+func readBack(t *testing.T, ns *nstest.NS) []iface {
+	t.Helper()
+	var links []struct {
+		Ifname   string   `json:"ifname"`
+		Flags    []string `json:"flags"`
+		Master   string   `json:"master"`
+		Linkinfo struct {
+			InfoKind string `json:"info_kind"`
+			InfoData struct {
+				Type    string `json:"type"`
+				PI      bool   `json:"pi"`
+				VnetHdr bool   `json:"vnet_hdr"`
+				Persist bool   `json:"persist"`
+			} `json:"info_data"`
+		} `json:"linkinfo"`
+	}
+	if err := json.Unmarshal(ns.IP("-j", "-d", "link", "show"), &links); err != nil {
+		t.Fatal(err)
+	}
+	var addrs []struct {
+		Ifname   string            `json:"ifname"`
+		AddrInfo []json.RawMessage `json:"addr_info"`
+	}
+	if err := json.Unmarshal(ns.IP("-j", "addr", "show"), &addrs); err != nil {
+		t.Fatal(err)
+	}
+	var out []iface
+	for _, l := range links {
+		if l.Ifname == "lo" {
+			continue
+		}
+		i := iface{
+			Name: l.Ifname, Kind: l.Linkinfo.InfoKind, Master: l.Master,
+			TunType: l.Linkinfo.InfoData.Type, PI: l.Linkinfo.InfoData.PI,
+			VnetHdr: l.Linkinfo.InfoData.VnetHdr, Persist: l.Linkinfo.InfoData.Persist,
+			Up:          slices.Contains(l.Flags, "UP"),
+			DisableIPv6: ns.Sysctl("net.ipv6.conf." + l.Ifname + ".disable_ipv6"),
+		}
+		for _, a := range addrs {
+			if a.Ifname == l.Ifname {
+				i.Addrs = len(a.AddrInfo)
+			}
+		}
+		out = append(out, i)
+	}
+	slices.SortFunc(out, func(a, b iface) int {
+		if a.Name < b.Name {
+			return -1
+		}
+		if a.Name > b.Name {
+			return 1
+		}
+		return 0
+	})
+	return out
+}
+
+func wantLink(id mac.LinkID) []iface {
+	br := Name(id, Bridge)
+	tap := func(k Kind) iface {
+		return iface{Name: Name(id, k), Kind: "tun", Master: br, TunType: "tap", Up: true, VnetHdr: true, Persist: true, DisableIPv6: "1"}
+	}
+	return []iface{{Name: br, Kind: "bridge", Up: true, DisableIPv6: "1"}, tap(ClientTap), tap(ProviderTap)}
+}
+
+func sorted(ifs ...[]iface) []iface {
+	var out []iface
+	for _, i := range ifs {
+		out = append(out, i...)
+	}
+	slices.SortFunc(out, func(a, b iface) int {
+		if a.Name < b.Name {
+			return -1
+		}
+		return 1
+	})
+	return out
+}
+
+func TestCreateDelete(t *testing.T) {
+	n, ns := newNet(t)
+	for i := range 2 { // applying twice changes nothing
+		if err := n.Create(0xa546); err != nil {
+			t.Fatalf("Create #%d: %v", i+1, err)
+		}
+		if diff := cmp.Diff(wantLink(0xa546), readBack(t, ns)); diff != "" {
+			t.Fatalf("after Create #%d (-want +got):\n%s", i+1, diff)
+		}
+	}
+	if err := n.Create(0x0001); err != nil {
+		t.Fatal(err)
+	}
+	if diff := cmp.Diff(sorted(wantLink(0xa546), wantLink(0x0001)), readBack(t, ns)); diff != "" {
+		t.Fatalf("two links (-want +got):\n%s", diff)
+	}
+	for i := range 2 {
+		if err := n.Delete(0xa546); err != nil {
+			t.Fatalf("Delete #%d: %v", i+1, err)
+		}
+		if diff := cmp.Diff(wantLink(0x0001), readBack(t, ns)); diff != "" {
+			t.Fatalf("after Delete #%d (-want +got):\n%s", i+1, diff)
+		}
+	}
+}
+
+// Create repairs what drifted: a host address, IPv6 re-enabled, a tap
+// taken off the bridge and down.
+func TestCreateRepairs(t *testing.T) {
+	n, ns := newNet(t)
+	if err := n.Create(0x0102); err != nil {
+		t.Fatal(err)
+	}
+	ns.IP("addr", "add", "192.0.2.1/24", "dev", "spbr-0102")
+	ns.IP("link", "set", "spc-0102", "nomaster")
+	ns.IP("link", "set", "spp-0102", "down")
+	if out, err := ns.Command(t.Context(), "sysctl", "-w", "net.ipv6.conf.spc-0102.disable_ipv6=0").CombinedOutput(); err != nil {
+		t.Fatalf("%v: %s", err, out)
+	}
+	if err := n.Create(0x0102); err != nil {
+		t.Fatal(err)
+	}
+	if diff := cmp.Diff(wantLink(0x0102), readBack(t, ns)); diff != "" {
+		t.Fatalf("after repair (-want +got):\n%s", diff)
+	}
+}
+
+func TestCreateRefusesForeignType(t *testing.T) {
+	n, ns := newNet(t)
+	ns.AddTap("spbr-0003", "")
+	if err := n.Create(0x0003); err == nil {
+		t.Fatal("Create over a tap named like our bridge succeeded")
+	}
+	if err := n.Create(0); err == nil {
+		t.Fatal("Create(0) succeeded")
+	}
+}
+
+func TestCleanup(t *testing.T) {
+	n, ns := newNet(t)
+	for _, id := range []mac.LinkID{1, 2, 3} {
+		if err := n.Create(id); err != nil {
+			t.Fatal(err)
+		}
+	}
+	ns.AddTap("spbr-zzzz", "") // our prefix, not our scheme: kept
+	ns.AddTap("other0", "")
+	deleted, err := n.Cleanup(func(id mac.LinkID) bool { return id == 2 })
+	if err != nil {
+		t.Fatal(err)
+	}
+	slices.Sort(deleted)
+	if diff := cmp.Diff([]string{"spbr-0001", "spbr-0003", "spc-0001", "spc-0003", "spp-0001", "spp-0003"}, deleted); diff != "" {
+		t.Errorf("deleted (-want +got):\n%s", diff)
+	}
+	var names []string
+	for _, i := range readBack(t, ns) {
+		names = append(names, i.Name)
+	}
+	if diff := cmp.Diff([]string{"other0", "spbr-0002", "spbr-zzzz", "spc-0002", "spp-0002"}, names); diff != "" {
+		t.Errorf("left (-want +got):\n%s", diff)
+	}
+}
+
+func TestOpenTap(t *testing.T) {
+	n, ns := newNet(t)
+	if err := n.Create(0xa546); err != nil {
+		t.Fatal(err)
+	}
+	f, err := n.OpenTap(0xa546, mac.Client)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Attached: the tap has carrier now (a tap without a reader has none).
+	var l []struct {
+		Flags []string `json:"flags"`
+	}
+	if err := json.Unmarshal(ns.IP("-j", "link", "show", "spc-a546"), &l); err != nil {
+		t.Fatal(err)
+	}
+	if len(l) != 1 || !slices.Contains(l[0].Flags, "LOWER_UP") {
+		t.Errorf("spc-a546 after OpenTap: flags %v, want LOWER_UP", l)
+	}
+	f.Close()
+	// A tap that does not exist is not created by accident.
+	if _, err := n.OpenTap(0x0777, mac.Client); err == nil {
+		t.Error("OpenTap of a missing tap succeeded")
+	}
+	if diff := cmp.Diff(wantLink(0xa546), readBack(t, ns)); diff != "" {
+		t.Errorf("after OpenTap of a missing tap (-want +got):\n%s", diff)
+	}
+}
