@@ -1,0 +1,231 @@
+package qemu
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"syscall"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"spectrum/host/qmp"
+)
+
+// Process is a running QEMU started by Start.
+type Process struct {
+	// Argv is the command that was run, binary first; log Quote(Argv).
+	Argv []string
+	// Serial is the read end of the guest's serial port (ttyS0): every
+	// byte the guest writes, and EOF once QEMU has exited. The caller must
+	// keep reading it: when the pipe is full the guest's writes to its
+	// serial port block. The caller closes it.
+	Serial *os.File
+	// QMP is the connected monitor. It is closed when QEMU exits.
+	QMP *qmp.Client
+
+	cmd  *exec.Cmd
+	done chan struct{}
+	err  error
+}
+
+// serialPipeSize is how much serial output the pipe buffers before the
+// guest blocks (the kernel caps it at fs.pipe-max-size for non-root).
+const serialPipeSize = 1 << 20
+
+// Start launches QEMU for c. It binds c.QMPSocket and c.ConsoleSocket
+// (replacing stale sockets, mode 0600), creates the serial pipe, runs QEMU
+// with the sockets, the pipe and every NIC's tap as inherited fds (see
+// Config.Args), and connects to QMP. ctx bounds start-up only (until the QMP
+// handshake), not QEMU's life. QEMU's own messages go to stderr (nil:
+// os.Stderr). The caller may close the NICs' tap files once Start returns.
+//
+// QEMU is killed if spectrumd dies (PR_SET_PDEATHSIG). Because Linux ties
+// that signal to the thread that forked, QEMU is started and waited for on a
+// goroutine locked to its own OS thread for QEMU's lifetime.
+func Start(ctx context.Context, c Config, stderr io.Writer) (*Process, error) {
+	args, err := c.Args()
+	if err != nil {
+		return nil, err
+	}
+	bin := c.Binary
+	if bin == "" {
+		bin = DefaultBinary
+	}
+	if c.QMPSocket == "" || c.ConsoleSocket == "" {
+		return nil, fmt.Errorf("qemu %s: QMPSocket and ConsoleSocket are required", c.Name)
+	}
+	if stderr == nil {
+		stderr = os.Stderr
+	}
+
+	var files []*os.File // the parent's copies, closed once QEMU has them
+	defer func() {
+		for _, f := range files {
+			f.Close()
+		}
+	}()
+	qmpL, err := listen(c.QMPSocket)
+	if err != nil {
+		return nil, err
+	}
+	files = append(files, qmpL)
+	conL, err := listen(c.ConsoleSocket)
+	if err != nil {
+		os.Remove(c.QMPSocket)
+		return nil, err
+	}
+	files = append(files, conL)
+	serialR, serialW, err := os.Pipe()
+	if err != nil {
+		return nil, err
+	}
+	files = append(files, serialW)
+	// Best effort: a larger buffer only delays when a stalled reader
+	// blocks the guest.
+	unix.FcntlInt(serialR.Fd(), unix.F_SETPIPE_SZ, serialPipeSize)
+
+	extra := make([]*os.File, fdFirstNIC-3+len(c.NICs))
+	extra[fdQMP-3], extra[fdConsole-3], extra[fdSerial-3] = qmpL, conL, serialW
+	for i, n := range c.NICs {
+		if n.Tap == nil {
+			serialR.Close()
+			removeSockets(c)
+			return nil, fmt.Errorf("qemu %s: NIC %s has no tap", c.Name, n.ID)
+		}
+		extra[fdFirstNIC-3+i] = n.Tap
+	}
+
+	cmd := exec.Command(bin, args...)
+	cmd.ExtraFiles = extra
+	cmd.Stdout, cmd.Stderr = stderr, stderr
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	p := &Process{Argv: append([]string{bin}, args...), Serial: serialR, cmd: cmd, done: make(chan struct{})}
+
+	started := make(chan error, 1)
+	go func() {
+		runtime.LockOSThread() // never unlocked: see Start's doc
+		if err := cmd.Start(); err != nil {
+			started <- err
+			return
+		}
+		started <- nil
+		p.err = cmd.Wait()
+		removeSockets(c)
+		close(p.done)
+	}()
+	if err := <-started; err != nil {
+		serialR.Close()
+		removeSockets(c)
+		return nil, fmt.Errorf("start %s: %w", Quote(p.Argv), err)
+	}
+	for _, f := range files {
+		f.Close() // QEMU has its own copies; EOF on Serial needs this
+	}
+	files = nil
+
+	// The socket is already listening, so the connection is queued at
+	// once; the handshake waits for QEMU to serve the monitor.
+	q, err := qmp.Dial(ctx, c.QMPSocket)
+	if err != nil {
+		p.Kill()
+		<-p.done
+		serialR.Close()
+		return nil, fmt.Errorf("qemu %s: %w (exit: %v)", c.Name, err, p.err)
+	}
+	p.QMP = q
+	go func() {
+		<-p.done
+		q.Close()
+	}()
+	return p, nil
+}
+
+// listen binds a unix socket at path, replacing a stale socket (never any
+// other kind of file), and returns it as a file for QEMU.
+func listen(path string) (*os.File, error) {
+	if fi, err := os.Lstat(path); err == nil {
+		if fi.Mode().Type() != os.ModeSocket {
+			return nil, fmt.Errorf("listen %s: exists and is not a socket", path)
+		}
+		os.Remove(path)
+	}
+	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+		return nil, err
+	}
+	l, err := net.ListenUnix("unix", &net.UnixAddr{Name: path, Net: "unix"})
+	if err != nil {
+		return nil, err
+	}
+	defer l.Close()
+	l.SetUnlinkOnClose(false) // the socket file outlives our copy of the fd
+	if err := os.Chmod(path, 0o600); err != nil {
+		os.Remove(path)
+		return nil, err
+	}
+	f, err := l.File()
+	if err != nil {
+		os.Remove(path)
+		return nil, err
+	}
+	return f, nil
+}
+
+func removeSockets(c Config) {
+	os.Remove(c.QMPSocket)
+	os.Remove(c.ConsoleSocket)
+}
+
+// Pid is QEMU's process id.
+func (p *Process) Pid() int { return p.cmd.Process.Pid }
+
+// Done is closed when QEMU has exited and its sockets are removed.
+func (p *Process) Done() <-chan struct{} { return p.done }
+
+// Wait waits for QEMU to exit and returns how it exited (nil for status 0,
+// which includes a guest power-off and, with -no-reboot, a guest reboot).
+func (p *Process) Wait() error {
+	<-p.done
+	return p.err
+}
+
+// Kill sends SIGKILL to QEMU. It does not wait.
+func (p *Process) Kill() error {
+	err := p.cmd.Process.Signal(syscall.SIGKILL)
+	if errors.Is(err, os.ErrProcessDone) {
+		return nil
+	}
+	return err
+}
+
+// Stop shuts the VM down: it presses the ACPI power button (QMP
+// system_powerdown), waits up to timeout for QEMU to exit, and then kills
+// it. It returns once QEMU is gone; graceful tells whether the guest shut
+// down by itself.
+func (p *Process) Stop(timeout time.Duration) (graceful bool) {
+	select {
+	case <-p.done:
+		return true
+	default:
+	}
+	timer := time.NewTimer(timeout)
+	defer timer.Stop()
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	if p.QMP.SystemPowerdown(ctx) == nil {
+		select {
+		case <-p.done:
+			return true
+		case <-timer.C:
+		}
+	}
+	p.Kill()
+	<-p.done
+	return false
+}

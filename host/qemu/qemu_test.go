@@ -1,0 +1,371 @@
+package qemu
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/binary"
+	"encoding/json"
+	"errors"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/vishvananda/netns"
+
+	"spectrum/host/link"
+	"spectrum/internal/mac"
+	"spectrum/internal/nstest"
+)
+
+// smokeMessage is what the stub kernel writes to its serial port.
+const smokeMessage = "spectrum-smoke: hello from PVH"
+
+// stubKernel returns a minimal ELF32 "kernel" with a PVH entry point (the
+// XEN_ELFNOTE_PHYS32_ENTRY note QEMU looks for), so the same -kernel path
+// as a real vmlinux is exercised without a kernel build. In 32-bit protected
+// mode it writes smokeMessage and a newline to COM1 (0x3f8), then halts
+// forever. It ignores ACPI, like a guest that never answers the power button.
+func stubKernel() []byte {
+	const (
+		base     = 0x100000
+		ehdrSize = 52
+		phSize   = 32
+		noteOff  = ehdrSize + 2*phSize
+		noteSize = 20 // namesz, descsz, type, "Xen\0", entry
+		codeOff  = noteOff + noteSize
+		msgOff   = codeOff + 21
+	)
+	le := binary.LittleEndian
+	code := []byte{
+		0x66, 0xba, 0xf8, 0x03, // mov dx, 0x3f8
+		0xbe, 0, 0, 0, 0, // mov esi, msg
+		0xac,       // loop: lodsb
+		0x84, 0xc0, // test al, al
+		0x74, 0x03, // jz done
+		0xee,       // out dx, al
+		0xeb, 0xf8, // jmp loop
+		0xfa,       // done: cli
+		0xf4,       // hlt
+		0xeb, 0xfd, // jmp hlt
+	}
+	le.PutUint32(code[5:], base+msgOff)
+	msg := append([]byte(smokeMessage+"\n"), 0)
+	size := msgOff + len(msg)
+
+	b := make([]byte, size)
+	copy(b, []byte{0x7f, 'E', 'L', 'F', 1 /* 32-bit */, 1 /* LE */, 1 /* version */})
+	le.PutUint16(b[16:], 2)            // ET_EXEC
+	le.PutUint16(b[18:], 3)            // EM_386
+	le.PutUint32(b[20:], 1)            // version
+	le.PutUint32(b[24:], base+codeOff) // entry
+	le.PutUint32(b[28:], ehdrSize)     // phoff
+	le.PutUint16(b[40:], ehdrSize)     // ehsize
+	le.PutUint16(b[42:], phSize)       // phentsize
+	le.PutUint16(b[44:], 2)            // phnum
+	ph := func(off int, typ, offset, addr, size, flags, align uint32) {
+		for i, v := range []uint32{typ, offset, addr, addr, size, size, flags, align} {
+			le.PutUint32(b[off+4*i:], v)
+		}
+	}
+	ph(ehdrSize, 1 /* PT_LOAD */, 0, base, uint32(size), 5 /* R+X */, 0x1000)
+	ph(ehdrSize+phSize, 4 /* PT_NOTE */, noteOff, base+noteOff, noteSize, 4 /* R */, 4)
+	le.PutUint32(b[noteOff:], 4)    // namesz
+	le.PutUint32(b[noteOff+4:], 4)  // descsz
+	le.PutUint32(b[noteOff+8:], 18) // XEN_ELFNOTE_PHYS32_ENTRY
+	copy(b[noteOff+12:], "Xen\x00") // name
+	le.PutUint32(b[noteOff+16:], base+codeOff)
+	copy(b[codeOff:], code)
+	copy(b[msgOff:], msg)
+	return b
+}
+
+// requireQEMU skips where QEMU is missing, except in CI.
+func requireQEMU(t *testing.T) {
+	t.Helper()
+	if _, err := exec.LookPath(DefaultBinary); err != nil {
+		if os.Getenv("CI") != "" {
+			t.Fatalf("%s not found (make deps installs qemu-system-x86): %v", DefaultBinary, err)
+		}
+		t.Skipf("%s not installed (make deps installs it)", DefaultBinary)
+	}
+}
+
+// testConfig writes the stub kernel, an initramfs and a disk image into a
+// directory whose name has a comma (to prove the escaping against the real
+// parser) and returns a Config for them.
+func testConfig(t *testing.T) Config {
+	t.Helper()
+	dir := filepath.Join(t.TempDir(), "vm,1")
+	for _, f := range []struct {
+		name string
+		data []byte
+	}{
+		{"vmlinux", stubKernel()},
+		{"initramfs", []byte("not really a cpio")},
+		{"blk/root,a.img", make([]byte, 1<<20)},
+	} {
+		p := filepath.Join(dir, f.name)
+		if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(p, f.data, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	run := t.TempDir()
+	return Config{
+		Name:          "smoke,vm",
+		Kernel:        filepath.Join(dir, "vmlinux"),
+		Initramfs:     filepath.Join(dir, "initramfs"),
+		Images:        []string{filepath.Join(dir, "blk/root,a.img")},
+		Accel:         "tcg", // KVM guests hang on the CI machines: always TCG in tests
+		MemoryMiB:     64,
+		QMPSocket:     filepath.Join(run, "qmp.sock"),
+		ConsoleSocket: filepath.Join(run, "console.sock"),
+	}
+}
+
+// testContext ends a little before the test's own deadline, so a hang is
+// reported with the serial log rather than by a panic.
+func testContext(t *testing.T, max time.Duration) context.Context {
+	d := time.Now().Add(max)
+	if td, ok := t.Deadline(); ok && td.Add(-5*time.Second).Before(d) {
+		d = td.Add(-5 * time.Second)
+	}
+	ctx, cancel := context.WithDeadline(context.Background(), d)
+	t.Cleanup(cancel)
+	return ctx
+}
+
+// serialLines collects the serial output and signals when a line equal to
+// want arrives.
+func serialLines(p *Process, want string) (seen <-chan struct{}, log *safeBuffer) {
+	ch := make(chan struct{})
+	log = &safeBuffer{}
+	go func() {
+		sc := bufio.NewScanner(p.Serial)
+		found := false
+		for sc.Scan() {
+			log.Write(append(sc.Bytes(), '\n'))
+			if !found && sc.Text() == want {
+				found = true
+				close(ch)
+			}
+		}
+	}()
+	return ch, log
+}
+
+func start(t *testing.T, ctx context.Context, c Config) (*Process, *bytes.Buffer) {
+	t.Helper()
+	var stderr bytes.Buffer
+	p, err := Start(ctx, c, &stderr)
+	if err != nil {
+		t.Fatalf("Start: %v\nstderr: %s", err, stderr.String())
+	}
+	t.Logf("started: %s", Quote(p.Argv))
+	t.Cleanup(func() {
+		p.Kill()
+		p.Wait()
+		p.Serial.Close()
+	})
+	return p, &stderr
+}
+
+// TestBoot boots the stub kernel under TCG with the exact production
+// arguments (sandbox included) and waits for its line on the serial reader.
+func TestBoot(t *testing.T) {
+	requireQEMU(t)
+	ctx := testContext(t, 60*time.Second)
+	c := testConfig(t)
+	p, stderr := start(t, ctx, c)
+	seen, serial := serialLines(p, smokeMessage)
+	select {
+	case <-seen:
+	case <-ctx.Done():
+		t.Fatalf("no %q on the serial port\nserial:\n%s\nstderr: %s\nreproduce: %s", smokeMessage, serial, stderr, Quote(p.Argv))
+	}
+
+	st, err := p.QMP.Status(ctx)
+	if err != nil || !st.Running {
+		t.Errorf("query-status = %+v, %v; want running", st, err)
+	}
+	// The image with a comma in its path is the right file, read-only.
+	var blocks []struct {
+		Inserted struct {
+			File string `json:"file"`
+			RO   bool   `json:"ro"`
+		} `json:"inserted"`
+	}
+	if err := p.QMP.Run(ctx, "query-block", nil, &blocks); err != nil {
+		t.Fatal(err)
+	}
+	if len(blocks) != 1 || blocks[0].Inserted.File != c.Images[0] || !blocks[0].Inserted.RO {
+		t.Errorf("query-block = %+v, want one read-only %s", blocks, c.Images[0])
+	}
+	// The console socket accepts a client.
+	if conn, err := net.Dial("unix", c.ConsoleSocket); err != nil {
+		t.Errorf("console socket: %v", err)
+	} else {
+		conn.Close()
+	}
+
+	if err := p.QMP.Quit(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := p.Wait(); err != nil {
+		t.Errorf("QEMU exit after quit: %v\nstderr: %s", err, stderr)
+	}
+	for _, s := range []string{c.QMPSocket, c.ConsoleSocket} {
+		if _, err := os.Lstat(s); !errors.Is(err, os.ErrNotExist) {
+			t.Errorf("%s left behind after exit (%v)", s, err)
+		}
+	}
+}
+
+// TestStopKills: the stub guest ignores the power button, so Stop kills it
+// after the timeout.
+func TestStopKills(t *testing.T) {
+	requireQEMU(t)
+	ctx := testContext(t, 60*time.Second)
+	p, _ := start(t, ctx, testConfig(t))
+	t0 := time.Now()
+	if p.Stop(500 * time.Millisecond) {
+		t.Error("Stop reported a graceful shutdown of a guest that ignores ACPI")
+	}
+	if d := time.Since(t0); d < 500*time.Millisecond || d > 10*time.Second {
+		t.Errorf("Stop took %v, want a little over the 500ms timeout", d)
+	}
+	select {
+	case <-p.Done():
+	default:
+		t.Error("Stop returned before QEMU exited")
+	}
+}
+
+// TestNICs cold-plugs the client tap of a link and hot-plugs the provider
+// tap through QMP (getfd over SCM_RIGHTS, netdev_add, device_add), and
+// checks both in QEMU and on the host: an attached tap has carrier.
+func TestNICs(t *testing.T) {
+	requireQEMU(t)
+	ns := nstest.New(t)
+	h, err := netns.GetFromPath(ns.Path())
+	if err != nil {
+		t.Fatal(err)
+	}
+	n, err := link.Open(h, nil)
+	h.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer n.Close()
+	const id = mac.LinkID(0xa546)
+	if err := n.Create(id); err != nil {
+		t.Fatal(err)
+	}
+	clientTap, err := n.OpenTap(id, mac.Client)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := testContext(t, 60*time.Second)
+	c := testConfig(t)
+	c.NICs = []NIC{{ID: "client", MAC: id.MAC(mac.Client), Tap: clientTap}}
+	p, _ := start(t, ctx, c)
+	clientTap.Close() // QEMU holds it now
+
+	providerTap, err := n.OpenTap(id, mac.Provider)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := p.QMP.HotplugNIC(ctx, providerTap, "provider", id.MAC(mac.Provider)); err != nil {
+		t.Fatal(err)
+	}
+	providerTap.Close()
+
+	info, err := p.QMP.HumanMonitorCommand(ctx, "info network")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{"macaddr=0a:b3:ec:00:a5:46", "macaddr=0a:b3:ec:80:a5:46", "client: index=0,type=tap", "provider: index=0,type=tap"} {
+		if !strings.Contains(info, want) {
+			t.Errorf("info network lacks %q:\n%s", want, info)
+		}
+	}
+	if got := carrier(t, ns); !slices.Equal(got, []string{"spc-a546", "spp-a546"}) {
+		t.Errorf("taps with carrier = %v, want both", got)
+	}
+
+	// A NIC whose id is taken is refused, and QEMU keeps nothing of it:
+	// once our copy is closed, that tap has no carrier.
+	if err := n.Create(2); err != nil {
+		t.Fatal(err)
+	}
+	other, err := n.OpenTap(2, mac.Provider)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := p.QMP.HotplugNIC(ctx, other, "client", mac.LinkID(2).MAC(mac.Provider)); err == nil {
+		t.Error("hot-plugging a second NIC named client succeeded")
+	}
+	other.Close()
+	if got := carrier(t, ns); !slices.Equal(got, []string{"spc-a546", "spp-a546"}) {
+		t.Errorf("taps with carrier after a refused hot-plug = %v, want spc-a546 and spp-a546", got)
+	}
+
+	// The stub guest never answers ACPI hot-unplug: UnplugNIC times out,
+	// but the netdev goes, so QEMU lets go of the tap.
+	uctx, cancel := context.WithTimeout(ctx, time.Second)
+	defer cancel()
+	err = p.QMP.UnplugNIC(uctx, "provider")
+	if !errors.Is(err, context.DeadlineExceeded) {
+		t.Errorf("UnplugNIC with a guest that ignores it = %v, want DeadlineExceeded", err)
+	}
+	if got := carrier(t, ns); !slices.Equal(got, []string{"spc-a546"}) {
+		t.Errorf("taps with carrier after unplug = %v, want only the client's", got)
+	}
+}
+
+// carrier lists the taps in ns whose carrier is up (a process holds them).
+func carrier(t *testing.T, ns *nstest.NS) []string {
+	var links []struct {
+		Ifname string   `json:"ifname"`
+		Flags  []string `json:"flags"`
+	}
+	if err := json.Unmarshal(ns.IP("-j", "link", "show"), &links); err != nil {
+		t.Fatal(err)
+	}
+	var out []string
+	for _, l := range links {
+		if strings.HasPrefix(l.Ifname, "sp") && !strings.HasPrefix(l.Ifname, "spbr") && slices.Contains(l.Flags, "LOWER_UP") {
+			out = append(out, l.Ifname)
+		}
+	}
+	slices.Sort(out)
+	return out
+}
+
+// safeBuffer is a bytes.Buffer shared between the serial reader and the
+// test's failure message.
+type safeBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *safeBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *safeBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
