@@ -1,0 +1,67 @@
+package vm
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+)
+
+// Spec describes one test VM.
+type Spec struct {
+	Name      string
+	Providers []string // names of the VMs that provide networking to it
+	// Test is the test init's spectrum.test value, e.g.
+	// "ping:169.254.165.70,serve"; empty means power off after the checks.
+	Test string
+	// Cmdline is appended to the kernel command line.
+	Cmdline string
+}
+
+// DefaultCmdline puts the kernel console on the serial port and makes a
+// panic end QEMU at once (with -no-reboot) instead of hanging.
+const DefaultCmdline = "console=ttyS0 panic=-1"
+
+// WriteDir writes s as data/<name>/ in the svc/data layout: vmlinux,
+// blk/root.img (1 MiB whose first line is a marker the guest reports),
+// initramfs, cmdline and providers/net/<provider>. The kernel and initramfs
+// are symbolic links to the cached assets.
+func WriteDir(data string, s Spec, a *Assets) (string, error) {
+	dir := filepath.Join(data, s.Name)
+	for _, d := range []string{"blk", "providers/net"} {
+		if err := os.MkdirAll(filepath.Join(dir, d), 0o755); err != nil {
+			return "", err
+		}
+	}
+	if err := os.Symlink(a.Kernel.Vmlinux, filepath.Join(dir, "vmlinux")); err != nil {
+		return "", err
+	}
+	if err := os.Symlink(a.Initramfs, filepath.Join(dir, "initramfs")); err != nil {
+		return "", err
+	}
+	img := make([]byte, 1<<20)
+	copy(img, DiskMarker(s.Name)+"\n")
+	if err := os.WriteFile(filepath.Join(dir, "blk", "root.img"), img, 0o644); err != nil {
+		return "", err
+	}
+	cmdline := []string{DefaultCmdline}
+	if s.Test != "" {
+		cmdline = append(cmdline, "spectrum.test="+s.Test)
+	}
+	if s.Cmdline != "" {
+		cmdline = append(cmdline, s.Cmdline)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "cmdline"), []byte(strings.Join(cmdline, " ")+"\n"), 0o644); err != nil {
+		return "", err
+	}
+	for _, p := range s.Providers {
+		if err := os.WriteFile(filepath.Join(dir, "providers", "net", p), nil, 0o644); err != nil {
+			return "", err
+		}
+	}
+	return dir, nil
+}
+
+// DiskMarker is the first line of a VM's root.img, which its init reports as
+// `disk vda marker="..."`.
+func DiskMarker(vm string) string { return fmt.Sprintf("spectrum-test-disk %s", vm) }
