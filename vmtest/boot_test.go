@@ -1,0 +1,60 @@
+package vmtest
+
+import (
+	"strings"
+	"testing"
+	"time"
+
+	"spectrum/internal/nstest"
+	"spectrum/vmtest/vm"
+)
+
+// TestBootForeignNIC boots one guest whose only NIC lacks the 0A:B3:EC OUI:
+// the init loads its modules, finds its disk, the agent succeeds and leaves
+// the NIC alone (down, no address), and the guest powers itself off.
+func TestBootForeignNIC(t *testing.T) {
+	k := vm.Require(t)
+	a := vm.BuildAssets(t, k)
+	ns := nstest.New(t)
+	ctx := vm.Context(t, 3*time.Minute)
+
+	ns.AddTap("spf-0", "")
+	dir, err := vm.WriteDir(t.TempDir(), vm.Spec{Name: "lonely", Test: "poweroff"}, a)
+	if err != nil {
+		t.Fatal(err)
+	}
+	const foreign = "52:54:00:12:34:56"
+	p := vm.Launch(t, ns, dir, t.TempDir(), []vm.NIC{{Tap: "spf-0", MAC: foreign}})
+	p.Wait(t, ctx, "poweroff")
+	t.Logf("%v", p.Timing())
+
+	if fails := p.Serial.Events("fail"); len(fails) > 0 {
+		t.Errorf("init reported failures: %q", fails)
+	}
+	if exit := p.Timing().AgentExit; exit != "0" {
+		t.Errorf("spectrum-netcfg exit status %q, want 0 (a foreign NIC is not an error)", exit)
+	}
+	if _, err := p.Serial.Wait(ctx, "disks ok n=1"); err != nil {
+		t.Error(err)
+	}
+	nic := nicName(t, p, foreign)
+	if got := vm.Field(p.Serial.Events("link " + nic + " ")[0], "up"); got != "false" {
+		t.Errorf("foreign NIC %s up=%s, want false (untouched)", nic, got)
+	}
+	if got := events(p, "addr "+nic+" "); len(got) != 0 {
+		t.Errorf("foreign NIC %s has addresses %q, want none", nic, got)
+	}
+	if got := events(p, "route "); len(got) != 0 {
+		t.Errorf("routes %q, want none", got)
+	}
+	for _, l := range p.Serial.Lines() {
+		if strings.Contains(l.Text, foreign) && !strings.HasPrefix(strings.TrimSpace(l.Text), vm.Prefix) {
+			t.Errorf("the agent mentions the foreign NIC: %q", l.Text)
+		}
+	}
+	select {
+	case <-p.Exited():
+	case <-ctx.Done():
+		t.Errorf("QEMU still running after the guest powered off")
+	}
+}
