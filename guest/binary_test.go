@@ -1,0 +1,47 @@
+package guest_test
+
+import (
+	"debug/elf"
+	"os"
+	"testing"
+)
+
+// maxBinarySize is the guest agent's size budget: 2.25 MiB, stripped.
+const maxBinarySize = 2_359_296
+
+// TestBinaryStaticAndSmall checks the binary TestMain built with the guest's
+// flags: it must run in an initramfs with no dynamic loader or libraries,
+// and fit its size budget.
+func TestBinaryStaticAndSmall(t *testing.T) {
+	fi, err := os.Stat(agentBin)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("%s: %d bytes (budget %d, %d to spare)", agentBin, fi.Size(), maxBinarySize, maxBinarySize-fi.Size())
+	if fi.Size() > maxBinarySize {
+		t.Errorf("binary is %d bytes, over the %d-byte budget", fi.Size(), maxBinarySize)
+	}
+	f, err := elf.Open(agentBin)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	for _, p := range f.Progs {
+		if p.Type == elf.PT_INTERP {
+			t.Error("binary has a PT_INTERP program header: it is dynamically linked")
+		}
+		if p.Type == elf.PT_DYNAMIC {
+			t.Error("binary has a PT_DYNAMIC program header")
+		}
+	}
+	libs, err := f.ImportedLibraries()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(libs) != 0 {
+		t.Errorf("binary needs shared libraries (DT_NEEDED): %v", libs)
+	}
+	if f.Section(".symtab") != nil {
+		t.Error("binary has a symbol table: it was not built with -ldflags=-s")
+	}
+}

@@ -1,0 +1,241 @@
+package guest
+
+import (
+	"net/netip"
+	"testing"
+
+	"github.com/google/go-cmp/cmp"
+	"golang.org/x/sys/unix"
+
+	"spectrum/internal/mac"
+)
+
+var (
+	client = mac.NIC{Side: mac.Client, Link: 0xa546}
+	prov   = mac.NIC{Side: mac.Provider, Link: 0xa546}
+)
+
+func pfx(s string) netip.Prefix { return netip.MustParsePrefix(s) }
+
+func defaultVia(gw string, oif, metric uint32) Route {
+	return Route{
+		Table: unix.RT_TABLE_MAIN, Dst: pfx("0.0.0.0/0"), Gateway: netip.MustParseAddr(gw), OIF: oif, Priority: metric,
+		Protocol: unix.RTPROT_STATIC, Scope: unix.RT_SCOPE_UNIVERSE, Type: unix.RTN_UNICAST, Flags: unix.RTNH_F_ONLINK,
+	}
+}
+
+func hostRoute(dst string, oif uint32) Route {
+	return Route{
+		Table: unix.RT_TABLE_MAIN, Dst: pfx(dst), OIF: oif,
+		Protocol: unix.RTPROT_STATIC, Scope: unix.RT_SCOPE_LINK, Type: unix.RTN_UNICAST,
+	}
+}
+
+func kernelRoute(dst string, oif uint32) Route {
+	return Route{Table: unix.RT_TABLE_MAIN, Dst: pfx(dst), OIF: oif, Protocol: unix.RTPROT_KERNEL, Scope: unix.RT_SCOPE_LINK, Type: unix.RTN_UNICAST}
+}
+
+func TestPlan(t *testing.T) {
+	const idx = 3
+	up := Link{Index: idx, Name: "eth0", Up: true, RPFilter: 0}
+	down := Link{Index: idx, Name: "eth0", Up: false, RPFilter: 0}
+	upStrict := Link{Index: idx, Name: "eth0", Up: true, RPFilter: 1}
+	wantRoute := defaultVia("169.254.165.70", idx, idx)
+	for _, tt := range []struct {
+		name   string
+		link   Link
+		nic    mac.NIC
+		addrs  []Addr
+		routes []Route
+		want   []Action
+	}{
+		{
+			name: "fresh client", link: down, nic: client,
+			want: []Action{
+				{Kind: LinkUp, Index: idx},
+				{Kind: AddAddr, Index: idx, Prefix: pfx("100.64.165.70/16")},
+				{Kind: AddRoute, Index: idx, Route: wantRoute},
+			},
+		},
+		{
+			name: "configured client", link: up, nic: client,
+			addrs:  []Addr{{idx, pfx("100.64.165.70/16")}},
+			routes: []Route{wantRoute, kernelRoute("100.64.0.0/16", idx)},
+		},
+		{
+			name: "configured client with linkdown flag and another protocol", link: up, nic: client,
+			addrs: []Addr{{idx, pfx("100.64.165.70/16")}},
+			routes: func() []Route {
+				r := wantRoute
+				r.Flags |= unix.RTNH_F_LINKDOWN
+				r.Protocol = unix.RTPROT_BOOT
+				return []Route{r}
+			}(),
+		},
+		{
+			name: "client taken down: the route is gone with it", link: down, nic: client,
+			addrs:  []Addr{{idx, pfx("100.64.165.70/16")}},
+			routes: []Route{wantRoute},
+			want: []Action{
+				{Kind: LinkUp, Index: idx},
+				{Kind: AddRoute, Index: idx, Route: wantRoute},
+			},
+		},
+		{
+			name: "client whose MAC changed", link: up, nic: client,
+			addrs:  []Addr{{idx, pfx("100.64.1.2/16")}, {idx, pfx("10.0.0.5/24")}},
+			routes: []Route{defaultVia("169.254.1.2", idx, idx), kernelRoute("100.64.0.0/16", idx), kernelRoute("10.0.0.0/24", idx)},
+			want: []Action{
+				{Kind: DelRoute, Index: idx, Route: defaultVia("169.254.1.2", idx, idx)},
+				{Kind: DelAddr, Index: idx, Prefix: pfx("100.64.1.2/16")},
+				{Kind: AddAddr, Index: idx, Prefix: pfx("100.64.165.70/16")},
+				{Kind: AddRoute, Index: idx, Route: wantRoute},
+			},
+		},
+		{
+			name: "stale primary with the wanted address as secondary: re-add after removal", link: up, nic: client,
+			addrs:  []Addr{{idx, pfx("100.64.1.2/16")}, {idx, pfx("100.64.165.70/16")}},
+			routes: []Route{wantRoute},
+			want: []Action{
+				{Kind: DelAddr, Index: idx, Prefix: pfx("100.64.1.2/16")},
+				{Kind: AddAddr, Index: idx, Prefix: pfx("100.64.165.70/16")},
+			},
+		},
+		{
+			name: "default route with the wrong metric", link: up, nic: client,
+			addrs:  []Addr{{idx, pfx("100.64.165.70/16")}},
+			routes: []Route{defaultVia("169.254.165.70", idx, 100)},
+			want: []Action{
+				{Kind: DelRoute, Index: idx, Route: defaultVia("169.254.165.70", idx, 100)},
+				{Kind: AddRoute, Index: idx, Route: wantRoute},
+			},
+		},
+		{
+			name: "others' state is not ours", link: up, nic: client,
+			addrs: []Addr{
+				{idx, pfx("100.64.165.70/16")},
+				{idx, pfx("100.64.7.7/24")},     // our range, another shape
+				{idx, pfx("169.254.9.9/16")},    // link-local, another shape
+				{idx + 1, pfx("100.64.1.1/16")}, // another NIC's
+			},
+			routes: []Route{
+				wantRoute,
+				defaultVia("10.0.0.1", idx, 50),         // not via a link gateway
+				defaultVia("169.254.1.1", idx+1, idx+1), // another NIC's
+				hostRoute("100.64.3.3/32", idx+1),       // another NIC's
+				{Table: 100, Dst: pfx("0.0.0.0/0"), Gateway: netip.MustParseAddr("169.254.1.1"), OIF: idx}, // another table
+			},
+		},
+		{
+			name: "fresh provider", link: down, nic: prov,
+			want: []Action{
+				{Kind: SetRPFilter, Index: idx, Old: 0},
+				{Kind: LinkUp, Index: idx},
+				{Kind: AddAddr, Index: idx, Prefix: pfx("169.254.165.70/32")},
+				{Kind: AddRoute, Index: idx, Route: hostRoute("100.64.165.70/32", idx)},
+			},
+		},
+		{
+			name: "configured provider", link: upStrict, nic: prov,
+			addrs:  []Addr{{idx, pfx("169.254.165.70/32")}},
+			routes: []Route{hostRoute("100.64.165.70/32", idx)},
+		},
+		{
+			name: "provider with loose rp_filter", link: Link{Index: idx, Up: true, RPFilter: 2}, nic: prov,
+			addrs:  []Addr{{idx, pfx("169.254.165.70/32")}},
+			routes: []Route{hostRoute("100.64.165.70/32", idx)},
+			want:   []Action{{Kind: SetRPFilter, Index: idx, Old: 2}},
+		},
+		{
+			name: "client that became a provider", link: up, nic: prov,
+			addrs:  []Addr{{idx, pfx("100.64.165.70/16")}},
+			routes: []Route{wantRoute, kernelRoute("100.64.0.0/16", idx)},
+			want: []Action{
+				{Kind: SetRPFilter, Index: idx, Old: 0},
+				{Kind: DelRoute, Index: idx, Route: wantRoute},
+				{Kind: DelAddr, Index: idx, Prefix: pfx("100.64.165.70/16")},
+				{Kind: AddAddr, Index: idx, Prefix: pfx("169.254.165.70/32")},
+				{Kind: AddRoute, Index: idx, Route: hostRoute("100.64.165.70/32", idx)},
+			},
+		},
+		{
+			name: "provider whose MAC changed", link: upStrict, nic: prov,
+			addrs:  []Addr{{idx, pfx("169.254.1.2/32")}},
+			routes: []Route{hostRoute("100.64.1.2/32", idx)},
+			want: []Action{
+				{Kind: DelRoute, Index: idx, Route: hostRoute("100.64.1.2/32", idx)},
+				{Kind: DelAddr, Index: idx, Prefix: pfx("169.254.1.2/32")},
+				{Kind: AddAddr, Index: idx, Prefix: pfx("169.254.165.70/32")},
+				{Kind: AddRoute, Index: idx, Route: hostRoute("100.64.165.70/32", idx)},
+			},
+		},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			got := Plan(tt.link, tt.nic, tt.addrs, tt.routes)
+			if diff := cmp.Diff(tt.want, got, cmp.Comparer(func(a, b netip.Prefix) bool { return a == b }),
+				cmp.Comparer(func(a, b netip.Addr) bool { return a == b })); diff != "" {
+				t.Errorf("Plan mismatch (-want +got):\n%s", diff)
+			}
+		})
+	}
+}
+
+func TestActionString(t *testing.T) {
+	for _, tt := range []struct {
+		a    Action
+		want string
+	}{
+		{Action{Kind: SetRPFilter, Old: 0}, "set rp_filter 1 (strict), was 0"},
+		{Action{Kind: SetRPFilter, Old: -1}, "set rp_filter 1 (strict), was -1"},
+		{Action{Kind: LinkUp}, "set link up"},
+		{Action{Kind: AddAddr, Prefix: pfx("100.64.165.70/16")}, "added 100.64.165.70/16"},
+		{Action{Kind: DelAddr, Prefix: pfx("169.254.1.2/32")}, "removed 169.254.1.2/32"},
+		{Action{Kind: AddRoute, Route: defaultVia("169.254.165.70", 3, 3)}, "added route default via 169.254.165.70 metric 3 onlink"},
+		{Action{Kind: DelRoute, Route: hostRoute("100.64.1.2/32", 3)}, "removed route 100.64.1.2/32 scope link"},
+		{Action{Kind: 99}, "action(99)"},
+	} {
+		if got := tt.a.String(); got != tt.want {
+			t.Errorf("%+v.String() = %q, want %q", tt.a, got, tt.want)
+		}
+	}
+}
+
+func TestAddrMessageBroadcast(t *testing.T) {
+	for _, tt := range []struct {
+		p    string
+		want string // "" for none
+	}{
+		{"100.64.165.70/16", "100.64.255.255"},
+		{"10.1.2.3/24", "10.1.2.255"},
+		{"169.254.1.2/32", ""},
+	} {
+		m := addrMessage(3, pfx(tt.p))
+		got := ""
+		if m.Attributes.Broadcast != nil {
+			got = m.Attributes.Broadcast.String()
+		}
+		if got != tt.want {
+			t.Errorf("broadcast of %s = %q, want %q", tt.p, got, tt.want)
+		}
+		if m.Index != 3 || int(m.PrefixLength) != pfx(tt.p).Bits() || m.Family != unix.AF_INET {
+			t.Errorf("addrMessage(%s) = %+v", tt.p, m)
+		}
+	}
+}
+
+// TestRouteMessageRoundTrip: what Apply sends decodes back to the route.
+func TestRouteMessageRoundTrip(t *testing.T) {
+	for _, r := range []Route{defaultVia("169.254.165.70", 3, 3), hostRoute("100.64.165.70/32", 4)} {
+		b, err := routeMessage(r).MarshalBinary()
+		if err != nil {
+			t.Fatal(err)
+		}
+		got, ok, err := parseRoute(b)
+		if err != nil || !ok {
+			t.Fatalf("parseRoute: %v, %v", ok, err)
+		}
+		if !sameRoute(got, r) || got.Protocol != r.Protocol {
+			t.Errorf("round trip of %v = %+v, want %+v", r, got, r)
+		}
+	}
+}
