@@ -157,19 +157,18 @@ func (n *Net) del(name string) error {
 }
 
 // Cleanup deletes every interface whose name is ours (ParseName) and whose
-// link id keep does not report, e.g. strays of a daemon that crashed. It
-// returns the names it deleted; one failure does not stop the others.
-func (n *Net) Cleanup(keep func(mac.LinkID) bool) ([]string, error) {
+// link id is not in keep, e.g. strays of a daemon that crashed; each
+// deletion is logged. One failure does not stop the others.
+func (n *Net) Cleanup(keep map[mac.LinkID]bool) error {
 	links, err := n.h.LinkList()
 	if err != nil {
-		return nil, fmt.Errorf("list links: %w", err)
+		return fmt.Errorf("list links: %w", err)
 	}
-	var deleted []string
 	var errs []error
 	for _, l := range links {
 		name := l.Attrs().Name
 		id, _, ok := ParseName(name)
-		if !ok || (keep != nil && keep(id)) {
+		if !ok || keep[id] {
 			continue
 		}
 		if err := n.h.LinkDel(l); err != nil {
@@ -177,9 +176,8 @@ func (n *Net) Cleanup(keep func(mac.LinkID) bool) ([]string, error) {
 			continue
 		}
 		n.log.Info("link: deleted stray", "name", name)
-		deleted = append(deleted, name)
 	}
-	return deleted, errors.Join(errs...)
+	return errors.Join(errs...)
 }
 
 // OpenTap attaches to the existing persistent tap of one side of link id

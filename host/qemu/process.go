@@ -84,6 +84,7 @@ func Start(ctx context.Context, c Config, stderr io.Writer) (*Process, error) {
 	files = append(files, conL)
 	serialR, serialW, err := os.Pipe()
 	if err != nil {
+		removeSockets(c)
 		return nil, err
 	}
 	files = append(files, serialW)
