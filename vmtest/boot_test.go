@@ -11,7 +11,8 @@ import (
 
 // TestBootForeignNIC boots one guest whose only NIC lacks the 0A:B3:EC OUI:
 // the init loads its modules, finds its disk, the agent succeeds and leaves
-// the NIC alone (down, no address), and the guest powers itself off.
+// the NIC alone (down, no address), its -watch instance keeps running, and
+// the guest powers itself off.
 func TestBootForeignNIC(t *testing.T) {
 	k := vm.Require(t)
 	a := vm.BuildAssets(t, k)
@@ -19,7 +20,7 @@ func TestBootForeignNIC(t *testing.T) {
 	ctx := vm.Context(t, 3*time.Minute)
 
 	ns.AddTap("spf-0", "")
-	dir, err := vm.WriteDir(t.TempDir(), vm.Spec{Name: "lonely", Test: "poweroff"}, a)
+	dir, err := vm.WriteDir(t.TempDir(), vm.Spec{Name: "lonely", Test: "poweroff", Cmdline: "spectrum.watch"}, a)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -34,11 +35,14 @@ func TestBootForeignNIC(t *testing.T) {
 	if exit := p.Timing().AgentExit; exit != "0" {
 		t.Errorf("spectrum-netcfg exit status %q, want 0 (a foreign NIC is not an error)", exit)
 	}
+	if w := p.Serial.Events("agent watch pid="); len(w) != 1 {
+		t.Errorf("agent -watch not started: %q", w)
+	}
 	if _, err := p.Serial.Wait(ctx, "disks ok n=1"); err != nil {
 		t.Error(err)
 	}
 	nic := nicName(t, p, foreign)
-	if got := vm.Field(p.Serial.Events("link " + nic + " ")[0], "up"); got != "false" {
+	if got := vm.Field(events(p, "link "+nic+" ")[0], "up"); got != "false" {
 		t.Errorf("foreign NIC %s up=%s, want false (untouched)", nic, got)
 	}
 	if got := events(p, "addr "+nic+" "); len(got) != 0 {

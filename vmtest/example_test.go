@@ -42,7 +42,7 @@ func TestDocumentedExample(t *testing.T) {
 	app := vm.Launch(t, ns, appDir, run, []vm.NIC{client})
 
 	for _, p := range []*vm.Proc{netvm, app} {
-		p.Wait(t, ctx, "state done")
+		p.Wait(t, ctx, "state done n=1 ")
 		if _, err := p.Serial.Wait(ctx, "disks ok"); err != nil {
 			t.Errorf("%s: disks: %v", p.Name, err)
 		}
@@ -103,32 +103,31 @@ func TestDocumentedExample(t *testing.T) {
 // init's "link NAME index=N mac=M ..." lines.
 func nicName(t *testing.T, p *vm.Proc, hw string) string {
 	t.Helper()
-	for _, e := range p.Serial.Events("link ") {
+	for _, e := range events(p, "link ") {
 		if vm.Field(e, "mac") == hw {
 			return strings.Fields(e)[1]
 		}
 	}
-	t.Fatalf("%s: no NIC with MAC %s in %q", p.Name, hw, p.Serial.Events("link "))
+	t.Fatalf("%s: no NIC with MAC %s in %q", p.Name, hw, events(p, "link "))
 	return ""
 }
 
 func ifindex(p *vm.Proc, nic string) string {
-	for _, e := range p.Serial.Events("link " + nic + " ") {
+	for _, e := range events(p, "link "+nic+" ") {
 		return vm.Field(e, "index")
 	}
 	return "?"
 }
 
-// events returns p's sentinels starting with prefix, without the t= field,
-// sorted (wants are written in sorted order).
+// events returns the lines of p's first state dump (right after the agent's
+// run) that start with prefix, sorted (wants are written in sorted order).
 func events(p *vm.Proc, prefix string) []string {
+	st, _ := p.Serial.State(1)
 	var out []string
-	for _, e := range p.Serial.Events(prefix) {
-		f := strings.Fields(e)
-		if n := len(f); n > 0 && strings.HasPrefix(f[n-1], "t=") {
-			f = f[:n-1]
+	for _, e := range st {
+		if strings.HasPrefix(e, prefix) {
+			out = append(out, e)
 		}
-		out = append(out, strings.Join(f, " "))
 	}
 	sort.Strings(out)
 	return out

@@ -5,6 +5,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -133,4 +134,53 @@ func Field(event, key string) string {
 		}
 	}
 	return ""
+}
+
+// State returns the init's network state dump number n (1 is the one right
+// after the agent's run as an init hook; 0 means the latest): its link,
+// addr and route sentinels without the t= field, in the order reported. ok
+// is false if that dump is not complete yet.
+func (s *Serial) State(n int) (state []string, ok bool) {
+	var cur []string
+	for _, l := range s.Lines() {
+		e, isEvent := Event(l.Text)
+		if !isEvent {
+			continue
+		}
+		switch {
+		case hasPrefix(e, "link "), hasPrefix(e, "addr "), hasPrefix(e, "route "):
+			cur = append(cur, withoutTime(e))
+		case hasPrefix(e, "state done"):
+			if Field(e, "n") == strconv.Itoa(n) {
+				return cur, true
+			}
+			if n <= 0 {
+				state, ok = cur, true
+			}
+			cur = nil
+		}
+	}
+	return state, ok
+}
+
+// WaitState waits until a state dump satisfies done and returns it. It
+// looks at every dump in order, those already read first.
+func (s *Serial) WaitState(ctx context.Context, done func(state []string) bool) ([]string, error) {
+	for n := 1; ; n++ {
+		if _, err := s.Wait(ctx, "state done n="+strconv.Itoa(n)+" "); err != nil {
+			last, _ := s.State(0)
+			return last, fmt.Errorf("%w; last state: %q", err, last)
+		}
+		if st, _ := s.State(n); done(st) {
+			return st, nil
+		}
+	}
+}
+
+// withoutTime drops a sentinel's trailing t= field.
+func withoutTime(e string) string {
+	if i := strings.LastIndex(e, " t="); i >= 0 && !strings.Contains(e[i+1:], " ") {
+		return e[:i]
+	}
+	return e
 }

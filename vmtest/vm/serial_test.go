@@ -6,6 +6,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/google/go-cmp/cmp"
 )
 
 func TestSerialWait(t *testing.T) {
@@ -56,5 +58,43 @@ func TestShellQuote(t *testing.T) {
 	want := `qemu -append 'console=ttyS0 panic=-1' romfile= ''`
 	if got != want {
 		t.Errorf("shellQuote = %s, want %s", got, want)
+	}
+}
+
+func TestSerialState(t *testing.T) {
+	r, w := io.Pipe()
+	s := NewSerial(r, time.Now())
+	go func() {
+		for _, l := range []string{
+			"link eth0 index=2 mac=0a:b3:ec:00:a5:46 up=false rp_filter=0 t=1.0",
+			"state done n=1 t=1.1",
+			"fail ping 1.2.3.4 icmp: unreachable t=1.2",
+			"link eth0 index=2 mac=0a:b3:ec:00:a5:46 up=true rp_filter=0 t=2.0",
+			"addr eth0 100.64.165.70/16 t=2.0",
+			"state done n=2 t=2.1",
+		} {
+			io.WriteString(w, Prefix+l+"\n")
+		}
+		w.Close()
+	}()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	got, err := s.WaitState(ctx, func(st []string) bool { return len(st) == 2 })
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []string{"link eth0 index=2 mac=0a:b3:ec:00:a5:46 up=true rp_filter=0", "addr eth0 100.64.165.70/16"}
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Errorf("WaitState (-want +got):\n%s", diff)
+	}
+	first, ok := s.State(1)
+	if diff := cmp.Diff([]string{"link eth0 index=2 mac=0a:b3:ec:00:a5:46 up=false rp_filter=0"}, first); diff != "" || !ok {
+		t.Errorf("State(1) ok=%v (-want +got):\n%s", ok, diff)
+	}
+	if last, _ := s.State(0); !cmp.Equal(last, want) {
+		t.Errorf("State(0) = %q, want %q", last, want)
+	}
+	if _, ok := s.State(3); ok {
+		t.Errorf("State(3) ok, want not yet")
 	}
 }

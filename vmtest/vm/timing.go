@@ -9,7 +9,7 @@ import (
 // Timing is how long a VM took to boot and configure itself.
 type Timing struct {
 	HostInit     time.Duration // QEMU launched → the init's first line read by the host
-	HostState    time.Duration // QEMU launched → the network state reported ("state done")
+	HostState    time.Duration // QEMU launched → the network state reported ("state done n=1")
 	GuestInit    time.Duration // kernel uptime when the init started
 	GuestAgentIn time.Duration // kernel uptime when the agent started
 	GuestAgentOK time.Duration // kernel uptime when the agent exited
@@ -36,7 +36,7 @@ func (p *Proc) Timing() Timing {
 			if ms, err := strconv.ParseFloat(trimSuffix(Field(e, "took"), "ms"), 64); err == nil {
 				tm.Agent = time.Duration(ms * float64(time.Millisecond))
 			}
-		case hasPrefix(e, "state done"):
+		case hasPrefix(e, "state done n=1 "):
 			tm.HostState = l.At
 		}
 	}

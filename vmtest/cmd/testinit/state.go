@@ -4,28 +4,32 @@ import (
 	"fmt"
 	"net"
 	"os"
+	"slices"
 	"strings"
+	"time"
 
 	"github.com/jsimonetti/rtnetlink/v2"
 	"golang.org/x/sys/unix"
 )
 
-// dumpState reports every link, IPv4 address and main-table IPv4 route, read
+// readState returns every link, IPv4 address and main-table IPv4 route, read
 // back through rtnetlink, in the spirit of `ip link/addr/route`:
 //
 //	link eth0 index=2 mac=0a:b3:ec:00:a5:46 up=true rp_filter=0
 //	addr eth0 100.64.165.70/16
 //	route default via 169.254.165.70 dev eth0 metric 2 onlink
 //	route 100.64.165.70/32 dev eth1 scope link
-func dumpState() error {
+func readState() ([]string, error) {
+	var out []string
+	report := func(format string, args ...any) { out = append(out, fmt.Sprintf(format, args...)) }
 	c, err := rtnetlink.Dial(nil)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	defer c.Close()
 	links, err := c.Link.List()
 	if err != nil {
-		return fmt.Errorf("list links: %w", err)
+		return nil, fmt.Errorf("list links: %w", err)
 	}
 	names := map[uint32]string{}
 	for _, l := range links {
@@ -36,7 +40,7 @@ func dumpState() error {
 	}
 	addrs, err := c.Address.List()
 	if err != nil {
-		return fmt.Errorf("list addresses: %w", err)
+		return nil, fmt.Errorf("list addresses: %w", err)
 	}
 	for _, a := range addrs {
 		if a.Family != unix.AF_INET {
@@ -46,7 +50,7 @@ func dumpState() error {
 	}
 	routes, err := c.Route.List()
 	if err != nil {
-		return fmt.Errorf("list routes: %w", err)
+		return nil, fmt.Errorf("list routes: %w", err)
 	}
 	for _, r := range routes {
 		if r.Family != unix.AF_INET || r.Table != unix.RT_TABLE_MAIN {
@@ -54,8 +58,40 @@ func dumpState() error {
 		}
 		report("route %s", formatRoute(r, names))
 	}
-	report("state done")
-	return nil
+	return out, nil
+}
+
+// stateReporter reports the state as a numbered dump ending in
+// "state done n=N", and again whenever it changes, so the host sees what
+// the agent did with NICs plugged in later.
+type stateReporter struct {
+	n    int
+	last []string
+}
+
+func (s *stateReporter) check() {
+	lines, err := readState()
+	if err != nil {
+		report("fail state: %v", err)
+		return
+	}
+	if s.n > 0 && slices.Equal(lines, s.last) {
+		return
+	}
+	s.n++
+	s.last = lines
+	for _, l := range lines {
+		report("%s", l)
+	}
+	report("state done n=%d", s.n)
+}
+
+// follow checks the state every interval, forever.
+func (s *stateReporter) follow(interval time.Duration) {
+	for {
+		time.Sleep(interval)
+		s.check()
+	}
 }
 
 func formatRoute(r rtnetlink.RouteMessage, names map[uint32]string) string {

@@ -16,6 +16,13 @@
 //	spectrum.timeout=SECONDS      per ping step (default 120)
 //	spectrum.disks=N              disks expected as /dev/vd* (default 1)
 //	spectrum.agent=ARG[,ARG...]   arguments for spectrum-netcfg (default none)
+//	spectrum.watch                after the agent's run as an init hook, keep
+//	                              `spectrum-netcfg -watch` running for
+//	                              hot-plugged NICs
+//
+// After the checks the init reports the network state (links, IPv4
+// addresses and routes) as a dump ending in "state done n=1", and reports it
+// again (n=2, ...) whenever it changes.
 //
 // Every report is one line "SPECTRUM-TEST: <event> [fields] t=<uptime>",
 // where t is the kernel's uptime in seconds; see package vmtest/vm.
@@ -50,10 +57,13 @@ func main() {
 
 	loadModules()
 	runAgent(p.agentArgs)
-	checkDisks(p.disks)
-	if err := dumpState(); err != nil {
-		report("fail state: %v", err)
+	if p.watch {
+		watchAgent()
 	}
+	checkDisks(p.disks)
+	var st stateReporter
+	st.check()
+	go st.follow(time.Second)
 	go serveUDPEcho()
 
 	for _, step := range p.steps {
@@ -77,6 +87,7 @@ type params struct {
 	timeout   time.Duration
 	disks     int
 	agentArgs []string
+	watch     bool
 }
 
 func parseCmdline(s string) params {
@@ -96,6 +107,8 @@ func parseCmdline(s string) params {
 			}
 		case "spectrum.agent":
 			p.agentArgs = strings.Split(v, ",")
+		case "spectrum.watch":
+			p.watch = v == "" || v == "1"
 		}
 	}
 	return p
@@ -191,6 +204,21 @@ func runAgent(args []string) {
 		code = ee.ExitCode()
 	}
 	report("agent exit=%d took=%.1fms", code, float64(took.Microseconds())/1000)
+}
+
+// watchAgent keeps `spectrum-netcfg -watch` running in the background.
+func watchAgent() {
+	cmd := exec.Command(agentPath, "-watch")
+	cmd.Stdout, cmd.Stderr = os.Stdout, os.Stderr
+	if err := cmd.Start(); err != nil {
+		report("fail agent watch: %v", err)
+		return
+	}
+	report("agent watch pid=%d", cmd.Process.Pid)
+	go func() {
+		err := cmd.Wait()
+		report("fail agent watch exited: %v", err)
+	}()
 }
 
 // checkDisks waits briefly for the expected virtio disks and reports each
