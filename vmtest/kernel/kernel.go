@@ -8,57 +8,94 @@ package kernel
 
 import (
 	"bytes"
+	"compress/gzip"
 	"debug/elf"
 	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
 	"os"
+	"os/exec"
 
 	"github.com/pierrec/lz4/v4"
 )
 
-// lz4Legacy is the magic of an LZ4 legacy frame, the format the kernel's
-// CONFIG_KERNEL_LZ4 uses for the payload inside a bzImage.
-var lz4Legacy = []byte{0x02, 0x21, 0x4c, 0x18}
+// payloads are the compressions of a bzImage's payload Decompress knows, by
+// the magic their stream starts with: LZ4 legacy frames
+// (CONFIG_KERNEL_LZ4, Debian's cloud kernel), zstd (CONFIG_KERNEL_ZSTD,
+// gokrazy's kernel) and gzip (CONFIG_KERNEL_GZIP).
+var payloads = []struct {
+	name       string
+	magic      []byte
+	decompress func([]byte) ([]byte, error)
+}{
+	{"lz4", []byte{0x02, 0x21, 0x4c, 0x18}, decompressLZ4},
+	{"zstd", []byte{0x28, 0xb5, 0x2f, 0xfd}, decompressTool("zstd")},
+	{"gzip", []byte{0x1f, 0x8b, 0x08}, decompressGzip},
+}
 
 // xenElfNotePhys32Entry is XEN_ELFNOTE_PHYS32_ENTRY: the note that carries
 // the PVH entry point QEMU jumps to when it boots an ELF kernel.
 const xenElfNotePhys32Entry = 18
 
-// Decompress reads a bzImage whose payload is LZ4-compressed and returns the
-// uncompressed vmlinux. It tries every legacy-frame magic in the file and
-// keeps the first one that decompresses to an ELF image, since the magic
-// bytes can also occur by chance in the setup code before the payload.
+// Decompress reads a bzImage and returns the uncompressed vmlinux. It tries
+// every magic of a known compression in the file and keeps the first stream
+// that decompresses to an ELF image, since the magic bytes can also occur
+// by chance in the setup code before the payload.
 func Decompress(bzImage []byte) ([]byte, error) {
-	for off := 0; ; {
-		i := bytes.Index(bzImage[off:], lz4Legacy)
-		if i < 0 {
-			return nil, errors.New("no LZ4-compressed ELF payload found (is the kernel built with CONFIG_KERNEL_LZ4?)")
+	for _, p := range payloads {
+		for off := 0; ; off++ {
+			i := bytes.Index(bzImage[off:], p.magic)
+			if i < 0 {
+				break
+			}
+			off += i
+			out, err := p.decompress(bzImage[off:])
+			if err == nil && bytes.HasPrefix(out, []byte(elf.ELFMAG)) {
+				return out, nil
+			}
 		}
-		off += i
-		out, err := decompressAt(bzImage[off:])
-		if err == nil && bytes.HasPrefix(out, []byte(elf.ELFMAG)) {
-			return out, nil
-		}
-		off++
+	}
+	return nil, errors.New("no lz4, zstd or gzip compressed ELF payload found")
+}
+
+// The decompressors below ignore an error once they have output: the
+// kernel's stream is followed by the uncompressed size and the rest of the
+// bzImage, which they take for a broken next frame. Check decides whether
+// the output is the whole image.
+
+func decompressGzip(b []byte) ([]byte, error) {
+	zr, err := gzip.NewReader(bytes.NewReader(b))
+	if err != nil {
+		return nil, err
+	}
+	zr.Multistream(false)
+	out, _ := io.ReadAll(zr)
+	return nonEmpty(out)
+}
+
+// decompressTool pipes the stream through an external decompressor (Go's
+// standard library has no zstd).
+func decompressTool(tool string) func([]byte) ([]byte, error) {
+	return func(b []byte) ([]byte, error) {
+		cmd := exec.Command(tool, "-dc")
+		cmd.Stdin = bytes.NewReader(b)
+		out, _ := cmd.Output()
+		return nonEmpty(out)
 	}
 }
 
-func decompressAt(b []byte) ([]byte, error) {
-	var out bytes.Buffer
-	_, err := io.Copy(&out, lz4.NewReader(bytes.NewReader(b)))
-	// The kernel's stream is followed by the uncompressed size and the rest
-	// of the bzImage, which the reader takes for a broken next block. What
-	// was decompressed up to there is the whole image; the ELF check below
-	// decides whether it is usable.
-	if out.Len() == 0 {
-		if err == nil {
-			err = errors.New("empty")
-		}
-		return nil, err
+func nonEmpty(out []byte) ([]byte, error) {
+	if len(out) == 0 {
+		return nil, errors.New("no output")
 	}
-	return out.Bytes(), nil
+	return out, nil
+}
+
+func decompressLZ4(b []byte) ([]byte, error) {
+	var out bytes.Buffer
+	io.Copy(&out, lz4.NewReader(bytes.NewReader(b)))
+	return nonEmpty(out.Bytes())
 }
 
 // Check verifies that vmlinux is an x86-64 ELF kernel QEMU can boot through
