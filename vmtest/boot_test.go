@@ -20,7 +20,7 @@ func TestBootForeignNIC(t *testing.T) {
 	ctx := vm.Context(t, 3*time.Minute)
 
 	ns.AddTap("spf-0", "")
-	dir, err := vm.WriteDir(t.TempDir(), vm.Spec{Name: "lonely", Test: "poweroff", Cmdline: "spectrum.watch"}, a)
+	dir, err := vm.WriteDir(t.TempDir(), vm.Spec{Name: "lonely", Test: "poweroff", Cmdline: "spectrum.watch spectrum.baseline"}, a)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -14,6 +14,8 @@ type Timing struct {
 	GuestAgentIn time.Duration // kernel uptime when the agent started
 	GuestAgentOK time.Duration // kernel uptime when the agent exited
 	Agent        time.Duration // the agent's run time as the init measured it
+	AgentCPU     time.Duration // the agent's user+system CPU time
+	Baseline     time.Duration // run time of the agent exiting at once (spectrum.baseline), 0 if not measured
 	AgentExit    string        // its exit status, "" if it did not run
 }
 
@@ -33,9 +35,9 @@ func (p *Proc) Timing() Timing {
 			tm.GuestAgentIn = t
 		case hasPrefix(e, "agent exit="):
 			tm.GuestAgentOK, tm.AgentExit = t, Field(e, "exit")
-			if ms, err := strconv.ParseFloat(trimSuffix(Field(e, "took"), "ms"), 64); err == nil {
-				tm.Agent = time.Duration(ms * float64(time.Millisecond))
-			}
+			tm.Agent, tm.AgentCPU = millis(Field(e, "took")), millis(Field(e, "cpu"))
+		case hasPrefix(e, "agent baseline "):
+			tm.Baseline = millis(Field(e, "took"))
 		case hasPrefix(e, "state done n=1 "):
 			tm.HostState = l.At
 		}
@@ -44,9 +46,22 @@ func (p *Proc) Timing() Timing {
 }
 
 func (tm Timing) String() string {
-	return fmt.Sprintf("QEMU start → init %.2fs, → state reported %.2fs (host); guest uptime: init %.3fs, agent %.3fs → %.3fs (exit %s, took %v)",
+	s := fmt.Sprintf("QEMU start → init %.2fs, → state reported %.2fs (host); guest uptime: init %.3fs, agent %.3fs → %.3fs (exit %s, took %v, cpu %v)",
 		tm.HostInit.Seconds(), tm.HostState.Seconds(), tm.GuestInit.Seconds(),
-		tm.GuestAgentIn.Seconds(), tm.GuestAgentOK.Seconds(), tm.AgentExit, tm.Agent)
+		tm.GuestAgentIn.Seconds(), tm.GuestAgentOK.Seconds(), tm.AgentExit, tm.Agent, tm.AgentCPU)
+	if tm.Baseline > 0 {
+		s += fmt.Sprintf("; baseline (exit at once) %v", tm.Baseline)
+	}
+	return s
+}
+
+// millis parses "12.3ms".
+func millis(s string) time.Duration {
+	f, err := strconv.ParseFloat(trimSuffix(s, "ms"), 64)
+	if err != nil {
+		return 0
+	}
+	return time.Duration(f * float64(time.Millisecond))
 }
 
 func seconds(s string) time.Duration {

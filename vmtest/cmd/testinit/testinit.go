@@ -19,6 +19,9 @@
 //	spectrum.watch                after the agent's run as an init hook, keep
 //	                              `spectrum-netcfg -watch` running for
 //	                              hot-plugged NICs
+//	spectrum.baseline             before the agent's run, time a run that
+//	                              exits at once (an unknown flag): the cost
+//	                              of starting the binary, to subtract
 //
 // After the checks the init reports the network state (links, IPv4
 // addresses and routes) as a dump ending in "state done n=1", and reports it
@@ -56,6 +59,9 @@ func main() {
 	p := parseCmdline(string(cmdline))
 
 	loadModules()
+	if p.baseline {
+		agentBaseline()
+	}
 	runAgent(p.agentArgs)
 	if p.watch {
 		watchAgent()
@@ -88,6 +94,7 @@ type params struct {
 	disks     int
 	agentArgs []string
 	watch     bool
+	baseline  bool
 }
 
 func parseCmdline(s string) params {
@@ -109,6 +116,8 @@ func parseCmdline(s string) params {
 			p.agentArgs = strings.Split(v, ",")
 		case "spectrum.watch":
 			p.watch = v == "" || v == "1"
+		case "spectrum.baseline":
+			p.baseline = v == "" || v == "1"
 		}
 	}
 	return p
@@ -203,7 +212,23 @@ func runAgent(args []string) {
 		}
 		code = ee.ExitCode()
 	}
-	report("agent exit=%d took=%.1fms", code, float64(took.Microseconds())/1000)
+	report("agent exit=%d took=%.1fms cpu=%.1fms", code, ms(took), ms(cmd.ProcessState.UserTime()+cmd.ProcessState.SystemTime()))
+}
+
+func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
+
+// agentBaseline runs the agent with an unknown flag, which makes it exit
+// at once: what starting the static binary costs before it does any work,
+// to subtract from the agent's time.
+func agentBaseline() {
+	start := time.Now()
+	cmd := exec.Command(agentPath, "-spectrum-test-baseline")
+	if err := cmd.Run(); err != nil && cmd.ProcessState == nil {
+		report("fail agent baseline: %v", err)
+		return
+	}
+	report("agent baseline exit=%d took=%.1fms cpu=%.1fms", cmd.ProcessState.ExitCode(),
+		ms(time.Since(start)), ms(cmd.ProcessState.UserTime()+cmd.ProcessState.SystemTime()))
 }
 
 // watchAgent keeps `spectrum-netcfg -watch` running in the background.
