@@ -1,6 +1,7 @@
 package vmtest
 
 import (
+	"context"
 	"fmt"
 	"sort"
 	"strings"
@@ -84,11 +85,19 @@ func TestDocumentedExample(t *testing.T) {
 		t.FailNow()
 	}
 
-	// Both directions, ICMP then UDP echo.
+	pingBoth(t, ctx, app, netvm, gw, addr)
+	t.Logf("wall time %.1fs", time.Since(start).Seconds())
+}
+
+// pingBoth waits for the client to reach its gateway and the provider to
+// reach the client, each with ICMP echo and UDP echo (the init retries until
+// the peer answers).
+func pingBoth(t *testing.T, ctx context.Context, client, provider *vm.Proc, gw, addr string) {
+	t.Helper()
 	for _, c := range []struct {
 		p  *vm.Proc
 		to string
-	}{{app, gw}, {netvm, addr}} {
+	}{{client, gw}, {provider, addr}} {
 		for _, proto := range []string{"icmp", "udp"} {
 			l := c.p.Wait(t, ctx, "ping "+c.to+" "+proto+" ", "fail ping "+c.to+" "+proto)
 			if e, _ := vm.Event(l.Text); !strings.HasPrefix(e, "ping "+c.to+" "+proto+" ok") {
@@ -96,7 +105,6 @@ func TestDocumentedExample(t *testing.T) {
 			}
 		}
 	}
-	t.Logf("wall time %.1fs", time.Since(start).Seconds())
 }
 
 // nicName returns the guest's name of the NIC with the given MAC, from the

@@ -18,14 +18,15 @@ type Proc struct {
 	Name   string
 	Args   []string // the full command line, for reproducing by hand
 	Serial *Serial
+	qmp    string // QMP socket
 	cmd    *exec.Cmd
 	exited chan struct{}
 }
 
 // Launch starts QEMU (TCG) for the VM directory dir inside ns, with one
 // virtio-net device per NIC, one virtio-blk per blk/*.img, a virtio console
-// on a unix socket in run, and the serial console written to a pipe the
-// test reads. The VM is killed when the test ends; if the test failed, its
+// and a QMP monitor on unix sockets in run, and the serial console written
+// to a pipe the test reads. The VM is killed when the test ends; if the test failed, its
 // command line and serial log are printed.
 //
 // This is the one place the tests start QEMU themselves; it goes away when
@@ -53,6 +54,7 @@ func Launch(t testing.TB, ns *nstest.NS, dir, run string, nics []NIC) *Proc {
 		"-device", "virtio-serial-pci,id=virtio-serial0",
 		"-chardev", "socket,id=hvc0,path=" + filepath.Join(run, name+".console") + ",server=on,wait=off",
 		"-device", "virtconsole,chardev=hvc0",
+		"-qmp", "unix:" + filepath.Join(run, name+".qmp") + ",server=on,wait=off",
 	}
 	if _, err := os.Stat(filepath.Join(dir, "initramfs")); err == nil {
 		args = append(args, "-initrd", filepath.Join(dir, "initramfs"))
@@ -76,7 +78,7 @@ func Launch(t testing.TB, ns *nstest.NS, dir, run string, nics []NIC) *Proc {
 	}
 	var stderr strings.Builder
 	cmd.Stdout, cmd.Stderr = w, &stderr
-	p := &Proc{Name: name, Args: args, cmd: cmd, exited: make(chan struct{})}
+	p := &Proc{Name: name, Args: args, qmp: filepath.Join(run, name+".qmp"), cmd: cmd, exited: make(chan struct{})}
 	t.Logf("%s: ip netns exec %s %s", name, ns.Name, shellQuote(args))
 	start := time.Now()
 	if err := cmd.Start(); err != nil {
