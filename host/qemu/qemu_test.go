@@ -7,13 +7,17 @@ import (
 	"encoding/binary"
 	"encoding/json"
 	"errors"
+	"fmt"
+	"io"
 	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -235,7 +239,8 @@ func TestBoot(t *testing.T) {
 func TestStopKills(t *testing.T) {
 	requireQEMU(t)
 	ctx := testContext(t, 60*time.Second)
-	p, _ := start(t, ctx, testConfig(t))
+	c := testConfig(t)
+	p, _ := start(t, ctx, c)
 	t0 := time.Now()
 	if p.Stop(500 * time.Millisecond) {
 		t.Error("Stop reported a graceful shutdown of a guest that ignores ACPI")
@@ -248,6 +253,79 @@ func TestStopKills(t *testing.T) {
 	default:
 		t.Error("Stop returned before QEMU exited")
 	}
+	// A killed QEMU leaves no socket behind, and its serial reader ends.
+	if _, err := io.ReadAll(p.Serial); err != nil {
+		t.Errorf("reading the serial port to EOF: %v", err)
+	}
+	for _, s := range []string{c.QMPSocket, c.ConsoleSocket} {
+		if _, err := os.Lstat(s); !errors.Is(err, os.ErrNotExist) {
+			t.Errorf("%s left behind after kill (%v)", s, err)
+		}
+	}
+}
+
+// TestDiesWithParent: when spectrumd dies, even by SIGKILL, its QEMUs die
+// too. A child test process starts QEMU and exits at once.
+func TestDiesWithParent(t *testing.T) {
+	requireQEMU(t)
+	if os.Getenv("SPECTRUM_QEMU_HELPER") != "" {
+		return // the helper's run of this test is TestHelperStart's
+	}
+	ctx := testContext(t, 15*time.Second)
+	c := testConfig(t)
+	cmd := exec.CommandContext(ctx, os.Args[0], "-test.run=^TestHelperStart$", "-test.v")
+	cmd.WaitDelay = time.Second // an orphaned QEMU must not keep us reading
+	cfg, _ := json.Marshal(c)
+	cmd.Env = append(os.Environ(), "SPECTRUM_QEMU_HELPER="+string(cfg))
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		t.Fatalf("helper: %v\n%s", err, out)
+	}
+	_, rest, ok := strings.Cut(string(out), "qemu-pid=")
+	pid, err := strconv.Atoi(strings.Fields(rest + " x")[0])
+	if !ok || err != nil {
+		t.Fatalf("helper printed no pid:\n%s", out)
+	}
+	for !gone(pid) {
+		if ctx.Err() != nil {
+			syscall.Kill(pid, syscall.SIGKILL)
+			t.Fatalf("QEMU %d still running after its parent exited", pid)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// gone tells whether pid has exited (no such process, or a zombie).
+func gone(pid int) bool {
+	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
+	if err != nil {
+		return true
+	}
+	_, after, _ := strings.Cut(string(b), ") ")
+	return strings.HasPrefix(after, "Z")
+}
+
+// TestHelperStart is TestDiesWithParent's child: it starts QEMU, prints its
+// pid, and exits without stopping it.
+func TestHelperStart(t *testing.T) {
+	env := os.Getenv("SPECTRUM_QEMU_HELPER")
+	if env == "" {
+		t.Skip("helper for TestDiesWithParent")
+	}
+	var c Config
+	if err := json.Unmarshal([]byte(env), &c); err != nil {
+		t.Fatal(err)
+	}
+	devnull, err := os.OpenFile(os.DevNull, os.O_WRONLY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p, err := Start(context.Background(), c, devnull)
+	if err != nil {
+		t.Fatal(err)
+	}
+	fmt.Printf("qemu-pid=%d\n", p.Pid())
+	os.Exit(0)
 }
 
 // TestNICs cold-plugs the client tap of a link and hot-plugs the provider
