@@ -268,3 +268,23 @@ func TestOpenTap(t *testing.T) {
 		t.Errorf("after OpenTap of a missing tap (-want +got):\n%s", diff)
 	}
 }
+
+// FuzzParseName: whatever ParseName accepts, Name produces again exactly,
+// and fits in an interface name.
+func FuzzParseName(f *testing.F) {
+	for _, s := range []string{"spbr-a546", "spc-0001", "spp-fffe", "spbr-0000", "spc-FFFF", "eth0", "spp-a5:4"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		id, k, ok := ParseName(s)
+		if !ok {
+			return
+		}
+		if got := Name(id, k); got != s {
+			t.Errorf("ParseName(%q) = %v, %d; Name gives %q", s, id, k, got)
+		}
+		if len(s) > 15 || id.Valid() != nil {
+			t.Errorf("ParseName accepted %q (id %v)", s, id)
+		}
+	})
+}
