@@ -8,7 +8,7 @@ GUESTFLAGS := -trimpath -ldflags='-s -w'
 # `make fuzz FUZZTIME=5m`.
 FUZZTIME  ?= 5s
 # package:target pairs run by `make fuzz`.
-FUZZ      := ./internal/mac:FuzzParseClassify ./guest:FuzzParseLink
+FUZZ      := ./internal/mac:FuzzParseClassify ./guest:FuzzParseLink ./host/link:FuzzParseName
 
 .PHONY: all deps build test vet fuzz bench run clean kernel
 
