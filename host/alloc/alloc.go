@@ -13,10 +13,9 @@
 package alloc
 
 import (
-	"cmp"
+	"context"
 	"errors"
 	"fmt"
-	"hash/fnv"
 	"log/slog"
 	"maps"
 	"slices"
@@ -67,7 +66,7 @@ func Pairs(cfg *config.Config) []Pair {
 }
 
 // Sync makes the assignments cover exactly pairs and held, persists them if
-// they changed, and returns every link it keeps, sorted by pair.
+// they changed, and returns every link it keeps, sorted by id.
 //
 // held are the links of running VMs: each keeps exactly its id, whether or
 // not its pair is still in pairs and whatever the state file said (it may
@@ -120,7 +119,7 @@ func (a *Allocator) Lookup(p Pair) (mac.LinkID, bool) {
 	return id, ok
 }
 
-// Links returns every assigned link, sorted by pair.
+// Links returns every assigned link, sorted by id.
 func (a *Allocator) Links() []Link {
 	a.mu.Lock()
 	defer a.mu.Unlock()
@@ -150,7 +149,7 @@ func (a *Allocator) plan(pairs []Pair, held []Link) (map[Pair]mac.LinkID, error)
 		used.set(l.ID)
 	}
 	// Pairs keep their ids first, so that no new pair can take one.
-	var fresh []Pair
+	fresh := make([]Pair, 0, len(pairs))
 	for _, p := range pairs {
 		if _, ok := next[p]; ok {
 			continue
@@ -165,10 +164,9 @@ func (a *Allocator) plan(pairs []Pair, held []Link) (map[Pair]mac.LinkID, error)
 		}
 		fresh = append(fresh, p)
 	}
-	// Sorted, so that the same pairs get the same ids whatever order the
-	// caller listed them in.
-	slices.SortFunc(fresh, comparePairs)
-	fresh = slices.Compact(fresh)
+	// In a fixed order, so that the same pairs get the same ids whatever
+	// order the caller listed them in.
+	fresh = byHome(fresh)
 	if free := mac.NumLinkIDs - used.n; len(fresh) > free {
 		return nil, fmt.Errorf("%w: %d new links, %d ids free of %d", ErrPoolFull, len(fresh), free, mac.NumLinkIDs)
 	}
@@ -193,36 +191,101 @@ func checkPair(p Pair) error {
 // home is where the search for p's id starts: a hash of the pair, so ids are
 // spread over the pool and a pair finds its old id again when it is free.
 func home(p Pair) mac.LinkID {
-	h := fnv.New64a()
-	h.Write([]byte(p.Client))
-	h.Write([]byte{0}) // names never hold NUL: "ab"+"c" differs from "a"+"bc"
-	h.Write([]byte(p.Provider))
-	return mac.MinLinkID + mac.LinkID(h.Sum64()%uint64(mac.NumLinkIDs))
+	// FNV-1a, 64 bits, of client NUL provider: names never hold NUL, so
+	// "ab"+"c" and "a"+"bc" differ. Written out to hash without allocating.
+	const offset, prime = 14695981039346656037, 1099511628211
+	h := uint64(offset)
+	for i := 0; i < len(p.Client); i++ {
+		h = (h ^ uint64(p.Client[i])) * prime
+	}
+	h *= prime // ^ 0
+	for i := 0; i < len(p.Provider); i++ {
+		h = (h ^ uint64(p.Provider[i])) * prime
+	}
+	return mac.MinLinkID + mac.LinkID(h%uint64(mac.NumLinkIDs))
 }
 
+// logChanges logs every id released and assigned by a Sync from a.ids to
+// next, in pair order.
 func (a *Allocator) logChanges(next map[Pair]mac.LinkID) {
-	for _, l := range sorted(a.ids) {
-		if id, ok := next[l.Pair]; !ok || id != l.ID {
-			a.log.Info("link id released", "client", l.Client, "provider", l.Provider, "id", l.ID.String())
+	ctx := context.Background()
+	if !a.log.Enabled(ctx, slog.LevelInfo) {
+		return
+	}
+	var released, assigned []Link
+	for p, id := range a.ids {
+		if n, ok := next[p]; !ok || n != id {
+			released = append(released, Link{Pair: p, ID: id})
 		}
 	}
-	for _, l := range sorted(next) {
-		if id, ok := a.ids[l.Pair]; !ok || id != l.ID {
-			a.log.Info("link id assigned", "client", l.Client, "provider", l.Provider, "id", l.ID.String(),
-				"client_mac", l.ID.MAC(mac.Client).String(), "provider_mac", l.ID.MAC(mac.Provider).String())
+	for p, id := range next {
+		if o, ok := a.ids[p]; !ok || o != id {
+			assigned = append(assigned, Link{Pair: p, ID: id})
 		}
+	}
+	byPair := func(a, b Link) int { return comparePairs(a.Pair, b.Pair) }
+	slices.SortFunc(released, byPair)
+	slices.SortFunc(assigned, byPair) // the log reads best by VM
+	for _, l := range released {
+		a.log.Info("link id released", "client", l.Client, "provider", l.Provider, "id", l.ID.String())
+	}
+	for _, l := range assigned {
+		a.log.Info("link id assigned", "client", l.Client, "provider", l.Provider, "id", l.ID.String(),
+			"client_mac", l.ID.MAC(mac.Client).String(), "provider_mac", l.ID.MAC(mac.Provider).String())
 	}
 }
 
 func comparePairs(a, b Pair) int {
-	return cmp.Or(cmp.Compare(a.Client, b.Client), cmp.Compare(a.Provider, b.Provider))
+	if c := strings.Compare(a.Client, b.Client); c != 0 {
+		return c
+	}
+	return strings.Compare(a.Provider, b.Provider)
 }
 
+// sorted returns the links in ids sorted by id. Ids are unique and small, so
+// a counting sort does it in linear time: sorting a full pool by pair takes
+// longer than assigning it.
 func sorted(ids map[Pair]mac.LinkID) []Link {
-	out := make([]Link, 0, len(ids))
+	var at [1 << 16]int32 // index+1 of the link with each id
+	tmp := make([]Link, 0, len(ids))
 	for p, id := range ids {
-		out = append(out, Link{Pair: p, ID: id})
+		tmp = append(tmp, Link{Pair: p, ID: id})
+		at[id] = int32(len(tmp))
 	}
-	slices.SortFunc(out, func(a, b Link) int { return comparePairs(a.Pair, b.Pair) })
+	out := make([]Link, 0, len(ids))
+	for _, i := range at {
+		if i != 0 {
+			out = append(out, tmp[i-1])
+		}
+	}
 	return out
+}
+
+// byHome returns ps without duplicates, ordered by home and then by pair: an
+// order that depends only on the set of pairs, reached with a counting sort.
+func byHome(ps []Pair) []Pair {
+	if len(ps) == 0 {
+		return ps
+	}
+	var start [1<<16 + 1]int32
+	homes := make([]mac.LinkID, len(ps))
+	for i, p := range ps {
+		homes[i] = home(p)
+		start[homes[i]+1]++
+	}
+	for i := 1; i < len(start); i++ {
+		start[i] += start[i-1]
+	}
+	out := make([]Pair, len(ps))
+	next := start
+	for i, p := range ps {
+		out[next[homes[i]]] = p
+		next[homes[i]]++
+	}
+	for h := range 1 << 16 {
+		if run := out[start[h]:start[h+1]]; len(run) > 1 {
+			slices.SortFunc(run, comparePairs)
+		}
+	}
+	return slices.Compact(out)
 }

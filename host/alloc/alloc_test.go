@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"hash/fnv"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -428,14 +429,14 @@ func TestStateFileFormat(t *testing.T) {
 		t.Fatal(err)
 	}
 	want := `{"version":1,"links":[
-{"client":"appvm-lynx","provider":"netvm","id":"a5:46"},
-{"client":"q\"u\\o","provider":"nét","id":"00:01"}
+{"client":"q\"u\\o","provider":"nét","id":"00:01"},
+{"client":"appvm-lynx","provider":"netvm","id":"a5:46"}
 ]}
 `
 	if diff := cmp.Diff(want, string(b)); diff != "" {
 		t.Errorf("state file (-want +got):\n%s", diff)
 	}
-	if got := open(t, dir).Links(); !cmp.Equal(got, []Link{held[0], held[1]}) {
+	if got := open(t, dir).Links(); !cmp.Equal(got, []Link{held[1], held[0]}) {
 		t.Errorf("read back %v", got)
 	}
 }
@@ -469,5 +470,17 @@ func TestPoolFirstFreeWraps(t *testing.T) {
 	}
 	if p.n != mac.NumLinkIDs {
 		t.Errorf("n = %d", p.n)
+	}
+}
+
+func TestHomeIsFNV1a(t *testing.T) {
+	// The hash is written out by hand; it must stay FNV-1a of
+	// client NUL provider, or ids would move after an upgrade that lost
+	// the state.
+	p := Pair{"appvm-lynx", "netvm"}
+	h := fnv.New64a()
+	h.Write([]byte(p.Client + "\x00" + p.Provider))
+	if want := mac.MinLinkID + mac.LinkID(h.Sum64()%uint64(mac.NumLinkIDs)); home(p) != want {
+		t.Errorf("home(%v) = %v, want %v", p, home(p), want)
 	}
 }

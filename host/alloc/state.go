@@ -15,7 +15,7 @@ import (
 
 // StateFile is the name of the state file in the state directory.
 //
-// It is JSON, one link per line, sorted by pair:
+// It is JSON, one link per line, sorted by id:
 //
 //	{"version":1,"links":[
 //	{"client":"appvm-lynx","provider":"netvm","id":"a5:46"}

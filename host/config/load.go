@@ -1,12 +1,16 @@
 package config
 
 import (
+	"errors"
 	"fmt"
 	"io/fs"
 	"os"
 	"path/filepath"
+	"runtime"
 	"slices"
 	"strings"
+	"sync"
+	"sync/atomic"
 )
 
 // Load reads every VM directory under dataDir. Each entry of dataDir that is
@@ -40,19 +44,35 @@ func Load(dataDir string) *Config {
 		errs:    map[string]*VMError{},
 		state:   map[string]visit{},
 	}
+	var todo []fs.DirEntry
 	for _, e := range ents { // sorted by name
 		if !e.IsDir() && e.Type()&fs.ModeSymlink == 0 {
 			continue
 		}
-		name := e.Name()
-		l.names = append(l.names, name)
-		l.exists[name] = true
-		vm, err := loadVM(dataDir, abs, name)
-		if err != nil {
-			l.errs[name] = err
-			continue
+		l.names = append(l.names, e.Name())
+		l.exists[e.Name()] = true
+		todo = append(todo, e)
+	}
+	// The VMs' directories are independent: check them in parallel (the
+	// work is system calls), then link them in name order.
+	vms := make([]*VM, len(todo))
+	errs := make([]*VMError, len(todo))
+	var next atomic.Int64
+	var wg sync.WaitGroup
+	for range min(runtime.GOMAXPROCS(0), len(todo)) {
+		wg.Go(func() {
+			for i := int(next.Add(1) - 1); i < len(todo); i = int(next.Add(1) - 1) {
+				vms[i], errs[i] = loadVM(dataDir, abs, todo[i])
+			}
+		})
+	}
+	wg.Wait()
+	for i, e := range todo {
+		if errs[i] != nil {
+			l.errs[e.Name()] = errs[i]
+		} else {
+			l.vms[e.Name()] = vms[i]
 		}
-		l.vms[name] = vm
 	}
 	l.link()
 	for _, name := range l.names {
@@ -72,7 +92,8 @@ func Load(dataDir string) *Config {
 // optional initramfs, cmdline and providers/net/*. Nothing it reads may be
 // reached through a symlink that leads out of the VM's directory. It stops at
 // the first fault. Whether the providers exist is for linker to check.
-func loadVM(dataDir, abs, name string) (*VM, *VMError) {
+func loadVM(dataDir, abs string, e fs.DirEntry) (*VM, *VMError) {
+	name := e.Name()
 	given := filepath.Join(dataDir, name)
 	fail := func(rel string, err error) (*VM, *VMError) {
 		return nil, &VMError{VM: name, Path: filepath.Join(given, rel), Err: err}
@@ -80,9 +101,15 @@ func loadVM(dataDir, abs, name string) (*VM, *VMError) {
 	if err := checkName(name, MaxName); err != nil {
 		return fail("", err)
 	}
-	root, err := filepath.EvalSymlinks(filepath.Join(abs, name))
-	if err != nil {
-		return fail("", err)
+	root := filepath.Join(abs, name)
+	if e.Type()&fs.ModeSymlink != 0 {
+		// A VM directory may live elsewhere; its contents are confined
+		// to where it really is.
+		real, err := filepath.EvalSymlinks(root)
+		if err != nil {
+			return fail("", err)
+		}
+		root = real
 	}
 	if err := checkPath(root); err != nil {
 		return fail("", err)
@@ -105,9 +132,12 @@ func loadVM(dataDir, abs, name string) (*VM, *VMError) {
 		return p, mode, true, err
 	}
 
-	p, _, ok, err := entry(root, ents, "vmlinux")
+	p, mode, ok, err := entry(root, ents, "vmlinux")
 	if err == nil && !ok {
 		err = fmt.Errorf("required kernel is missing: %w", fs.ErrNotExist)
+	}
+	if err == nil && !mode.IsRegular() {
+		err = fmt.Errorf("%w: %s", ErrNotRegular, kind(mode))
 	}
 	if err == nil {
 		err = checkELF(p)
@@ -187,16 +217,21 @@ func loadVM(dataDir, abs, name string) (*VM, *VMError) {
 	if !ok {
 		return vm, nil
 	}
-	sub, err := readDirMode(prov, mode)
-	if err != nil {
-		return fail("providers", err)
+	if !mode.IsDir() {
+		return fail("providers", fmt.Errorf("%w: %s", ErrNotDir, kind(mode)))
 	}
-	net, mode, ok, err := entry(prov, sub, "net")
+	// One lstat instead of listing providers/: only net matters.
+	netPath := filepath.Join(prov, "net")
+	fi, err := os.Lstat(netPath)
+	if errors.Is(err, fs.ErrNotExist) {
+		return vm, nil
+	}
+	var net string
+	if err == nil {
+		net, mode, err = follow(root, netPath, fi.Mode())
+	}
 	if err != nil {
 		return fail("providers/net", err)
-	}
-	if !ok {
-		return vm, nil
 	}
 	names, err := readDirMode(net, mode)
 	if err != nil {
@@ -209,19 +244,6 @@ func loadVM(dataDir, abs, name string) (*VM, *VMError) {
 		vm.Providers = append(vm.Providers, n)
 	}
 	return vm, nil
-}
-
-// readDir lists dir as names and types.
-func readDir(dir string) (map[string]fs.FileMode, error) {
-	ents, err := os.ReadDir(dir)
-	if err != nil {
-		return nil, err
-	}
-	m := make(map[string]fs.FileMode, len(ents))
-	for _, e := range ents {
-		m[e.Name()] = e.Type()
-	}
-	return m, nil
 }
 
 // readDirMode lists dir, whose type is mode, which must be a directory.

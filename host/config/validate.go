@@ -5,7 +5,6 @@ import (
 	"debug/elf"
 	"encoding/binary"
 	"fmt"
-	"io"
 	"io/fs"
 	"os"
 	"path/filepath"
@@ -92,28 +91,17 @@ func follow(root, p string, typ fs.FileMode) (string, fs.FileMode, error) {
 	return real, fi.Mode().Type(), nil
 }
 
-// checkELF tells why the file at p is not a kernel QEMU could boot: it must be
-// a readable regular file that starts with an ELF executable's header. The
-// machine is not checked: that is for QEMU to say.
+// checkELF tells why the regular file at p is not a kernel QEMU could boot:
+// it must be readable and start with an ELF executable's header. The machine
+// is not checked: that is for QEMU to say.
 func checkELF(p string) error {
-	f, err := os.Open(p)
-	if err != nil {
-		return err
-	}
-	defer f.Close()
-	fi, err := f.Stat()
-	if err != nil {
-		return err
-	}
-	if !fi.Mode().IsRegular() {
-		return fmt.Errorf("%w: %s", ErrNotRegular, kind(fi.Mode()))
-	}
 	var h [18]byte // e_ident and e_type: the same in ELF32 and ELF64
-	if _, err := io.ReadFull(f, h[:]); err != nil {
-		if err == io.EOF || err == io.ErrUnexpectedEOF {
-			return fmt.Errorf("%w: %d bytes, shorter than an ELF header", ErrNotELF, fi.Size())
-		}
+	n, err := readHead(p, h[:])
+	if err != nil {
 		return err
+	}
+	if n < len(h) {
+		return fmt.Errorf("%w: %d bytes, shorter than an ELF header", ErrNotELF, n)
 	}
 	if !bytes.Equal(h[:4], []byte(elf.ELFMAG)) {
 		return fmt.Errorf("%w: no ELF magic (an uncompressed vmlinux is needed, not a bzImage)", ErrNotELF)
@@ -139,18 +127,15 @@ func checkELF(p string) error {
 	return nil
 }
 
-// readCmdline returns the kernel command line in the file at p: one line, at
-// most MaxCmdline bytes, a single trailing newline allowed.
+// readCmdline returns the kernel command line in the regular file at p: one
+// line, at most MaxCmdline bytes, a single trailing newline allowed.
 func readCmdline(p string) (string, error) {
-	f, err := os.Open(p)
+	var buf [MaxCmdline + 1]byte
+	n, err := readHead(p, buf[:])
 	if err != nil {
 		return "", err
 	}
-	defer f.Close()
-	b, err := io.ReadAll(io.LimitReader(f, MaxCmdline+1))
-	if err != nil {
-		return "", err
-	}
+	b := buf[:n]
 	if len(b) > MaxCmdline {
 		return "", fmt.Errorf("%w: over %d bytes", ErrCmdline, MaxCmdline)
 	}
