@@ -19,10 +19,9 @@ import (
 // LinkSource loads the configuration and gives every (client, provider)
 // pair its stable link id.
 type LinkSource interface {
-	// Load reads the data directory. inUse are the pairs whose links are
-	// wired now: their ids must not change even if the pair left the
-	// configuration.
-	Load(inUse []alloc.Pair) (*config.Config, []alloc.Link, error)
+	// Load reads the data directory. held are the links wired now: their
+	// ids must not change even if the pair left the configuration.
+	Load(held []alloc.Link) (*config.Config, []alloc.Link, error)
 }
 
 // Options configure a Daemon. Zero values mean the documented defaults.
@@ -105,11 +104,11 @@ func New(opt Options) (*Daemon, error) {
 
 // reloadLocked reads the configuration again, logging every broken VM.
 func (d *Daemon) reloadLocked() error {
-	inUse := make([]alloc.Pair, 0, len(d.wired))
-	for p := range d.wired {
-		inUse = append(inUse, p)
+	held := make([]alloc.Link, 0, len(d.wired))
+	for p, id := range d.wired {
+		held = append(held, alloc.Link{Pair: p, ID: id})
 	}
-	cfg, links, err := d.opt.Links.Load(inUse)
+	cfg, links, err := d.opt.Links.Load(held)
 	if err != nil {
 		return err
 	}

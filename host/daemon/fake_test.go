@@ -168,7 +168,7 @@ type staticLinks struct {
 	vms map[string][]string
 }
 
-func (s staticLinks) Load(inUse []alloc.Pair) (*config.Config, []alloc.Link, error) {
+func (s staticLinks) Load(held []alloc.Link) (*config.Config, []alloc.Link, error) {
 	cfg := &config.Config{VMs: map[string]*config.VM{}}
 	var names []string
 	for n := range s.vms {

@@ -1,0 +1,231 @@
+package cli
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/vishvananda/netns"
+
+	"spectrum/host/alloc"
+	"spectrum/host/config"
+	"spectrum/host/daemon"
+	"spectrum/host/link"
+	"spectrum/host/qemu"
+)
+
+// Serve implements `spectrumd serve`: it runs the daemon in the foreground
+// until SIGTERM or SIGINT, then stops every VM (clients before providers),
+// removes every link it made, and returns nil.
+func Serve(args []string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("spectrumd serve", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	data := fs.String("data", DefaultData, "data `DIR` holding one directory per VM")
+	state := fs.String("state", DefaultState, "state `DIR`: link ids and per-VM logs")
+	run := fs.String("run", DefaultRun, "run `DIR`: control socket and per-VM sockets")
+	accel := fs.String("accel", "auto", "accelerator: auto (KVM only where it works), kvm or tcg")
+	start := fs.String("start", "", "comma-separated `VMS` to start at once (with their providers)")
+	stopTimeout := fs.Duration("stop-timeout", 10*time.Second, "how long a guest gets to power down before it is killed")
+	memory := fs.Int("memory", qemu.DefaultMemoryMiB, "guest RAM in `MiB`")
+	logJSON := fs.Bool("log-json", false, "log JSON lines instead of text")
+	fs.Usage = func() {
+		fmt.Fprintf(stderr, "usage: spectrumd serve [flags]\n\nRun the daemon in the foreground. VMs start with `spectrumd start NAME` (or -start).\nSIGTERM or SIGINT stops every VM and removes their links.\n\nflags:\n")
+		fs.PrintDefaults()
+	}
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if fs.NArg() != 0 {
+		fs.Usage()
+		return flag.ErrHelp
+	}
+	var h slog.Handler = slog.NewTextHandler(stderr, nil)
+	if *logJSON {
+		h = slog.NewJSONHandler(stderr, nil)
+	}
+	log := slog.New(h)
+
+	acc, why, err := qemu.DetectAccel(*accel)
+	if err != nil {
+		return err
+	}
+	log.Info("accelerator", "accel", acc, "why", why)
+	for _, d := range []string{*state, *run} {
+		if err := os.MkdirAll(d, 0o700); err != nil {
+			return err
+		}
+	}
+
+	self, err := netns.Get()
+	if err != nil {
+		return fmt.Errorf("own network namespace: %w", err)
+	}
+	nw, err := link.Open(self, log)
+	self.Close()
+	if err != nil {
+		return err
+	}
+	defer nw.Close()
+	// Nothing runs yet, so every link of ours is a stray from a daemon that
+	// died (its QEMUs died with it: they get SIGKILL when spectrumd dies).
+	if err := nw.Cleanup(nil); err != nil {
+		log.Error("removing stray links", "err", err)
+	}
+
+	al, err := alloc.Open(*state, log)
+	if err != nil {
+		return err
+	}
+	d, err := daemon.New(daemon.Options{
+		State: *state, Run: *run, Log: log, StopTimeout: *stopTimeout,
+		VMM:   &qemuVMM{accel: acc, memory: *memory, log: log},
+		Net:   nw,
+		Links: &configSource{data: *data, alloc: al},
+	})
+	if err != nil {
+		return err
+	}
+	ln, err := daemon.Listen(ControlSocket(*run))
+	if err != nil {
+		return err
+	}
+	srv := &daemon.ControlServer{Handler: d, Log: log, AllowUID: os.Getuid()}
+	served := make(chan error, 1)
+	go func() { served <- srv.Serve(ln) }()
+	log.Info("spectrumd serving", "data", *data, "state", *state, "control", ControlSocket(*run))
+
+	sigs := make(chan os.Signal, 1)
+	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT)
+	defer signal.Stop(sigs)
+	var startErr error
+	if *start != "" {
+		for _, name := range strings.Split(*start, ",") {
+			if err := d.Start(name); err != nil {
+				log.Error("start", "vm", name, "err", err)
+				startErr = errors.Join(startErr, err)
+			}
+		}
+	}
+	select {
+	case sig := <-sigs:
+		log.Info("stopping every VM", "signal", sig.String())
+	case err := <-served:
+		log.Error("control socket failed", "err", err)
+	}
+	ln.Close()
+	stopErr := d.StopAll()
+	if err := nw.Cleanup(nil); err != nil {
+		stopErr = errors.Join(stopErr, err)
+	}
+	if stopErr != nil {
+		log.Error("stopping", "err", stopErr)
+		return stopErr
+	}
+	log.Info("spectrumd stopped")
+	return nil
+}
+
+// configSource loads the data directory and keeps the link ids.
+type configSource struct {
+	data  string
+	alloc *alloc.Allocator
+}
+
+func (s *configSource) Load(held []alloc.Link) (*config.Config, []alloc.Link, error) {
+	cfg := config.Load(s.data)
+	links, err := s.alloc.Sync(alloc.Pairs(cfg), held)
+	return cfg, links, err
+}
+
+// qemuVMM launches VMs as QEMU processes.
+type qemuVMM struct {
+	accel  string
+	memory int
+	log    *slog.Logger
+}
+
+func (v *qemuVMM) Launch(ctx context.Context, spec daemon.Spec) (daemon.Instance, error) {
+	c := qemu.Config{
+		Name: spec.VM.Name, Kernel: spec.VM.Kernel, Initramfs: spec.VM.Initramfs, Cmdline: spec.VM.Cmdline,
+		Accel: v.accel, MemoryMiB: v.memory, Images: spec.VM.Images,
+		QMPSocket: spec.QMPPath, ConsoleSocket: spec.ConsolePath,
+	}
+	for _, n := range spec.NICs {
+		c.NICs = append(c.NICs, qemu.NIC{ID: n.ID, MAC: n.MAC, Tap: n.Tap})
+	}
+	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	log := v.log.With("vm", spec.VM.Name)
+	p, err := qemu.Start(ctx, c, &lineLogger{log: log})
+	if err != nil {
+		return nil, err
+	}
+	log.Info("QEMU started", "cmd", qemu.Quote(p.Argv))
+	return &qemuInstance{p: p, log: log}, nil
+}
+
+type qemuInstance struct {
+	p   *qemu.Process
+	log *slog.Logger
+}
+
+// nicTimeout bounds one hot-plug or unplug; an unplug waits for the guest
+// to release the device.
+const nicTimeout = 20 * time.Second
+
+func (i *qemuInstance) PID() int          { return i.p.Pid() }
+func (i *qemuInstance) Serial() io.Reader { return i.p.Serial }
+func (i *qemuInstance) Wait() error {
+	err := i.p.Wait()
+	i.p.Serial.Close()
+	return err
+}
+
+func (i *qemuInstance) Hotplug(n daemon.NIC) error {
+	ctx, cancel := context.WithTimeout(context.Background(), nicTimeout)
+	defer cancel()
+	return i.p.QMP.HotplugNIC(ctx, n.Tap, n.ID, n.MAC)
+}
+
+func (i *qemuInstance) Unplug(id string) error {
+	ctx, cancel := context.WithTimeout(context.Background(), nicTimeout)
+	defer cancel()
+	return i.p.QMP.UnplugNIC(ctx, id)
+}
+
+func (i *qemuInstance) Shutdown(timeout time.Duration) error {
+	if !i.p.Stop(timeout) {
+		i.log.Warn("guest did not power down in time; killed", "timeout", timeout)
+	}
+	return nil
+}
+
+// lineLogger logs what QEMU writes to its stderr, a line at a time.
+type lineLogger struct {
+	log *slog.Logger
+	buf []byte
+}
+
+func (l *lineLogger) Write(b []byte) (int, error) {
+	l.buf = append(l.buf, b...)
+	for {
+		i := strings.IndexByte(string(l.buf), '\n')
+		if i < 0 {
+			if len(l.buf) > 4096 {
+				l.log.Warn("qemu: " + daemon.Sanitize(string(l.buf)))
+				l.buf = l.buf[:0]
+			}
+			return len(b), nil
+		}
+		l.log.Warn("qemu: " + daemon.Sanitize(string(l.buf[:i])))
+		l.buf = l.buf[i+1:]
+	}
+}
