@@ -574,3 +574,33 @@ func readFile(t *testing.T, path string) string {
 	}
 	return string(b)
 }
+
+// TestUsage: a bad command line exits 2 before touching anything; -h
+// prints the synopsis and exits 0. No namespace needed: the agent stops
+// before it opens its console or rtnetlink.
+func TestUsage(t *testing.T) {
+	for _, tt := range []struct {
+		args []string
+		code int
+	}{
+		{[]string{"-bogus"}, 2},
+		{[]string{"eth0"}, 2},
+		{[]string{"-console"}, 2},
+		{[]string{"-h"}, 0},
+	} {
+		cmd := exec.Command(agentBin, tt.args...)
+		out, err := cmd.CombinedOutput()
+		code := 0
+		if ee, ok := err.(*exec.ExitError); ok {
+			code = ee.ExitCode()
+		} else if err != nil {
+			t.Fatal(err)
+		}
+		if code != tt.code {
+			t.Errorf("spectrum-netcfg %q: exit status %d, want %d", tt.args, code, tt.code)
+		}
+		if !strings.Contains(string(out), guest.Usage) {
+			t.Errorf("spectrum-netcfg %q: output %q lacks the usage line", tt.args, out)
+		}
+	}
+}
