@@ -391,6 +391,8 @@ func (d *Daemon) supervise(vs *vmState, first chan<- error) {
 		log.Error("cleaning up after VM", "err", err)
 	}
 	vs.state = "stopped"
+	// The VMM removed its sockets; the per-VM directory goes too.
+	os.Remove(filepath.Join(d.opt.Run, "vms", vs.name))
 	done := vs.done
 	vs.done, vs.kick = nil, nil
 	d.mu.Unlock()
