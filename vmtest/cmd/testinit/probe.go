@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"encoding/binary"
 	"fmt"
 	"net"
 	"os"
@@ -14,21 +15,102 @@ import (
 const echoPort = 7
 
 // serveUDPEcho answers every datagram on UDP port 7 with its own payload, so
-// a peer can test the path in its direction whenever it is ready.
+// a peer can test the path in its direction whenever it is ready. The first
+// datagram from each source address is reported ("echo from ADDR") before
+// it is answered, so the host can tell which sources got through.
 func serveUDPEcho() {
 	c, err := net.ListenUDP("udp4", &net.UDPAddr{Port: echoPort})
 	if err != nil {
 		report("fail udp echo server: %v", err)
 		return
 	}
+	seen := map[string]bool{}
 	buf := make([]byte, 1500)
 	for {
 		n, from, err := c.ReadFromUDP(buf)
 		if err != nil {
 			continue
 		}
+		if src := from.IP.String(); !seen[src] {
+			seen[src] = true
+			report("echo from %s", src)
+		}
 		c.WriteToUDP(buf[:n], from)
 	}
+}
+
+// noping expects addr NOT to answer ICMP or UDP echo for d, and reports
+// "noping ADDR ok" or "fail noping ADDR PROTO answered".
+func noping(addr string, d time.Duration) {
+	ip := net.ParseIP(addr).To4()
+	if ip == nil {
+		report("fail noping %s: not an IPv4 address", addr)
+		return
+	}
+	deadline := time.Now().Add(d)
+	for seq := 1; time.Now().Before(deadline); seq++ {
+		for _, p := range []struct {
+			proto string
+			try   func(net.IP, int) (time.Duration, error)
+		}{{"icmp", icmpEcho}, {"udp", udpEcho}} {
+			if _, err := p.try(ip, seq); err == nil {
+				report("fail noping %s %s answered", addr, p.proto)
+				return
+			}
+		}
+		time.Sleep(500 * time.Millisecond)
+	}
+	report("noping %s ok", addr)
+}
+
+// spoof sends UDP datagrams to dst's echo port with the forged source src
+// through a raw socket, then a genuine UDP echo to dst as a barrier: once
+// that is answered, a forged datagram that got through has been reported by
+// dst's echo server. Reports "spoof SRC>DST sent=N barrier=ok|fail".
+func spoof(src, dst string, timeout time.Duration) {
+	s, d := net.ParseIP(src).To4(), net.ParseIP(dst).To4()
+	if s == nil || d == nil {
+		report("fail spoof %s>%s: not IPv4 addresses", src, dst)
+		return
+	}
+	pc, err := net.ListenPacket("ip4:udp", "0.0.0.0")
+	if err != nil {
+		report("fail spoof: %v", err)
+		return
+	}
+	defer pc.Close()
+	rc, err := ipv4.NewRawConn(pc)
+	if err != nil {
+		report("fail spoof: %v", err)
+		return
+	}
+	payload := []byte("spectrum-spoof")
+	udp := make([]byte, 8+len(payload))
+	binary.BigEndian.PutUint16(udp[0:], 40007)
+	binary.BigEndian.PutUint16(udp[2:], echoPort)
+	binary.BigEndian.PutUint16(udp[4:], uint16(len(udp)))
+	// Checksum 0: none, which IPv4 allows.
+	copy(udp[8:], payload)
+	sent := 0
+	for i := 0; i < 5; i++ {
+		h := &ipv4.Header{Version: 4, Len: ipv4.HeaderLen, TotalLen: ipv4.HeaderLen + len(udp),
+			TTL: 64, Protocol: 17, Src: s, Dst: d}
+		if err := rc.WriteTo(h, udp, nil); err != nil {
+			report("fail spoof %s>%s: %v", src, dst, err)
+			return
+		}
+		sent++
+		time.Sleep(100 * time.Millisecond)
+	}
+	barrier := "fail"
+	deadline := time.Now().Add(timeout)
+	for seq := 1; time.Now().Before(deadline); seq++ {
+		if _, err := udpEcho(d, seq); err == nil {
+			barrier = "ok"
+			break
+		}
+	}
+	report("spoof %s>%s sent=%d barrier=%s", src, dst, sent, barrier)
 }
 
 // ping reaches addr with ICMP echo and with UDP echo, retrying each once a

@@ -11,6 +11,13 @@
 //	spectrum.test=STEP[,STEP...]  steps, in order (default: poweroff)
 //	    ping:ADDR   ICMP echo and UDP echo (port 7) to ADDR, retried until
 //	                both answer or spectrum.timeout passes
+//	    noping:ADDR ADDR must answer neither ICMP nor UDP echo for
+//	                spectrum.notimeout seconds (default 5)
+//	    spoof:SRC>DST  send UDP datagrams to DST's echo port with the forged
+//	                source SRC (raw socket), then a genuine UDP echo to DST
+//	                as a barrier
+//	    sysctl:KEY=VALUE  write a sysctl, e.g.
+//	                net.ipv4.ip_forward=1 for a provider that routes
 //	    serve       stay up (the UDP echo server keeps answering) until killed
 //	    poweroff    power the VM off (also done after the last step)
 //	spectrum.timeout=SECONDS      per ping step (default 120)
@@ -26,6 +33,9 @@
 // After the checks the init reports the network state (links, IPv4
 // addresses and routes) as a dump ending in "state done n=1", and reports it
 // again (n=2, ...) whenever it changes.
+//
+// The UDP echo server (port 7) runs from the state report on, and reports
+// the first datagram from each source as "echo from ADDR".
 //
 // Every report is one line "SPECTRUM-TEST: <event> [fields] t=<uptime>",
 // where t is the kernel's uptime in seconds; see package vmtest/vm.
@@ -76,6 +86,13 @@ func main() {
 		switch {
 		case strings.HasPrefix(step, "ping:"):
 			ping(strings.TrimPrefix(step, "ping:"), p.timeout)
+		case strings.HasPrefix(step, "noping:"):
+			noping(strings.TrimPrefix(step, "noping:"), p.notimeout)
+		case strings.HasPrefix(step, "spoof:"):
+			src, dst, _ := strings.Cut(strings.TrimPrefix(step, "spoof:"), ">")
+			spoof(src, dst, p.timeout)
+		case strings.HasPrefix(step, "sysctl:"):
+			sysctl(strings.TrimPrefix(step, "sysctl:"))
 		case step == "serve":
 			report("serving")
 			select {}
@@ -91,6 +108,7 @@ func main() {
 type params struct {
 	steps     []string
 	timeout   time.Duration
+	notimeout time.Duration
 	disks     int
 	agentArgs []string
 	watch     bool
@@ -98,7 +116,7 @@ type params struct {
 }
 
 func parseCmdline(s string) params {
-	p := params{timeout: 120 * time.Second, disks: 1}
+	p := params{timeout: 120 * time.Second, notimeout: 5 * time.Second, disks: 1}
 	for _, f := range strings.Fields(s) {
 		k, v, _ := strings.Cut(f, "=")
 		switch k {
@@ -107,6 +125,10 @@ func parseCmdline(s string) params {
 		case "spectrum.timeout":
 			if n, err := strconv.Atoi(v); err == nil {
 				p.timeout = time.Duration(n) * time.Second
+			}
+		case "spectrum.notimeout":
+			if n, err := strconv.Atoi(v); err == nil {
+				p.notimeout = time.Duration(n) * time.Second
 			}
 		case "spectrum.disks":
 			if n, err := strconv.Atoi(v); err == nil {
@@ -229,6 +251,20 @@ func agentBaseline() {
 	}
 	report("agent baseline exit=%d took=%.1fms cpu=%.1fms", cmd.ProcessState.ExitCode(),
 		ms(time.Since(start)), ms(cmd.ProcessState.UserTime()+cmd.ProcessState.SystemTime()))
+}
+
+// sysctl writes key=value under /proc/sys and reports "sysctl KEY=VALUE".
+func sysctl(kv string) {
+	k, v, ok := strings.Cut(kv, "=")
+	if !ok {
+		report("fail sysctl %q: want KEY=VALUE", kv)
+		return
+	}
+	if err := os.WriteFile("/proc/sys/"+strings.ReplaceAll(k, ".", "/"), []byte(v), 0o644); err != nil {
+		report("fail sysctl %s: %v", kv, err)
+		return
+	}
+	report("sysctl %s", kv)
 }
 
 // watchAgent keeps `spectrum-netcfg -watch` running in the background.
