@@ -24,6 +24,7 @@ var commands = []struct {
 	run        func(args []string, stdout, stderr io.Writer) error
 }{
 	{"serve", "run the daemon in the foreground", cli.Serve},
+	{"check", "validate every VM directory; show providers, images and MACs", cli.Check},
 	{"list", "list the VMs and their state", cli.List},
 	{"start", "start a VM (after its providers)", cli.Start},
 	{"stop", "stop a VM", cli.Stop},

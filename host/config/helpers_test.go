@@ -5,6 +5,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 )
 
@@ -28,6 +29,7 @@ func minimalELF() []byte {
 //	"ELF"      a minimal ELF executable
 //	"-> T"     a symlink to T
 //	"DIR"      an empty directory
+//	"FIFO"     a named pipe
 type tree map[string]string
 
 func (tr tree) build(t testing.TB, root string) {
@@ -46,6 +48,8 @@ func (tr tree) build(t testing.TB, root string) {
 			err = os.WriteFile(full, minimalELF(), 0o644)
 		case v == "DIR":
 			err = os.MkdirAll(full, 0o755)
+		case v == "FIFO":
+			err = syscall.Mkfifo(full, 0o644)
 		case strings.HasPrefix(v, "-> "):
 			err = os.Symlink(strings.TrimPrefix(v, "-> "), full)
 		default:

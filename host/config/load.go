@@ -34,7 +34,11 @@ func Load(dataDir string) *Config {
 		ents, err = os.ReadDir(abs)
 	}
 	if err != nil {
-		cfg.Errors = append(cfg.Errors, &VMError{Path: dataDir, Err: err})
+		var pe *fs.PathError
+		if errors.As(err, &pe) {
+			err = pe.Err // the path is dataDir's or a prefix of it
+		}
+		cfg.Errors = append(cfg.Errors, &VMError{Path: dataDir, Err: fmt.Errorf("cannot read the data directory: %w", err)})
 		return cfg
 	}
 	l := &linker{

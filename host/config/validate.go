@@ -92,7 +92,8 @@ func follow(root, p string, typ fs.FileMode) (string, fs.FileMode, error) {
 }
 
 // checkELF tells why the regular file at p is not a kernel QEMU could boot:
-// it must be readable and start with an ELF executable's header. The machine
+// it must be readable and start with the header of an ELF executable (or
+// position-independent executable). The machine
 // is not checked: that is for QEMU to say.
 func checkELF(p string) error {
 	var h [18]byte // e_ident and e_type: the same in ELF32 and ELF64
@@ -121,8 +122,9 @@ func checkELF(p string) error {
 	default:
 		return fmt.Errorf("%w: %v", ErrNotELF, d)
 	}
-	if t := elf.Type(order.Uint16(h[16:])); t != elf.ET_EXEC {
-		return fmt.Errorf("%w: type %v, want ET_EXEC", ErrNotELF, t)
+	// x86 kernels are ET_EXEC; a relocatable arm64 one is ET_DYN.
+	if t := elf.Type(order.Uint16(h[16:])); t != elf.ET_EXEC && t != elf.ET_DYN {
+		return fmt.Errorf("%w: type %v, want ET_EXEC or ET_DYN", ErrNotELF, t)
 	}
 	return nil
 }

@@ -1,0 +1,210 @@
+package cli
+
+import (
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"slices"
+	"strings"
+
+	"spectrum/host/alloc"
+	"spectrum/host/config"
+	"spectrum/internal/mac"
+)
+
+// Check implements `spectrumd check [-data DIR] [-state DIR] [-json]`: it
+// loads and validates every VM directory and prints each valid VM, in start
+// order, with its kernel, images, providers and the link ids and MACs its
+// NICs will have, then every error, each naming the file at fault. The ids
+// are those the state directory holds, with new links shown with the ids
+// spectrumd would give them: check plans, it never writes the state. It
+// returns ErrInvalid (exit 1) when any VM is invalid, having said why.
+func Check(args []string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("spectrumd check", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	data := fs.String("data", DefaultData, "data `DIR` holding one directory per VM")
+	state := fs.String("state", DefaultState, "state `DIR` whose links.json holds the link ids (only read)")
+	asJSON := fs.Bool("json", false, "print JSON (for scripts) instead of text")
+	fs.Usage = func() {
+		fmt.Fprint(stderr, `usage: spectrumd check [-data DIR] [-state DIR] [-json]
+
+Validate every VM directory under the data directory and print each valid VM
+in start order (providers first) with its kernel, disk images, providers and
+the MACs of its network links, then every error, naming the file at fault.
+Link ids come from the state directory; new links are shown with the ids
+spectrumd would assign. Nothing is written.
+
+Exit status: 0 every VM is valid, 1 a VM is invalid or an error, 2 usage.
+
+flags:
+`)
+		fs.PrintDefaults()
+	}
+	if err := fs.Parse(args); err != nil {
+		// fs has printed the fault and the usage; ErrHelp makes main
+		// exit 2 (0 after -h) without printing it again.
+		return flag.ErrHelp
+	}
+	if fs.NArg() != 0 {
+		fmt.Fprintf(stderr, "spectrumd check: unexpected argument %q\n", fs.Arg(0))
+		fs.Usage()
+		return flag.ErrHelp
+	}
+
+	cfg := config.Load(*data)
+	a, err := alloc.Open(*state, slog.New(slog.NewTextHandler(stderr, nil)))
+	if err != nil {
+		return err
+	}
+	links, err := a.Plan(alloc.Pairs(cfg), nil)
+	if err != nil {
+		return err
+	}
+	r := report(cfg, links)
+	if *asJSON {
+		enc := json.NewEncoder(stdout)
+		enc.SetIndent("", "  ")
+		err = enc.Encode(r)
+	} else {
+		err = r.writeText(stdout)
+	}
+	if err != nil {
+		return err
+	}
+	if len(r.Errors) > 0 {
+		return ErrInvalid
+	}
+	return nil
+}
+
+// checkReport is what check prints; its JSON form is the -json output.
+type checkReport struct {
+	VMs    []vmReport    `json:"vms"`    // valid VMs in start order
+	Errors []errorReport `json:"errors"` // one per invalid VM
+}
+
+type vmReport struct {
+	Name      string       `json:"name"`
+	Dir       string       `json:"dir"`
+	Kernel    string       `json:"kernel"`
+	Images    []string     `json:"images"`
+	Initramfs string       `json:"initramfs,omitempty"`
+	Cmdline   string       `json:"cmdline,omitempty"`
+	Providers []string     `json:"providers"`
+	Net       []linkReport `json:"net"`    // links on which it is the client, one per provider
+	Serves    []linkReport `json:"serves"` // links on which it is the provider, one per client
+}
+
+// linkReport is one link seen from one of its ends: MAC and Address are that
+// end's.
+type linkReport struct {
+	Client   string `json:"client"`
+	Provider string `json:"provider"`
+	ID       string `json:"id"`
+	MAC      string `json:"mac"`
+	Address  string `json:"address"`           // 100.64.A.B/16 (client) or 169.254.A.B/32 (provider)
+	Gateway  string `json:"gateway,omitempty"` // the client's default gateway
+}
+
+type errorReport struct {
+	VM    string `json:"vm"`
+	Path  string `json:"path"`
+	Error string `json:"error"`
+}
+
+func report(cfg *config.Config, links []alloc.Link) *checkReport {
+	byClient := map[string][]alloc.Link{}
+	byProvider := map[string][]alloc.Link{}
+	for _, l := range links {
+		byClient[l.Client] = append(byClient[l.Client], l)
+		byProvider[l.Provider] = append(byProvider[l.Provider], l)
+	}
+	for _, ls := range byClient {
+		slices.SortFunc(ls, func(a, b alloc.Link) int { return strings.Compare(a.Provider, b.Provider) })
+	}
+	for _, ls := range byProvider {
+		slices.SortFunc(ls, func(a, b alloc.Link) int { return strings.Compare(a.Client, b.Client) })
+	}
+	r := &checkReport{VMs: []vmReport{}, Errors: []errorReport{}}
+	for _, name := range cfg.Order {
+		vm := cfg.VMs[name]
+		v := vmReport{
+			Name: vm.Name, Dir: vm.Dir, Kernel: vm.Kernel, Images: vm.Images,
+			Initramfs: vm.Initramfs, Cmdline: vm.Cmdline,
+			Providers: append([]string{}, vm.Providers...),
+			Net:       []linkReport{}, Serves: []linkReport{},
+		}
+		for _, l := range byClient[name] {
+			v.Net = append(v.Net, linkReport{
+				Client: l.Client, Provider: l.Provider, ID: l.ID.String(),
+				MAC:     l.ID.MAC(mac.Client).String(),
+				Address: l.ID.ClientPrefix().String(),
+				Gateway: l.ID.Gateway().String(),
+			})
+		}
+		for _, l := range byProvider[name] {
+			v.Serves = append(v.Serves, linkReport{
+				Client: l.Client, Provider: l.Provider, ID: l.ID.String(),
+				MAC:     l.ID.MAC(mac.Provider).String(),
+				Address: l.ID.Gateway().String() + "/32",
+			})
+		}
+		r.VMs = append(r.VMs, v)
+	}
+	for _, err := range cfg.Errors {
+		e := errorReport{Error: err.Error()}
+		var ve *config.VMError
+		if errors.As(err, &ve) {
+			e = errorReport{VM: ve.VM, Path: ve.Path, Error: ve.Err.Error()}
+		}
+		r.Errors = append(r.Errors, e)
+	}
+	return r
+}
+
+func (r *checkReport) writeText(w io.Writer) error {
+	var b strings.Builder
+	for _, v := range r.VMs {
+		fmt.Fprintf(&b, "%s\n", v.Name)
+		fmt.Fprintf(&b, "  kernel     %s\n", v.Kernel)
+		for _, img := range v.Images {
+			fmt.Fprintf(&b, "  image      %s\n", img)
+		}
+		if v.Initramfs != "" {
+			fmt.Fprintf(&b, "  initramfs  %s\n", v.Initramfs)
+		}
+		if v.Cmdline != "" {
+			fmt.Fprintf(&b, "  cmdline    %s\n", v.Cmdline)
+		}
+		for _, l := range v.Net {
+			fmt.Fprintf(&b, "  net from   %-16s link %s  mac %s  %s via %s\n", l.Provider, l.ID, l.MAC, l.Address, l.Gateway)
+		}
+		for _, l := range v.Serves {
+			fmt.Fprintf(&b, "  serves     %-16s link %s  mac %s  %s\n", l.Client, l.ID, l.MAC, l.Address)
+		}
+	}
+	if len(r.Errors) > 0 && len(r.VMs) > 0 {
+		b.WriteString("\n")
+	}
+	for _, e := range r.Errors {
+		if e.VM != "" {
+			fmt.Fprintf(&b, "invalid %s: %s: %s\n", e.VM, e.Path, e.Error)
+		} else if e.Path != "" {
+			fmt.Fprintf(&b, "error: %s: %s\n", e.Path, e.Error)
+		} else {
+			fmt.Fprintf(&b, "error: %s\n", e.Error)
+		}
+	}
+	invalid := 0
+	for _, e := range r.Errors {
+		if e.VM != "" {
+			invalid++
+		}
+	}
+	fmt.Fprintf(&b, "%d VMs valid, %d invalid\n", len(r.VMs), invalid)
+	_, err := io.WriteString(w, b.String())
+	return err
+}

@@ -1,0 +1,224 @@
+package cli
+
+import (
+	"bytes"
+	"encoding/binary"
+	"encoding/json"
+	"errors"
+	"flag"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/google/go-cmp/cmp"
+
+	"spectrum/host/alloc"
+)
+
+// writeVM writes a minimal valid VM directory under data.
+func writeVM(t *testing.T, data, name string, providers ...string) {
+	t.Helper()
+	elf := make([]byte, 64)
+	copy(elf, "\x7fELF\x02\x01\x01")
+	binary.LittleEndian.PutUint16(elf[16:], 2) // ET_EXEC
+	files := map[string][]byte{"vmlinux": elf, "blk/root.img": []byte("image")}
+	for _, p := range providers {
+		files["providers/net/"+p] = nil
+	}
+	for f, b := range files {
+		p := filepath.Join(data, name, f)
+		if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(p, b, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+func check(t *testing.T, args ...string) (stdout, stderr string, err error) {
+	t.Helper()
+	var o, e bytes.Buffer
+	err = Check(args, &o, &e)
+	return o.String(), e.String(), err
+}
+
+func TestCheckValid(t *testing.T) {
+	dir := t.TempDir()
+	data, state := filepath.Join(dir, "data"), filepath.Join(dir, "state")
+	writeVM(t, data, "appvm-lynx", "netvm")
+	writeVM(t, data, "netvm")
+	// The state holds the documented example's id: check shows it.
+	if err := os.MkdirAll(state, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(state, alloc.StateFile), []byte(`{"version":1,"links":[{"client":"appvm-lynx","provider":"netvm","id":"a5:46"}]}`), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	before, _ := os.ReadFile(filepath.Join(state, alloc.StateFile))
+
+	out, _, err := check(t, "-data", data, "-state", state)
+	if err != nil {
+		t.Fatalf("check: %v\n%s", err, out)
+	}
+	for _, want := range []string{
+		"netvm\n", "appvm-lynx\n",
+		filepath.Join(data, "appvm-lynx", "blk", "root.img"),
+		"net from   netvm            link a5:46  mac 0a:b3:ec:00:a5:46  100.64.165.70/16 via 169.254.165.70",
+		"serves     appvm-lynx       link a5:46  mac 0a:b3:ec:80:a5:46  169.254.165.70/32",
+		"2 VMs valid, 0 invalid",
+	} {
+		if !strings.Contains(out, want) {
+			t.Errorf("output lacks %q:\n%s", want, out)
+		}
+	}
+	if strings.Index(out, "netvm\n") > strings.Index(out, "appvm-lynx\n") {
+		t.Errorf("provider not listed first:\n%s", out)
+	}
+	after, _ := os.ReadFile(filepath.Join(state, alloc.StateFile))
+	if !bytes.Equal(before, after) {
+		t.Errorf("check rewrote the state file")
+	}
+}
+
+func TestCheckWritesNothing(t *testing.T) {
+	dir := t.TempDir()
+	data, state := filepath.Join(dir, "data"), filepath.Join(dir, "state")
+	writeVM(t, data, "a", "b")
+	writeVM(t, data, "b")
+	out, stderr, err := check(t, "-data", data, "-state", state)
+	if err != nil {
+		t.Fatalf("check: %v\n%s", err, out)
+	}
+	if !strings.Contains(out, "mac 0a:b3:ec:00:") || !strings.Contains(out, "mac 0a:b3:ec:80:") {
+		t.Errorf("no MACs in:\n%s", out)
+	}
+	if !strings.Contains(stderr, "no link id state yet") {
+		t.Errorf("stderr does not say the state is new: %q", stderr)
+	}
+	if _, err := os.Stat(state); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("check created %s: %v", state, err)
+	}
+}
+
+func TestCheckInvalid(t *testing.T) {
+	dir := t.TempDir()
+	data := filepath.Join(dir, "data")
+	writeVM(t, data, "good")
+	writeVM(t, data, "bad")
+	kernel := filepath.Join(data, "bad", "vmlinux")
+	if err := os.WriteFile(kernel, []byte("MZ bzImage"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	writeVM(t, data, "orphan", "nowhere")
+
+	out, _, err := check(t, "-data", data, "-state", filepath.Join(dir, "state"))
+	if !errors.Is(err, ErrInvalid) {
+		t.Fatalf("check error %v, want ErrInvalid", err)
+	}
+	for _, want := range []string{
+		"good\n",
+		"invalid bad: " + kernel + ": not an ELF executable",
+		"invalid orphan: " + filepath.Join(data, "orphan", "providers", "net", "nowhere") + ": no such VM",
+		"1 VMs valid, 2 invalid",
+	} {
+		if !strings.Contains(out, want) {
+			t.Errorf("output lacks %q:\n%s", want, out)
+		}
+	}
+
+	out, _, err = check(t, "-data", data, "-state", filepath.Join(dir, "state"), "-json")
+	if !errors.Is(err, ErrInvalid) {
+		t.Fatalf("check -json error %v, want ErrInvalid", err)
+	}
+	var r checkReport
+	if err := json.Unmarshal([]byte(out), &r); err != nil {
+		t.Fatalf("-json output does not parse: %v\n%s", err, out)
+	}
+	if len(r.VMs) != 1 || r.VMs[0].Name != "good" {
+		t.Errorf("VMs %+v, want good only", r.VMs)
+	}
+	want := []errorReport{
+		{VM: "bad", Path: kernel},
+		{VM: "orphan", Path: filepath.Join(data, "orphan", "providers", "net", "nowhere")},
+	}
+	for i := range r.Errors {
+		r.Errors[i].Error = "" // the messages are tested in host/config
+	}
+	if diff := cmp.Diff(want, r.Errors); diff != "" {
+		t.Errorf("errors (-want +got):\n%s", diff)
+	}
+}
+
+func TestCheckJSON(t *testing.T) {
+	dir := t.TempDir()
+	data := filepath.Join(dir, "data")
+	writeVM(t, data, "app", "vpn", "net")
+	writeVM(t, data, "vpn", "net")
+	writeVM(t, data, "net")
+	out, _, err := check(t, "-data", data, "-state", filepath.Join(dir, "state"), "-json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var r checkReport
+	if err := json.Unmarshal([]byte(out), &r); err != nil {
+		t.Fatalf("-json output does not parse: %v\n%s", err, out)
+	}
+	var order []string
+	ids := map[string]string{} // client>provider -> id, from both ends
+	for _, v := range r.VMs {
+		order = append(order, v.Name)
+		for _, l := range v.Net {
+			if !strings.HasPrefix(l.MAC, "0a:b3:ec:00:") || l.Client != v.Name {
+				t.Errorf("%s: client end %+v", v.Name, l)
+			}
+			ids[l.Client+">"+l.Provider] += l.ID
+		}
+		for _, l := range v.Serves {
+			if !strings.HasPrefix(l.MAC, "0a:b3:ec:80:") || l.Provider != v.Name {
+				t.Errorf("%s: provider end %+v", v.Name, l)
+			}
+			ids[l.Client+">"+l.Provider] += l.ID
+		}
+	}
+	if diff := cmp.Diff([]string{"net", "vpn", "app"}, order); diff != "" {
+		t.Errorf("order (-want +got):\n%s", diff)
+	}
+	if len(ids) != 3 {
+		t.Errorf("links %v, want 3", ids)
+	}
+	for k, v := range ids {
+		if len(v) != 10 || v[:5] != v[5:] {
+			t.Errorf("link %s: the two ends disagree or one is missing: %q", k, v)
+		}
+	}
+}
+
+func TestCheckCorruptState(t *testing.T) {
+	dir := t.TempDir()
+	data, state := filepath.Join(dir, "data"), filepath.Join(dir, "state")
+	writeVM(t, data, "a", "b")
+	writeVM(t, data, "b")
+	os.MkdirAll(state, 0o755)
+	os.WriteFile(filepath.Join(state, alloc.StateFile), []byte("{garbage"), 0o600)
+	_, stderr, err := check(t, "-data", data, "-state", state)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(stderr, "corrupt") {
+		t.Errorf("stderr does not say the state is corrupt: %q", stderr)
+	}
+}
+
+func TestCheckUsage(t *testing.T) {
+	for _, args := range [][]string{{"-h"}, {"--help"}, {"-bogus"}, {"extra"}} {
+		_, stderr, err := check(t, args...)
+		if !errors.Is(err, flag.ErrHelp) {
+			t.Errorf("check %v: error %v", args, err)
+		}
+		if !strings.Contains(stderr, "usage: spectrumd check") {
+			t.Errorf("check %v: no usage in %q", args, stderr)
+		}
+	}
+}
