@@ -9,6 +9,7 @@ import (
 	"errors"
 	"os"
 	"os/signal"
+	"runtime"
 
 	"golang.org/x/sys/unix"
 
@@ -18,6 +19,11 @@ import (
 func main() { os.Exit(run()) }
 
 func run() int {
+	// The agent does one thing at a time. With a second P, a netlink
+	// request the kernel takes long over (bringing a link up) gets its P
+	// handed to another thread and back, which costs more than it saves:
+	// measured at 256 NICs, 3-4x the context switches and 15-40% more CPU.
+	runtime.GOMAXPROCS(1)
 	cfg, err := guest.ParseArgs(os.Args[1:])
 	if errors.Is(err, guest.ErrHelp) {
 		os.Stderr.WriteString(guest.Usage + "\n")
