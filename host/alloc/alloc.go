@@ -242,10 +242,22 @@ func comparePairs(a, b Pair) int {
 	return strings.Compare(a.Provider, b.Provider)
 }
 
+// smallSort is the size below which a comparison sort beats clearing the
+// counting sorts' 256 KiB tables.
+const smallSort = 4096
+
 // sorted returns the links in ids sorted by id. Ids are unique and small, so
 // a counting sort does it in linear time: sorting a full pool by pair takes
 // longer than assigning it.
 func sorted(ids map[Pair]mac.LinkID) []Link {
+	if len(ids) < smallSort {
+		out := make([]Link, 0, len(ids))
+		for p, id := range ids {
+			out = append(out, Link{Pair: p, ID: id})
+		}
+		slices.SortFunc(out, func(a, b Link) int { return int(a.ID) - int(b.ID) })
+		return out
+	}
 	var at [1 << 16]int32 // index+1 of the link with each id
 	tmp := make([]Link, 0, len(ids))
 	for p, id := range ids {
@@ -264,8 +276,14 @@ func sorted(ids map[Pair]mac.LinkID) []Link {
 // byHome returns ps without duplicates, ordered by home and then by pair: an
 // order that depends only on the set of pairs, reached with a counting sort.
 func byHome(ps []Pair) []Pair {
-	if len(ps) == 0 {
-		return ps
+	if len(ps) < smallSort {
+		slices.SortFunc(ps, func(a, b Pair) int {
+			if c := int(home(a)) - int(home(b)); c != 0 {
+				return c
+			}
+			return comparePairs(a, b)
+		})
+		return slices.Compact(ps)
 	}
 	var start [1<<16 + 1]int32
 	homes := make([]mac.LinkID, len(ps))

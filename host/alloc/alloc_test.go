@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -482,5 +483,34 @@ func TestHomeIsFNV1a(t *testing.T) {
 	h.Write([]byte(p.Client + "\x00" + p.Provider))
 	if want := mac.MinLinkID + mac.LinkID(h.Sum64()%uint64(mac.NumLinkIDs)); home(p) != want {
 		t.Errorf("home(%v) = %v, want %v", p, home(p), want)
+	}
+}
+
+func TestSortsAgreeAtAnySize(t *testing.T) {
+	// sorted and byHome switch algorithm at smallSort; both must give the
+	// same order either side of it.
+	for _, n := range []int{smallSort - 1, smallSort, smallSort + 1} {
+		ps := pairs(n, "s")
+		ps = append(ps, ps[:10]...) // duplicates
+		got := byHome(slices.Clone(ps))
+		if len(got) != n {
+			t.Fatalf("n=%d: byHome kept %d pairs", n, len(got))
+		}
+		for i := 1; i < len(got); i++ {
+			a, b := got[i-1], got[i]
+			if home(a) > home(b) || home(a) == home(b) && comparePairs(a, b) >= 0 {
+				t.Fatalf("n=%d: byHome out of order at %d: %v %v", n, i, a, b)
+			}
+		}
+		ids := map[Pair]mac.LinkID{}
+		for i, p := range got {
+			ids[p] = mac.LinkID(n - i)
+		}
+		links := sorted(ids)
+		for i := 1; i < len(links); i++ {
+			if links[i-1].ID >= links[i].ID {
+				t.Fatalf("n=%d: sorted out of order at %d", n, i)
+			}
+		}
 	}
 }

@@ -19,10 +19,7 @@ import (
 // writeVM writes a minimal valid VM directory under data.
 func writeVM(t *testing.T, data, name string, providers ...string) {
 	t.Helper()
-	elf := make([]byte, 64)
-	copy(elf, "\x7fELF\x02\x01\x01")
-	binary.LittleEndian.PutUint16(elf[16:], 2) // ET_EXEC
-	files := map[string][]byte{"vmlinux": elf, "blk/root.img": []byte("image")}
+	files := map[string][]byte{"vmlinux": elfHeader(), "blk/root.img": []byte("image")}
 	for _, p := range providers {
 		files["providers/net/"+p] = nil
 	}
@@ -35,6 +32,15 @@ func writeVM(t *testing.T, data, name string, providers ...string) {
 			t.Fatal(err)
 		}
 	}
+}
+
+// elfHeader is the 64-byte header of an x86-64 ELF executable: all the
+// loader reads of a kernel.
+func elfHeader() []byte {
+	elf := make([]byte, 64)
+	copy(elf, "\x7fELF\x02\x01\x01")
+	binary.LittleEndian.PutUint16(elf[16:], 2) // ET_EXEC
+	return elf
 }
 
 func check(t *testing.T, args ...string) (stdout, stderr string, err error) {
