@@ -19,6 +19,13 @@
 // conf/all and conf/<nic>; the agent does not change conf/all, so a guest
 // that later sets conf/all/rp_filter=2 (systemd's default) makes it loose.
 //
+// What the caller must provide: file descriptors 0, 1 and 2 open, or a
+// /dev/null to open. The Go runtime checks them before main and, when one
+// is closed and /dev/null cannot be opened, aborts with "cannot open
+// standard fds" (exit status 2). A kernel without /dev/console in the
+// initramfs starts init with them closed; an init that mounts devtmpfs
+// first, or has /dev/console and /dev/null in its archive, is fine.
+//
 // The agent must never: read from its console, create its console file
 // (under an unpopulated /dev that would leave a regular file behind), shell
 // out, touch a link without the OUI, or turn on IP forwarding.
