@@ -2,6 +2,7 @@ package guest
 
 import (
 	"encoding"
+	"encoding/binary"
 	"errors"
 	"net"
 	"net/netip"
@@ -9,7 +10,6 @@ import (
 
 	"github.com/jsimonetti/rtnetlink/v2"
 	"github.com/mdlayher/netlink"
-	"github.com/mdlayher/netlink/nlenc"
 	"golang.org/x/sys/unix"
 )
 
@@ -159,8 +159,8 @@ func ParseLink(b []byte) (Link, error) {
 		return Link{}, errors.New("link message too short")
 	}
 	l := Link{
-		Index:    nlenc.Uint32(b[4:8]),
-		Up:       nlenc.Uint32(b[8:12])&unix.IFF_UP != 0,
+		Index:    binary.NativeEndian.Uint32(b[4:8]),
+		Up:       binary.NativeEndian.Uint32(b[8:12])&unix.IFF_UP != 0,
 		RPFilter: -1,
 	}
 	ad, err := netlink.NewAttributeDecoder(b[unix.SizeofIfInfomsg:])
@@ -203,7 +203,7 @@ func inetConfRPFilter(ad *netlink.AttributeDecoder) int {
 		}
 		b := ad.Bytes()
 		if o := (ipv4DevconfRPFilter - 1) * 4; len(b) >= o+4 {
-			v = int(int32(nlenc.Uint32(b[o : o+4])))
+			v = int(int32(binary.NativeEndian.Uint32(b[o : o+4])))
 		}
 	}
 	return v

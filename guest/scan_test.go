@@ -7,7 +7,6 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 	"github.com/mdlayher/netlink"
-	"github.com/mdlayher/netlink/nlenc"
 	"golang.org/x/sys/unix"
 )
 
@@ -16,8 +15,8 @@ import (
 // as an array of u32 indexed by devconf id - 1.
 func linkMessage(t testing.TB, index, flags uint32, name string, hw []byte, rpFilter int) []byte {
 	b := make([]byte, unix.SizeofIfInfomsg)
-	nlenc.PutUint32(b[4:8], index)
-	nlenc.PutUint32(b[8:12], flags)
+	binary.NativeEndian.PutUint32(b[4:8], index)
+	binary.NativeEndian.PutUint32(b[8:12], flags)
 	ae := netlink.NewAttributeEncoder()
 	ae.String(unix.IFLA_IFNAME, name)
 	if hw != nil {
@@ -93,7 +92,7 @@ func TestRPFilterMessage(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if got := nlenc.Uint32(b[4:8]); got != 5 {
+	if got := binary.NativeEndian.Uint32(b[4:8]); got != 5 {
 		t.Errorf("ifindex = %d, want 5", got)
 	}
 	// IFLA_AF_SPEC { AF_INET { IFLA_INET_CONF { IPV4_DEVCONF_RP_FILTER: u32 1 } } }
@@ -156,8 +155,8 @@ func FuzzParseLink(f *testing.F) {
 		if len(b) < unix.SizeofIfInfomsg {
 			t.Fatalf("accepted a %d-byte message", len(b))
 		}
-		if l.Index != nlenc.Uint32(b[4:8]) {
-			t.Fatalf("index %d, header says %d", l.Index, nlenc.Uint32(b[4:8]))
+		if l.Index != binary.NativeEndian.Uint32(b[4:8]) {
+			t.Fatalf("index %d, header says %d", l.Index, binary.NativeEndian.Uint32(b[4:8]))
 		}
 		_, _ = l.MAC.String(), l.Name
 	})

@@ -2,12 +2,12 @@ package guest
 
 import (
 	"context"
+	"encoding/binary"
 	"errors"
 	"strconv"
 	"time"
 
 	"github.com/mdlayher/netlink"
-	"github.com/mdlayher/netlink/nlenc"
 	"golang.org/x/sys/unix"
 
 	"spectrum/internal/mac"
@@ -84,7 +84,7 @@ func (a *Agent) notified(pending []Link, m netlink.Message) []Link {
 	switch m.Header.Type {
 	case unix.RTM_DELLINK:
 		if len(m.Data) >= unix.SizeofIfInfomsg {
-			delete(a.known, nlenc.Uint32(m.Data[4:8]))
+			delete(a.known, binary.NativeEndian.Uint32(m.Data[4:8]))
 		}
 	case unix.RTM_NEWLINK:
 		l, err := ParseLink(m.Data)
