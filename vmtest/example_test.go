@@ -107,6 +107,12 @@ func pingBoth(t *testing.T, ctx context.Context, client, provider *vm.Proc, gw, 
 	}
 }
 
+func sorted(s []string) []string {
+	s = append([]string(nil), s...)
+	sort.Strings(s)
+	return s
+}
+
 // nicName returns the guest's name of the NIC with the given MAC, from the
 // init's "link NAME index=N mac=M ..." lines.
 func nicName(t *testing.T, p *vm.Proc, hw string) string {
