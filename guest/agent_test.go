@@ -604,3 +604,53 @@ func TestUsage(t *testing.T) {
 		}
 	}
 }
+
+// TestProviderLooseAll: net.ipv4.conf.all.rp_filter=2 (systemd's default)
+// overrides a NIC's strict setting. The agent configures the provider NIC
+// but reports the failure, and does not change conf/all, which applies to
+// every link.
+func TestProviderLooseAll(t *testing.T) {
+	ns := nstest.New(t)
+	if out, err := ns.Command(context.Background(), "sysctl", "-w", "net.ipv4.conf.all.rp_filter=2").CombinedOutput(); err != nil {
+		t.Fatalf("sysctl: %v\n%s", err, out)
+	}
+	ns.AddTap("eth1", "0a:b3:ec:80:00:07")
+	ns.AddTap("eth0", "0a:b3:ec:00:00:08") // a client is not concerned
+	r := runAgent(t, ns)
+	if r.code != 1 {
+		t.Errorf("exit status %d, want 1", r.code)
+	}
+	got := lines(r.console)
+	wantTail := []string{
+		"eth1 0a:b3:ec:80:00:07: error: net.ipv4.conf.all.rp_filter is 2, which makes this NIC's reverse-path filtering loose: set it to 0 or 1",
+		"eth1 0a:b3:ec:80:00:07: provider 169.254.0.7/32 for client 100.64.0.7: failed",
+	}
+	if len(got) < 6 {
+		t.Fatalf("console log too short:\n%s", r.console)
+	}
+	if diff := cmp.Diff(wantTail, got[4:6]); diff != "" {
+		t.Errorf("console log mismatch (-want +got):\n%s", diff)
+	}
+	if last := got[len(got)-1]; last != guest.DoneLine(1, 1, 1) {
+		t.Errorf("last line %q, want %q", last, guest.DoneLine(1, 1, 1))
+	}
+	if v := ns.Sysctl("net.ipv4.conf.all.rp_filter"); v != "2" {
+		t.Errorf("conf/all/rp_filter = %s, want 2 (not the agent's to change)", v)
+	}
+	if v := ns.Sysctl("net.ipv4.conf.eth1.rp_filter"); v != "1" {
+		t.Errorf("eth1 rp_filter = %s, want 1", v)
+	}
+	if rs := routes(t, ns, "eth1"); len(rs) != 1 {
+		t.Errorf("eth1 routes = %+v, want its host route", rs)
+	}
+
+	// Once conf/all allows strict filtering, the NIC is configured.
+	if out, err := ns.Command(context.Background(), "sysctl", "-w", "net.ipv4.conf.all.rp_filter=1").CombinedOutput(); err != nil {
+		t.Fatalf("sysctl: %v\n%s", err, out)
+	}
+	applyTwice(t, ns, []string{
+		"eth1 0a:b3:ec:80:00:07: provider 169.254.0.7/32 for client 100.64.0.7: already configured",
+		"eth0 0a:b3:ec:00:00:08: client 100.64.0.8/16 via 169.254.0.8: already configured",
+		"spectrum-netcfg: done: 2 configured, 0 failed, status 0",
+	})
+}

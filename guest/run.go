@@ -46,6 +46,9 @@ const (
 type Agent struct {
 	c   *netlink.Conn
 	log *Log
+	// allRPFilter is net.ipv4.conf.all.rp_filter as last read (-1:
+	// unknown).
+	allRPFilter int
 	// known remembers, per ifindex, the MAC a NIC had and how configuring it
 	// went, so that watch mode reacts only to NICs that are new or changed.
 	known map[uint32]known
@@ -59,7 +62,7 @@ type known struct {
 // NewAgent returns an agent that makes its changes through c and logs to
 // log.
 func NewAgent(c *netlink.Conn, log *Log) *Agent {
-	return &Agent{c: c, log: log, known: make(map[uint32]known)}
+	return &Agent{c: c, log: log, allRPFilter: -1, known: make(map[uint32]known)}
 }
 
 // ConfigureNIC brings link l to the state its MAC asks for, logs one line
@@ -101,6 +104,15 @@ func (a *Agent) ConfigureNIC(l Link, addrs []Addr, routes []Route) (Outcome, err
 			a.log.NIC(l.Name, l.MAC, act.String())
 		}
 	}
+	if nic.Side == mac.Provider && a.allRPFilter > 1 {
+		// The kernel uses the larger of conf/all and conf/<nic>. The
+		// agent must not change conf/all (it applies to every link),
+		// so it can only say that strict filtering is not in effect.
+		err := errors.New("net.ipv4.conf.all.rp_filter is " + strconv.Itoa(a.allRPFilter) +
+			", which makes this NIC's reverse-path filtering loose: set it to 0 or 1")
+		a.log.NIC(l.Name, l.MAC, "error: "+err.Error())
+		errs = append(errs, err)
+	}
 	desc := Want(nic, l.Index).Describe(nic.Side)
 	out := Configured
 	switch {
@@ -123,6 +135,7 @@ func (a *Agent) ConfigureNIC(l Link, addrs []Addr, routes []Route) (Outcome, err
 // not stop the others. It returns how many ended configured and how many
 // failed, and their errors joined.
 func (a *Agent) ConfigureAll(s State) (configured, failed int, err error) {
+	a.allRPFilter = s.AllRPFilter
 	var errs []error
 	for _, l := range s.Links {
 		out, err := a.ConfigureNIC(l, s.Addrs, s.Routes)

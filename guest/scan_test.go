@@ -161,3 +161,54 @@ func FuzzParseLink(f *testing.F) {
 		_, _ = l.MAC.String(), l.Name
 	})
 }
+
+// netconfMessage builds an RTM_NEWNETCONF body as the kernel does.
+func netconfMessage(t testing.TB, rpFilter int) []byte {
+	ae := netlink.NewAttributeEncoder()
+	ae.Int32(netconfaIfindex, netconfIfindexAll)
+	ae.Uint32(2, 0) // NETCONFA_FORWARDING
+	if rpFilter >= 0 {
+		ae.Uint32(netconfaRPFilter, uint32(rpFilter))
+	}
+	a, err := ae.Encode()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return append([]byte{unix.AF_INET, 0, 0, 0}, a...)
+}
+
+func TestParseNetconfRPFilter(t *testing.T) {
+	for _, tt := range []struct {
+		name    string
+		b       []byte
+		want    int
+		wantErr bool
+	}{
+		{name: "loose", b: netconfMessage(t, 2), want: 2},
+		{name: "off", b: netconfMessage(t, 0), want: 0},
+		{name: "not reported", b: netconfMessage(t, -1), want: -1},
+		{name: "short", b: []byte{2, 0}, want: -1, wantErr: true},
+		{name: "truncated attribute", b: append(netconfMessage(t, 1), 8, 0, 3), want: -1, wantErr: true},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			got, err := ParseNetconfRPFilter(tt.b)
+			if (err != nil) != tt.wantErr || got != tt.want {
+				t.Errorf("ParseNetconfRPFilter = %d, %v; want %d, error %v", got, err, tt.want, tt.wantErr)
+			}
+		})
+	}
+}
+
+// FuzzParseNetconf: the netconf decoder never panics and reports -1 with
+// any error.
+func FuzzParseNetconf(f *testing.F) {
+	f.Add(netconfMessage(f, 1))
+	f.Add(netconfMessage(f, -1))
+	f.Add([]byte{2})
+	f.Fuzz(func(t *testing.T, b []byte) {
+		v, err := ParseNetconfRPFilter(b)
+		if err != nil && v != -1 {
+			t.Fatalf("error %v with value %d", err, v)
+		}
+	})
+}

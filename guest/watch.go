@@ -68,6 +68,7 @@ func (a *Agent) Watch(ctx context.Context, nc *netlink.Conn) int {
 			a.log.Flush()
 			continue
 		}
+		a.allRPFilter = scanAllRPFilter(a.c)
 		for _, l := range pending {
 			_, _ = a.ConfigureNIC(l, addrs, routes)
 		}
