@@ -3,6 +3,7 @@ package vmtest
 import (
 	"fmt"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -70,7 +71,7 @@ func TestOneProviderThreeClients(t *testing.T) {
 	c1.Wait(t, ctx, "ping "+gw(0)+" udp ok")
 	for _, other := range []string{addr(1), addr(2)} {
 		l := c1.Wait(t, ctx, "noping "+other, "fail noping "+other)
-		if e, _ := vm.Event(l.Text); e[:4] == "fail" {
+		if e, _ := vm.Event(l.Text); strings.HasPrefix(e, "fail") {
 			t.Errorf("client1 reached another client: %s", e)
 		}
 	}

@@ -2,7 +2,9 @@ package vm
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -23,24 +25,21 @@ type Proc struct {
 	exited chan struct{}
 }
 
-// Launch starts QEMU (TCG) for the VM directory dir inside ns, with one
-// virtio-net device per NIC, one virtio-blk per blk/*.img, a virtio console
-// and a QMP monitor on unix sockets in run, and the serial console written
-// to a pipe the test reads. The VM is killed when the test ends; if the test failed, its
-// command line and serial log are printed.
-//
-// This is the one place the tests start QEMU themselves; it goes away when
-// spectrumd launches the VMs.
-func Launch(t testing.TB, ns *nstest.NS, dir, run string, nics []NIC) *Proc {
-	t.Helper()
+// Args returns QEMU's command line (TCG) for the VM directory dir: the PVH
+// kernel, initramfs and cmdline from dir, one virtio-blk per blk/*.img, a
+// virtio console and a QMP monitor on unix sockets in run, one virtio-net
+// device per NIC, and the serial console written to QEMU's standard output.
+func Args(dir, run string, nics []NIC) ([]string, error) {
 	name := filepath.Base(dir)
 	cmdline, err := os.ReadFile(filepath.Join(dir, "cmdline"))
-	if err != nil {
+	if errors.Is(err, fs.ErrNotExist) {
 		cmdline = []byte(DefaultCmdline)
+	} else if err != nil {
+		return nil, err
 	}
 	imgs, err := filepath.Glob(filepath.Join(dir, "blk", "*.img"))
 	if err != nil || len(imgs) == 0 {
-		t.Fatalf("%s: no blk/*.img", dir)
+		return nil, fmt.Errorf("%s: no blk/*.img", dir)
 	}
 	args := []string{QEMU,
 		"-M", "pc", "-accel", "tcg", "-m", "256", "-smp", "1",
@@ -54,7 +53,7 @@ func Launch(t testing.TB, ns *nstest.NS, dir, run string, nics []NIC) *Proc {
 		"-device", "virtio-serial-pci,id=virtio-serial0",
 		"-chardev", "socket,id=hvc0,path=" + filepath.Join(run, name+".console") + ",server=on,wait=off",
 		"-device", "virtconsole,chardev=hvc0",
-		"-qmp", "unix:" + filepath.Join(run, name+".qmp") + ",server=on,wait=off",
+		"-qmp", "unix:" + qmpPath(dir, run) + ",server=on,wait=off",
 	}
 	if _, err := os.Stat(filepath.Join(dir, "initramfs")); err == nil {
 		args = append(args, "-initrd", filepath.Join(dir, "initramfs"))
@@ -70,7 +69,24 @@ func Launch(t testing.TB, ns *nstest.NS, dir, run string, nics []NIC) *Proc {
 			// romfile= skips loading iPXE, which the PVH boot never uses.
 			"-device", fmt.Sprintf("virtio-net-pci,netdev=net%d,mac=%s,romfile=", i, n.MAC))
 	}
+	return args, nil
+}
 
+func qmpPath(dir, run string) string { return filepath.Join(run, filepath.Base(dir)+".qmp") }
+
+// Launch starts QEMU with Args inside ns and reads its serial console. The
+// VM is killed when the test ends; if the test failed, its command line,
+// QEMU's stderr and the serial log are printed.
+//
+// This is the one place the tests start QEMU themselves; it goes away when
+// spectrumd launches the VMs.
+func Launch(t testing.TB, ns *nstest.NS, dir, run string, nics []NIC) *Proc {
+	t.Helper()
+	name := filepath.Base(dir)
+	args, err := Args(dir, run, nics)
+	if err != nil {
+		t.Fatal(err)
+	}
 	cmd := exec.Command("ip", append([]string{"netns", "exec", ns.Name}, args...)...)
 	r, w, err := os.Pipe()
 	if err != nil {
@@ -78,7 +94,7 @@ func Launch(t testing.TB, ns *nstest.NS, dir, run string, nics []NIC) *Proc {
 	}
 	var stderr strings.Builder
 	cmd.Stdout, cmd.Stderr = w, &stderr
-	p := &Proc{Name: name, Args: args, qmp: filepath.Join(run, name+".qmp"), cmd: cmd, exited: make(chan struct{})}
+	p := &Proc{Name: name, Args: args, qmp: qmpPath(dir, run), cmd: cmd, exited: make(chan struct{})}
 	t.Logf("%s: ip netns exec %s %s", name, ns.Name, shellQuote(args))
 	start := time.Now()
 	if err := cmd.Start(); err != nil {
