@@ -16,8 +16,11 @@
 // too (RTM_SETLINK with IFLA_AF_SPEC/AF_INET/IFLA_INET_CONF, the value
 // /proc/sys/net/ipv4/conf/<nic>/rp_filter shows), so the agent needs neither
 // /proc nor /sys mounted and mounts nothing. The kernel applies the larger of
-// conf/all and conf/<nic>; the agent does not change conf/all, so a guest
-// that later sets conf/all/rp_filter=2 (systemd's default) makes it loose.
+// conf/all and conf/<nic>. The agent does not change conf/all (it applies to
+// every link) but reads it (RTM_GETNETCONF): when it is 2, loose, a provider
+// NIC is configured and reported as failed, with the reason. A guest that
+// sets conf/all/rp_filter=2 after the agent ran (systemd's default) makes
+// the filtering loose without the agent knowing.
 //
 // What the caller must provide: file descriptors 0, 1 and 2 open, or a
 // /dev/null to open. The Go runtime checks them before main and, when one
