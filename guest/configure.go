@@ -286,34 +286,3 @@ func routeMessage(r Route) *rtnetlink.RouteMessage {
 	}
 	return m
 }
-
-// rpFilterMessage sets net.ipv4.conf.<link>.rp_filter through rtnetlink
-// (RTM_SETLINK with IFLA_AF_SPEC/AF_INET/IFLA_INET_CONF), the same value
-// /proc/sys shows. It needs neither /proc mounted nor a file per NIC.
-type rpFilterMessage struct {
-	index uint32
-	value uint32
-}
-
-func (m rpFilterMessage) MarshalBinary() ([]byte, error) {
-	b, err := (&rtnetlink.LinkMessage{Index: m.index}).MarshalBinary()
-	if err != nil {
-		return nil, err
-	}
-	ae := netlink.NewAttributeEncoder()
-	ae.Nested(unix.IFLA_AF_SPEC, func(ae *netlink.AttributeEncoder) error {
-		ae.Nested(unix.AF_INET, func(ae *netlink.AttributeEncoder) error {
-			ae.Nested(unix.IFLA_INET_CONF, func(ae *netlink.AttributeEncoder) error {
-				ae.Uint32(ipv4DevconfRPFilter, m.value)
-				return nil
-			})
-			return nil
-		})
-		return nil
-	})
-	a, err := ae.Encode()
-	if err != nil {
-		return nil, err
-	}
-	return append(b, a...), nil
-}
