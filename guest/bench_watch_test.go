@@ -1,0 +1,139 @@
+package guest_test
+
+import (
+	"fmt"
+	"net"
+	"net/netip"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/jsimonetti/rtnetlink/v2"
+	"github.com/mdlayher/netlink"
+	"golang.org/x/sys/unix"
+
+	"spectrum/guest"
+	"spectrum/internal/nstest"
+)
+
+// BenchmarkWatchHotplug measures how long `spectrum-netcfg -watch` takes to
+// configure a provider NIC that appears while it runs. Each iteration adds
+// a tap (its random MAC is not the agent's business), then gives it a
+// 0A:B3:EC MAC through rtnetlink, which is when the clock starts, and stops
+// the clock when this process's own rtnetlink socket in the namespace sees
+// the host route, the agent's last change. A late reader can only make the
+// figure larger.
+func BenchmarkWatchHotplug(b *testing.B) {
+	ns := nstest.New(b)
+	nsFD, err := unix.Open(ns.Path(), unix.O_RDONLY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer unix.Close(nsFD)
+	var mon *netlink.Conn
+	var rc *rtnetlink.Conn
+	var agent *exec.Cmd
+	console := filepath.Join(b.TempDir(), "console")
+	if err := os.WriteFile(console, nil, 0o600); err != nil {
+		b.Fatal(err)
+	}
+	inNS(b, nsFD, func() {
+		// Sockets and children belong to the namespace of the thread
+		// that creates them.
+		if mon, err = netlink.Dial(unix.NETLINK_ROUTE, &netlink.Config{Groups: unix.RTMGRP_LINK | unix.RTMGRP_IPV4_ROUTE}); err != nil {
+			return
+		}
+		if rc, err = rtnetlink.Dial(nil); err != nil {
+			return
+		}
+		agent = exec.Command(agentBin, "-watch", "-console", console)
+		err = agent.Start()
+	})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer mon.Close()
+	defer rc.Close()
+	defer func() {
+		_ = agent.Process.Signal(syscall.SIGTERM)
+		if err := agent.Wait(); err != nil {
+			b.Errorf("agent after SIGTERM: %v\n%s", err, readFileB(b, console))
+		}
+	}()
+	waitConsole(b, console, "spectrum-netcfg: watching for new NICs")
+
+	var lat []time.Duration
+	b.StopTimer()
+	b.ResetTimer()
+	for i := 1; i <= b.N; i++ {
+		name := fmt.Sprintf("p%d", i)
+		mac := net.HardwareAddr{0x0a, 0xb3, 0xec, 0x80, byte(i >> 8), byte(i)}
+		host := netip.AddrFrom4([4]byte{100, 64, byte(i >> 8), byte(i)})
+		ipBatch(b, ns, "tuntap add mode tap name "+name+"\n")
+		var index uint32
+		watchFor(b, mon, func(m netlink.Message) bool {
+			if m.Header.Type == unix.RTM_NEWLINK {
+				if l, err := guest.ParseLink(m.Data); err == nil && l.Name == name {
+					index = l.Index
+				}
+			}
+			return index != 0
+		})
+		b.StartTimer()
+		start := time.Now()
+		if err := rc.Link.Set(&rtnetlink.LinkMessage{Index: index, Attributes: &rtnetlink.LinkAttributes{Address: mac}}); err != nil {
+			b.Fatalf("set %s address %s: %v", name, mac, err)
+		}
+		watchFor(b, mon, func(m netlink.Message) bool {
+			var r rtnetlink.RouteMessage
+			return m.Header.Type == unix.RTM_NEWROUTE && r.UnmarshalBinary(m.Data) == nil &&
+				r.DstLength == 32 && r.Attributes.Dst.Equal(host.AsSlice())
+		})
+		lat = append(lat, time.Since(start))
+		b.StopTimer()
+	}
+	slices.Sort(lat)
+	b.ReportMetric(float64(lat[len(lat)/2].Microseconds())/1000, "median-ms")
+	b.ReportMetric(float64(lat[len(lat)-1].Microseconds())/1000, "max-ms")
+}
+
+// watchFor reads notifications until match says yes, for at most 10s.
+func watchFor(b *testing.B, mon *netlink.Conn, match func(netlink.Message) bool) {
+	if err := mon.SetReadDeadline(time.Now().Add(10 * time.Second)); err != nil {
+		b.Fatal(err)
+	}
+	for {
+		msgs, err := mon.Receive()
+		if err != nil {
+			b.Fatalf("waiting for a notification: %v", err)
+		}
+		for _, m := range msgs {
+			if match(m) {
+				return
+			}
+		}
+	}
+}
+
+func waitConsole(b *testing.B, path, line string) {
+	deadline := time.Now().Add(30 * time.Second)
+	for !strings.Contains(readFileB(b, path), line+"\n") {
+		if time.Now().After(deadline) {
+			b.Fatalf("no %q on the console:\n%s", line, readFileB(b, path))
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+func readFileB(b *testing.B, path string) string {
+	s, err := os.ReadFile(path)
+	if err != nil {
+		b.Fatal(err)
+	}
+	return string(s)
+}
