@@ -236,7 +236,7 @@ func Apply(c *netlink.Conn, a Action) (changed bool, err error) {
 		typ, m, benign = unix.RTM_NEWROUTE, routeMessage(a.Route), unix.EEXIST
 		flags |= netlink.Create
 	default:
-		return false, errors.New("unknown action " + a.String())
+		return false, &ActionError{Action: a, Err: errors.New("unknown action")}
 	}
 	b, err := m.MarshalBinary()
 	if err == nil {
@@ -248,8 +248,20 @@ func Apply(c *netlink.Conn, a Action) (changed bool, err error) {
 	case benign != 0 && errors.Is(err, benign):
 		return false, nil
 	}
-	return false, errors.New(a.String() + ": " + err.Error())
+	return false, &ActionError{Action: a, Err: err}
 }
+
+// ActionError is a change the kernel refused; it unwraps to the netlink
+// error, so errors.Is(err, unix.ENETDOWN) and the like work.
+type ActionError struct {
+	Action Action
+	Err    error
+}
+
+func (e *ActionError) Error() string { return e.Action.String() + ": " + e.Err.Error() }
+
+// Unwrap returns the kernel's error.
+func (e *ActionError) Unwrap() error { return e.Err }
 
 func addrMessage(index uint32, p netip.Prefix) *rtnetlink.AddressMessage {
 	ip := p.Addr().AsSlice()

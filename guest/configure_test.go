@@ -1,6 +1,7 @@
 package guest
 
 import (
+	"errors"
 	"net/netip"
 	"testing"
 
@@ -237,5 +238,21 @@ func TestRouteMessageRoundTrip(t *testing.T) {
 		if !sameRoute(got, r) || got.Protocol != r.Protocol {
 			t.Errorf("round trip of %v = %+v, want %+v", r, got, r)
 		}
+	}
+}
+
+func TestErrorsUnwrap(t *testing.T) {
+	ae := &ActionError{Action: Action{Kind: AddRoute, Route: hostRoute("100.64.1.2/32", 3)}, Err: unix.ENETDOWN}
+	ne := &NICError{Name: "eth0", MAC: mac.LinkID(0x0102).MAC(mac.Provider), Err: errors.Join(ae)}
+	if !errors.Is(ne, unix.ENETDOWN) {
+		t.Errorf("errors.Is(%v, ENETDOWN) = false", ne)
+	}
+	var got *ActionError
+	if !errors.As(ne, &got) || got.Action.Kind != AddRoute {
+		t.Errorf("errors.As(%v, *ActionError) = %v", ne, got)
+	}
+	want := "eth0 0a:b3:ec:80:01:02: added route 100.64.1.2/32 scope link: network is down"
+	if ne.Error() != want {
+		t.Errorf("Error() = %q, want %q", ne.Error(), want)
 	}
 }

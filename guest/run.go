@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"io"
+	"net"
 	"strconv"
 
 	"github.com/mdlayher/netlink"
@@ -40,6 +41,19 @@ const (
 	Failed                    // at least one change failed
 	Refused                   // carries the OUI but a MAC that is never assigned
 )
+
+// NICError is what went wrong with one NIC: a *mac.RefusedError, or the
+// *ActionError values of the changes that failed, joined.
+type NICError struct {
+	Name string
+	MAC  net.HardwareAddr
+	Err  error
+}
+
+func (e *NICError) Error() string { return e.Name + " " + e.MAC.String() + ": " + e.Err.Error() }
+
+// Unwrap returns the cause.
+func (e *NICError) Unwrap() error { return e.Err }
 
 // Agent configures inter-guest NICs through one rtnetlink connection and
 // logs what it does.
@@ -82,7 +96,7 @@ func (a *Agent) ConfigureNIC(l Link, addrs []Addr, routes []Route) (Outcome, err
 		}
 		a.log.NIC(l.Name, l.MAC, "error: refused, left unconfigured: "+reason.Error())
 		a.known[l.Index] = known{mac: l.MAC.String(), outcome: Refused}
-		return Refused, errors.New(l.Name + " " + err.Error())
+		return Refused, &NICError{Name: l.Name, MAC: l.MAC, Err: err}
 	}
 	var errs []error
 	n := 0
@@ -126,7 +140,7 @@ func (a *Agent) ConfigureNIC(l Link, addrs []Addr, routes []Route) (Outcome, err
 	}
 	a.known[l.Index] = known{mac: l.MAC.String(), outcome: out}
 	if len(errs) > 0 {
-		return out, errors.New(l.Name + " " + l.MAC.String() + ": " + errors.Join(errs...).Error())
+		return out, &NICError{Name: l.Name, MAC: l.MAC, Err: errors.Join(errs...)}
 	}
 	return out, nil
 }
