@@ -34,6 +34,7 @@ func benchmarkReload(b *testing.B, n int) {
 	}
 	net := filepath.Join(data, "appvm-000", "providers", "net")
 	i := 0
+	reportCPU(b)
 	for b.Loop() {
 		// appvm-000 alternates between netvm and vpn as its provider.
 		b.StopTimer()

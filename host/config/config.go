@@ -10,14 +10,16 @@ import (
 	"strings"
 )
 
-// VM is one valid VM directory.
+// VM is one valid VM directory. Its paths are absolute and real (symlinks
+// resolved, every one of them inside Dir), free of ',' and control
+// characters, so they can go into QEMU's options as they are.
 type VM struct {
 	Name      string   // the directory's name
-	Dir       string   // absolute path of the directory
+	Dir       string   // absolute real path of the directory (its target, if the entry is a symlink)
 	Kernel    string   // absolute path of vmlinux
 	Images    []string // absolute paths of blk/*.img, sorted by name
 	Initramfs string   // absolute path of the optional initramfs; "" means none
-	Cmdline   string   // the optional cmdline file's line; "" means the default (console on ttyS0)
+	Cmdline   string   // the optional cmdline file's line; "" (no file, or an empty one) means the default (console on ttyS0)
 	Providers []string // names of the VMs in providers/net, sorted
 }
 
