@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"sync"
 	"testing"
+	"time"
 
 	"spectrum/vmtest/initramfs"
 	"spectrum/vmtest/kernel"
@@ -79,13 +80,29 @@ func buildAssets(k kernel.Kernel) (*Assets, error) {
 	sum := sha256.Sum256(cpio)
 	a.Initramfs = filepath.Join(cache, "initramfs-"+hex.EncodeToString(sum[:8])+".cpio")
 	if _, err := os.Stat(a.Initramfs); err == nil {
-		return a, nil
+		now := time.Now()
+		return a, os.Chtimes(a.Initramfs, now, now)
 	}
 	tmp := a.Initramfs + ".tmp" + filepath.Base(bin)
 	if err := os.WriteFile(tmp, cpio, 0o644); err != nil {
 		return nil, err
 	}
-	return a, os.Rename(tmp, a.Initramfs)
+	if err := os.Rename(tmp, a.Initramfs); err != nil {
+		return nil, err
+	}
+	pruneOld(cache, a.Initramfs)
+	return a, nil
+}
+
+// pruneOld removes archives of earlier builds, except those used in the
+// last hour: another test binary may be booting one right now.
+func pruneOld(cache, keep string) {
+	old, _ := filepath.Glob(filepath.Join(cache, "initramfs-*.cpio"))
+	for _, f := range old {
+		if fi, err := os.Stat(f); err == nil && f != keep && time.Since(fi.ModTime()) > time.Hour {
+			os.Remove(f)
+		}
+	}
 }
 
 // goBuildStatic builds a guest binary the way the Makefile does.
