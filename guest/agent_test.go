@@ -654,3 +654,41 @@ func TestProviderLooseAll(t *testing.T) {
 		"spectrum-netcfg: done: 2 configured, 0 failed, status 0",
 	})
 }
+
+// TestNoProcSysDev runs the agent as an early init hook finds the system:
+// /proc, /sys and /dev hidden under empty tmpfs in a private mount
+// namespace. rp_filter included, everything is configured through
+// rtnetlink; the missing console falls back to stderr.
+func TestNoProcSysDev(t *testing.T) {
+	ns := nstest.New(t)
+	ns.AddTap("eth0", "0a:b3:ec:00:00:21")
+	ns.AddTap("eth1", "0a:b3:ec:80:00:22")
+	script := `set -e
+for d in /proc /sys /dev; do mount -t tmpfs none "$d"; done
+test ! -e /proc/sys/net && test ! -e /sys/class/net && test ! -e /dev/ttyS0
+exec "$0" -console /dev/ttyS0`
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	cmd := ns.Command(ctx, "unshare", "--mount", "--propagation", "private", "sh", "-c", script, agentBin)
+	var stderr strings.Builder
+	cmd.Stderr = &stderr
+	if err := cmd.Run(); err != nil {
+		t.Fatalf("agent without /proc, /sys, /dev: %v\n%s", err, stderr.String())
+	}
+	got := lines(stderr.String())
+	if want := "spectrum-netcfg: cannot open the console, logging to stderr: open /dev/ttyS0: no such file or directory"; got[0] != want {
+		t.Errorf("first line %q, want %q", got[0], want)
+	}
+	if last := got[len(got)-1]; last != guest.DoneLine(2, 0, 0) {
+		t.Errorf("last line %q, want %q", last, guest.DoneLine(2, 0, 0))
+	}
+	if v := ns.Sysctl("net.ipv4.conf.eth1.rp_filter"); v != "1" {
+		t.Errorf("eth1 rp_filter = %s, want 1", v)
+	}
+	if rs := routes(t, ns, "eth0"); len(rs) != 2 {
+		t.Errorf("eth0 routes = %+v, want the default route and the prefix route", rs)
+	}
+	if rs := routes(t, ns, "eth1"); len(rs) != 1 {
+		t.Errorf("eth1 routes = %+v, want the host route", rs)
+	}
+}
