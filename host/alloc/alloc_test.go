@@ -514,3 +514,17 @@ func TestSortsAgreeAtAnySize(t *testing.T) {
 		}
 	}
 }
+
+func TestSaveRemovesCrashLeftovers(t *testing.T) {
+	dir := t.TempDir()
+	// What a crash between writing the temporary file and renaming it
+	// leaves behind.
+	if err := os.WriteFile(filepath.Join(dir, "."+StateFile+".tmp-123"), []byte("half"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	a := open(t, dir)
+	sync1(t, a, []Pair{{"a", "b"}}, nil)
+	if diff := cmp.Diff([]string{StateFile}, files(t, dir)); diff != "" {
+		t.Errorf("state directory (-want +got):\n%s", diff)
+	}
+}

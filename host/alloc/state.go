@@ -127,6 +127,12 @@ func save(path string, ids map[Pair]mac.LinkID) (err error) {
 	if err := os.Rename(f.Name(), path); err != nil {
 		return err
 	}
+	// A crash between CreateTemp and Rename leaves a temporary file behind;
+	// the state is now whole, so any other one is such a leftover.
+	stale, _ := filepath.Glob(filepath.Join(dir, "."+StateFile+".tmp-*"))
+	for _, p := range stale {
+		os.Remove(p)
+	}
 	d, err := os.Open(dir)
 	if err != nil {
 		return err
