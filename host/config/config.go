@@ -66,6 +66,9 @@ var (
 	// ErrCmdline: cmdline holds a newline (other than one at the end) or a
 	// control character, or is over MaxCmdline bytes.
 	ErrCmdline = errors.New("bad kernel command line")
+	// ErrSharedDir: the VM's directory is a symlink to the directory of
+	// another VM.
+	ErrSharedDir = errors.New("same directory as VM")
 	// ErrNoProvider: providers/net names no VM in the data directory.
 	ErrNoProvider = errors.New("no such VM")
 	// ErrSelfProvider: a VM names itself in providers/net.

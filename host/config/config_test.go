@@ -178,6 +178,8 @@ func TestLoadRejects(t *testing.T) {
 		{name: "VM name overlong", tree: tree{}.vm(strings.Repeat("v", MaxName+1)), vm: strings.Repeat("v", MaxName+1), path: strings.Repeat("v", MaxName+1), wantErr: ErrName},
 		{name: "VM name at the limit is fine", tree: tree{}.vm(strings.Repeat("v", MaxName)).vm("x").add(tree{"x/vmlinux": ""}), vm: "x", path: "x/vmlinux", wantErr: ErrNotELF, valid: []string{strings.Repeat("v", MaxName)}},
 		{name: "VM symlink to a file", tree: tree{"f": "x", "v": "-> f"}, vm: "v", path: "v", wantErr: nil, msg: "not a directory"},
+		{name: "VM symlink to another VM", tree: tree{"b": "-> a"}.vm("a"), vm: "b", path: "b", wantErr: ErrSharedDir, msg: "same directory as VM a", valid: []string{"a"}},
+		{name: "two VM symlinks to one directory", tree: tree{"b": "-> ../x", "c": "-> ../x"}.vm("../x"), vm: "c", path: "c", wantErr: ErrSharedDir, msg: "same directory as VM b"},
 		{name: "vmlinux symlink out", tree: tree{"outside": "ELF", "v/vmlinux": "-> ../outside", "v/blk/a.img": "x"}, vm: "v", path: "v/vmlinux", wantErr: ErrEscape, msg: "../outside"},
 		{name: "vmlinux absolute symlink out", tree: tree{"v/vmlinux": "-> /proc/self/exe", "v/blk/a.img": "x"}, vm: "v", path: "v/vmlinux", wantErr: ErrEscape},
 		{name: "vmlinux symlink into another VM", tree: tree{}.vm("w").add(tree{"v/vmlinux": "-> ../w/vmlinux", "v/blk/a.img": "x"}), vm: "v", path: "v/vmlinux", wantErr: ErrEscape, valid: []string{"w"}},

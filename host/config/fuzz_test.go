@@ -137,6 +137,13 @@ func checkInvariants(t *testing.T, data string, cfg *Config) {
 		}
 		rejected[ve.VM] = true
 	}
+	dirs := map[string]string{}
+	for name, vm := range cfg.VMs {
+		if other, ok := dirs[vm.Dir]; ok {
+			t.Errorf("%s and %s share %s", name, other, vm.Dir)
+		}
+		dirs[vm.Dir] = name
+	}
 	pos := map[string]int{}
 	for i, name := range cfg.Order {
 		pos[name] = i

@@ -71,6 +71,26 @@ func Load(dataDir string) *Config {
 		})
 	}
 	wg.Wait()
+	// Two names for one directory would be two QEMUs on the same disk
+	// images: only a real directory keeps its name; a symlink to a
+	// directory that another VM has too is rejected.
+	byDir := map[string]int{}
+	for _, vm := range vms {
+		if vm != nil {
+			byDir[vm.Dir]++
+		}
+	}
+	var shared []int
+	for i, e := range todo {
+		if vms[i] != nil && byDir[vms[i].Dir] > 1 && e.Type()&fs.ModeSymlink != 0 {
+			shared = append(shared, i)
+			errs[i] = &VMError{VM: e.Name(), Path: filepath.Join(dataDir, e.Name()),
+				Err: fmt.Errorf("%w %s", ErrSharedDir, byDirNames(vms, todo, vms[i].Dir, e.Name()))}
+		}
+	}
+	for _, i := range shared {
+		vms[i] = nil
+	}
 	for i, e := range todo {
 		if errs[i] != nil {
 			l.errs[e.Name()] = errs[i]
@@ -89,6 +109,17 @@ func Load(dataDir string) *Config {
 		cfg.VMs[name] = l.vms[name]
 	}
 	return cfg
+}
+
+// byDirNames names the VMs other than self whose directory is dir.
+func byDirNames(vms []*VM, ents []fs.DirEntry, dir, self string) string {
+	var names []string
+	for i, vm := range vms {
+		if vm != nil && vm.Dir == dir && ents[i].Name() != self {
+			names = append(names, ents[i].Name())
+		}
+	}
+	return strings.Join(names, ", ")
 }
 
 // loadVM reads and checks one VM's own directory, dataDir/name (abs is
