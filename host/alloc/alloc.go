@@ -16,8 +16,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io/fs"
 	"log/slog"
 	"maps"
+	"os"
 	"slices"
 	"strings"
 	"sync"
@@ -49,8 +51,9 @@ type Allocator struct {
 	path string       // the state file; "" keeps the ids in memory only
 	log  *slog.Logger // never nil
 
-	mu  sync.Mutex
-	ids map[Pair]mac.LinkID // every assigned link; ids are unique
+	mu      sync.Mutex
+	ids     map[Pair]mac.LinkID // every assigned link; ids are unique
+	corrupt bool                // the state file could not be read: keep it aside before the first save
 }
 
 // Pairs returns every (client, provider) pair of the valid VMs of cfg, in
@@ -90,6 +93,13 @@ func (a *Allocator) Sync(pairs []Pair, held []Link) ([]Link, error) {
 		return sorted(next), nil
 	}
 	if a.path != "" {
+		if a.corrupt {
+			// Kept for whoever wants to know what went wrong.
+			if err := os.Rename(a.path, a.path+".corrupt"); err != nil && !errors.Is(err, fs.ErrNotExist) {
+				a.log.Warn("cannot keep the corrupt link id state aside", "err", err)
+			}
+			a.corrupt = false
+		}
 		if err := save(a.path, next); err != nil {
 			return nil, err
 		}

@@ -528,3 +528,20 @@ func TestSaveRemovesCrashLeftovers(t *testing.T) {
 		t.Errorf("state directory (-want +got):\n%s", diff)
 	}
 }
+
+func TestCorruptStateKeptAside(t *testing.T) {
+	dir := t.TempDir()
+	bad := []byte("{garbage")
+	if err := os.WriteFile(filepath.Join(dir, StateFile), bad, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	a := open(t, dir)
+	sync1(t, a, []Pair{{"a", "b"}}, nil)
+	sync1(t, a, []Pair{{"a", "c"}}, nil) // a second save keeps the same copy
+	if got, err := os.ReadFile(filepath.Join(dir, StateFile+".corrupt")); err != nil || !bytes.Equal(got, bad) {
+		t.Errorf("corrupt copy %q, %v; want %q", got, err, bad)
+	}
+	if diff := cmp.Diff([]string{StateFile, StateFile + ".corrupt"}, files(t, dir)); diff != "" {
+		t.Errorf("state directory (-want +got):\n%s", diff)
+	}
+}

@@ -63,11 +63,13 @@ func Open(stateDir string, log *slog.Logger) (*Allocator, error) {
 	}
 	var st stateJSON
 	if err := json.Unmarshal(b, &st); err != nil {
-		log.Warn("link id state is corrupt; rebuilding it (ids of running VMs are kept)", "path", a.path, "err", err)
+		log.Warn("link id state is corrupt; rebuilding it (ids of running VMs are kept; the file is kept as "+StateFile+".corrupt)", "path", a.path, "err", err)
+		a.corrupt = true
 		return a, nil
 	}
 	if st.Version != stateVersion {
-		log.Warn("link id state has an unknown version; rebuilding it (ids of running VMs are kept)", "path", a.path, "version", st.Version)
+		log.Warn("link id state has an unknown version; rebuilding it (ids of running VMs are kept; the file is kept as "+StateFile+".corrupt)", "path", a.path, "version", st.Version)
+		a.corrupt = true
 		return a, nil
 	}
 	var used pool
