@@ -7,7 +7,6 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
-	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -279,41 +278,4 @@ func loadVM(dataDir, abs string, e fs.DirEntry) (*VM, *VMError) {
 		vm.Providers = append(vm.Providers, n)
 	}
 	return vm, nil
-}
-
-// readDirMode lists dir, whose type is mode, which must be a directory.
-func readDirMode(dir string, mode fs.FileMode) (map[string]fs.FileMode, error) {
-	if !mode.IsDir() {
-		return nil, fmt.Errorf("%w: %s", ErrNotDir, kind(mode))
-	}
-	return readDir(dir)
-}
-
-func sortedKeys(m map[string]fs.FileMode) []string {
-	keys := make([]string, 0, len(m))
-	for k := range m {
-		keys = append(keys, k)
-	}
-	slices.Sort(keys)
-	return keys
-}
-
-// kind names a file type for an error message.
-func kind(mode fs.FileMode) string {
-	switch t := mode.Type(); {
-	case t.IsRegular():
-		return "a regular file"
-	case t.IsDir():
-		return "a directory"
-	case t&fs.ModeSymlink != 0:
-		return "a symlink"
-	case t&fs.ModeNamedPipe != 0:
-		return "a named pipe"
-	case t&fs.ModeSocket != 0:
-		return "a socket"
-	case t&fs.ModeDevice != 0:
-		return "a device"
-	default:
-		return "an unusual file (" + t.String() + ")"
-	}
 }
