@@ -43,10 +43,8 @@ flags:
 `)
 		fs.PrintDefaults()
 	}
-	if err := fs.Parse(args); err != nil {
-		// fs has printed the fault and the usage; ErrHelp makes main
-		// exit 2 (0 after -h) without printing it again.
-		return flag.ErrHelp
+	if err := parse(fs, args); err != nil {
+		return err
 	}
 	if fs.NArg() != 0 {
 		fmt.Fprintf(stderr, "spectrumd check: unexpected argument %q\n", fs.Arg(0))

@@ -83,7 +83,7 @@ func newFlags(name, args, what string, stderr io.Writer) (*flag.FlagSet, *string
 
 // oneName parses flags and the single VM name argument.
 func oneName(fs *flag.FlagSet, args []string) (string, error) {
-	if err := fs.Parse(args); err != nil {
+	if err := parse(fs, args); err != nil {
 		return "", err
 	}
 	if fs.NArg() != 1 {
@@ -97,7 +97,7 @@ func oneName(fs *flag.FlagSet, args []string) (string, error) {
 func List(args []string, stdout, stderr io.Writer) error {
 	fs, run := newFlags("list", "", "List every VM the daemon knows, with its state.", stderr)
 	asJSON := fs.Bool("json", false, "print JSON")
-	if err := fs.Parse(args); err != nil {
+	if err := parse(fs, args); err != nil {
 		return err
 	}
 	resp, err := call(*run, daemon.Request{Op: "list"})
