@@ -3,6 +3,7 @@ package vmtest
 import (
 	"context"
 	"fmt"
+	"slices"
 	"sort"
 	"strings"
 	"testing"
@@ -10,38 +11,34 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 
+	"spectrum/host/link"
 	"spectrum/internal/mac"
-	"spectrum/internal/nstest"
 	"spectrum/vmtest/vm"
 )
 
-// TestDocumentedExample boots the reference documentation's example by hand
-// (QEMU launched by the test, not yet by spectrumd): netvm provides
-// networking to appvm-lynx over link a5:46. The agent must give appvm-lynx
-// 100.64.165.70/16 with a default route via 169.254.165.70, give netvm the
-// gateway and the host route, and packets must flow both ways.
+// TestDocumentedExample runs the reference documentation's example under
+// spectrumd: netvm provides networking to appvm-lynx. `spectrumd start
+// appvm-lynx` starts netvm first and hot-plugs its NIC of the link (its
+// agent runs with -watch); the agent must give appvm-lynx 100.64.A.B/16
+// from its MAC with a default route via 169.254.A.B, give netvm the gateway
+// and the host route, and packets must flow both ways.
 func TestDocumentedExample(t *testing.T) {
-	k := vm.Require(t)
-	a := vm.BuildAssets(t, k)
-	ns := nstest.New(t)
-	ctx := vm.Context(t, 3*time.Minute)
+	e := newEnv(t, 3*time.Minute)
 	start := time.Now()
-
-	id := mac.LinkID(0xa546)
-	client, provider := vm.AddLink(ns, id)
-	data, run := t.TempDir(), t.TempDir()
+	e.vm("netvm", nil, "spectrum.watch spectrum.baseline")
+	e.vm("appvm-lynx", []string{"netvm"}, "spectrum.baseline")
+	d := e.serve()
+	id := d.LinkID(t, "appvm-lynx", "netvm")
 	gw, addr := id.Gateway().String(), id.ClientAddr().String()
-	netDir, err := vm.WriteDir(data, vm.Spec{Name: "netvm", Test: "ping:" + addr + ",serve"}, a)
-	if err != nil {
-		t.Fatal(err)
-	}
-	appDir, err := vm.WriteDir(data, vm.Spec{Name: "appvm-lynx", Providers: []string{"netvm"}, Test: "ping:" + gw + ",serve"}, a)
-	if err != nil {
-		t.Fatal(err)
-	}
-	netvm := vm.Launch(t, ns, netDir, run, []vm.NIC{provider})
-	app := vm.Launch(t, ns, appDir, run, []vm.NIC{client})
+	e.setTest("netvm", "ping:"+addr+",serve")
+	e.setTest("appvm-lynx", "ping:"+gw+",serve")
 
+	app := d.Start(t, "appvm-lynx")
+	netvm := d.Proc("netvm")
+	if netvm == nil {
+		t.Fatalf("spectrumd start appvm-lynx did not start its provider netvm: %+v", d.List(t))
+	}
+	ctx := e.ctx
 	for _, p := range []*vm.Proc{netvm, app} {
 		p.Wait(t, ctx, "state done n=1 ")
 		if _, err := p.Serial.Wait(ctx, "disks ok"); err != nil {
@@ -50,35 +47,38 @@ func TestDocumentedExample(t *testing.T) {
 		if got, want := p.Serial.Events("disk vda"), fmt.Sprintf("disk vda marker=%q", vm.DiskMarker(p.Name)); len(got) != 1 || !strings.HasPrefix(got[0], want) {
 			t.Errorf("%s: disk report %q, want %q", p.Name, got, want)
 		}
-		t.Logf("%s: %v", p.Name, p.Timing())
 		if exit := p.Timing().AgentExit; exit != "0" {
 			t.Errorf("%s: spectrum-netcfg exit status %q, want 0", p.Name, exit)
 		}
 	}
 
-	appNIC := nicName(t, app, client.MAC)
-	netNIC := nicName(t, netvm, provider.MAC)
-	if diff := cmp.Diff([]string{
-		"addr " + appNIC + " " + id.ClientPrefix().String(),
-	}, events(app, "addr "+appNIC)); diff != "" {
+	clientMAC, providerMAC := id.MAC(mac.Client).String(), id.MAC(mac.Provider).String()
+	appState, _ := app.Serial.State(1)
+	appNIC := nicIn(t, app, appState, clientMAC)
+	if diff := cmp.Diff([]string{"addr " + appNIC + " " + id.ClientPrefix().String()}, filter(appState, "addr "+appNIC)); diff != "" {
 		t.Errorf("appvm-lynx addresses (-want +got):\n%s", diff)
 	}
-	if diff := cmp.Diff([]string{
+	wantRoutes := []string{
 		fmt.Sprintf("route %s dev %s scope link", id.ClientPrefix().Masked(), appNIC),
-		fmt.Sprintf("route default via %s dev %s metric %s onlink", gw, appNIC, ifindex(app, appNIC)),
-	}, events(app, "route ")); diff != "" {
-		t.Errorf("appvm-lynx routes (-want +got):\n%s", diff)
+		fmt.Sprintf("route default via %s dev %s metric %s onlink", gw, appNIC, ifindexIn(appState, appNIC)),
 	}
-	if diff := cmp.Diff([]string{"addr " + netNIC + " " + gw + "/32"}, events(netvm, "addr "+netNIC)); diff != "" {
+	if missing := missing(wantRoutes, filter(appState, "route ")); len(missing) > 0 {
+		t.Errorf("appvm-lynx routes %q lack %q", filter(appState, "route "), missing)
+	}
+	// netvm's NIC was hot-plugged while it booted: its -watch agent
+	// configures it whenever it appears, so look for the first dump that
+	// has the gateway.
+	netState := waitState(t, ctx, netvm, "addr eth0 "+gw+"/32")
+	netNIC := nicIn(t, netvm, netState, providerMAC)
+	if diff := cmp.Diff([]string{"addr " + netNIC + " " + gw + "/32"}, filter(netState, "addr "+netNIC)); diff != "" {
 		t.Errorf("netvm addresses (-want +got):\n%s", diff)
 	}
-	if diff := cmp.Diff([]string{fmt.Sprintf("route %s/32 dev %s scope link", addr, netNIC)}, events(netvm, "route ")); diff != "" {
+	if diff := cmp.Diff([]string{fmt.Sprintf("route %s/32 dev %s scope link", addr, netNIC)}, filter(netState, "route ")); diff != "" {
 		t.Errorf("netvm routes (-want +got):\n%s", diff)
 	}
-	if got := vm.Field(events(netvm, "link "+netNIC+" ")[0], "rp_filter"); got != "1" {
+	if got := vm.Field(filter(netState, "link "+netNIC+" ")[0], "rp_filter"); got != "1" {
 		t.Errorf("netvm %s rp_filter = %s, want 1 (strict)", netNIC, got)
 	}
-
 	if t.Failed() {
 		// Without the right configuration the pings below could only
 		// time out.
@@ -86,7 +86,43 @@ func TestDocumentedExample(t *testing.T) {
 	}
 
 	pingBoth(t, ctx, app, netvm, gw, addr)
-	t.Logf("wall time %.1fs", time.Since(start).Seconds())
+	for _, p := range []*vm.Proc{netvm, app} {
+		bt, _ := d.BootTime(p)
+		t.Logf("%s: QEMU started → agent done %.2fs (spectrumd's clock); %v", p.Name, bt.Seconds(), p.Timing())
+	}
+	// spectrumd stop: the guest powers off on the ACPI power button, the
+	// NIC is unplugged from netvm and the link deleted.
+	took := d.Stop(t, "appvm-lynx")
+	if _, err := app.Serial.Wait(ctx, "power button pressed"); err != nil {
+		t.Errorf("appvm-lynx did not see the power button: %v", err)
+	}
+	if took > vm.StopTimeout {
+		t.Errorf("spectrumd stop appvm-lynx took %v: the guest was killed, not powered off", took)
+	}
+	if _, err := e.ns.TryIP("link", "show", link.Name(id, link.Bridge)); err == nil {
+		t.Errorf("link %s's bridge still exists after appvm-lynx stopped", id)
+	}
+	t.Logf("stop took %v; wall time %.1fs", took, time.Since(start).Seconds())
+}
+
+// missing returns the lines of want that got lacks. Routes are checked this
+// way on clients: the agent may add a host route to each gateway (for
+// clients with several providers) without breaking these tests.
+func missing(want, got []string) []string {
+	var out []string
+	for _, w := range want {
+		if !slices.Contains(got, w) {
+			out = append(out, w)
+		}
+	}
+	return out
+}
+
+func ifindexIn(st []string, nic string) string {
+	for _, e := range filter(st, "link "+nic+" ") {
+		return vm.Field(e, "index")
+	}
+	return "?"
 }
 
 // pingBoth waits for the client to reach its gateway and the provider to

@@ -16,6 +16,12 @@ import (
 // its virtio console. Their dependencies are added by Modules.
 var GuestModules = []string{"virtio_pci", "virtio_net", "virtio_blk", "virtio_console"}
 
+// PowerModules let a test guest see the ACPI power button (QEMU's
+// system_powerdown, which spectrumd sends to stop a VM) as a key press, so
+// its init powers off at once. They are optional: without them a stop waits
+// for spectrumd's stop timeout.
+var PowerModules = []string{"button", "evdev"}
+
 // Module is one kernel module to load in the guest.
 type Module struct {
 	Name string // as the kernel knows it, with underscores: "virtio_net"

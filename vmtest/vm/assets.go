@@ -69,7 +69,12 @@ func buildAssets(k kernel.Kernel) (*Assets, error) {
 			return nil, err
 		}
 	}
-	mods, err := kernel.Modules(k.Modules, kernel.GuestModules...)
+	mods, err := kernel.Modules(k.Modules, append(kernel.GuestModules, kernel.PowerModules...)...)
+	if err != nil {
+		// A kernel without the power button drivers still boots the
+		// tests; its VMs are killed at spectrumd's stop timeout.
+		mods, err = kernel.Modules(k.Modules, kernel.GuestModules...)
+	}
 	if err != nil {
 		return nil, err
 	}

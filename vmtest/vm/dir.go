@@ -2,6 +2,7 @@ package vm
 
 import (
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"strings"
@@ -25,7 +26,8 @@ const DefaultCmdline = "console=ttyS0 panic=-1"
 // WriteDir writes s as data/<name>/ in the svc/data layout: vmlinux,
 // blk/root.img (1 MiB whose first line is a marker the guest reports),
 // initramfs, cmdline and providers/net/<provider>. The kernel and initramfs
-// are symbolic links to the cached assets.
+// are hard links to the cached assets (copies across file systems): the
+// daemon refuses symlinks that lead out of a VM's directory.
 func WriteDir(data string, s Spec, a *Assets) (string, error) {
 	dir := filepath.Join(data, s.Name)
 	for _, d := range []string{"blk", "providers/net"} {
@@ -33,10 +35,10 @@ func WriteDir(data string, s Spec, a *Assets) (string, error) {
 			return "", err
 		}
 	}
-	if err := os.Symlink(a.Kernel.Vmlinux, filepath.Join(dir, "vmlinux")); err != nil {
+	if err := linkOrCopy(a.Kernel.Vmlinux, filepath.Join(dir, "vmlinux")); err != nil {
 		return "", err
 	}
-	if err := os.Symlink(a.Initramfs, filepath.Join(dir, "initramfs")); err != nil {
+	if err := linkOrCopy(a.Initramfs, filepath.Join(dir, "initramfs")); err != nil {
 		return "", err
 	}
 	img := make([]byte, 1<<20)
@@ -44,14 +46,7 @@ func WriteDir(data string, s Spec, a *Assets) (string, error) {
 	if err := os.WriteFile(filepath.Join(dir, "blk", "root.img"), img, 0o644); err != nil {
 		return "", err
 	}
-	cmdline := []string{DefaultCmdline}
-	if s.Test != "" {
-		cmdline = append(cmdline, "spectrum.test="+s.Test)
-	}
-	if s.Cmdline != "" {
-		cmdline = append(cmdline, s.Cmdline)
-	}
-	if err := os.WriteFile(filepath.Join(dir, "cmdline"), []byte(strings.Join(cmdline, " ")+"\n"), 0o644); err != nil {
+	if err := WriteCmdline(dir, s); err != nil {
 		return "", err
 	}
 	for _, p := range s.Providers {
@@ -60,6 +55,46 @@ func WriteDir(data string, s Spec, a *Assets) (string, error) {
 		}
 	}
 	return dir, nil
+}
+
+// WriteCmdline (re)writes the cmdline file of s in its VM directory dir.
+// spectrumd reads it at every start, so a test can change a VM's steps
+// between starts (once it knows the link ids the daemon gave).
+func WriteCmdline(dir string, s Spec) error {
+	cmdline := []string{DefaultCmdline}
+	if s.Test != "" {
+		cmdline = append(cmdline, "spectrum.test="+s.Test)
+	}
+	if s.Cmdline != "" {
+		cmdline = append(cmdline, s.Cmdline)
+	}
+	return os.WriteFile(filepath.Join(dir, "cmdline"), []byte(strings.Join(cmdline, " ")+"\n"), 0o644)
+}
+
+// linkOrCopy hard-links src (resolving symlinks) to dst, or copies it when
+// they are on different file systems.
+func linkOrCopy(src, dst string) error {
+	src, err := filepath.EvalSymlinks(src)
+	if err != nil {
+		return err
+	}
+	if err := os.Link(src, dst); err == nil {
+		return nil
+	}
+	in, err := os.Open(src)
+	if err != nil {
+		return err
+	}
+	defer in.Close()
+	out, err := os.OpenFile(dst, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o644)
+	if err != nil {
+		return err
+	}
+	if _, err := io.Copy(out, in); err != nil {
+		out.Close()
+		return err
+	}
+	return out.Close()
 }
 
 // DiskMarker is the first line of a VM's root.img, which its init reports as

@@ -20,6 +20,7 @@ type Proc struct {
 	Name   string
 	Args   []string // the full command line, for reproducing by hand
 	Serial *Serial
+	PID    int    // QEMU's process id
 	qmp    string // QMP socket
 	cmd    *exec.Cmd
 	exited chan struct{}

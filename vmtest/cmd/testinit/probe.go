@@ -203,3 +203,36 @@ func udpEcho(ip net.IP, seq int) (time.Duration, error) {
 	}
 	return time.Since(start), nil
 }
+
+// pingWatch reaches addr with ICMP echo and UDP echo every second, for as
+// long as the VM runs, and reports each change: "reach ADDR up n=N" when both
+// answer after not answering (N counts the ups), "reach ADDR down n=N" after
+// three rounds in a row without both answering. It shows a path coming back
+// after its peer restarted, without restarting this VM.
+func pingWatch(addr string) {
+	ip := net.ParseIP(addr).To4()
+	if ip == nil {
+		report("fail pingwatch %s: not an IPv4 address", addr)
+		return
+	}
+	up, misses, ups := false, 0, 0
+	for seq := 1; ; seq++ {
+		start := time.Now()
+		_, ierr := icmpEcho(ip, seq)
+		_, uerr := udpEcho(ip, seq)
+		switch ok := ierr == nil && uerr == nil; {
+		case ok && !up:
+			up, misses = true, 0
+			ups++
+			report("reach %s up n=%d", addr, ups)
+		case ok:
+			misses = 0
+		case up:
+			if misses++; misses >= 3 {
+				up = false
+				report("reach %s down n=%d", addr, ups)
+			}
+		}
+		time.Sleep(time.Second - time.Since(start))
+	}
+}

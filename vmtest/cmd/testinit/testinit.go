@@ -9,8 +9,16 @@
 // Kernel command line:
 //
 //	spectrum.test=STEP[,STEP...]  steps, in order (default: poweroff)
+//	    (addresses are written in by the test, which reads the link ids
+//	    spectrumd gave from `spectrumd status -json` before starting the VM;
+//	    spectrumd reads the cmdline file at every start)
 //	    ping:ADDR   ICMP echo and UDP echo (port 7) to ADDR, retried until
 //	                both answer or spectrum.timeout passes
+//	    pingwatch:ADDR  in the background, for as long as the VM runs,
+//	                ICMP and UDP echo to ADDR every second, reporting
+//	                "reach ADDR up n=N" each time it starts answering and
+//	                "reach ADDR down n=N" when it stops (3 rounds missed):
+//	                a path coming back after a peer's restart
 //	    noping:ADDR ADDR must answer neither ICMP nor UDP echo for
 //	                spectrum.notimeout seconds (default 5)
 //	    spoof:SRC>DST  send UDP datagrams to DST's echo port with the forged
@@ -29,6 +37,10 @@
 //	spectrum.baseline             before the agent's run, time a run that
 //	                              exits at once (an unknown flag): the cost
 //	                              of starting the binary, to subtract
+//
+// The ACPI power button (spectrumd's stop) powers the VM off at any time,
+// reported as "power button pressed", when the kernel has the button and
+// evdev drivers.
 //
 // After the checks the init reports the network state (links, IPv4
 // addresses and routes) as a dump ending in "state done n=1", and reports it
@@ -69,6 +81,7 @@ func main() {
 	p := parseCmdline(string(cmdline))
 
 	loadModules()
+	go powerButton()
 	if p.baseline {
 		agentBaseline()
 	}
@@ -86,6 +99,8 @@ func main() {
 		switch {
 		case strings.HasPrefix(step, "ping:"):
 			ping(strings.TrimPrefix(step, "ping:"), p.timeout)
+		case strings.HasPrefix(step, "pingwatch:"):
+			go pingWatch(strings.TrimPrefix(step, "pingwatch:"))
 		case strings.HasPrefix(step, "noping:"):
 			noping(strings.TrimPrefix(step, "noping:"), p.notimeout)
 		case strings.HasPrefix(step, "spoof:"):
