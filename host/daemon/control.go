@@ -68,10 +68,16 @@ type Handler interface {
 }
 
 const (
-	maxRequest     = 64 << 10
-	requestTimeout = 10 * time.Second
-	replyTimeout   = 30 * time.Second
-	maxClients     = 64
+	maxRequest = 64 << 10
+	// DefaultRequestTimeout is how long a client has to send its request
+	// line once connected.
+	DefaultRequestTimeout = 10 * time.Second
+	// DefaultReplyTimeout is how long one write to a client may block (a
+	// client that stops reading a long log is dropped after it).
+	DefaultReplyTimeout = 30 * time.Second
+	// MaxClients is how many connections are served at once; the excess
+	// get a "too many clients" reply and are closed.
+	MaxClients = 64
 )
 
 // ControlServer serves the control socket.
@@ -81,9 +87,28 @@ type ControlServer struct {
 	// AllowUID is the one non-root user allowed to connect, besides root;
 	// -1 allows root only.
 	AllowUID int
+	// RequestTimeout bounds the wait for a client's request line; 0 means
+	// DefaultRequestTimeout.
+	RequestTimeout time.Duration
+	// ReplyTimeout bounds each write to a client; 0 means
+	// DefaultReplyTimeout.
+	ReplyTimeout time.Duration
 
-	wg   sync.WaitGroup
-	sema chan struct{}
+	wg       sync.WaitGroup
+	sema     chan struct{}
+	refusing chan struct{}
+}
+
+// hangUp closes a client's connection so that it still reads the reply:
+// closing a unix socket with unread input resets it, and the peer's next
+// read fails with ECONNRESET before it sees the data queued for it. So the
+// write side is shut first, and what the client still sends (at most
+// maxRequest bytes, for at most a second) is read and dropped.
+func hangUp(c *net.UnixConn) {
+	c.CloseWrite()
+	c.SetReadDeadline(time.Now().Add(time.Second))
+	io.Copy(io.Discard, io.LimitReader(c, maxRequest))
+	c.Close()
 }
 
 // Listen creates the control socket at path with mode 0600, replacing a
@@ -113,7 +138,8 @@ func Listen(path string) (*net.UnixListener, error) {
 // Serve accepts connections until ln is closed, then waits for the
 // connections being served to end.
 func (s *ControlServer) Serve(ln *net.UnixListener) error {
-	s.sema = make(chan struct{}, maxClients)
+	s.sema = make(chan struct{}, MaxClients)
+	s.refusing = make(chan struct{}, MaxClients)
 	defer s.wg.Wait()
 	for {
 		c, err := ln.AcceptUnix()
@@ -130,14 +156,26 @@ func (s *ControlServer) Serve(ln *net.UnixListener) error {
 		select {
 		case s.sema <- struct{}{}:
 		default:
-			s.reply(c, Response{Error: "too many clients; try again"})
-			c.Close()
+			// Refusals get a goroutine of their own too (the reply must
+			// not stall the accept loop), but only so many at once:
+			// beyond that a client is simply hung up on.
+			select {
+			case s.refusing <- struct{}{}:
+				s.wg.Add(1)
+				go func() {
+					defer func() { <-s.refusing; s.wg.Done() }()
+					s.reply(c, Response{Error: "too many clients; try again"})
+					hangUp(c)
+				}()
+			default:
+				c.Close()
+			}
 			continue
 		}
 		s.wg.Add(1)
 		go func() {
 			defer func() { <-s.sema; s.wg.Done() }()
-			defer c.Close()
+			defer hangUp(c)
 			s.serveConn(c)
 		}()
 	}
@@ -164,8 +202,22 @@ func (s *ControlServer) peerAllowed(c *net.UnixConn) error {
 	return fmt.Errorf("uid %d is not allowed to control spectrumd", cred.Uid)
 }
 
+func (s *ControlServer) requestTimeout() time.Duration {
+	if s.RequestTimeout > 0 {
+		return s.RequestTimeout
+	}
+	return DefaultRequestTimeout
+}
+
+func (s *ControlServer) replyTimeout() time.Duration {
+	if s.ReplyTimeout > 0 {
+		return s.ReplyTimeout
+	}
+	return DefaultReplyTimeout
+}
+
 func (s *ControlServer) reply(c net.Conn, r Response) error {
-	c.SetWriteDeadline(time.Now().Add(replyTimeout))
+	c.SetWriteDeadline(time.Now().Add(s.replyTimeout()))
 	b, err := json.Marshal(r)
 	if err != nil {
 		return err
@@ -181,7 +233,7 @@ func (s *ControlServer) serveConn(c *net.UnixConn) {
 		s.reply(c, Response{Error: err.Error()})
 		return
 	}
-	c.SetReadDeadline(time.Now().Add(requestTimeout))
+	c.SetReadDeadline(time.Now().Add(s.requestTimeout()))
 	br := bufio.NewReaderSize(io.LimitReader(c, maxRequest), 4096)
 	line, err := br.ReadSlice('\n')
 	if err != nil && !(err == io.EOF && len(line) > 0) {
@@ -247,7 +299,7 @@ func (s *ControlServer) serveLogs(c *net.UnixConn, req Request) {
 		if err != nil {
 			continue
 		}
-		c.SetWriteDeadline(time.Now().Add(replyTimeout))
+		c.SetWriteDeadline(time.Now().Add(s.replyTimeout()))
 		_, err = io.Copy(c, f)
 		f.Close()
 		if err != nil {
@@ -266,7 +318,7 @@ func (s *ControlServer) serveLogs(c *net.UnixConn, req Request) {
 			if !ok {
 				return
 			}
-			c.SetWriteDeadline(time.Now().Add(replyTimeout))
+			c.SetWriteDeadline(time.Now().Add(s.replyTimeout()))
 			if _, err := io.WriteString(c, l+"\n"); err != nil {
 				return
 			}

@@ -1,0 +1,279 @@
+package daemon
+
+import (
+	"bufio"
+	"encoding/json"
+	"errors"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+)
+
+// serveControlWith is serveControl with the server's knobs exposed.
+func serveControlWith(t testing.TB, srv *ControlServer) string {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), "control.sock")
+	ln, err := Listen(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if srv.Log == nil {
+		srv.Log = slog.New(slog.DiscardHandler)
+	}
+	done := make(chan error)
+	go func() { done <- srv.Serve(ln) }()
+	t.Cleanup(func() {
+		ln.Close()
+		if err := <-done; err != nil {
+			t.Errorf("Serve: %v", err)
+		}
+	})
+	return path
+}
+
+// ask sends req on a new connection and returns the first reply line.
+func ask(path, req string, timeout time.Duration) (Response, error) {
+	c, err := net.Dial("unix", path)
+	if err != nil {
+		return Response{}, err
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(timeout))
+	if _, err := io.WriteString(c, req); err != nil {
+		return Response{}, err
+	}
+	line, err := bufio.NewReader(c).ReadBytes('\n')
+	if err != nil {
+		return Response{}, err
+	}
+	var r Response
+	err = json.Unmarshal(line, &r)
+	return r, err
+}
+
+// settleGoroutines waits until the process runs at most base goroutines
+// and returns the count it saw last.
+func settleGoroutines(base int, within time.Duration) int {
+	deadline := time.Now().Add(within)
+	n := runtime.NumGoroutine()
+	for n > base && time.Now().Before(deadline) {
+		time.Sleep(20 * time.Millisecond)
+		n = runtime.NumGoroutine()
+	}
+	return n
+}
+
+// TestControlClientNeverReadsLogs: a client asks for a log of megabytes and
+// never reads it. The write deadline drops it; meanwhile the others are
+// answered, and its goroutine ends.
+func TestControlClientNeverReadsLogs(t *testing.T) {
+	d, _, _ := newTestDaemon(t, map[string][]string{"net": nil})
+	lf, err := d.Logs("net")
+	if err != nil {
+		t.Fatal(err)
+	}
+	line := strings.Repeat("z", 1000)
+	for range 6000 { // 6 MB over both generations
+		if err := lf.WriteLine(line); err != nil {
+			t.Fatal(err)
+		}
+	}
+	base := runtime.NumGoroutine()
+	path := serveControlWith(t, &ControlServer{Handler: d, AllowUID: os.Getuid(), ReplyTimeout: 300 * time.Millisecond})
+	base++ // Serve itself
+	var stuck []net.Conn
+	for range 3 {
+		c, err := net.Dial("unix", path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		io.WriteString(c, `{"op":"logs","name":"net"}`+"\n")
+		stuck = append(stuck, c)
+	}
+	start := time.Now()
+	for range 5 {
+		r, err := ask(path, `{"op":"list"}`+"\n", 5*time.Second)
+		if err != nil || !r.OK {
+			t.Fatalf("list while clients hang on logs: %+v, %v", r, err)
+		}
+	}
+	if el := time.Since(start); el > 2*time.Second {
+		t.Errorf("5 list requests took %v while clients hung on logs", el)
+	}
+	// The stuck clients are dropped by the write deadline (their
+	// goroutines end); their sockets then reach EOF once the buffered part
+	// is read.
+	if n := settleGoroutines(base, 5*time.Second); n > base {
+		t.Errorf("%d goroutines %v after the write deadline, baseline %d", n, time.Since(start), base)
+	}
+	for i, c := range stuck {
+		c.SetReadDeadline(time.Now().Add(10 * time.Second))
+		n, err := io.Copy(io.Discard, c)
+		if err != nil {
+			t.Errorf("stuck client %d: %v after %d bytes (want EOF: the daemon hung up)", i, err, n)
+		}
+		if n >= 6000*1001 {
+			t.Errorf("stuck client %d got the whole log (%d bytes): no deadline hit", i, n)
+		}
+	}
+	if n := settleGoroutines(base, 5*time.Second); n > base {
+		t.Errorf("%d goroutines after the stuck clients were dropped, baseline %d", n, base)
+	}
+}
+
+// TestControlIdleClientTimesOut: a client that connects and sends nothing
+// gets a reply naming the timeout and is hung up on.
+func TestControlIdleClientTimesOut(t *testing.T) {
+	d, _, _ := newTestDaemon(t, map[string][]string{"net": nil})
+	path := serveControlWith(t, &ControlServer{Handler: d, AllowUID: os.Getuid(), RequestTimeout: 200 * time.Millisecond})
+	c, err := net.Dial("unix", path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	start := time.Now()
+	c.SetReadDeadline(time.Now().Add(5 * time.Second))
+	b, err := io.ReadAll(c)
+	if err != nil {
+		t.Fatalf("idle client: %v", err)
+	}
+	var r Response
+	if json.Unmarshal(b, &r) != nil || r.OK || !strings.Contains(r.Error, "timeout") {
+		t.Errorf("idle client got %q, want one error reply naming the timeout", b)
+	}
+	if el := time.Since(start); el < 150*time.Millisecond || el > 3*time.Second {
+		t.Errorf("idle client dropped after %v, want about 200ms", el)
+	}
+}
+
+// TestControlTooManyClients: with MaxClients connections held open, the next
+// one is told "too many clients"; once they go, clients are served again and
+// the daemon's goroutines return to their baseline.
+func TestControlTooManyClients(t *testing.T) {
+	d, _, _ := newTestDaemon(t, map[string][]string{"net": nil})
+	base := runtime.NumGoroutine()
+	path := serveControlWith(t, &ControlServer{Handler: d, AllowUID: os.Getuid(), RequestTimeout: 20 * time.Second})
+	base++
+	var idle []net.Conn
+	for range MaxClients {
+		c, err := net.Dial("unix", path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		idle = append(idle, c)
+	}
+	// Accepting is asynchronous: once the server holds them all, a probe
+	// is refused.
+	waitFor(t, "idle clients accepted", func() bool {
+		r, err := ask(path, `{"op":"list"}`+"\n", 5*time.Second)
+		return err == nil && strings.Contains(r.Error, "too many clients")
+	})
+	const excess = 16
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	refused := 0
+	for range excess {
+		wg.Go(func() {
+			r, err := ask(path, `{"op":"list"}`+"\n", 5*time.Second)
+			mu.Lock()
+			defer mu.Unlock()
+			if err == nil && !r.OK && strings.Contains(r.Error, "too many clients") {
+				refused++
+			} else {
+				t.Errorf("client over the limit got %+v, %v", r, err)
+			}
+		})
+	}
+	wg.Wait()
+	if refused != excess {
+		t.Errorf("%d of %d clients over the limit refused", refused, excess)
+	}
+	for _, c := range idle {
+		c.Close()
+	}
+	waitFor(t, "served again", func() bool {
+		r, err := ask(path, `{"op":"list"}`+"\n", 5*time.Second)
+		return err == nil && r.OK
+	})
+	if n := settleGoroutines(base, 5*time.Second); n > base {
+		t.Errorf("%d goroutines after every client left, baseline %d", n, base)
+	}
+}
+
+// fakeHandler answers without a daemon behind it.
+type fakeHandler struct{}
+
+func (fakeHandler) List() []VMStatus { return []VMStatus{{Name: "net", State: "running"}} }
+func (fakeHandler) Status(name string) (VMStatus, error) {
+	if name != "net" {
+		return VMStatus{}, errors.New("no such VM")
+	}
+	return VMStatus{Name: name, State: "running"}, nil
+}
+func (fakeHandler) Start(name string) error {
+	if name != "net" {
+		return errors.New("no such VM")
+	}
+	return nil
+}
+func (h fakeHandler) Stop(name string) error      { return h.Start(name) }
+func (fakeHandler) Logs(string) (*LogFile, error) { return nil, errors.New("no logs here") }
+func (fakeHandler) Console(string) (io.ReadWriteCloser, error) {
+	return nil, errors.New("no console here")
+}
+
+// FuzzControlRequest sends arbitrary bytes as a request over a real unix
+// socket. The server must answer with exactly one JSON line (or hang up),
+// never panic, and answer the next valid request.
+func FuzzControlRequest(f *testing.F) {
+	for _, s := range []string{
+		`{"op":"list"}` + "\n",
+		`{"op":"status","name":"net"}` + "\n",
+		`{"op":"start","name":"ghost"}`,
+		`{"op":"logs","name":"net","follow":true}` + "\n",
+		`{"op":"console","name":"net"}` + "\nhello",
+		`{"op":"list"}{"op":"stop"}` + "\n",
+		"\n",
+		"\x00\xff{",
+		`{"op":1}` + "\n",
+		strings.Repeat("[", 5000) + "\n",
+	} {
+		f.Add([]byte(s))
+	}
+	path := serveControlWith(f, &ControlServer{Handler: fakeHandler{}, AllowUID: os.Getuid(), RequestTimeout: 2 * time.Second})
+	f.Fuzz(func(t *testing.T, req []byte) {
+		c, err := net.Dial("unix", path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		c.SetDeadline(time.Now().Add(10 * time.Second))
+		go func() { c.Write(req); c.(*net.UnixConn).CloseWrite() }()
+		out, err := io.ReadAll(c)
+		if err != nil {
+			t.Fatalf("reading reply: %v", err)
+		}
+		if len(out) > 0 {
+			line, rest, ok := strings.Cut(string(out), "\n")
+			var r Response
+			if !ok || rest != "" || json.Unmarshal([]byte(line), &r) != nil {
+				t.Fatalf("reply %q is not one JSON line", out)
+			}
+			if !r.OK && r.Error == "" {
+				t.Fatalf("reply %q: failure without an error", out)
+			}
+		}
+		r, err := ask(path, `{"op":"list"}`+"\n", 10*time.Second)
+		if err != nil || !r.OK {
+			t.Fatalf("valid request after %q: %+v, %v", req, r, err)
+		}
+	})
+}
