@@ -12,15 +12,21 @@ import (
 	"github.com/google/go-cmp/cmp"
 )
 
-func newTestDaemon(t *testing.T, vms map[string][]string) (*Daemon, *fakeVMM, *fakeNet) {
+// newTestDaemon returns a daemon on a fake VMM and network; each of opts
+// may change its options (and the fake VMM) before it is made.
+func newTestDaemon(t *testing.T, vms map[string][]string, opts ...func(*Options, *fakeVMM)) (*Daemon, *fakeVMM, *fakeNet) {
 	t.Helper()
 	vmm, nw := &fakeVMM{}, &fakeNet{}
-	d, err := New(Options{
+	opt := Options{
 		State: t.TempDir(), Run: t.TempDir(), VMM: vmm, Net: nw,
 		Links:   staticLinks{vms: vms},
 		Log:     slog.New(slog.NewTextHandler(io.Discard, nil)),
 		Backoff: func(int) time.Duration { return 10 * time.Millisecond },
-	})
+	}
+	for _, o := range opts {
+		o(&opt, vmm)
+	}
+	d, err := New(opt)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -21,6 +21,10 @@ type fakeVMM struct {
 	launches []string // "name:mac,mac"
 	insts    map[string]*fakeInst
 	events   []string
+	// spew, if set, writes the serial output of each launched VM instead
+	// of one "booted" line; silent launches VMs that write nothing.
+	spew   func(w io.Writer)
+	silent bool
 }
 
 func (f *fakeVMM) event(s string) {
@@ -50,7 +54,12 @@ func (f *fakeVMM) Launch(ctx context.Context, spec Spec) (Instance, error) {
 		f.insts = map[string]*fakeInst{}
 	}
 	f.insts[spec.VM.Name] = inst
-	go fmt.Fprintf(pw, "booted %s\n", spec.VM.Name)
+	switch {
+	case f.spew != nil:
+		go f.spew(pw)
+	case !f.silent:
+		go fmt.Fprintf(pw, "booted %s\n", spec.VM.Name)
+	}
 	return inst, nil
 }
 

@@ -28,6 +28,9 @@ const DefaultLogMax = 4 << 20
 // guest that never writes a newline cannot make the host buffer without end.
 const maxLine = 4096
 
+// cutMark ends a line that was cut.
+const cutMark = "…[cut]"
+
 // WriteLine appends one line (without its newline) and hands it to every
 // follower. Errors are returned but the line still reaches followers.
 func (l *LogFile) WriteLine(line string) error {
@@ -143,7 +146,7 @@ func Sanitize(s string) string {
 		i += size
 	}
 	if len(b) >= maxLine {
-		b = append(b[:maxLine], "…[cut]"...)
+		b = append(b[:maxLine], cutMark...)
 	}
 	return string(b)
 }

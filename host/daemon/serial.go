@@ -5,40 +5,106 @@ import (
 	"bytes"
 	"io"
 	"log/slog"
+	"strings"
+	"time"
+)
+
+// The host's log gets at most hostLogBurst serial lines of one VM at once,
+// refilled at hostLogRate lines a second; the rest go to the VM's own
+// (capped) log file only, and a line in the host's log says how many were
+// held back. A guest printing megabytes a second cannot flood the journal.
+const (
+	hostLogRate  = 100
+	hostLogBurst = 1000
 )
 
 // PumpSerial reads a VM's serial console until EOF and hands every line to
 // the host's log (tagged with the VM's name) and to the VM's log file. It
 // only ever reads: the serial console is write-only from the guest's side,
-// and nothing is written back. Lines are sanitised and cut at maxLine bytes,
-// so a guest that spams its console costs bounded memory.
+// and nothing is written back. Lines are sanitised, and a line longer than
+// maxLine bytes keeps its first maxLine bytes, marked "…[cut]", and the rest
+// of it is dropped as it arrives, so a guest that spams its console costs
+// bounded memory, however long its lines.
 func PumpSerial(r io.Reader, vm string, log *slog.Logger, lf *LogFile) {
 	br := bufio.NewReaderSize(r, maxLine)
-	var cont bool // the previous chunk was cut: this one continues its line
+	lim := limiter{tokens: hostLogBurst, last: time.Now()}
+	var cut bool // the current line was cut: drop until its newline
 	for {
 		chunk, err := br.ReadSlice('\n')
 		if len(chunk) > 0 {
 			full := bytes.HasSuffix(chunk, []byte{'\n'})
-			line := bytes.TrimRight(chunk, "\r\n")
-			if len(line) > 0 || full && !cont {
+			if !cut {
+				line := bytes.TrimRight(chunk, "\r\n")
 				s := Sanitize(string(line))
-				if !full {
-					s += "…"
+				switch {
+				case err == bufio.ErrBufferFull:
+					if !strings.HasSuffix(s, cutMark) { // Sanitize may have cut it already
+						s += cutMark
+					}
+				case !full:
+					s += "…" // the console ended mid-line
 				}
-				log.Info(s, "vm", vm, "source", "serial")
+				if held := lim.take(time.Now()); held >= 0 {
+					if held > 0 {
+						log.Warn("VM serial output over the host log's rate; lines held back are in the VM's log file", "vm", vm, "held_back", held)
+					}
+					log.Info(s, "vm", vm, "source", "serial")
+				}
 				if lf != nil {
-					if werr := lf.WriteLine(s); werr != nil {
+					if werr := lf.WriteLine(s); werr != nil && lim.errOK(time.Now()) {
 						log.Warn("writing VM log file", "vm", vm, "err", werr)
 					}
 				}
 			}
-			cont = !full
+			cut = !full
 		}
 		if err == bufio.ErrBufferFull {
 			continue
 		}
 		if err != nil {
+			if held := lim.held; held > 0 {
+				log.Warn("VM serial output over the host log's rate; lines held back are in the VM's log file", "vm", vm, "held_back", held)
+			}
 			return
 		}
 	}
+}
+
+// limiter is a token bucket for one VM's serial lines in the host's log.
+type limiter struct {
+	tokens   float64
+	last     time.Time
+	held     int       // lines held back and not reported yet
+	lastHeld time.Time // when held-back lines were last reported
+	lastErr  time.Time // when a log file error was last reported
+}
+
+// take returns -1 if the line is held back, else how many lines were held
+// back before it (to be reported).
+func (l *limiter) take(now time.Time) int {
+	l.tokens = min(hostLogBurst, l.tokens+now.Sub(l.last).Seconds()*hostLogRate)
+	l.last = now
+	if l.tokens < 1 {
+		l.held++
+		return -1
+	}
+	l.tokens--
+	// Say how many lines were held back at most once a second, so the
+	// report itself does not double the host log's share.
+	if l.held == 0 || now.Sub(l.lastHeld) < time.Second {
+		return 0
+	}
+	held := l.held
+	l.held, l.lastHeld = 0, now
+	return held
+}
+
+// errOK allows one log file error report every 10 s (a full disk fails
+// every line).
+func (l *limiter) errOK(now time.Time) bool {
+	if now.Sub(l.lastErr) < 10*time.Second {
+		return false
+	}
+	l.lastErr = now
+	return true
 }
