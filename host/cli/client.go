@@ -179,6 +179,9 @@ func Status(args []string, stdout, stderr io.Writer) error {
 	if v.PID != 0 {
 		fmt.Fprintf(stdout, "pid:      %d\nsince:    %s\n", v.PID, v.Since.Format(time.RFC3339))
 	}
+	if !v.NoOutputSince.IsZero() {
+		fmt.Fprintf(stdout, "silent:   no serial output since launch at %s (is the guest booting?)\n", v.NoOutputSince.Format(time.RFC3339))
+	}
 	fmt.Fprintf(stdout, "restarts: %d\n", v.Restarts)
 	if v.LastExit != "" {
 		fmt.Fprintf(stdout, "last exit: %s\n", v.LastExit)

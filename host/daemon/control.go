@@ -37,13 +37,17 @@ type Response struct {
 
 // VMStatus is what list and status report of one VM.
 type VMStatus struct {
-	Name     string       `json:"name"`
-	State    string       `json:"state"` // stopped, starting, running, backoff, stopping
-	PID      int          `json:"pid,omitempty"`
-	Restarts int          `json:"restarts"`
-	Since    time.Time    `json:"since,omitzero"`
-	LastExit string       `json:"last_exit,omitempty"`
-	Links    []LinkStatus `json:"links,omitempty"`
+	Name     string    `json:"name"`
+	State    string    `json:"state"` // stopped, starting, running, backoff, stopping
+	PID      int       `json:"pid,omitempty"`
+	Restarts int       `json:"restarts"`
+	Since    time.Time `json:"since,omitzero"`
+	LastExit string    `json:"last_exit,omitempty"`
+	// NoOutputSince is set while the VM has run for Options.SilentAfter or
+	// longer without writing anything to its serial console: it is the
+	// launch time (a guest that does not boot shows here).
+	NoOutputSince time.Time    `json:"no_output_since,omitzero"`
+	Links         []LinkStatus `json:"links,omitempty"`
 }
 
 // LinkStatus is one network link of a VM as seen from that VM.

@@ -4,11 +4,13 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"os"
 	"path/filepath"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"spectrum/host/alloc"
@@ -43,7 +45,15 @@ type Options struct {
 	StableAfter time.Duration
 	// LogMax caps one generation of each VM's log file; 0 means DefaultLogMax.
 	LogMax int64
+	// SilentAfter is how long a VM may run without writing anything to its
+	// serial console before it is reported as silent (a guest that never
+	// booted): a warning in the log and no_output_since in its status.
+	// 0 means DefaultSilentAfter; negative turns the report off.
+	SilentAfter time.Duration
 }
+
+// DefaultSilentAfter is Options.SilentAfter's default.
+const DefaultSilentAfter = time.Minute
 
 // DefaultBackoff is 1 s doubling to 60 s.
 func DefaultBackoff(n int) time.Duration {
@@ -76,8 +86,11 @@ type vmState struct {
 	since    time.Time
 	log      *LogFile
 	console  bool
-	kick     chan struct{} // closed by Stop to cut a backoff short
-	done     chan struct{} // closed when the supervisor goroutine has ended
+	// output is set by the serial pump when the running instance has
+	// written anything to its serial console.
+	output *atomic.Bool
+	kick   chan struct{} // closed by Stop to cut a backoff short
+	done   chan struct{} // closed when the supervisor goroutine has ended
 }
 
 // New returns a daemon with nothing running. It loads the configuration
@@ -94,6 +107,9 @@ func New(opt Options) (*Daemon, error) {
 	}
 	if opt.Log == nil {
 		opt.Log = slog.Default()
+	}
+	if opt.SilentAfter == 0 {
+		opt.SilentAfter = DefaultSilentAfter
 	}
 	d := &Daemon{opt: opt, log: opt.Log, wired: map[alloc.Pair]mac.LinkID{}, vms: map[string]*vmState{}}
 	if err := d.reloadLocked(); err != nil {
@@ -339,10 +355,26 @@ func (d *Daemon) supervise(vs *vmState, first chan<- error) {
 			first = nil
 		}
 		if err == nil {
+			output := vs.output
 			pumped := make(chan struct{})
-			go func() { PumpSerial(inst.Serial(), vs.name, d.log, vs.log); close(pumped) }()
+			go func() {
+				PumpSerial(&activityReader{r: inst.Serial(), seen: output}, vs.name, d.log, vs.log)
+				close(pumped)
+			}()
 			started := time.Now()
+			var silent *time.Timer
+			if d.opt.SilentAfter > 0 {
+				silent = time.AfterFunc(d.opt.SilentAfter, func() {
+					if !output.Load() {
+						log.Warn("VM has written nothing to its serial console since it was launched; its guest may not boot",
+							"pid", inst.PID(), "for", d.opt.SilentAfter)
+					}
+				})
+			}
 			werr := inst.Wait()
+			if silent != nil {
+				silent.Stop()
+			}
 			<-pumped
 			d.mu.Lock()
 			vs.inst = nil
@@ -410,6 +442,7 @@ func (d *Daemon) launchLocked(vs *vmState, log *slog.Logger) (Instance, error) {
 		return nil, fmt.Errorf("launch %s: %w", vs.name, err)
 	}
 	vs.inst, vs.state, vs.since = inst, "running", time.Now()
+	vs.output = new(atomic.Bool)
 	nics := make([]string, len(spec.NICs))
 	for i, n := range spec.NICs {
 		nics[i] = n.MAC.String()
@@ -477,4 +510,18 @@ func (d *Daemon) StopAll() error {
 
 func (d *Daemon) consolePath(name string) string {
 	return filepath.Join(d.opt.Run, "vms", name, "console.sock")
+}
+
+// activityReader notes that a VM's serial console has produced output.
+type activityReader struct {
+	r    io.Reader
+	seen *atomic.Bool
+}
+
+func (a *activityReader) Read(p []byte) (int, error) {
+	n, err := a.r.Read(p)
+	if n > 0 && !a.seen.Load() {
+		a.seen.Store(true)
+	}
+	return n, err
 }

@@ -46,6 +46,9 @@ func (d *Daemon) statusLocked(name string) VMStatus {
 		st.State, st.Restarts, st.LastExit = vs.state, vs.restarts, vs.lastExit
 		if vs.inst != nil {
 			st.PID, st.Since = vs.inst.PID(), vs.since
+			if d.opt.SilentAfter > 0 && !vs.output.Load() && time.Since(vs.since) >= d.opt.SilentAfter {
+				st.NoOutputSince = vs.since
+			}
 		}
 	}
 	for p, id := range d.ids {

@@ -1,0 +1,73 @@
+package daemon
+
+import (
+	"bytes"
+	"log/slog"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+)
+
+// syncBuffer is a log destination safe for concurrent writers.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+// TestSilentVMIsReported: a VM that writes nothing to its serial console
+// for SilentAfter is logged once and shows no_output_since in its status;
+// one that writes is not.
+func TestSilentVMIsReported(t *testing.T) {
+	var logBuf syncBuffer
+	d, vmm, _ := newTestDaemon(t, map[string][]string{"mute": nil, "talker": nil}, func(o *Options, v *fakeVMM) {
+		o.SilentAfter = 200 * time.Millisecond
+		o.Log = slog.New(slog.NewTextHandler(&logBuf, nil))
+	})
+	vmm.silent = true
+	if err := d.Start("mute"); err != nil {
+		t.Fatal(err)
+	}
+	st, _ := d.Status("mute")
+	if !st.NoOutputSince.IsZero() {
+		t.Errorf("just launched, no_output_since = %v, want unset", st.NoOutputSince)
+	}
+	waitFor(t, "silent warning", func() bool { return strings.Contains(logBuf.String(), "written nothing to its serial console") })
+	st, _ = d.Status("mute")
+	if st.State != "running" || !st.NoOutputSince.Equal(st.Since) {
+		t.Errorf("silent VM status %+v, want running with no_output_since = since", st)
+	}
+	if !strings.Contains(logBuf.String(), "vm=mute") {
+		t.Errorf("warning does not name the VM:\n%s", logBuf.String())
+	}
+
+	vmm.mu.Lock()
+	vmm.silent = false
+	vmm.mu.Unlock()
+	if err := d.Start("talker"); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(400 * time.Millisecond)
+	if st, _ := d.Status("talker"); !st.NoOutputSince.IsZero() {
+		t.Errorf("talking VM reported silent: %+v", st)
+	}
+	if n := strings.Count(logBuf.String(), "written nothing"); n != 1 {
+		t.Errorf("%d silent warnings, want 1 (for mute only):\n%s", n, logBuf.String())
+	}
+
+	// Once the silent guest writes, it is no longer silent.
+	vmm.inst("mute").w.Write([]byte("late boot\n"))
+	waitFor(t, "mute no longer silent", func() bool { st, _ := d.Status("mute"); return st.NoOutputSince.IsZero() })
+}
