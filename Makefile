@@ -10,7 +10,23 @@ FUZZTIME  ?= 5s
 # package:target pairs run by `make fuzz`.
 FUZZ      := ./internal/mac:FuzzParseClassify ./guest:FuzzParseLink ./guest:FuzzParseNetconf ./host/link:FuzzParseName ./host/config:FuzzLoad ./host/alloc:FuzzState ./host/daemon:FuzzControlRequest
 
-.PHONY: all deps build test vet fuzz bench run clean kernel
+.PHONY: all deps build test vet fuzz bench run clean kernel install
+
+# `make install`: DESTDIR-aware; the binaries go to $(PREFIX)/bin, the unit
+# to $(UNITDIR) (both searched by the hooks and systemd as they are).
+PREFIX    ?= /usr/local
+UNITDIR   ?= $(PREFIX)/lib/systemd/system
+# The initramfs generators that get spectrum-netcfg's hooks (README,
+# "Shipping the agent in a guest initramfs"): by default those installed on
+# this machine; with DESTDIR (a package or a guest image being built) all
+# three, since the target is not this machine. INITRAMFS="dracut" or
+# INITRAMFS= chooses by hand.
+ALL_INITRAMFS := initramfs-tools dracut mkinitcpio
+ifeq ($(DESTDIR),)
+INITRAMFS ?= $(strip $(if $(wildcard /usr/share/initramfs-tools),initramfs-tools) $(if $(wildcard /usr/lib/dracut),dracut) $(if $(wildcard /usr/lib/initcpio),mkinitcpio))
+else
+INITRAMFS ?= $(ALL_INITRAMFS)
+endif
 
 all: build
 
@@ -47,6 +63,29 @@ test: build vet kernel
 bench: build
 	$(GO) test -run='^$$' -bench=. -benchmem -count=1 $$($(GO) list ./... | grep -vx spectrum/guest)
 	$(GO) test -run='^$$' -bench=. -benchtime=20x -count=1 ./guest/
+
+install: build
+	install -D -m 0755 $(BIN)/spectrum-netcfg $(DESTDIR)$(PREFIX)/bin/spectrum-netcfg
+	install -D -m 0755 $(BIN)/spectrumd $(DESTDIR)$(PREFIX)/bin/spectrumd
+	install -d $(DESTDIR)$(UNITDIR)
+	sed 's|/usr/local/|$(PREFIX)/|g' dist/spectrumd.service >$(DESTDIR)$(UNITDIR)/spectrumd.service
+	chmod 0644 $(DESTDIR)$(UNITDIR)/spectrumd.service
+	@set -e; for g in $(INITRAMFS); do echo "install: initramfs hooks for $$g"; case $$g in \
+	  initramfs-tools) \
+	    install -D -m 0755 dist/initramfs-tools/hooks/spectrum-netcfg $(DESTDIR)/usr/share/initramfs-tools/hooks/spectrum-netcfg; \
+	    install -D -m 0755 dist/initramfs-tools/scripts/init-premount/spectrum-netcfg $(DESTDIR)/usr/share/initramfs-tools/scripts/init-premount/spectrum-netcfg ;; \
+	  dracut) \
+	    install -D -m 0755 -t $(DESTDIR)/usr/lib/dracut/modules.d/90spectrum-netcfg dist/dracut/90spectrum-netcfg/module-setup.sh dist/dracut/90spectrum-netcfg/spectrum-netcfg-pre-mount.sh ;; \
+	  mkinitcpio) \
+	    install -D -m 0644 dist/mkinitcpio/install/spectrum-netcfg $(DESTDIR)/usr/lib/initcpio/install/spectrum-netcfg; \
+	    install -D -m 0644 dist/mkinitcpio/hooks/spectrum-netcfg $(DESTDIR)/usr/lib/initcpio/hooks/spectrum-netcfg ;; \
+	  *) echo "install: unknown initramfs generator $$g (know: $(ALL_INITRAMFS))" >&2; exit 1 ;; \
+	esac; done
+	@# The settings file is the user's: written once, never overwritten.
+	@if [ -n "$(strip $(INITRAMFS))" ] && [ ! -e $(DESTDIR)/etc/default/spectrum-netcfg ]; then \
+	  install -d $(DESTDIR)/etc/default; \
+	  sed 's|^BINARY=$$|BINARY=$(PREFIX)/bin/spectrum-netcfg|' dist/spectrum-netcfg.default >$(DESTDIR)/etc/default/spectrum-netcfg; \
+	  echo "install: $(DESTDIR)/etc/default/spectrum-netcfg"; fi
 
 clean:
 	rm -rf $(BIN)
