@@ -104,11 +104,11 @@ func Open(stateDir string, log *slog.Logger) (*Allocator, error) {
 func save(path string, ids map[Pair]mac.LinkID) (err error) {
 	dir := filepath.Dir(path)
 	if err := os.MkdirAll(dir, 0o755); err != nil {
-		return fmt.Errorf("save link id state: %w", err)
+		return fmt.Errorf("save link id state to %s: %w", path, err)
 	}
 	f, err := os.CreateTemp(dir, "."+StateFile+".tmp-*")
 	if err != nil {
-		return fmt.Errorf("save link id state: %w", err)
+		return fmt.Errorf("save link id state to %s: %w", path, err)
 	}
 	defer func() {
 		if err != nil {
