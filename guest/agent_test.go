@@ -29,6 +29,7 @@ func TestClient(t *testing.T) {
 		"eth0 0a:b3:ec:00:a5:46: set link up",
 		"eth0 0a:b3:ec:00:a5:46: added 100.64.165.70/16",
 		"eth0 0a:b3:ec:00:a5:46: added route default via 169.254.165.70 metric " + itoa(idx) + " onlink",
+		"eth0 0a:b3:ec:00:a5:46: added route 169.254.165.70/32 scope link",
 		"eth0 0a:b3:ec:00:a5:46: client 100.64.165.70/16 via 169.254.165.70: configured",
 		"spectrum-netcfg: done: 1 configured, 0 failed, status 0",
 	}
@@ -48,6 +49,7 @@ func TestClient(t *testing.T) {
 	wantRoutes := []ipRoute{
 		{Dst: "default", Gateway: "169.254.165.70", Dev: "eth0", Protocol: "static", Metric: idx, Flags: []string{"onlink", "linkdown"}},
 		{Dst: "100.64.0.0/16", Dev: "eth0", Protocol: "kernel", Scope: "link", Prefsrc: "100.64.165.70", Flags: []string{"linkdown"}},
+		{Dst: "169.254.165.70", Dev: "eth0", Protocol: "static", Scope: "link", Flags: []string{"linkdown"}},
 	}
 	if diff := cmp.Diff(wantRoutes, routes(t, ns, "")); diff != "" {
 		t.Errorf("routes mismatch (-want +got):\n%s", diff)
@@ -140,6 +142,7 @@ func TestClientAndProvider(t *testing.T) {
 		{Dst: "default", Gateway: "169.254.0.7", Dev: "up0", Protocol: "static", Metric: idx, Flags: []string{"onlink", "linkdown"}},
 		{Dst: "100.64.0.0/16", Dev: "up0", Protocol: "kernel", Scope: "link", Prefsrc: "100.64.0.7", Flags: []string{"linkdown"}},
 		{Dst: "100.64.0.9", Dev: "down0", Protocol: "static", Scope: "link", Flags: []string{"linkdown"}},
+		{Dst: "169.254.0.7", Dev: "up0", Protocol: "static", Scope: "link", Flags: []string{"linkdown"}},
 	}
 	if diff := cmp.Diff(want, routes(t, ns, "")); diff != "" {
 		t.Errorf("routes mismatch (-want +got):\n%s", diff)
@@ -170,6 +173,9 @@ func TestSeveralClients(t *testing.T) {
 	}
 	for _, d := range []struct{ dev, src string }{{"eth0", "100.64.0.1"}, {"eth1", "100.64.1.0"}, {"eth2", "100.64.254.255"}} {
 		want = append(want, ipRoute{Dst: "100.64.0.0/16", Dev: d.dev, Protocol: "kernel", Scope: "link", Prefsrc: d.src, Flags: []string{"linkdown"}})
+	}
+	for _, d := range []struct{ dev, gw string }{{"eth0", "169.254.0.1"}, {"eth1", "169.254.1.0"}, {"eth2", "169.254.254.255"}} {
+		want = append(want, ipRoute{Dst: d.gw, Dev: d.dev, Protocol: "static", Scope: "link", Flags: []string{"linkdown"}})
 	}
 	if diff := cmp.Diff(want, routes(t, ns, "")); diff != "" {
 		t.Errorf("routes mismatch (-want +got):\n%s", diff)
@@ -248,6 +254,7 @@ func TestRefused(t *testing.T) {
 		"good0 0a:b3:ec:00:a5:46: set link up",
 		"good0 0a:b3:ec:00:a5:46: added 100.64.165.70/16",
 		"good0 0a:b3:ec:00:a5:46: added route default via 169.254.165.70 metric " + itoa(idx) + " onlink",
+		"good0 0a:b3:ec:00:a5:46: added route 169.254.165.70/32 scope link",
 		"good0 0a:b3:ec:00:a5:46: client 100.64.165.70/16 via 169.254.165.70: configured",
 		"spectrum-netcfg: done: 1 configured, 3 failed, status 1",
 	}
@@ -291,6 +298,7 @@ func TestMACChanged(t *testing.T) {
 					"eth0 0a:b3:ec:00:a5:46: removed 100.64.1.2/16",
 					"eth0 0a:b3:ec:00:a5:46: added 100.64.165.70/16",
 					"eth0 0a:b3:ec:00:a5:46: added route default via 169.254.165.70 metric " + itoa(idx) + " onlink",
+					"eth0 0a:b3:ec:00:a5:46: added route 169.254.165.70/32 scope link",
 					"eth0 0a:b3:ec:00:a5:46: client 100.64.165.70/16 via 169.254.165.70: configured",
 					"spectrum-netcfg: done: 1 configured, 0 failed, status 0",
 				}
@@ -304,6 +312,7 @@ func TestMACChanged(t *testing.T) {
 					{Dst: "default", Gateway: "169.254.165.70", Dev: "eth0", Protocol: "static", Metric: idx, Flags: []string{"onlink", "linkdown"}},
 					{Dst: "10.9.9.0/24", Dev: "eth0", Protocol: "kernel", Scope: "link", Prefsrc: "10.9.9.9", Flags: []string{"linkdown"}},
 					{Dst: "100.64.0.0/16", Dev: "eth0", Protocol: "kernel", Scope: "link", Prefsrc: "100.64.165.70", Flags: []string{"linkdown"}},
+					{Dst: "169.254.165.70", Dev: "eth0", Protocol: "static", Scope: "link", Flags: []string{"linkdown"}},
 				}
 			},
 			wantRP: "0",
@@ -385,9 +394,11 @@ func TestMACChangedWhileUp(t *testing.T) {
 	m := itoa(idx)
 	wantLog := []string{
 		"eth0 0a:b3:ec:00:01:03: removed route default via 169.254.1.2 metric " + m + " onlink",
+		"eth0 0a:b3:ec:00:01:03: removed route 169.254.1.2/32 scope link",
 		"eth0 0a:b3:ec:00:01:03: removed 100.64.1.2/16",
 		"eth0 0a:b3:ec:00:01:03: added 100.64.1.3/16",
 		"eth0 0a:b3:ec:00:01:03: added route default via 169.254.1.3 metric " + m + " onlink",
+		"eth0 0a:b3:ec:00:01:03: added route 169.254.1.3/32 scope link",
 		"eth0 0a:b3:ec:00:01:03: client 100.64.1.3/16 via 169.254.1.3: configured",
 		"spectrum-netcfg: done: 1 configured, 0 failed, status 0",
 	}
@@ -397,6 +408,7 @@ func TestMACChangedWhileUp(t *testing.T) {
 	want := []ipRoute{
 		{Dst: "default", Gateway: "169.254.1.3", Dev: "eth0", Protocol: "static", Metric: idx, Flags: []string{"onlink", "linkdown"}},
 		{Dst: "100.64.0.0/16", Dev: "eth0", Protocol: "kernel", Scope: "link", Prefsrc: "100.64.1.3", Flags: []string{"linkdown"}},
+		{Dst: "169.254.1.3", Dev: "eth0", Protocol: "static", Scope: "link", Flags: []string{"linkdown"}},
 	}
 	if diff := cmp.Diff(want, routes(t, ns, "")); diff != "" {
 		t.Errorf("routes mismatch (-want +got):\n%s", diff)
@@ -481,6 +493,11 @@ func TestWatch(t *testing.T) {
 		t.Errorf("eth1 mismatch (-want +got):\n%s", diff)
 	}
 
+	// The NIC is unplugged again (its client stopped): the agent says so
+	// once and does not count it as a failure.
+	ns.IP("link", "del", "eth1")
+	waitLine(t, console, "eth1 0a:b3:ec:80:12:34: removed", deadline)
+
 	if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
 		t.Fatal(err)
 	}
@@ -496,6 +513,7 @@ func TestWatch(t *testing.T) {
 		"eth0 0a:b3:ec:00:00:01: set link up",
 		"eth0 0a:b3:ec:00:00:01: added 100.64.0.1/16",
 		"eth0 0a:b3:ec:00:00:01: added route default via 169.254.0.1 metric " + itoa(ifindex(t, ns, "eth0")) + " onlink",
+		"eth0 0a:b3:ec:00:00:01: added route 169.254.0.1/32 scope link",
 		"eth0 0a:b3:ec:00:00:01: client 100.64.0.1/16 via 169.254.0.1: configured",
 		guest.DoneLine(1, 0, 0),
 		"spectrum-netcfg: watching for new NICs",
@@ -504,6 +522,7 @@ func TestWatch(t *testing.T) {
 		"eth1 0a:b3:ec:80:12:34: added 169.254.18.52/32",
 		"eth1 0a:b3:ec:80:12:34: added route 100.64.18.52/32 scope link",
 		"eth1 0a:b3:ec:80:12:34: provider 169.254.18.52/32 for client 100.64.18.52: configured",
+		"eth1 0a:b3:ec:80:12:34: removed",
 		"spectrum-netcfg: stopped, status 0",
 	}
 	if diff := cmp.Diff(want, lines(readFile(t, console))); diff != "" {
@@ -685,8 +704,8 @@ exec "$0" -console /dev/ttyS0`
 	if v := ns.Sysctl("net.ipv4.conf.eth1.rp_filter"); v != "1" {
 		t.Errorf("eth1 rp_filter = %s, want 1", v)
 	}
-	if rs := routes(t, ns, "eth0"); len(rs) != 2 {
-		t.Errorf("eth0 routes = %+v, want the default route and the prefix route", rs)
+	if rs := routes(t, ns, "eth0"); len(rs) != 3 {
+		t.Errorf("eth0 routes = %+v, want the default route, the prefix route and the route to the gateway", rs)
 	}
 	if rs := routes(t, ns, "eth1"); len(rs) != 1 {
 		t.Errorf("eth1 routes = %+v, want the host route", rs)

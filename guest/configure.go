@@ -4,6 +4,7 @@ import (
 	"encoding"
 	"errors"
 	"net/netip"
+	"slices"
 	"strconv"
 
 	"github.com/jsimonetti/rtnetlink/v2"
@@ -88,40 +89,49 @@ func (r Route) String() string {
 // Wanted is the configuration the DESIGN gives an inter-guest NIC.
 type Wanted struct {
 	Addr     netip.Prefix
-	Route    Route
-	RPFilter bool // strict reverse-path filtering (providers)
+	Routes   []Route // the first is the one Describe names
+	RPFilter bool    // strict reverse-path filtering (providers)
 }
 
 // Want derives a NIC's configuration from its MAC and its ifindex.
 func Want(nic mac.NIC, index uint32) Wanted {
 	if nic.Side == mac.Provider {
 		return Wanted{
-			Addr: netip.PrefixFrom(nic.Link.Gateway(), 32),
-			Route: Route{
-				Table: unix.RT_TABLE_MAIN, Dst: netip.PrefixFrom(nic.Link.ClientAddr(), 32),
-				OIF: index, Protocol: unix.RTPROT_STATIC, Scope: unix.RT_SCOPE_LINK, Type: unix.RTN_UNICAST,
-			},
+			Addr:     netip.PrefixFrom(nic.Link.Gateway(), 32),
+			Routes:   []Route{linkRoute(nic.Link.ClientAddr(), index)},
 			RPFilter: true,
 		}
 	}
 	// The metric is the ifindex so that several client links never clash.
+	// The host route to the link's own gateway keeps traffic for that
+	// provider on this link: without it a VM with several providers would
+	// send everything, replies to the second provider included, out of
+	// the default route with the lowest metric.
 	return Wanted{
 		Addr: nic.Link.ClientPrefix(),
-		Route: Route{
+		Routes: []Route{{
 			Table: unix.RT_TABLE_MAIN, Dst: netip.PrefixFrom(netip.IPv4Unspecified(), 0),
 			Gateway: nic.Link.Gateway(), OIF: index, Priority: index,
 			Protocol: unix.RTPROT_STATIC, Scope: unix.RT_SCOPE_UNIVERSE, Type: unix.RTN_UNICAST,
 			Flags: unix.RTNH_F_ONLINK,
-		},
+		}, linkRoute(nic.Link.Gateway(), index)},
+	}
+}
+
+// linkRoute is a /32 route to dst straight out of link index.
+func linkRoute(dst netip.Addr, index uint32) Route {
+	return Route{
+		Table: unix.RT_TABLE_MAIN, Dst: netip.PrefixFrom(dst, 32),
+		OIF: index, Protocol: unix.RTPROT_STATIC, Scope: unix.RT_SCOPE_LINK, Type: unix.RTN_UNICAST,
 	}
 }
 
 // Describe is the NIC's configuration in one phrase, for the outcome line.
 func (w Wanted) Describe(side mac.Side) string {
 	if side == mac.Provider {
-		return "provider " + w.Addr.String() + " for client " + w.Route.Dst.Addr().String()
+		return "provider " + w.Addr.String() + " for client " + w.Routes[0].Dst.Addr().String()
 	}
-	return "client " + w.Addr.String() + " via " + w.Route.Gateway.String()
+	return "client " + w.Addr.String() + " via " + w.Routes[0].Gateway.String()
 }
 
 // managedAddr tells whether an address has the shape the agent gives an
@@ -132,7 +142,8 @@ func managedAddr(p netip.Prefix) bool {
 }
 
 // managedRoute tells whether a route on link index has the shape the agent
-// adds: a default route via a link gateway, or a provider's host route.
+// adds: a default route via a link gateway, a provider's host route to its
+// client, or a client's host route to its gateway.
 func managedRoute(r Route, index uint32) bool {
 	if r.OIF != index || r.Table != unix.RT_TABLE_MAIN {
 		return false
@@ -141,7 +152,7 @@ func managedRoute(r Route, index uint32) bool {
 	case r.Dst.Bits() == 0:
 		return r.Gateway.IsValid() && gatewayRange.Contains(r.Gateway)
 	case r.Dst.Bits() == 32:
-		return !r.Gateway.IsValid() && clientRange.Contains(r.Dst.Addr())
+		return !r.Gateway.IsValid() && (clientRange.Contains(r.Dst.Addr()) || gatewayRange.Contains(r.Dst.Addr()))
 	}
 	return false
 }
@@ -167,17 +178,17 @@ func Plan(l Link, nic mac.NIC, addrs []Addr, routes []Route) []Action {
 	if !l.Up {
 		acts = append(acts, Action{Kind: LinkUp, Index: l.Index})
 	}
-	haveRoute := false
+	haveRoute := make([]bool, len(w.Routes))
 	for _, r := range routes {
 		if !managedRoute(r, l.Index) {
 			continue
 		}
-		if sameRoute(r, w.Route) && l.Up {
-			haveRoute = true
-			continue
-		}
-		if !sameRoute(r, w.Route) {
+		i := slices.IndexFunc(w.Routes, func(want Route) bool { return sameRoute(r, want) })
+		switch {
+		case i < 0:
 			acts = append(acts, Action{Kind: DelRoute, Index: l.Index, Route: r})
+		case l.Up:
+			haveRoute[i] = true
 		}
 	}
 	haveAddr, delSameSubnet := false, false
@@ -200,8 +211,10 @@ func Plan(l Link, nic mac.NIC, addrs []Addr, routes []Route) []Action {
 	if !haveAddr || delSameSubnet {
 		acts = append(acts, Action{Kind: AddAddr, Index: l.Index, Prefix: w.Addr})
 	}
-	if !haveRoute {
-		acts = append(acts, Action{Kind: AddRoute, Index: l.Index, Route: w.Route})
+	for i, r := range w.Routes {
+		if !haveRoute[i] {
+			acts = append(acts, Action{Kind: AddRoute, Index: l.Index, Route: r})
+		}
 	}
 	return acts
 }

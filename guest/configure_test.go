@@ -42,6 +42,7 @@ func TestPlan(t *testing.T) {
 	down := Link{Index: idx, Name: "eth0", Up: false, RPFilter: 0}
 	upStrict := Link{Index: idx, Name: "eth0", Up: true, RPFilter: 1}
 	wantRoute := defaultVia("169.254.165.70", idx, idx)
+	gwRoute := hostRoute("169.254.165.70/32", idx)
 	for _, tt := range []struct {
 		name   string
 		link   Link
@@ -56,12 +57,13 @@ func TestPlan(t *testing.T) {
 				{Kind: LinkUp, Index: idx},
 				{Kind: AddAddr, Index: idx, Prefix: pfx("100.64.165.70/16")},
 				{Kind: AddRoute, Index: idx, Route: wantRoute},
+				{Kind: AddRoute, Index: idx, Route: gwRoute},
 			},
 		},
 		{
 			name: "configured client", link: up, nic: client,
 			addrs:  []Addr{{idx, pfx("100.64.165.70/16")}},
-			routes: []Route{wantRoute, kernelRoute("100.64.0.0/16", idx)},
+			routes: []Route{wantRoute, gwRoute, kernelRoute("100.64.0.0/16", idx)},
 		},
 		{
 			name: "configured client with linkdown flag and another protocol", link: up, nic: client,
@@ -70,33 +72,36 @@ func TestPlan(t *testing.T) {
 				r := wantRoute
 				r.Flags |= unix.RTNH_F_LINKDOWN
 				r.Protocol = unix.RTPROT_BOOT
-				return []Route{r}
+				return []Route{r, gwRoute}
 			}(),
 		},
 		{
 			name: "client taken down: the route is gone with it", link: down, nic: client,
 			addrs:  []Addr{{idx, pfx("100.64.165.70/16")}},
-			routes: []Route{wantRoute},
+			routes: []Route{wantRoute, gwRoute},
 			want: []Action{
 				{Kind: LinkUp, Index: idx},
 				{Kind: AddRoute, Index: idx, Route: wantRoute},
+				{Kind: AddRoute, Index: idx, Route: gwRoute},
 			},
 		},
 		{
 			name: "client whose MAC changed", link: up, nic: client,
 			addrs:  []Addr{{idx, pfx("100.64.1.2/16")}, {idx, pfx("10.0.0.5/24")}},
-			routes: []Route{defaultVia("169.254.1.2", idx, idx), kernelRoute("100.64.0.0/16", idx), kernelRoute("10.0.0.0/24", idx)},
+			routes: []Route{defaultVia("169.254.1.2", idx, idx), hostRoute("169.254.1.2/32", idx), kernelRoute("100.64.0.0/16", idx), kernelRoute("10.0.0.0/24", idx)},
 			want: []Action{
 				{Kind: DelRoute, Index: idx, Route: defaultVia("169.254.1.2", idx, idx)},
+				{Kind: DelRoute, Index: idx, Route: hostRoute("169.254.1.2/32", idx)},
 				{Kind: DelAddr, Index: idx, Prefix: pfx("100.64.1.2/16")},
 				{Kind: AddAddr, Index: idx, Prefix: pfx("100.64.165.70/16")},
 				{Kind: AddRoute, Index: idx, Route: wantRoute},
+				{Kind: AddRoute, Index: idx, Route: gwRoute},
 			},
 		},
 		{
 			name: "stale primary with the wanted address as secondary: re-add after removal", link: up, nic: client,
 			addrs:  []Addr{{idx, pfx("100.64.1.2/16")}, {idx, pfx("100.64.165.70/16")}},
-			routes: []Route{wantRoute},
+			routes: []Route{wantRoute, gwRoute},
 			want: []Action{
 				{Kind: DelAddr, Index: idx, Prefix: pfx("100.64.1.2/16")},
 				{Kind: AddAddr, Index: idx, Prefix: pfx("100.64.165.70/16")},
@@ -105,7 +110,7 @@ func TestPlan(t *testing.T) {
 		{
 			name: "default route with the wrong metric", link: up, nic: client,
 			addrs:  []Addr{{idx, pfx("100.64.165.70/16")}},
-			routes: []Route{defaultVia("169.254.165.70", idx, 100)},
+			routes: []Route{defaultVia("169.254.165.70", idx, 100), gwRoute},
 			want: []Action{
 				{Kind: DelRoute, Index: idx, Route: defaultVia("169.254.165.70", idx, 100)},
 				{Kind: AddRoute, Index: idx, Route: wantRoute},
@@ -121,6 +126,7 @@ func TestPlan(t *testing.T) {
 			},
 			routes: []Route{
 				wantRoute,
+				gwRoute,
 				defaultVia("10.0.0.1", idx, 50),         // not via a link gateway
 				defaultVia("169.254.1.1", idx+1, idx+1), // another NIC's
 				hostRoute("100.64.3.3/32", idx+1),       // another NIC's
@@ -150,10 +156,11 @@ func TestPlan(t *testing.T) {
 		{
 			name: "client that became a provider", link: up, nic: prov,
 			addrs:  []Addr{{idx, pfx("100.64.165.70/16")}},
-			routes: []Route{wantRoute, kernelRoute("100.64.0.0/16", idx)},
+			routes: []Route{wantRoute, gwRoute, kernelRoute("100.64.0.0/16", idx)},
 			want: []Action{
 				{Kind: SetRPFilter, Index: idx, Old: 0},
 				{Kind: DelRoute, Index: idx, Route: wantRoute},
+				{Kind: DelRoute, Index: idx, Route: gwRoute},
 				{Kind: DelAddr, Index: idx, Prefix: pfx("100.64.165.70/16")},
 				{Kind: AddAddr, Index: idx, Prefix: pfx("169.254.165.70/32")},
 				{Kind: AddRoute, Index: idx, Route: hostRoute("100.64.165.70/32", idx)},

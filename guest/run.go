@@ -40,6 +40,7 @@ const (
 	Configured                // in its wanted state (changed or not)
 	Failed                    // at least one change failed
 	Refused                   // carries the OUI but a MAC that is never assigned
+	Gone                      // removed (unplugged) while being configured: not an error
 )
 
 // NICError is what went wrong with one NIC: a *mac.RefusedError, or the
@@ -102,6 +103,15 @@ func (a *Agent) ConfigureNIC(l Link, addrs []Addr, routes []Route) (Outcome, err
 	n := 0
 	for _, act := range Plan(l, nic, addrs, routes) {
 		changed, err := Apply(a.c, act)
+		if errors.Is(err, unix.ENODEV) {
+			// Unplugged under our feet (a provider's NIC goes when its
+			// client stops): nothing to configure, nothing failed.
+			// Said here or at the link's removal notice, whichever
+			// comes first, once.
+			a.log.NIC(l.Name, l.MAC, "removed")
+			delete(a.known, l.Index)
+			return Gone, nil
+		}
 		if err != nil {
 			a.log.NIC(l.Name, l.MAC, "error: "+err.Error())
 			errs = append(errs, err)

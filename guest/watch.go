@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/binary"
 	"errors"
+	"slices"
 	"strconv"
 	"time"
 
@@ -84,9 +85,18 @@ func (a *Agent) Watch(ctx context.Context, nc *netlink.Conn) int {
 func (a *Agent) notified(pending []Link, m netlink.Message) []Link {
 	switch m.Header.Type {
 	case unix.RTM_DELLINK:
-		if len(m.Data) >= unix.SizeofIfInfomsg {
-			delete(a.known, binary.NativeEndian.Uint32(m.Data[4:8]))
+		if len(m.Data) < unix.SizeofIfInfomsg {
+			return pending
 		}
+		index := binary.NativeEndian.Uint32(m.Data[4:8])
+		if _, ok := a.known[index]; ok {
+			if l, err := ParseLink(m.Data); err == nil {
+				a.log.NIC(l.Name, l.MAC, "removed")
+			}
+			delete(a.known, index)
+		}
+		// A NIC going away is first reported down: drop that too.
+		pending = slices.DeleteFunc(pending, func(l Link) bool { return l.Index == index })
 	case unix.RTM_NEWLINK:
 		l, err := ParseLink(m.Data)
 		if err != nil {
