@@ -1,18 +1,22 @@
 package vmtest
 
 import (
+	"slices"
 	"strings"
 	"testing"
 	"time"
 
+	"spectrum/internal/mac"
 	"spectrum/internal/nstest"
 	"spectrum/vmtest/vm"
 )
 
-// TestBootForeignNIC boots one guest whose only NIC lacks the 0A:B3:EC OUI:
-// the init loads its modules, finds its disk, the agent succeeds and leaves
-// the NIC alone (down, no address), its -watch instance keeps running, and
-// the guest powers itself off.
+// TestBootForeignNIC boots one guest with a NIC that lacks the 0A:B3:EC OUI
+// beside a client NIC: the init loads its modules, finds its disk, the agent
+// succeeds, configures the client NIC and leaves the foreign one alone
+// (down, no address), its -watch instance keeps running, and the guest
+// powers itself off. QEMU is launched by hand here: spectrumd only ever
+// gives a VM 0A:B3:EC NICs.
 func TestBootForeignNIC(t *testing.T) {
 	k := vm.Require(t)
 	a := vm.BuildAssets(t, k)
@@ -20,12 +24,14 @@ func TestBootForeignNIC(t *testing.T) {
 	ctx := vm.Context(t, 3*time.Minute)
 
 	ns.AddTap("spf-0", "")
+	id := mac.LinkID(0x0102)
+	client, _ := vm.AddLink(ns, id)
 	dir, err := vm.WriteDir(t.TempDir(), vm.Spec{Name: "lonely", Test: "poweroff", Cmdline: "spectrum.watch spectrum.baseline"}, a)
 	if err != nil {
 		t.Fatal(err)
 	}
 	const foreign = "52:54:00:12:34:56"
-	p := vm.Launch(t, ns, dir, t.TempDir(), []vm.NIC{{Tap: "spf-0", MAC: foreign}})
+	p := vm.Launch(t, ns, dir, t.TempDir(), []vm.NIC{{Tap: "spf-0", MAC: foreign}, client})
 	p.Wait(t, ctx, "poweroff")
 	t.Logf("%v", p.Timing())
 
@@ -48,8 +54,14 @@ func TestBootForeignNIC(t *testing.T) {
 	if got := events(p, "addr "+nic+" "); len(got) != 0 {
 		t.Errorf("foreign NIC %s has addresses %q, want none", nic, got)
 	}
-	if got := events(p, "route "); len(got) != 0 {
-		t.Errorf("routes %q, want none", got)
+	for _, r := range events(p, "route ") {
+		if strings.Contains(r, " dev "+nic) {
+			t.Errorf("route %q on the foreign NIC", r)
+		}
+	}
+	cnic := nicName(t, p, client.MAC)
+	if got, want := events(p, "addr "+cnic+" "), []string{"addr " + cnic + " " + id.ClientPrefix().String()}; !slices.Equal(got, want) {
+		t.Errorf("client NIC beside the foreign one: addresses %q, want %q", got, want)
 	}
 	for _, l := range p.Serial.Lines() {
 		if strings.Contains(l.Text, foreign) && !strings.HasPrefix(strings.TrimSpace(l.Text), vm.Prefix) {

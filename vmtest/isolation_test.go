@@ -8,62 +8,65 @@ import (
 	"time"
 
 	"spectrum/internal/mac"
-	"spectrum/internal/nstest"
 	"spectrum/vmtest/vm"
 )
 
-// TestOneProviderThreeClients wires one provider to three clients by hand:
-// each client gets its own address, clients cannot reach each other, and a
-// datagram a client forges with another client's source address is dropped
-// by the provider (strict reverse-path filtering on the provider's NIC).
+// TestOneProviderThreeClients runs one provider and three clients under
+// spectrumd: each client gets its own address, clients cannot reach each
+// other, and a datagram a client forges with another client's source
+// address is dropped by the provider (strict reverse-path filtering on the
+// provider's NIC).
 func TestOneProviderThreeClients(t *testing.T) {
-	k := vm.Require(t)
-	a := vm.BuildAssets(t, k)
-	ns := nstest.New(t)
-	ctx := vm.Context(t, 4*time.Minute)
-	data, run := t.TempDir(), t.TempDir()
-
-	ids := []mac.LinkID{0x0001, 0x0002, 0x0003}
-	var clients, providers []vm.NIC
-	for _, id := range ids {
-		c, p := vm.AddLink(ns, id)
-		clients, providers = append(clients, c), append(providers, p)
+	e := newEnv(t, 5*time.Minute)
+	e.vm("netvm", nil, "spectrum.watch")
+	for i := 1; i <= 3; i++ {
+		e.vm(fmt.Sprintf("client%d", i), []string{"netvm"}, "")
+	}
+	d := e.serve()
+	var ids []mac.LinkID
+	for i := 1; i <= 3; i++ {
+		ids = append(ids, d.LinkID(t, fmt.Sprintf("client%d", i), "netvm"))
+	}
+	if len(slices.Compact(slices.Sorted(slices.Values(ids)))) != 3 {
+		t.Fatalf("link ids %v, want three distinct", ids)
 	}
 	addr := func(i int) string { return ids[i].ClientAddr().String() }
 	gw := func(i int) string { return ids[i].Gateway().String() }
+	ctx := e.ctx
 
 	// The provider reaches clients 2 and 3, which only serve: so the only
 	// datagrams the provider's echo server can see come from client 1.
-	netvm := vm.Launch(t, ns, mustDir(t, data, vm.Spec{Name: "netvm",
-		Test: "ping:" + addr(1) + ",ping:" + addr(2) + ",serve"}, a), run, providers)
-	var procs []*vm.Proc
-	for i := 1; i <= 2; i++ {
-		procs = append(procs, vm.Launch(t, ns, mustDir(t, data, vm.Spec{
-			Name: fmt.Sprintf("client%d", i+1), Providers: []string{"netvm"}, Test: "serve"}, a), run, clients[i:i+1]))
-	}
+	e.setTest("netvm", "ping:"+addr(1)+",ping:"+addr(2)+",serve")
+	e.setTest("client2", "serve")
+	e.setTest("client3", "serve")
+	// Client 1 starts once the others answer, so its probes of them mean
+	// something.
+	e.setTest("client1", fmt.Sprintf("ping:%s,noping:%s,noping:%s,spoof:%s>%s,serve", gw(0), addr(1), addr(2), addr(1), gw(0)))
+	procs := []*vm.Proc{nil, d.Start(t, "client2"), d.Start(t, "client3")}
+	netvm := d.Proc("netvm")
 	for i := 1; i <= 2; i++ {
 		for _, proto := range []string{"icmp", "udp"} {
 			netvm.Wait(t, ctx, "ping "+addr(i)+" "+proto+" ok")
 		}
 	}
-	// Client 1 starts once the others answer, so its probes of them mean
-	// something.
-	c1 := vm.Launch(t, ns, mustDir(t, data, vm.Spec{Name: "client1", Providers: []string{"netvm"},
-		Test: fmt.Sprintf("ping:%s,noping:%s,noping:%s,spoof:%s>%s,serve", gw(0), addr(1), addr(2), addr(1), gw(0))}, a),
-		run, clients[0:1])
-	procs = append([]*vm.Proc{c1}, procs...)
+	procs[0] = d.Start(t, "client1")
+	c1 := procs[0]
 
 	for i, p := range procs {
 		p.Wait(t, ctx, "state done n=1 ")
-		nic := nicName(t, p, clients[i].MAC)
-		if got, want := events(p, "addr "+nic), []string{"addr " + nic + " " + ids[i].ClientPrefix().String()}; !slices.Equal(got, want) {
+		st, _ := p.Serial.State(1)
+		nic := nicIn(t, p, st, ids[i].MAC(mac.Client).String())
+		if got, want := filter(st, "addr "+nic), []string{"addr " + nic + " " + ids[i].ClientPrefix().String()}; !slices.Equal(got, want) {
 			t.Errorf("%s addresses %q, want %q", p.Name, got, want)
 		}
 	}
-	netvm.Wait(t, ctx, "state done n=1 ")
-	for i, n := range providers {
-		nic := nicName(t, netvm, n.MAC)
-		if got, want := events(netvm, "addr "+nic), []string{"addr " + nic + " " + gw(i) + "/32"}; !slices.Equal(got, want) {
+	st, err := netvm.Serial.WaitState(ctx, func(st []string) bool { return len(filter(st, "addr eth")) == 3 })
+	if err != nil {
+		t.Fatalf("netvm: not three addresses: %v", err)
+	}
+	for i := range ids {
+		nic := nicIn(t, netvm, st, ids[i].MAC(mac.Provider).String())
+		if got, want := filter(st, "addr "+nic+" "), []string{"addr " + nic + " " + gw(i) + "/32"}; !slices.Equal(got, want) {
 			t.Errorf("netvm addresses on %s %q, want %q", nic, got, want)
 		}
 	}

@@ -8,69 +8,78 @@ import (
 	"github.com/google/go-cmp/cmp"
 
 	"spectrum/internal/mac"
-	"spectrum/internal/nstest"
 	"spectrum/vmtest/vm"
 )
 
-// TestSeveralProviders wires one client to two providers by hand, plus a NIC
-// without the OUI: the client gets one address and one default route per
-// link (metrics apart, so they never clash), and the foreign NIC stays
-// unconfigured. Traffic is checked on the first link only: with the
-// contract's routes, everything the client sends, including to the second
-// link's gateway and its replies to the second provider, follows the
-// lowest-metric default route, i.e. the first link. Reaching each provider
-// would need a host route to each gateway on its NIC (not in DESIGN.md).
+// TestSeveralProviders runs a client with two providers under spectrumd:
+// the client gets one address and one default route per link (metrics
+// apart, so they never clash), each provider the gateway of its own link.
+//
+// TODO(several providers): traffic is checked on the first link only. With
+// the routes of DESIGN.md everything the client sends, including to the
+// second link's gateway and its replies to the second provider, follows the
+// lowest-metric default route, i.e. the link with the lower id. The agent is getting a
+// host route 169.254.A.B/32 per client link; once it has it, ping both
+// gateways from the client and the client from both providers here.
+//
+// The NIC without the OUI is in TestBootForeignNIC: spectrumd gives a VM
+// only 0A:B3:EC NICs, so that test launches QEMU by hand.
 func TestSeveralProviders(t *testing.T) {
-	k := vm.Require(t)
-	a := vm.BuildAssets(t, k)
-	ns := nstest.New(t)
-	ctx := vm.Context(t, 4*time.Minute)
-	data, run := t.TempDir(), t.TempDir()
-
-	ids := []mac.LinkID{0x0101, 0x0102}
-	var nics []vm.NIC
-	var provs []*vm.Proc
-	for i, id := range ids {
-		c, p := vm.AddLink(ns, id)
-		nics = append(nics, c)
-		test := "serve"
-		if i == 0 {
-			test = "ping:" + id.ClientAddr().String() + ",serve"
-		}
-		provs = append(provs, vm.Launch(t, ns, mustDir(t, data, vm.Spec{Name: fmt.Sprintf("net%c", 'a'+i),
-			Test: test}, a), run, []vm.NIC{p}))
+	e := newEnv(t, 4*time.Minute)
+	e.vm("neta", nil, "spectrum.watch")
+	e.vm("netb", nil, "spectrum.watch")
+	e.vm("appvm-multi", []string{"neta", "netb"}, "")
+	d := e.serve()
+	ids := []mac.LinkID{d.LinkID(t, "appvm-multi", "neta"), d.LinkID(t, "appvm-multi", "netb")}
+	if ids[0] == ids[1] {
+		t.Fatalf("both links have id %s", ids[0])
 	}
-	const foreign = "52:54:00:00:01:02"
-	ns.AddTap("spf-multi", "")
-	ns.IP("link", "set", "spf-multi", "up")
-	nics = append(nics, vm.NIC{Tap: "spf-multi", MAC: foreign})
-	app := vm.Launch(t, ns, mustDir(t, data, vm.Spec{Name: "appvm-multi", Providers: []string{"neta", "netb"},
-		Test: "ping:" + ids[0].Gateway().String() + ",serve"}, a), run, nics)
+	// spectrumd gives a VM its NICs in link id order, so the link with
+	// the lower id is eth0, has the lower ifindex and so the default route
+	// with the lowest metric: the one path that works today (see the
+	// TODO above).
+	names := []string{"neta", "netb"}
+	first := 0
+	if ids[1] < ids[0] {
+		first = 1
+	}
+	e.setTest(names[first], "ping:"+ids[first].ClientAddr().String()+",serve")
+	e.setTest(names[1-first], "serve")
+	e.setTest("appvm-multi", "ping:"+ids[first].Gateway().String()+",serve")
+	ctx := e.ctx
 
+	app := d.Start(t, "appvm-multi")
 	app.Wait(t, ctx, "state done n=1 ")
 	if exit := app.Timing().AgentExit; exit != "0" {
 		t.Errorf("spectrum-netcfg exit status %q, want 0", exit)
 	}
+	st, _ := app.Serial.State(1)
 	var wantAddrs, wantRoutes []string
-	for i, id := range ids {
-		nic := nicName(t, app, nics[i].MAC)
+	for _, id := range ids {
+		nic := nicIn(t, app, st, id.MAC(mac.Client).String())
 		wantAddrs = append(wantAddrs, "addr "+nic+" "+id.ClientPrefix().String())
 		wantRoutes = append(wantRoutes,
-			fmt.Sprintf("route default via %s dev %s metric %s onlink", id.Gateway(), nic, ifindex(app, nic)),
+			fmt.Sprintf("route default via %s dev %s metric %s onlink", id.Gateway(), nic, ifindexIn(st, nic)),
 			fmt.Sprintf("route %s dev %s scope link", id.ClientPrefix().Masked(), nic))
 	}
-	if diff := cmp.Diff(sorted(wantAddrs), events(app, "addr eth")); diff != "" {
+	if diff := cmp.Diff(sorted(wantAddrs), filter(st, "addr eth")); diff != "" {
 		t.Errorf("addresses (-want +got):\n%s", diff)
 	}
-	if diff := cmp.Diff(sorted(wantRoutes), events(app, "route ")); diff != "" {
-		t.Errorf("routes (-want +got):\n%s", diff)
+	if m := missing(wantRoutes, filter(st, "route ")); len(m) > 0 {
+		t.Errorf("routes %q lack %q", filter(st, "route "), m)
 	}
-	fnic := nicName(t, app, foreign)
-	if got := vm.Field(events(app, "link "+fnic+" ")[0], "up"); got != "false" {
-		t.Errorf("foreign NIC %s up=%s, want false (untouched)", fnic, got)
+	var provs []*vm.Proc
+	for i, name := range names {
+		p := d.Proc(name)
+		provs = append(provs, p)
+		gw := ids[i].Gateway().String()
+		pst := waitState(t, ctx, p, "addr eth0 "+gw+"/32")
+		if got := filter(pst, "addr eth"); len(got) != 1 {
+			t.Errorf("%s addresses %q, want only %s/32", name, got, gw)
+		}
 	}
 	if t.Failed() {
 		t.FailNow()
 	}
-	pingBoth(t, ctx, app, provs[0], ids[0].Gateway().String(), ids[0].ClientAddr().String())
+	pingBoth(t, ctx, app, provs[first], ids[first].Gateway().String(), ids[first].ClientAddr().String())
 }
