@@ -2,6 +2,7 @@ package vmtest
 
 import (
 	"fmt"
+	"strings"
 	"testing"
 	"time"
 
@@ -12,40 +13,33 @@ import (
 )
 
 // TestSeveralProviders runs a client with two providers under spectrumd:
-// the client gets one address and one default route per link (metrics
-// apart, so they never clash), each provider the gateway of its own link.
-//
-// TODO(several providers): traffic is checked on the first link only. With
-// the routes of DESIGN.md everything the client sends, including to the
-// second link's gateway and its replies to the second provider, follows the
-// lowest-metric default route, i.e. the link with the lower id. The agent is getting a
-// host route 169.254.A.B/32 per client link; once it has it, ping both
-// gateways from the client and the client from both providers here.
+// the client gets one address, one default route (metrics apart, so they
+// never clash) and one host route to the gateway per link, each provider
+// the gateway of its own link, and the client exchanges packets with both
+// providers in both directions. Without the host routes everything the
+// client sent, even to the second link's gateway, followed the default
+// route with the lowest metric, i.e. the first link (this test showed it).
 //
 // The NIC without the OUI is in TestBootForeignNIC: spectrumd gives a VM
 // only 0A:B3:EC NICs, so that test launches QEMU by hand.
 func TestSeveralProviders(t *testing.T) {
 	e := newEnv(t, 4*time.Minute)
-	e.vm("neta", nil, "spectrum.watch")
-	e.vm("netb", nil, "spectrum.watch")
-	e.vm("appvm-multi", []string{"neta", "netb"}, "")
+	names := []string{"neta", "netb"}
+	for _, n := range names {
+		e.vm(n, nil, "spectrum.watch")
+	}
+	e.vm("appvm-multi", names, "")
 	d := e.serve()
 	ids := []mac.LinkID{d.LinkID(t, "appvm-multi", "neta"), d.LinkID(t, "appvm-multi", "netb")}
 	if ids[0] == ids[1] {
 		t.Fatalf("both links have id %s", ids[0])
 	}
-	// spectrumd gives a VM its NICs in link id order, so the link with
-	// the lower id is eth0, has the lower ifindex and so the default route
-	// with the lowest metric: the one path that works today (see the
-	// TODO above).
-	names := []string{"neta", "netb"}
-	first := 0
-	if ids[1] < ids[0] {
-		first = 1
+	var appTest []string
+	for i, n := range names {
+		e.setTest(n, "ping:"+ids[i].ClientAddr().String()+",serve")
+		appTest = append(appTest, "ping:"+ids[i].Gateway().String())
 	}
-	e.setTest(names[first], "ping:"+ids[first].ClientAddr().String()+",serve")
-	e.setTest(names[1-first], "serve")
-	e.setTest("appvm-multi", "ping:"+ids[first].Gateway().String()+",serve")
+	e.setTest("appvm-multi", strings.Join(appTest, ",")+",serve")
 	ctx := e.ctx
 
 	app := d.Start(t, "appvm-multi")
@@ -60,13 +54,14 @@ func TestSeveralProviders(t *testing.T) {
 		wantAddrs = append(wantAddrs, "addr "+nic+" "+id.ClientPrefix().String())
 		wantRoutes = append(wantRoutes,
 			fmt.Sprintf("route default via %s dev %s metric %s onlink", id.Gateway(), nic, ifindexIn(st, nic)),
-			fmt.Sprintf("route %s dev %s scope link", id.ClientPrefix().Masked(), nic))
+			fmt.Sprintf("route %s dev %s scope link", id.ClientPrefix().Masked(), nic),
+			fmt.Sprintf("route %s/32 dev %s scope link", id.Gateway(), nic))
 	}
 	if diff := cmp.Diff(sorted(wantAddrs), filter(st, "addr eth")); diff != "" {
 		t.Errorf("addresses (-want +got):\n%s", diff)
 	}
-	if m := missing(wantRoutes, filter(st, "route ")); len(m) > 0 {
-		t.Errorf("routes %q lack %q", filter(st, "route "), m)
+	if diff := cmp.Diff(sorted(wantRoutes), filter(st, "route ")); diff != "" {
+		t.Errorf("routes (-want +got):\n%s", diff)
 	}
 	var provs []*vm.Proc
 	for i, name := range names {
@@ -81,5 +76,7 @@ func TestSeveralProviders(t *testing.T) {
 	if t.Failed() {
 		t.FailNow()
 	}
-	pingBoth(t, ctx, app, provs[first], ids[first].Gateway().String(), ids[first].ClientAddr().String())
+	for i := range names {
+		pingBoth(t, ctx, app, provs[i], ids[i].Gateway().String(), ids[i].ClientAddr().String())
+	}
 }
