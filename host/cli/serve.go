@@ -9,6 +9,8 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"os/user"
+	"path/filepath"
 	"strings"
 	"syscall"
 	"time"
@@ -36,6 +38,8 @@ func Serve(args []string, stdout, stderr io.Writer) error {
 	stopTimeout := fs.Duration("stop-timeout", 10*time.Second, "how long a guest gets to power down before it is killed")
 	memory := fs.Int("memory", qemu.DefaultMemoryMiB, "guest RAM in `MiB`")
 	logJSON := fs.Bool("log-json", false, "log JSON lines instead of text")
+	runAs := fs.String("runas", DefaultRunAs, "`USER` QEMU switches to once it has opened its files; \"\" keeps spectrumd's user (the default "+DefaultRunAs+" only where that user exists)")
+	silentAfter := fs.Duration("silent-after", daemon.DefaultSilentAfter, "warn about a VM that has written nothing to its serial console this long after launch (0: never)")
 	fs.Usage = func() {
 		fmt.Fprintf(stderr, "usage: spectrumd serve [flags]\n\nRun the daemon in the foreground. VMs start with `spectrumd start NAME` (or -start).\nSIGTERM or SIGINT stops every VM and removes their links.\n\nflags:\n")
 		fs.PrintDefaults()
@@ -52,6 +56,24 @@ func Serve(args []string, stdout, stderr io.Writer) error {
 		h = slog.NewJSONHandler(stderr, nil)
 	}
 	log := slog.New(h)
+
+	runAsSet := false
+	fs.Visit(func(f *flag.Flag) { runAsSet = runAsSet || f.Name == "runas" })
+	if *runAs != "" {
+		if _, err := user.Lookup(*runAs); err != nil {
+			if runAsSet {
+				return fmt.Errorf("-runas %s: %w", *runAs, err)
+			}
+			log.Warn("QEMU runs as spectrumd's user: no user "+DefaultRunAs+" (make deps creates it; -runas USER picks another)", "err", err)
+			*runAs = ""
+		}
+	}
+	if *runAs != "" {
+		log.Info("QEMU switches to an unprivileged user once it has opened its files", "user", *runAs)
+	}
+	if *silentAfter == 0 {
+		*silentAfter = -1 // the daemon's "never"
+	}
 
 	acc, why, err := qemu.DetectAccel(*accel)
 	if err != nil {
@@ -74,8 +96,12 @@ func Serve(args []string, stdout, stderr io.Writer) error {
 		return err
 	}
 	defer nw.Close()
-	// Nothing runs yet, so every link of ours is a stray from a daemon that
-	// died (its QEMUs died with it: they get SIGKILL when spectrumd dies).
+	// A QEMU that still runs was left by a spectrumd that died: one that
+	// switched user (-runas) lost its parent-death signal. Stop it before
+	// its links go.
+	killOrphans(*run, log)
+	// Nothing runs now, so every link of ours is a stray from a daemon that
+	// died (its QEMUs died with it or were just killed).
 	if err := nw.Cleanup(nil); err != nil {
 		log.Error("removing stray links", "err", err)
 	}
@@ -85,8 +111,8 @@ func Serve(args []string, stdout, stderr io.Writer) error {
 		return err
 	}
 	d, err := daemon.New(daemon.Options{
-		State: *state, Run: *run, Log: log, StopTimeout: *stopTimeout,
-		VMM:   &qemuVMM{accel: acc, memory: *memory, log: log},
+		State: *state, Run: *run, Log: log, StopTimeout: *stopTimeout, SilentAfter: *silentAfter,
+		VMM:   &qemuVMM{accel: acc, memory: *memory, runAs: *runAs, log: log},
 		Net:   nw,
 		Links: &configSource{data: *data, alloc: al},
 	})
@@ -149,7 +175,22 @@ func (s *configSource) Load(held []alloc.Link) (*config.Config, []alloc.Link, er
 type qemuVMM struct {
 	accel  string
 	memory int
+	runAs  string
 	log    *slog.Logger
+}
+
+// killOrphans kills every QEMU still holding a pid file under run.
+func killOrphans(run string, log *slog.Logger) {
+	files, _ := filepath.Glob(filepath.Join(run, "vms", "*", daemon.PIDFile))
+	for _, f := range files {
+		vm := filepath.Base(filepath.Dir(f))
+		pid, err := qemu.KillOrphan(f, 10*time.Second)
+		if err != nil {
+			log.Error("stopping an orphaned QEMU", "vm", vm, "err", err)
+		} else if pid != 0 {
+			log.Warn("killed an orphaned QEMU left by a spectrumd that died", "vm", vm, "pid", pid)
+		}
+	}
 }
 
 func (v *qemuVMM) Launch(ctx context.Context, spec daemon.Spec) (daemon.Instance, error) {
@@ -157,6 +198,7 @@ func (v *qemuVMM) Launch(ctx context.Context, spec daemon.Spec) (daemon.Instance
 		Name: spec.VM.Name, Kernel: spec.VM.Kernel, Initramfs: spec.VM.Initramfs, Cmdline: spec.VM.Cmdline,
 		Accel: v.accel, MemoryMiB: v.memory, Images: spec.VM.Images,
 		QMPSocket: spec.QMPPath, ConsoleSocket: spec.ConsolePath,
+		RunAs: v.runAs, PIDFile: spec.PIDPath,
 	}
 	for _, n := range spec.NICs {
 		c.NICs = append(c.NICs, qemu.NIC{ID: n.ID, MAC: n.MAC, Tap: n.Tap})

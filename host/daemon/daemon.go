@@ -307,7 +307,8 @@ func (d *Daemon) specLocked(vs *vmState) (Spec, error) {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return Spec{}, err
 	}
-	spec := Spec{VM: vs.vm, ConsolePath: d.consolePath(vs.name), QMPPath: filepath.Join(dir, "qmp.sock")}
+	spec := Spec{VM: vs.vm, ConsolePath: d.consolePath(vs.name), QMPPath: filepath.Join(dir, "qmp.sock"),
+		PIDPath: filepath.Join(dir, PIDFile)}
 	pairs := make([]alloc.Pair, 0, len(d.wired))
 	for p := range d.wired {
 		if p.Client == vs.name || p.Provider == vs.name {
@@ -507,6 +508,10 @@ func (d *Daemon) StopAll() error {
 	}
 	return errors.Join(errs...)
 }
+
+// PIDFile is the name of a VM's pid file in its run directory
+// (RUN/vms/NAME/).
+const PIDFile = "qemu.pid"
 
 func (d *Daemon) consolePath(name string) string {
 	return filepath.Join(d.opt.Run, "vms", name, "console.sock")

@@ -24,6 +24,9 @@ type Spec struct {
 	ConsolePath string
 	// QMPPath is the unix socket of the VMM's control protocol.
 	QMPPath string
+	// PIDPath is where the VMM keeps its pid (locked while it runs), so
+	// a spectrumd started after one that died can find and stop it.
+	PIDPath string
 }
 
 // NIC is one virtio-net device backed by a tap.

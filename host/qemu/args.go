@@ -54,6 +54,23 @@ type Config struct {
 	// Args does not use them: QEMU receives the bound sockets as fds.
 	QMPSocket     string
 	ConsoleSocket string
+
+	// RunAs is the user QEMU switches to (-runas) once it has opened
+	// everything it opens at start-up: the kernel, the initramfs, the
+	// images, /dev/kvm (the sockets, the serial pipe and the taps are
+	// inherited fds). "" keeps spectrumd's user. Under RunAs, the seccomp
+	// sandbox allows set*id calls (the switch itself is one; QEMU 7.2
+	// installs the filter first) — after the switch QEMU holds no
+	// capabilities, so those calls cannot raise its privileges again.
+	//
+	// The switch clears QEMU's parent-death signal (the kernel does so on
+	// any change of effective uid), so a QEMU under RunAs outlives a
+	// spectrumd killed by SIGKILL; PIDFile lets the next spectrumd find and
+	// kill it (KillOrphan).
+	RunAs string
+	// PIDFile is where QEMU writes its pid and holds a lock on it while it
+	// runs (-pidfile); "" means none. Start removes it when QEMU exits.
+	PIDFile string
 }
 
 // NIC is a virtio-net device backed by an open tap.
@@ -142,8 +159,24 @@ func (c Config) Args() ([]string, error) {
 			errs = append(errs, fmt.Errorf("nic %s: MAC %v is not 6 octets", n.ID, n.MAC))
 		}
 	}
+	if c.RunAs != "" {
+		check("runas", c.RunAs)
+		if strings.HasPrefix(c.RunAs, "-") {
+			errs = append(errs, fmt.Errorf("runas %q: starts with -", c.RunAs))
+		}
+	}
+	if c.PIDFile != "" {
+		checkPath("pidfile", c.PIDFile)
+	}
 	if err := errors.Join(errs...); err != nil {
 		return nil, fmt.Errorf("qemu config for %q: %w", c.Name, err)
+	}
+	// Seccomp: no obsolete syscalls, no fork/exec, no scheduler/affinity
+	// changes, and no setuid/privilege changes unless QEMU must drop to
+	// RunAs (see there).
+	elevate := "deny"
+	if c.RunAs != "" {
+		elevate = "allow"
 	}
 
 	a := []string{
@@ -160,12 +193,16 @@ func (c Config) Args() ([]string, error) {
 		"-cpu", "max",
 		"-m", strconv.Itoa(mem),
 		"-smp", strconv.Itoa(cpus),
-		// Seccomp: no obsolete syscalls, no setuid/privilege changes, no
-		// fork/exec, no scheduler/affinity changes.
-		"-sandbox", "on,obsolete=deny,elevateprivileges=deny,spawn=deny,resourcecontrol=deny",
+		"-sandbox", "on,obsolete=deny,elevateprivileges=" + elevate + ",spawn=deny,resourcecontrol=deny",
 		// -kernel, -initrd and -append take their value verbatim (no
 		// option syntax): no comma escaping.
 		"-kernel", c.Kernel,
+	}
+	if c.RunAs != "" {
+		a = append(a, "-runas", c.RunAs)
+	}
+	if c.PIDFile != "" {
+		a = append(a, "-pidfile", c.PIDFile)
 	}
 	if c.Initramfs != "" {
 		a = append(a, "-initrd", c.Initramfs)

@@ -92,6 +92,23 @@ func TestArgs(t *testing.T) {
 				}),
 		},
 		{
+			name: "unprivileged user and pid file",
+			edit: func(c *Config) {
+				c.RunAs = "spectrum-vm"
+				c.PIDFile = "/run/spectrumd/vms/app/qemu.pid"
+			},
+			want: cat([]string{
+				"-name", "guest=app",
+				"-nodefaults", "-no-user-config", "-display", "none", "-no-reboot",
+				"-machine", "pc", "-accel", "tcg", "-cpu", "max", "-m", "256", "-smp", "1",
+				// QEMU 7.2 installs the filter before it switches user.
+				"-sandbox", "on,obsolete=deny,elevateprivileges=allow,spawn=deny,resourcecontrol=deny",
+				"-kernel", "/data/app/vmlinux",
+				"-runas", "spectrum-vm", "-pidfile", "/run/spectrumd/vms/app/qemu.pid",
+				"-append", DefaultCmdline,
+			}, plumbing, disk("0", "/data/app/blk/root.img")),
+		},
+		{
 			name: "commas escaped in option values, verbatim elsewhere",
 			edit: func(c *Config) {
 				c.Name = "a,b"
@@ -123,6 +140,9 @@ func TestArgsRefused(t *testing.T) {
 		want string // substring of the error
 	}{
 		{"no name", func(c *Config) { c.Name = "" }, "name: empty"},
+		{"runas an option", func(c *Config) { c.RunAs = "-daemonize" }, "starts with -"},
+		{"runas newline", func(c *Config) { c.RunAs = "vm\n" }, "control character"},
+		{"relative pidfile", func(c *Config) { c.PIDFile = "qemu.pid" }, "not an absolute path"},
 		{"newline in name", func(c *Config) { c.Name = "a\nb" }, "control character"},
 		{"no kernel", func(c *Config) { c.Kernel = "" }, "kernel: empty"},
 		{"relative kernel", func(c *Config) { c.Kernel = "vmlinux" }, "not an absolute path"},

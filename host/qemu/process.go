@@ -178,9 +178,14 @@ func listen(path string) (*os.File, error) {
 	return f, nil
 }
 
+// removeSockets removes the files Start made and the pid file (QEMU
+// removes it itself only when it kept its user).
 func removeSockets(c Config) {
 	os.Remove(c.QMPSocket)
 	os.Remove(c.ConsoleSocket)
+	if c.PIDFile != "" {
+		os.Remove(c.PIDFile)
+	}
 }
 
 // Pid is QEMU's process id.

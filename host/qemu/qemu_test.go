@@ -333,6 +333,13 @@ func TestHelperStart(t *testing.T) {
 // checks both in QEMU and on the host: an attached tap has carrier.
 func TestNICs(t *testing.T) {
 	requireQEMU(t)
+	t.Run("as root", func(t *testing.T) { testNICs(t, "") })
+	// Under RunAs, QEMU takes the hot-plugged tap after it has dropped
+	// its privileges.
+	t.Run("as an unprivileged user", func(t *testing.T) { testNICs(t, vmUser(t)) })
+}
+
+func testNICs(t *testing.T, runAs string) {
 	ns := nstest.New(t)
 	h, err := netns.GetFromPath(ns.Path())
 	if err != nil {
@@ -354,6 +361,7 @@ func TestNICs(t *testing.T) {
 	}
 	ctx := testContext(t, 60*time.Second)
 	c := testConfig(t)
+	c.RunAs = runAs
 	c.NICs = []NIC{{ID: "client", MAC: id.MAC(mac.Client), Tap: clientTap}}
 	p, _ := start(t, ctx, c)
 	clientTap.Close() // QEMU holds it now
