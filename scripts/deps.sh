@@ -13,6 +13,16 @@ pkgs=(
   xz-utils          # compressed (.ko.xz) modules of an override test kernel
   zstd              # compressed (.ko.zst) modules of an override test kernel
   systemd           # systemd-analyze verify of the unit
+  # Initramfs generators the agent's hooks are tested with (dist/, vmtest):
+  # the -core packages only. They hold mkinitramfs and dracut but not
+  # update-initramfs, the kernel postinst hooks or the dpkg triggers, so no
+  # initramfs of the host is ever rebuilt, and the two do not conflict (the
+  # initramfs-tools and dracut packages do).
+  initramfs-tools-core  # mkinitramfs, lsinitramfs, unmkinitramfs
+  dracut-core       # dracut, lsinitrd
+  udev              # needed by both; pinned below to the installed systemd
+  e2fsprogs         # mke2fs -d: the boot test's root file system
+  cpio              # the generators' archiver
 )
 missing=()
 for p in "${pkgs[@]}"; do
@@ -23,6 +33,14 @@ if [ ${#missing[@]} -gt 0 ]; then
   echo "deps: installing ${missing[*]}"
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -qq
+  # udev must match systemd's version; without a pin apt would upgrade the
+  # installed systemd (and libsystemd0, libudev1) under a running machine.
+  sysv=$(dpkg-query -W -f='${Status} ${Version}' systemd 2>/dev/null | sed -n 's/^install ok installed //p')
+  if [ -n "$sysv" ] && apt-cache madison udev | grep -q " $sysv "; then
+    for i in "${!missing[@]}"; do
+      [ "${missing[$i]}" = udev ] && missing[$i]="udev=$sysv"
+    done
+  fi
   apt-get install -y -qq --no-install-recommends "${missing[@]}"
 fi
 # The unprivileged user QEMU switches to (spectrumd serve -runas, default
