@@ -7,6 +7,7 @@ pkgs=(
   procps            # sysctl, for tests
   busybox-static    # the baseline the guest benchmark compares against
   hyperfine         # make bench
+  bc                # make bench (scripts/bench-daemon.sh)
   qemu-system-x86   # VMs (TCG where nested virtualisation is missing)
   lz4               # decompressing Debian's cloud kernel
   kmod              # modinfo, to order the guest's virtio modules
