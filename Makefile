@@ -42,6 +42,14 @@ build: deps
 kernel: deps
 	@./scripts/test-kernel.sh
 
+# The main job: the documented example (netvm providing networking to
+# appvm-lynx) under spectrumd serve in a private network namespace
+# (spectrum-run), the guests' serial lines streaming in spectrumd's log.
+# Ctrl-C stops the VMs, removes the links and deletes the namespace.
+run: build kernel
+	$(GO) build -o $(BIN)/demo ./vmtest/cmd/demo
+	$(BIN)/demo -spectrumd $(BIN)/spectrumd
+
 vet:
 	./scripts/verify-unit.sh
 	@test -z "$$(gofmt -l .)" || { echo "gofmt would change:"; gofmt -l .; exit 1; }
@@ -60,9 +68,10 @@ test: build vet kernel
 
 # The guest agent's benchmarks exec whole processes in a namespace: they run
 # a fixed 20 times per size, for a median (README, "Guest agent").
-bench: build
+bench: build kernel
 	$(GO) test -run='^$$' -bench=. -benchmem -count=1 $$($(GO) list ./... | grep -vx spectrum/guest)
 	$(GO) test -run='^$$' -bench=. -benchtime=20x -count=1 ./guest/
+	./scripts/bench-daemon.sh
 
 install: build
 	install -D -m 0755 $(BIN)/spectrum-netcfg $(DESTDIR)$(PREFIX)/bin/spectrum-netcfg

@@ -43,6 +43,9 @@ func BuildAssets(t testing.TB, k kernel.Kernel) *Assets {
 	return assets
 }
 
+// Build builds the assets outside a test (make run).
+func Build(k kernel.Kernel) (*Assets, error) { return buildAssets(k) }
+
 func buildAssets(k kernel.Kernel) (*Assets, error) {
 	root, err := kernel.RepoRoot()
 	if err != nil {
