@@ -179,17 +179,32 @@ type qemuVMM struct {
 	log    *slog.Logger
 }
 
-// killOrphans kills every QEMU still holding a pid file under run.
+// killOrphans kills every QEMU still holding a pid file under run, then
+// removes what VMs of a spectrumd that died left there (sockets of QEMUs
+// killed with it): nothing runs yet.
 func killOrphans(run string, log *slog.Logger) {
-	files, _ := filepath.Glob(filepath.Join(run, "vms", "*", daemon.PIDFile))
+	vms := filepath.Join(run, "vms")
+	files, _ := filepath.Glob(filepath.Join(vms, "*", daemon.PIDFile))
+	killed := true
 	for _, f := range files {
 		vm := filepath.Base(filepath.Dir(f))
 		pid, err := qemu.KillOrphan(f, 10*time.Second)
 		if err != nil {
 			log.Error("stopping an orphaned QEMU", "vm", vm, "err", err)
+			killed = false
 		} else if pid != 0 {
 			log.Warn("killed an orphaned QEMU left by a spectrumd that died", "vm", vm, "pid", pid)
 		}
+	}
+	if !killed {
+		return // keep the pid file of a QEMU still running
+	}
+	left, _ := filepath.Glob(filepath.Join(vms, "*", "*"))
+	if len(left) > 0 {
+		log.Info("removing files of VMs of a spectrumd that died", "files", left)
+	}
+	if err := os.RemoveAll(vms); err != nil {
+		log.Error("removing stale VM sockets", "err", err)
 	}
 }
 

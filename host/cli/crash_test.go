@@ -1,0 +1,275 @@
+package cli
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"os"
+	"os/exec"
+	"os/user"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"spectrum/host/daemon"
+	"spectrum/internal/nstest"
+	"spectrum/internal/stubkernel"
+)
+
+// TestServeHelper is not a test: run by startServe, it is `spectrumd serve`
+// with the arguments in SPECTRUM_SERVE_ARGS (one per line).
+func TestServeHelper(t *testing.T) {
+	args := os.Getenv("SPECTRUM_SERVE_ARGS")
+	if args == "" {
+		t.Skip("helper process: spectrumd serve")
+	}
+	if err := Serve(strings.Split(args, "\n"), os.Stdout, os.Stderr); err != nil {
+		fmt.Fprintln(os.Stderr, "serve:", err)
+		os.Exit(1)
+	}
+	os.Exit(0)
+}
+
+// serveProc is a `spectrumd serve` running in a test's namespace.
+type serveProc struct {
+	cmd *exec.Cmd
+	log string
+	run string
+}
+
+func startServe(t *testing.T, ns *nstest.NS, logPath string, args ...string) *serveProc {
+	t.Helper()
+	lf, err := os.OpenFile(logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer lf.Close()
+	cmd := ns.Command(context.Background(), os.Args[0], "-test.run=^TestServeHelper$")
+	cmd.Env = append(os.Environ(), "SPECTRUM_SERVE_ARGS="+strings.Join(args, "\n"))
+	cmd.Stdout, cmd.Stderr = lf, lf
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	p := &serveProc{cmd: cmd, log: logPath, run: args[slices.Index(args, "-run")+1]}
+	t.Cleanup(func() {
+		if p.cmd.ProcessState == nil {
+			p.cmd.Process.Signal(syscall.SIGTERM)
+			p.cmd.Wait()
+		}
+	})
+	return p
+}
+
+func (p *serveProc) fail(t *testing.T, format string, args ...any) {
+	t.Helper()
+	b, _ := os.ReadFile(p.log)
+	t.Fatalf(format+"\nspectrumd's log:\n%s", append(args, b)...)
+}
+
+func (p *serveProc) ask(req daemon.Request) (daemon.Response, error) {
+	r, _, c, err := dial(p.run, req)
+	if c != nil {
+		c.Close()
+	}
+	return r, err
+}
+
+// waitRunning waits until every VM in names runs and returns their
+// statuses.
+func (p *serveProc) waitRunning(t *testing.T, names ...string) map[string]daemon.VMStatus {
+	t.Helper()
+	deadline := time.Now().Add(60 * time.Second)
+	for {
+		out := map[string]daemon.VMStatus{}
+		for _, n := range names {
+			r, err := p.ask(daemon.Request{Op: "status", Name: n})
+			if err == nil && r.OK && len(r.VMs) == 1 && r.VMs[0].State == "running" && r.VMs[0].PID != 0 {
+				out[n] = r.VMs[0]
+			}
+		}
+		if len(out) == len(names) {
+			return out
+		}
+		if time.Now().After(deadline) {
+			p.fail(t, "VMs %v not all running: %v", names, out)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// ourLinks lists the namespace's links that spectrumd makes.
+func ourLinks(t *testing.T, ns *nstest.NS) []string {
+	t.Helper()
+	var links []struct {
+		Ifname string `json:"ifname"`
+	}
+	if err := json.Unmarshal(ns.IP("-j", "link", "show"), &links); err != nil {
+		t.Fatal(err)
+	}
+	var out []string
+	for _, l := range links {
+		for _, p := range []string{"spbr-", "spc-", "spp-"} {
+			if strings.HasPrefix(l.Ifname, p) {
+				out = append(out, l.Ifname)
+			}
+		}
+	}
+	slices.Sort(out)
+	return out
+}
+
+func processGone(pid int) bool {
+	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
+	if err != nil {
+		return true
+	}
+	_, after, _ := strings.Cut(string(b), ") ")
+	return strings.HasPrefix(after, "Z")
+}
+
+// TestKillServe kills `spectrumd serve` with SIGKILL while a provider and
+// its client run under QEMU (the stub kernel), then starts it again.
+//
+// Without -runas the QEMUs die with it (parent-death signal). With -runas
+// they lose that signal when they switch user and outlive it; the next
+// serve kills them through their pid files. Either way the next serve
+// removes the links left behind, leaves no socket of the old VMs, and the
+// pair gets its old link id back from links.json.
+func TestKillServe(t *testing.T) {
+	if _, err := exec.LookPath("qemu-system-x86_64"); err != nil {
+		if os.Getenv("CI") != "" {
+			t.Fatal("qemu-system-x86_64 missing in CI (make deps installs it)")
+		}
+		t.Skip("qemu-system-x86_64 not installed")
+	}
+	runAs := "spectrum-vm"
+	if _, err := user.Lookup(runAs); err != nil {
+		if os.Getenv("CI") != "" {
+			t.Fatalf("user %s missing in CI (make deps creates it)", runAs)
+		}
+		runAs = "nobody"
+	}
+	for _, tt := range []struct {
+		name  string
+		runAs string
+	}{
+		{"QEMU as root dies with spectrumd", ""},
+		{"QEMU as " + runAs + " is killed by the next spectrumd", runAs},
+	} {
+		t.Run(tt.name, func(t *testing.T) { testKillServe(t, tt.runAs) })
+	}
+}
+
+func testKillServe(t *testing.T, runAs string) {
+	ns := nstest.New(t)
+	dir := t.TempDir()
+	data := filepath.Join(dir, "data")
+	for _, f := range []struct {
+		path string
+		body []byte
+	}{
+		{"net/vmlinux", stubkernel.ELF()},
+		{"net/blk/root.img", make([]byte, 1<<20)},
+		{"app/vmlinux", stubkernel.ELF()},
+		{"app/blk/root.img", make([]byte, 1<<20)},
+		{"app/providers/net/net", nil},
+	} {
+		p := filepath.Join(data, f.path)
+		os.MkdirAll(filepath.Dir(p), 0o755)
+		if err := os.WriteFile(p, f.body, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	state, run, logPath := filepath.Join(dir, "state"), filepath.Join(dir, "run"), filepath.Join(dir, "spectrumd.log")
+	args := []string{"-data", data, "-state", state, "-run", run, "-accel", "tcg", "-memory", "64",
+		"-stop-timeout", "500ms", "-runas", runAs}
+
+	first := startServe(t, ns, logPath, append(args, "-start", "app")...)
+	before := first.waitRunning(t, "net", "app")
+	id := before["app"].Links[0].ID
+	links := ourLinks(t, ns)
+	if len(links) != 3 {
+		first.fail(t, "links %v, want a bridge and two taps", links)
+	}
+	pids := []int{before["net"].PID, before["app"].PID}
+
+	t0 := time.Now()
+	first.cmd.Process.Kill()
+	first.cmd.Wait()
+	if runAs == "" {
+		for _, pid := range pids {
+			for !processGone(pid) {
+				if time.Since(t0) > 5*time.Second {
+					first.fail(t, "QEMU %d still running 5s after spectrumd was killed", pid)
+				}
+				time.Sleep(10 * time.Millisecond)
+			}
+		}
+		t.Logf("QEMUs gone %v after SIGKILL of spectrumd", time.Since(t0).Round(time.Millisecond))
+	} else {
+		time.Sleep(300 * time.Millisecond)
+		alive := 0
+		for _, pid := range pids {
+			if !processGone(pid) {
+				alive++
+			}
+		}
+		t.Logf("%d of 2 QEMUs under -runas outlived spectrumd", alive)
+	}
+	if got := ourLinks(t, ns); !slices.Equal(got, links) {
+		t.Errorf("links after the kill %v, want %v left behind", got, links)
+	}
+
+	t1 := time.Now()
+	second := startServe(t, ns, logPath, args...)
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		if r, err := second.ask(daemon.Request{Op: "list"}); err == nil && r.OK {
+			break
+		}
+		if time.Now().After(deadline) {
+			second.fail(t, "the second spectrumd does not answer")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	t.Logf("second spectrumd answering %v after it started", time.Since(t1).Round(time.Millisecond))
+	for _, pid := range pids {
+		if !processGone(pid) {
+			second.fail(t, "QEMU %d of the dead spectrumd still runs after the next one started", pid)
+		}
+	}
+	if got := ourLinks(t, ns); len(got) != 0 {
+		second.fail(t, "stray links %v after the restart", got)
+	}
+	left, _ := filepath.Glob(filepath.Join(run, "vms", "*", "*"))
+	if len(left) != 0 {
+		second.fail(t, "files of the old VMs left in the run directory: %v", left)
+	}
+
+	if r, err := second.ask(daemon.Request{Op: "start", Name: "app"}); err != nil || !r.OK {
+		second.fail(t, "start app again: %+v, %v", r, err)
+	}
+	after := second.waitRunning(t, "net", "app")
+	if got := after["app"].Links[0].ID; got != id {
+		t.Errorf("link id after the restart %s, want %s (links.json)", got, id)
+	}
+	if got := ourLinks(t, ns); !slices.Equal(got, links) {
+		t.Errorf("links after starting again %v, want %v", got, links)
+	}
+	// The provider first: the stub guest never lets go of a hot-plugged
+	// NIC, so stopping the client first would wait for the unplug timeout.
+	if r, err := second.ask(daemon.Request{Op: "stop", Name: "net"}); err != nil || !r.OK {
+		second.fail(t, "stop net: %+v, %v", r, err)
+	}
+	second.cmd.Process.Signal(syscall.SIGTERM)
+	if err := second.cmd.Wait(); err != nil {
+		second.fail(t, "second spectrumd exit: %v", err)
+	}
+	if got := ourLinks(t, ns); len(got) != 0 {
+		t.Errorf("links %v after a clean stop", got)
+	}
+}
