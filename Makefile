@@ -50,14 +50,6 @@ run: build kernel
 	$(GO) build -o $(BIN)/demo ./vmtest/cmd/demo
 	$(BIN)/demo -spectrumd $(BIN)/spectrumd
 
-# The main job: the documented example (netvm providing networking to
-# appvm-lynx) under spectrumd serve in a private network namespace
-# (spectrum-run), the guests' serial lines streaming in spectrumd's log.
-# Ctrl-C stops the VMs, removes the links and deletes the namespace.
-run: build kernel
-	$(GO) build -o $(BIN)/demo ./vmtest/cmd/demo
-	$(BIN)/demo -spectrumd $(BIN)/spectrumd
-
 vet:
 	./scripts/verify-unit.sh
 	@test -z "$$(gofmt -l .)" || { echo "gofmt would change:"; gofmt -l .; exit 1; }
