@@ -1,0 +1,258 @@
+package vmtest
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/digitalocean/go-qemu/qmp"
+
+	"spectrum/guest"
+	"spectrum/internal/mac"
+	"spectrum/vmtest/distinit"
+	"spectrum/vmtest/kernel"
+	"spectrum/vmtest/vm"
+)
+
+// TestMkinitramfsBoot boots the Debian test kernel with an initramfs made by
+// Debian's own mkinitramfs with spectrum-netcfg's initramfs-tools hook, as
+// `make install` installs it, and a real root file system (ext4 on
+// virtio-blk, /sbin/init from vmtest/cmd/rootinit). The kernel command line
+// asks for the -watch opt-in (spectrum.watch). It checks, on the serial
+// console, that
+//
+//   - the agent configured the client NIC before the root was mounted (its
+//     lines come before the kernel's "EXT4-fs (vda): mounted filesystem");
+//   - the guest reached its root (rootinit's first line, as PID 1);
+//   - there the NIC still has its address, and the -watch instance is still
+//     running, from the deleted initramfs binary;
+//   - it configures a NIC hot-plugged after switch_root.
+func TestMkinitramfsBoot(t *testing.T) {
+	k := vm.Require(t)
+	dk := distinit.Require(t, true, "mkinitramfs", "mke2fs")
+	ctx := vm.Context(t, 6*time.Minute)
+	root, err := kernel.RepoRoot()
+	if err != nil {
+		t.Fatal(err)
+	}
+	work := t.TempDir()
+
+	// make install, as a user would, then mkinitramfs with it installed;
+	// MODULES=list keeps the image small: the disk's drivers (ext4 is
+	// built in) and what the hook adds.
+	bin := filepath.Join(work, "bin")
+	if _, err := distinit.BuildAgent(root, bin); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink(spectrumdBin, filepath.Join(bin, "spectrumd")); err != nil {
+		t.Fatal(err)
+	}
+	dest := filepath.Join(work, "dest")
+	if _, err := distinit.Install(root, bin, dest); err != nil {
+		t.Fatal(err)
+	}
+	conf := filepath.Join(work, "conf")
+	if err := os.Mkdir(conf, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := distinit.ListConf(conf, "virtio_pci", "virtio_blk"); err != nil {
+		t.Fatal(err)
+	}
+	initrd := filepath.Join(work, "initrd.img")
+	if out, err := distinit.Run(ctx, dk, distinit.Installed(dest), nil, "mkinitramfs", "-d", conf, "-o", initrd, dk.Version); err != nil {
+		t.Fatalf("%v\n%s", err, out)
+	}
+
+	// The root: the init and the mount points the initramfs moves /dev,
+	// /proc, /sys and /run onto.
+	rootDir := filepath.Join(work, "root")
+	for _, d := range []string{"sbin", "dev", "proc", "sys", "run", "tmp"} {
+		if err := os.MkdirAll(filepath.Join(rootDir, d), 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := distinit.BuildStatic(root, filepath.Join(rootDir, "sbin/init"), "./vmtest/cmd/rootinit"); err != nil {
+		t.Fatal(err)
+	}
+	img := filepath.Join(work, "root.img")
+	if out, err := exec.Command("mke2fs", "-q", "-t", "ext4", "-d", rootDir, "-F", img, "32M").CombinedOutput(); err != nil {
+		t.Fatalf("mke2fs: %v\n%s", err, out)
+	}
+
+	boot := mac.LinkID(0xa546) // the reference documentation's example
+	plug := mac.LinkID(0x1234)
+	b := bootVM{
+		Kernel: k.Vmlinux, Initrd: initrd, Disk: img, QMP: filepath.Join(work, "qmp.sock"),
+		Cmdline: fmt.Sprintf("root=/dev/vda console=ttyS0 panic=-1 spectrum.watch spectrum.expect=%s,%s spectrum.timeout=180",
+			boot.MAC(mac.Client), plug.MAC(mac.Client)),
+		MACs: []string{boot.MAC(mac.Client).String()},
+	}
+	p := b.launch(t)
+	p.wait(t, ctx, "root init ")
+	p.plug(t, "plug0", plug.MAC(mac.Client).String())
+	done := p.wait(t, ctx, "root done")
+	if done != "root done" {
+		t.Errorf("rootinit: %q, want every NIC addressed", done)
+	}
+	select {
+	case <-p.exited:
+	case <-ctx.Done():
+		t.Errorf("QEMU still running after the guest powered off")
+	}
+
+	// The order on the console: the agent's lines, then the root mount,
+	// then the root's init.
+	lines := p.serial.Lines()
+	index := func(s string) int {
+		for i, l := range lines {
+			if strings.Contains(l.Text, s) {
+				return i
+			}
+		}
+		t.Errorf("console never showed %q", s)
+		return -1
+	}
+	bootNIC := boot.MAC(mac.Client).String() + ": client " + boot.ClientPrefix().String() + " via " + boot.Gateway().String() + ": configured"
+	configured := index(bootNIC)
+	agentDone := index(guest.DoneLine(1, 0, 0))
+	mounted := index("EXT4-fs (vda): mounted filesystem")
+	rootInit := index(vm.Prefix + "root init pid=1")
+	for _, i := range []int{configured, agentDone, mounted, rootInit} {
+		if i >= 0 {
+			t.Logf("%7.3fs | %s", lines[i].At.Seconds(), lines[i].Text)
+		}
+	}
+	if !(configured < agentDone && agentDone < mounted && mounted < rootInit) {
+		t.Errorf("console order: NIC configured at line %d, agent done %d, root mounted %d, root's init %d; want them in that order",
+			configured, agentDone, mounted, rootInit)
+	}
+
+	// In the root: the one -watch instance, running from the initramfs's
+	// binary that run-init deleted, and both NICs addressed.
+	agents := p.serial.Events("root agent ")
+	if len(agents) != 1 || vm.Field(agents[0], "args") != "-watch" || vm.Field(agents[0], "exe") != "/usr/sbin/spectrum-netcfg_(deleted)" {
+		t.Errorf("spectrum-netcfg processes in the root: %q; want one, -watch, from the deleted /usr/sbin/spectrum-netcfg", agents)
+	}
+	for _, id := range []mac.LinkID{boot, plug} {
+		hw := id.MAC(mac.Client).String()
+		found := false
+		for _, e := range p.serial.Events("root addr ") {
+			if vm.Field(e, "mac") == hw {
+				found = true
+				if got, want := vm.Field(e, "addr"), id.ClientPrefix().String(); got != want {
+					t.Errorf("NIC %s: address %s, want %s", hw, got, want)
+				}
+			}
+		}
+		if !found {
+			t.Errorf("NIC %s has no address in the root", hw)
+		}
+	}
+}
+
+// bootVM is a VM booted the way a distribution boots: kernel, initramfs
+// and a root disk, one virtio-net NIC per MAC (QEMU's user network,
+// restricted: the guest reaches nothing), a QMP socket for hot-plug. It is
+// not a svc/data VM directory, so it is launched here, not by vm.Launch.
+type bootVM struct {
+	Kernel, Initrd, Disk, QMP, Cmdline string
+	MACs                               []string
+}
+
+// Args is QEMU's command line for b (TCG).
+func (b bootVM) Args() []string {
+	args := []string{vm.QEMU,
+		"-M", "pc", "-accel", "tcg", "-m", "512", "-smp", "1",
+		"-nodefaults", "-no-user-config", "-display", "none", "-no-reboot",
+		"-kernel", b.Kernel, "-initrd", b.Initrd, "-append", b.Cmdline,
+		// Written only: nothing ever goes into the guest's serial port.
+		"-chardev", "file,id=serial0,path=/dev/stdout", "-serial", "chardev:serial0",
+		"-drive", "file=" + b.Disk + ",format=raw,if=none,id=blk0", "-device", "virtio-blk-pci,drive=blk0",
+		"-qmp", "unix:" + b.QMP + ",server=on,wait=off",
+	}
+	for i, m := range b.MACs {
+		args = append(args,
+			"-netdev", fmt.Sprintf("user,id=net%d,restrict=on", i),
+			"-device", fmt.Sprintf("virtio-net-pci,netdev=net%d,mac=%s,romfile=", i, m))
+	}
+	return args
+}
+
+type bootProc struct {
+	args   []string
+	serial *vm.Serial
+	qmp    string
+	exited chan struct{}
+}
+
+// launch starts QEMU; it is killed when the test ends, and on failure its
+// command line, stderr and serial console are logged.
+func (b bootVM) launch(t *testing.T) *bootProc {
+	t.Helper()
+	args := b.Args()
+	cmd := exec.Command(args[0], args[1:]...)
+	r, w, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var stderr strings.Builder
+	cmd.Stdout, cmd.Stderr = w, &stderr
+	t.Logf("%s", strings.Join(args, " "))
+	start := time.Now()
+	if err := cmd.Start(); err != nil {
+		t.Fatalf("start QEMU: %v", err)
+	}
+	w.Close()
+	p := &bootProc{args: args, serial: vm.NewSerial(r, start), qmp: b.QMP, exited: make(chan struct{})}
+	go func() { cmd.Wait(); close(p.exited) }()
+	t.Cleanup(func() {
+		cmd.Process.Kill()
+		<-p.exited
+		r.Close()
+		if t.Failed() {
+			t.Logf("QEMU command:\n%s\nQEMU stderr: %s\nserial console:\n%s", strings.Join(args, " "), stderr.String(), p.serial)
+		}
+	})
+	return p
+}
+
+// wait waits for a sentinel line and returns it without the prefix.
+func (p *bootProc) wait(t *testing.T, ctx context.Context, event string) string {
+	t.Helper()
+	l, err := p.serial.Wait(ctx, event)
+	if err != nil {
+		t.Fatal(err)
+	}
+	e, _ := vm.Event(l.Text)
+	return e
+}
+
+// plug hot-plugs a virtio-net NIC with MAC hw through QMP.
+func (p *bootProc) plug(t *testing.T, id, hw string) {
+	t.Helper()
+	mon, err := qmp.NewSocketMonitor("unix", p.qmp, 10*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := mon.Connect(); err != nil {
+		t.Fatal(err)
+	}
+	defer mon.Disconnect()
+	for _, c := range []map[string]any{
+		{"execute": "netdev_add", "arguments": map[string]any{"type": "user", "id": id, "restrict": true}},
+		{"execute": "device_add", "arguments": map[string]any{
+			"driver": "virtio-net-pci", "id": "dev-" + id, "netdev": id, "mac": hw, "romfile": ""}},
+	} {
+		cmd, _ := json.Marshal(c)
+		if _, err := mon.Run(cmd); err != nil {
+			t.Fatalf("QMP %s: %v", cmd, err)
+		}
+		t.Logf("QMP %s", cmd)
+	}
+}
