@@ -10,6 +10,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"time"
 )
 
 // Load reads every VM directory under dataDir. Each entry of dataDir that is
@@ -23,7 +24,16 @@ import (
 // *VMError per rejected VM (sorted by name), or a single *VMError with an
 // empty VM when dataDir itself cannot be read.
 func Load(dataDir string) *Config {
+	l := &Loader{dataDir: dataDir}
+	return l.Load()
+}
+
+// load is Load, reusing from l.cache the result for every VM directory whose
+// fingerprint is unchanged when l.keep is set.
+func (l *Loader) load() *Config {
+	start := time.Now()
 	cfg := &Config{VMs: map[string]*VM{}}
+	dataDir := l.dataDir
 	abs, err := filepath.Abs(dataDir)
 	if err == nil {
 		abs, err = filepath.EvalSymlinks(abs)
@@ -40,7 +50,11 @@ func Load(dataDir string) *Config {
 		cfg.Errors = append(cfg.Errors, &VMError{Path: dataDir, Err: fmt.Errorf("cannot read the data directory: %w", err)})
 		return cfg
 	}
-	l := &linker{
+	if abs != l.abs {
+		// Every VM's paths start with abs.
+		l.abs, l.cache = abs, nil
+	}
+	ln := &linker{
 		dataDir: dataDir,
 		exists:  map[string]bool{},
 		vms:     map[string]*VM{},
@@ -52,24 +66,48 @@ func Load(dataDir string) *Config {
 		if !e.IsDir() && e.Type()&fs.ModeSymlink == 0 {
 			continue
 		}
-		l.names = append(l.names, e.Name())
-		l.exists[e.Name()] = true
+		ln.names = append(ln.names, e.Name())
+		ln.exists[e.Name()] = true
 		todo = append(todo, e)
 	}
 	// The VMs' directories are independent: check them in parallel (the
 	// work is system calls), then link them in name order.
 	vms := make([]*VM, len(todo))
 	errs := make([]*VMError, len(todo))
-	var next atomic.Int64
+	keep := make([]*cached, len(todo))
+	cutoff := start.Add(-l.window)
+	var next, validated atomic.Int64
 	var wg sync.WaitGroup
 	for range min(runtime.GOMAXPROCS(0), len(todo)) {
 		wg.Go(func() {
 			for i := int(next.Add(1) - 1); i < len(todo); i = int(next.Add(1) - 1) {
-				vms[i], errs[i] = loadVM(dataDir, abs, todo[i])
+				e := todo[i]
+				if c := l.cache[e.Name()]; c != nil && c.typ == e.Type() && unchanged(c.deps) {
+					vms[i], errs[i], keep[i] = c.vm, c.err, c
+					continue
+				}
+				validated.Add(1)
+				var rec *deps
+				if l.keep {
+					rec = &deps{}
+				}
+				vms[i], errs[i] = loadVM(dataDir, abs, e, rec)
+				if l.keep && cacheable(errs[i]) && !racy(rec.list, cutoff) {
+					keep[i] = &cached{typ: e.Type(), vm: vms[i], err: errs[i], deps: rec.list}
+				}
 			}
 		})
 	}
 	wg.Wait()
+	l.validated = int(validated.Load())
+	if l.keep {
+		l.cache = make(map[string]*cached, len(todo))
+		for i, c := range keep {
+			if c != nil {
+				l.cache[todo[i].Name()] = c
+			}
+		}
+	}
 	// Two names for one directory would be two QEMUs on the same disk
 	// images: only a real directory keeps its name; a symlink to a
 	// directory that another VM has too is rejected.
@@ -92,20 +130,20 @@ func Load(dataDir string) *Config {
 	}
 	for i, e := range todo {
 		if errs[i] != nil {
-			l.errs[e.Name()] = errs[i]
+			ln.errs[e.Name()] = errs[i]
 		} else {
-			l.vms[e.Name()] = vms[i]
+			ln.vms[e.Name()] = vms[i]
 		}
 	}
-	l.link()
-	for _, name := range l.names {
-		if err := l.errs[name]; err != nil {
+	ln.link()
+	for _, name := range ln.names {
+		if err := ln.errs[name]; err != nil {
 			cfg.Errors = append(cfg.Errors, err)
 		}
 	}
-	cfg.Order = l.order
-	for _, name := range l.order {
-		cfg.VMs[name] = l.vms[name]
+	cfg.Order = ln.order
+	for _, name := range ln.order {
+		cfg.VMs[name] = ln.vms[name]
 	}
 	return cfg
 }
@@ -126,7 +164,9 @@ func byDirNames(vms []*VM, ents []fs.DirEntry, dir, self string) string {
 // optional initramfs, cmdline and providers/net/*. Nothing it reads may be
 // reached through a symlink that leads out of the VM's directory. It stops at
 // the first fault. Whether the providers exist is for linker to check.
-func loadVM(dataDir, abs string, e fs.DirEntry) (*VM, *VMError) {
+//
+// rec, when not nil, records everything the result depends on.
+func loadVM(dataDir, abs string, e fs.DirEntry, rec *deps) (*VM, *VMError) {
 	name := e.Name()
 	given := filepath.Join(dataDir, name)
 	fail := func(rel string, err error) (*VM, *VMError) {
@@ -139,7 +179,7 @@ func loadVM(dataDir, abs string, e fs.DirEntry) (*VM, *VMError) {
 	if e.Type()&fs.ModeSymlink != 0 {
 		// A VM directory may live elsewhere; its contents are confined
 		// to where it really is.
-		real, err := filepath.EvalSymlinks(root)
+		real, err := rec.evalSymlinks(root)
 		if err != nil {
 			return fail("", err)
 		}
@@ -148,6 +188,7 @@ func loadVM(dataDir, abs string, e fs.DirEntry) (*VM, *VMError) {
 	if err := checkPath(root); err != nil {
 		return fail("", err)
 	}
+	rec.stat(root)
 	ents, err := readDir(root)
 	if err != nil {
 		return fail("", err)
@@ -162,7 +203,7 @@ func loadVM(dataDir, abs string, e fs.DirEntry) (*VM, *VMError) {
 		if !ok {
 			return "", 0, false, nil
 		}
-		p, mode, err := follow(root, filepath.Join(dir, n), typ)
+		p, mode, err := follow(root, filepath.Join(dir, n), typ, rec)
 		return p, mode, true, err
 	}
 
@@ -174,6 +215,7 @@ func loadVM(dataDir, abs string, e fs.DirEntry) (*VM, *VMError) {
 		err = fmt.Errorf("%w: %s", ErrNotRegular, kind(mode))
 	}
 	if err == nil {
+		rec.stat(p)
 		err = checkELF(p)
 	}
 	if err == nil {
@@ -190,7 +232,7 @@ func loadVM(dataDir, abs string, e fs.DirEntry) (*VM, *VMError) {
 	}
 	var imgs map[string]fs.FileMode
 	if err == nil {
-		imgs, err = readDirMode(blk, mode)
+		imgs, err = readDirMode(blk, mode, rec)
 	}
 	if err != nil {
 		return fail("blk", err)
@@ -236,6 +278,7 @@ func loadVM(dataDir, abs string, e fs.DirEntry) (*VM, *VMError) {
 		err = fmt.Errorf("%w: %s", ErrNotRegular, kind(mode))
 	}
 	if err == nil && ok {
+		rec.stat(p)
 		vm.Cmdline, err = readCmdline(p)
 	}
 	if err != nil {
@@ -256,18 +299,18 @@ func loadVM(dataDir, abs string, e fs.DirEntry) (*VM, *VMError) {
 	}
 	// One lstat instead of listing providers/: only net matters.
 	netPath := filepath.Join(prov, "net")
-	fi, err := os.Lstat(netPath)
+	fi, err := rec.osLstat(netPath)
 	if errors.Is(err, fs.ErrNotExist) {
 		return vm, nil
 	}
 	var net string
 	if err == nil {
-		net, mode, err = follow(root, netPath, fi.Mode())
+		net, mode, err = follow(root, netPath, fi.Mode(), rec)
 	}
 	if err != nil {
 		return fail("providers/net", err)
 	}
-	names, err := readDirMode(net, mode)
+	names, err := readDirMode(net, mode, rec)
 	if err != nil {
 		return fail("providers/net", err)
 	}

@@ -136,11 +136,13 @@ func readHead(p string, b []byte) (int, error) {
 	return n, nil
 }
 
-// readDirMode lists dir, whose type is mode, which must be a directory.
-func readDirMode(dir string, mode fs.FileMode) (map[string]fs.FileMode, error) {
+// readDirMode lists dir, whose type is mode, which must be a directory. rec
+// records dir's status first.
+func readDirMode(dir string, mode fs.FileMode, rec *deps) (map[string]fs.FileMode, error) {
 	if !mode.IsDir() {
 		return nil, fmt.Errorf("%w: %s", ErrNotDir, kind(mode))
 	}
+	rec.stat(dir)
 	return readDir(dir)
 }
 

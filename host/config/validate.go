@@ -71,12 +71,14 @@ func within(root, p string) bool {
 
 // follow returns the real path of p and its type. typ is p's own type as
 // its directory listing reported it. p's parent holds no symlinks, so only p
-// itself can be one; if it is, its target must stay inside root.
-func follow(root, p string, typ fs.FileMode) (string, fs.FileMode, error) {
+// itself can be one; if it is, its target must stay inside root. rec
+// records what the answer depends on.
+func follow(root, p string, typ fs.FileMode, rec *deps) (string, fs.FileMode, error) {
 	if typ&fs.ModeSymlink == 0 {
 		return p, typ.Type(), nil
 	}
-	real, err := filepath.EvalSymlinks(p)
+	rec.stat(p) // the symlink itself: its target is read for the message below
+	real, err := rec.evalSymlinks(p)
 	if err != nil {
 		return "", 0, err
 	}
@@ -84,11 +86,11 @@ func follow(root, p string, typ fs.FileMode) (string, fs.FileMode, error) {
 		dest, _ := os.Readlink(p)
 		return "", 0, fmt.Errorf("%w (to %s)", ErrEscape, dest)
 	}
-	fi, err := os.Stat(real)
+	mode, err := rec.osStat(real)
 	if err != nil {
 		return "", 0, err
 	}
-	return real, fi.Mode().Type(), nil
+	return real, mode, nil
 }
 
 // checkELF tells why the regular file at p is not a kernel QEMU could boot:

@@ -1,0 +1,77 @@
+package config
+
+import (
+	"errors"
+	"io/fs"
+	"sync"
+	"time"
+)
+
+// racyWindow is how long before a load began a status must be for the
+// loader to trust it: long enough for the coarsest file system clock in use
+// (FAT keeps times to 2 s; ext4 with small inodes to 1 s; others to a clock
+// tick) to have moved on, so that any later change gets another ctime.
+const racyWindow = 3 * time.Second
+
+// A Loader loads one data directory again and again, as Load does, but
+// re-reads only the VM directories that changed since its last Load: it keeps
+// each VM directory's result with a fingerprint of everything validating it
+// looked at (see fingerprint.go), and on the next Load validates again only
+// the VMs whose fingerprint no longer holds, whose entry in the data
+// directory is new or changed type, or whose result it did not keep. What
+// spans VMs (a directory shared by two names, providers that exist, provider
+// cycles, the start order) is worked out afresh every time, from memory.
+//
+// A Loader's result is always what Load would return at that moment. Its
+// Load is safe for concurrent use (calls run one at a time). The *VM values
+// of a VM that did not change are shared between the Configs it returns:
+// treat them as read-only.
+type Loader struct {
+	dataDir string
+	keep    bool          // keep results and fingerprints: false in a one-shot Load
+	window  time.Duration // racyWindow, or what a test sets
+
+	mu        sync.Mutex
+	abs       string             // dataDir's real path when cache was filled
+	cache     map[string]*cached // by VM name
+	validated int                // VM directories the last Load read, for tests
+}
+
+// cached is one VM directory's own result (before the checks that span
+// VMs) and what it depends on.
+type cached struct {
+	typ  fs.FileMode // the entry's type in the data directory: a directory or a symlink
+	vm   *VM
+	err  *VMError
+	deps []dep
+}
+
+// NewLoader returns a Loader of dataDir (as Load takes it) that has loaded
+// nothing yet.
+func NewLoader(dataDir string) *Loader {
+	return &Loader{dataDir: dataDir, keep: true, window: racyWindow}
+}
+
+// Load loads the data directory, as the package-level Load does.
+func (l *Loader) Load() *Config {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.load()
+}
+
+// cacheable tells whether a VM's own result may be kept: a valid VM, or one
+// rejected for what its files are, which only a change to them undoes. A
+// failure of the system (out of file descriptors, an I/O error, a permission
+// a security module took away) is not kept: the VM is read again next time.
+func cacheable(err *VMError) bool {
+	if err == nil {
+		return true
+	}
+	for _, why := range []error{ErrName, ErrPath, ErrNotELF, ErrNotRegular, ErrNotDir,
+		ErrNoImages, ErrEscape, ErrCmdline, fs.ErrNotExist} {
+		if errors.Is(err, why) {
+			return true
+		}
+	}
+	return false
+}
