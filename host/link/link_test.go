@@ -77,6 +77,10 @@ type iface struct {
 	Up, PI, VnetHdr, Persist    bool
 	Addrs                       int
 	DisableIPv6                 string
+	// Bridge port flags: the client's tap learns nothing and is locked
+	// to its MAC.
+	Learning, Locked bool
+	StaticMACs       []string // static forwarding entries on the port
 }
 
 // readBack lists every interface but lo in ns, as ip sees it.
@@ -94,6 +98,10 @@ func readBack(t *testing.T, ns *nstest.NS) []iface {
 				VnetHdr bool   `json:"vnet_hdr"`
 				Persist bool   `json:"persist"`
 			} `json:"info_data"`
+			InfoSlaveData struct {
+				Learning bool `json:"learning"`
+				Locked   bool `json:"locked"`
+			} `json:"info_slave_data"`
 		} `json:"linkinfo"`
 	}
 	if err := json.Unmarshal(ns.IP("-j", "-d", "link", "show"), &links); err != nil {
@@ -117,6 +125,22 @@ func readBack(t *testing.T, ns *nstest.NS) []iface {
 			VnetHdr: l.Linkinfo.InfoData.VnetHdr, Persist: l.Linkinfo.InfoData.Persist,
 			Up:          slices.Contains(l.Flags, "UP"),
 			DisableIPv6: ns.Sysctl("net.ipv6.conf." + l.Ifname + ".disable_ipv6"),
+			Learning:    l.Linkinfo.InfoSlaveData.Learning, Locked: l.Linkinfo.InfoSlaveData.Locked,
+		}
+		if l.Master != "" {
+			var fdb []struct {
+				MAC   string `json:"mac"`
+				State string `json:"state"`
+			}
+			out, err := ns.Command(t.Context(), "bridge", "-j", "fdb", "show", "dev", l.Ifname).Output()
+			if err != nil || json.Unmarshal(out, &fdb) != nil {
+				t.Fatalf("bridge fdb show dev %s: %v\n%s", l.Ifname, err, out)
+			}
+			for _, e := range fdb {
+				if e.State == "static" {
+					i.StaticMACs = append(i.StaticMACs, e.MAC)
+				}
+			}
 		}
 		for _, a := range addrs {
 			if a.Ifname == l.Ifname {
@@ -142,7 +166,10 @@ func wantLink(id mac.LinkID) []iface {
 	tap := func(k Kind) iface {
 		return iface{Name: Name(id, k), Kind: "tun", Master: br, TunType: "tap", Up: true, VnetHdr: true, Persist: true, DisableIPv6: "1"}
 	}
-	return []iface{{Name: br, Kind: "bridge", Up: true, DisableIPv6: "1"}, tap(ClientTap), tap(ProviderTap)}
+	client, provider := tap(ClientTap), tap(ProviderTap)
+	client.Locked, client.StaticMACs = true, []string{id.MAC(mac.Client).String()}
+	provider.Learning = true
+	return []iface{{Name: br, Kind: "bridge", Up: true, DisableIPv6: "1"}, client, provider}
 }
 
 func sorted(ifs ...[]iface) []iface {

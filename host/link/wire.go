@@ -58,6 +58,12 @@ func (n *Net) Create(id mac.LinkID) error {
 			}
 			n.log.Info("link: enslaved tap to bridge", "tap", name, "bridge", br.Attrs().Name)
 		}
+		if k == ClientTap {
+			if err := n.lockClientPort(tap, id.MAC(mac.Client)); err != nil {
+				errs = append(errs, err)
+				continue
+			}
+		}
 		if err := n.setUp(tap); err != nil {
 			errs = append(errs, err)
 		}
