@@ -115,4 +115,3 @@ func portLocked(index int) (bool, error) {
 	}
 	return false, fmt.Errorf("no bridge port with index %d", index)
 }
-
