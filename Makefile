@@ -36,6 +36,7 @@ deps:
 build: deps
 	CGO_ENABLED=0 $(GO) build $(GUESTFLAGS) -o $(BIN)/spectrum-netcfg ./cmd/spectrum-netcfg
 	$(GO) build -o $(BIN)/spectrumd ./cmd/spectrumd
+	$(GO) build -o $(BIN)/spectrum-initramfs-append ./cmd/spectrum-initramfs-append
 
 # The VM tests' kernel: Debian's cloud kernel, cached in .cache/kernel/
 # (git-ignored). SPECTRUM_TEST_KERNEL / SPECTRUM_TEST_MODULES override it.
@@ -76,6 +77,7 @@ bench: build kernel
 install: build
 	install -D -m 0755 $(BIN)/spectrum-netcfg $(DESTDIR)$(PREFIX)/bin/spectrum-netcfg
 	install -D -m 0755 $(BIN)/spectrumd $(DESTDIR)$(PREFIX)/bin/spectrumd
+	install -D -m 0755 $(BIN)/spectrum-initramfs-append $(DESTDIR)$(PREFIX)/bin/spectrum-initramfs-append
 	install -d $(DESTDIR)$(UNITDIR)
 	sed 's|/usr/local/|$(PREFIX)/|g' dist/spectrumd.service >$(DESTDIR)$(UNITDIR)/spectrumd.service
 	chmod 0644 $(DESTDIR)$(UNITDIR)/spectrumd.service

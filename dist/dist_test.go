@@ -25,7 +25,7 @@ var (
 	binErr  error
 )
 
-// bins builds spectrum-netcfg (static) and spectrumd once per test binary.
+// bins builds what make install installs once per test binary.
 func bins(t *testing.T) string {
 	t.Helper()
 	binOnce.Do(func() {
@@ -34,15 +34,7 @@ func bins(t *testing.T) string {
 		if binErr != nil {
 			return
 		}
-		if _, binErr = distinit.BuildAgent(root, binDir); binErr != nil {
-			return
-		}
-		cmd := exec.Command("go", "build", "-o", filepath.Join(binDir, "spectrumd"), "./cmd/spectrumd")
-		cmd.Dir = root
-		if out, err := cmd.CombinedOutput(); err != nil {
-			binErr = err
-			t.Logf("%s", out)
-		}
+		binErr = distinit.BuildBins(root, binDir)
 	})
 	if binErr != nil {
 		t.Fatalf("build: %v", binErr)
@@ -122,6 +114,7 @@ func TestMakeInstall(t *testing.T) {
 			want := map[string]os.FileMode{
 				tt.prefix + "/bin/spectrum-netcfg":                  0o755,
 				tt.prefix + "/bin/spectrumd":                        0o755,
+				tt.prefix + "/bin/spectrum-initramfs-append":        0o755,
 				tt.prefix + "/lib/systemd/system/spectrumd.service": 0o644,
 			}
 			if tt.initramfs {

@@ -47,10 +47,7 @@ func TestMkinitramfsBoot(t *testing.T) {
 	// MODULES=list keeps the image small: the disk's drivers (ext4 is
 	// built in) and what the hook adds.
 	bin := filepath.Join(work, "bin")
-	if _, err := distinit.BuildAgent(root, bin); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.Symlink(spectrumdBin, filepath.Join(bin, "spectrumd")); err != nil {
+	if err := distinit.BuildBins(root, bin); err != nil {
 		t.Fatal(err)
 	}
 	dest := filepath.Join(work, "dest")

@@ -22,6 +22,23 @@ func Install(root, bin, destdir string, vars ...string) ([]byte, error) {
 	return out, nil
 }
 
+// BuildBins builds into dir what `make build` builds into bin/ and `make
+// install` installs: the static spectrum-netcfg, spectrumd and
+// spectrum-initramfs-append.
+func BuildBins(root, dir string) error {
+	if _, err := BuildAgent(root, dir); err != nil {
+		return err
+	}
+	for _, name := range []string{"spectrumd", "spectrum-initramfs-append"} {
+		cmd := exec.Command("go", "build", "-o", filepath.Join(dir, name), "./cmd/"+name)
+		cmd.Dir = root
+		if out, err := cmd.CombinedOutput(); err != nil {
+			return fmt.Errorf("go build %s: %w\n%s", name, err, out)
+		}
+	}
+	return nil
+}
+
 // Installed returns the overlays that make a `make install DESTDIR=destdir`
 // tree (default PREFIX) look installed to the generators: the binaries, the
 // initramfs-tools hooks, the dracut module and /etc/default/spectrum-netcfg.
