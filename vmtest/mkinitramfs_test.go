@@ -253,3 +253,117 @@ func (p *bootProc) plug(t *testing.T, id, hw string) {
 		t.Logf("QMP %s", cmd)
 	}
 }
+
+// plainInit is the /init of a plain busybox initramfs, with the documented
+// one-line call of the agent. The initramfs has no /dev/console, so the
+// init's standard streams are opened once devtmpfs is mounted.
+const plainInit = `#!/bin/busybox sh
+/bin/busybox mount -t devtmpfs devtmpfs /dev
+exec </dev/console >/dev/console 2>&1
+/bin/busybox --install -s /bin
+export PATH=/bin
+mount -t proc proc /proc
+for m in $(cat /lib/modules/order); do insmod /lib/modules/$m.ko; done
+/usr/sbin/spectrum-netcfg </dev/null
+echo "SPECTRUM-TEST: plain agent exit=$?"
+for a in $(ip -4 -o addr show | awk '{print $2 "=" $4}'); do echo "SPECTRUM-TEST: plain addr $a"; done
+poweroff -f
+`
+
+// TestAppendedAgentBoot boots a plain busybox initramfs (made with GNU cpio
+// and gzip, without the agent) to which spectrum-initramfs-append added the
+// agent as a second, uncompressed archive: the kernel unpacks both, and the
+// init's one-line call configures the client NIC.
+func TestAppendedAgentBoot(t *testing.T) {
+	k := vm.Require(t)
+	distinit.Require(t, false, "cpio", "gzip", "busybox")
+	ctx := vm.Context(t, 4*time.Minute)
+	root, err := kernel.RepoRoot()
+	if err != nil {
+		t.Fatal(err)
+	}
+	work := t.TempDir()
+	bin := filepath.Join(work, "bin")
+	if err := distinit.BuildBins(root, bin); err != nil {
+		t.Fatal(err)
+	}
+
+	// The plain initramfs: busybox, the init, the NIC's modules.
+	dir := filepath.Join(work, "initramfs")
+	for _, d := range []string{"bin", "dev", "proc", "lib/modules"} {
+		if err := os.MkdirAll(filepath.Join(dir, d), 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	bb, err := exec.LookPath("busybox")
+	if err != nil {
+		t.Fatal(err)
+	}
+	files := map[string][]byte{"init": []byte(plainInit)}
+	if files["bin/busybox"], err = os.ReadFile(bb); err != nil {
+		t.Fatal(err)
+	}
+	mods, err := kernel.Modules(k.Modules, "virtio_pci", "virtio_net")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var order strings.Builder
+	for _, m := range mods {
+		b, err := kernel.ReadModule(m.Path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		files["lib/modules/"+m.Name+".ko"] = b
+		order.WriteString(m.Name + "\n")
+	}
+	files["lib/modules/order"] = []byte(order.String())
+	for name, b := range files {
+		if err := os.WriteFile(filepath.Join(dir, name), b, 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	initrd := filepath.Join(work, "initramfs.cpio.gz")
+	mk := exec.Command("sh", "-c", `find . | LC_ALL=C sort | cpio --quiet -o -H newc -R 0:0 | gzip -9 >"$0"`, initrd)
+	mk.Dir = dir
+	if out, err := mk.CombinedOutput(); err != nil {
+		t.Fatalf("cpio | gzip: %v\n%s", err, out)
+	}
+
+	// The documented step.
+	appendCmd := exec.Command(filepath.Join(bin, "spectrum-initramfs-append"), initrd, filepath.Join(bin, "spectrum-netcfg"))
+	out, err := appendCmd.CombinedOutput()
+	if err != nil {
+		t.Fatalf("spectrum-initramfs-append: %v\n%s", err, out)
+	}
+	t.Logf("%s", out)
+
+	// bootVM always gives the guest a disk; this initramfs never mounts it.
+	id := mac.LinkID(0xa546)
+	img := filepath.Join(work, "empty.img")
+	if err := os.WriteFile(img, make([]byte, 1<<20), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	b := bootVM{Kernel: k.Vmlinux, Initrd: initrd, Disk: img, QMP: filepath.Join(work, "qmp.sock"),
+		Cmdline: "console=ttyS0 panic=-1", MACs: []string{id.MAC(mac.Client).String()}}
+	p := b.launch(t)
+	if got := p.wait(t, ctx, "plain agent exit="); got != "plain agent exit=0" {
+		t.Errorf("agent: %q, want exit status 0", got)
+	}
+	nic := id.MAC(mac.Client).String() + ": client " + id.ClientPrefix().String() + " via " + id.Gateway().String() + ": configured"
+	seen := false
+	for _, l := range p.serial.Lines() {
+		seen = seen || strings.Contains(l.Text, nic)
+	}
+	if !seen {
+		t.Errorf("console never showed %q", nic)
+	}
+	select {
+	case <-p.exited:
+	case <-ctx.Done():
+		t.Fatal("QEMU still running after poweroff")
+	}
+	addrs := p.serial.Events("plain addr ")
+	if len(addrs) != 1 || !strings.HasSuffix(addrs[0], "="+id.ClientPrefix().String()) {
+		t.Errorf("addresses after the agent: %q, want one, %s", addrs, id.ClientPrefix())
+	}
+}
