@@ -10,7 +10,7 @@ FUZZTIME  ?= 5s
 # package:target pairs run by `make fuzz`.
 FUZZ      := ./internal/mac:FuzzParseClassify ./guest:FuzzParseLink ./guest:FuzzParseNetconf ./host/link:FuzzParseName ./host/config:FuzzLoad ./host/alloc:FuzzState ./host/daemon:FuzzControlRequest
 
-.PHONY: all deps build test vet fuzz bench run clean kernel install
+.PHONY: all deps build test vet fuzz bench soak run clean kernel install
 
 # `make install`: DESTDIR-aware; the binaries go to $(PREFIX)/bin, the unit
 # to $(UNITDIR) (both searched by the hooks and systemd as they are).
@@ -74,6 +74,13 @@ bench: build kernel
 	$(GO) test -run='^$$' -bench=. -benchtime=20x -count=1 ./guest/
 	./scripts/bench-daemon.sh
 
+# Start/stop cycles of a client and its provider under a real spectrumd
+# serve with QEMU (stub kernel): spectrumd's RSS, fds, children and links
+# before and after (README, "Reliability").
+SOAK_CYCLES ?= 200
+soak: deps
+	SPECTRUM_SOAK_CYCLES=$(SOAK_CYCLES) $(GO) test -count=1 -run='^TestSoakServe$$' -v -timeout 60m ./host/cli/
+
 install: build
 	install -D -m 0755 $(BIN)/spectrum-netcfg $(DESTDIR)$(PREFIX)/bin/spectrum-netcfg
 	install -D -m 0755 $(BIN)/spectrumd $(DESTDIR)$(PREFIX)/bin/spectrumd
@@ -81,6 +88,7 @@ install: build
 	install -d $(DESTDIR)$(UNITDIR)
 	sed 's|/usr/local/|$(PREFIX)/|g' dist/spectrumd.service >$(DESTDIR)$(UNITDIR)/spectrumd.service
 	chmod 0644 $(DESTDIR)$(UNITDIR)/spectrumd.service
+	install -D -m 0644 README.md $(DESTDIR)$(PREFIX)/share/doc/spectrum/README.md
 	@set -e; for g in $(INITRAMFS); do echo "install: initramfs hooks for $$g"; case $$g in \
 	  initramfs-tools) \
 	    install -D -m 0755 dist/initramfs-tools/hooks/spectrum-netcfg $(DESTDIR)/usr/share/initramfs-tools/hooks/spectrum-netcfg; \

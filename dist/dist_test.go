@@ -115,6 +115,7 @@ func TestMakeInstall(t *testing.T) {
 				tt.prefix + "/bin/spectrum-netcfg":                  0o755,
 				tt.prefix + "/bin/spectrumd":                        0o755,
 				tt.prefix + "/bin/spectrum-initramfs-append":        0o755,
+				tt.prefix + "/share/doc/spectrum/README.md":         0o644,
 				tt.prefix + "/lib/systemd/system/spectrumd.service": 0o644,
 			}
 			if tt.initramfs {
@@ -146,8 +147,9 @@ func TestMakeInstall(t *testing.T) {
 				t.Errorf("installed %d files, want %d: %v", len(got), len(want), got)
 			}
 			unit := readFile(t, filepath.Join(dest, tt.prefix, "lib/systemd/system/spectrumd.service"))
-			if !strings.Contains(unit, "\nExecStart="+tt.prefix+"/bin/spectrumd serve ") {
-				t.Errorf("unit's ExecStart does not run %s/bin/spectrumd:\n%s", tt.prefix, unit)
+			if !strings.Contains(unit, "\nExecStart="+tt.prefix+"/bin/spectrumd serve ") ||
+				!strings.Contains(unit, "\nDocumentation=file://"+tt.prefix+"/share/doc/spectrum/README.md\n") {
+				t.Errorf("unit's ExecStart or Documentation is not under %s:\n%s", tt.prefix, unit)
 			}
 			if tt.initramfs {
 				def := readFile(t, filepath.Join(dest, "etc/default/spectrum-netcfg"))

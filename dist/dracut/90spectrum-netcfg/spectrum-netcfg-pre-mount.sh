@@ -7,10 +7,11 @@
 #
 # WATCH=yes in /etc/default/spectrum-netcfg (read when the initramfs was
 # built) or spectrum.watch on the kernel command line (spectrum.watch=0 turns
-# it off) leaves `spectrum-netcfg -watch` running for hot-plugged NICs. It
-# survives switch_root only in a dracut image without systemd: systemd in the
-# initramfs stops every process of its units at switch-root. With systemd,
-# run `spectrum-netcfg -watch` as a service of the real root instead.
+# it off) leaves `spectrum-netcfg -watch` running for hot-plugged NICs. Without
+# systemd in the initramfs it survives switch_root (its binary stays in
+# memory as a deleted file). With systemd, it is a left-over process of
+# dracut-pre-mount.service, and whether it outlives switch-root is up to
+# systemd: run `spectrum-netcfg -watch` as a service of the real root there.
 
 type getargbool >/dev/null 2>&1 || . /lib/dracut-lib.sh
 
