@@ -78,6 +78,21 @@ func (p *serveProc) ask(req daemon.Request) (daemon.Response, error) {
 	return r, err
 }
 
+// waitServing waits until the daemon answers on its control socket.
+func (p *serveProc) waitServing(t *testing.T) {
+	t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		if r, err := p.ask(daemon.Request{Op: "list"}); err == nil && r.OK {
+			return
+		}
+		if time.Now().After(deadline) {
+			p.fail(t, "spectrumd does not answer on its control socket")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
 // waitRunning waits until every VM in names runs and returns their
 // statuses.
 func (p *serveProc) waitRunning(t *testing.T, names ...string) map[string]daemon.VMStatus {
@@ -226,16 +241,7 @@ func testKillServe(t *testing.T, runAs string) {
 
 	t1 := time.Now()
 	second := startServe(t, ns, logPath, args...)
-	deadline := time.Now().Add(30 * time.Second)
-	for {
-		if r, err := second.ask(daemon.Request{Op: "list"}); err == nil && r.OK {
-			break
-		}
-		if time.Now().After(deadline) {
-			second.fail(t, "the second spectrumd does not answer")
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	second.waitServing(t)
 	t.Logf("second spectrumd answering %v after it started", time.Since(t1).Round(time.Millisecond))
 	for _, pid := range pids {
 		if !processGone(pid) {

@@ -39,6 +39,7 @@ func Serve(args []string, stdout, stderr io.Writer) error {
 	memory := fs.Int("memory", qemu.DefaultMemoryMiB, "guest RAM in `MiB`")
 	logJSON := fs.Bool("log-json", false, "log JSON lines instead of text")
 	runAs := fs.String("runas", DefaultRunAs, "`USER` QEMU switches to once it has opened its files; \"\" keeps spectrumd's user (the default "+DefaultRunAs+" only where that user exists)")
+	nicTimeout := fs.Duration("nic-timeout", DefaultNICTimeout, "how long a NIC hot-plug or unplug waits for the guest (an unplug the guest ignores leaves the device but frees the tap)")
 	silentAfter := fs.Duration("silent-after", daemon.DefaultSilentAfter, "warn about a VM that has written nothing to its serial console this long after launch (0: never)")
 	fs.Usage = func() {
 		fmt.Fprintf(stderr, "usage: spectrumd serve [flags]\n\nRun the daemon in the foreground. VMs start with `spectrumd start NAME` (or -start).\nSIGTERM or SIGINT stops every VM and removes their links.\n\nflags:\n")
@@ -112,7 +113,7 @@ func Serve(args []string, stdout, stderr io.Writer) error {
 	}
 	d, err := daemon.New(daemon.Options{
 		State: *state, Run: *run, Log: log, StopTimeout: *stopTimeout, SilentAfter: *silentAfter,
-		VMM:   &qemuVMM{accel: acc, memory: *memory, runAs: *runAs, log: log},
+		VMM:   &qemuVMM{accel: acc, memory: *memory, runAs: *runAs, nicTimeout: *nicTimeout, log: log},
 		Net:   nw,
 		Links: &configSource{data: *data, alloc: al},
 	})
@@ -173,10 +174,11 @@ func (s *configSource) Load(held []alloc.Link) (*config.Config, []alloc.Link, er
 
 // qemuVMM launches VMs as QEMU processes.
 type qemuVMM struct {
-	accel  string
-	memory int
-	runAs  string
-	log    *slog.Logger
+	accel      string
+	memory     int
+	runAs      string
+	nicTimeout time.Duration
+	log        *slog.Logger
 }
 
 // killOrphans kills every QEMU still holding a pid file under run, then
@@ -226,17 +228,18 @@ func (v *qemuVMM) Launch(ctx context.Context, spec daemon.Spec) (daemon.Instance
 		return nil, err
 	}
 	log.Info("QEMU started", "cmd", qemu.Quote(p.Argv))
-	return &qemuInstance{p: p, log: log}, nil
+	return &qemuInstance{p: p, log: log, nicTimeout: v.nicTimeout}, nil
 }
 
 type qemuInstance struct {
-	p   *qemu.Process
-	log *slog.Logger
+	p          *qemu.Process
+	log        *slog.Logger
+	nicTimeout time.Duration
 }
 
-// nicTimeout bounds one hot-plug or unplug; an unplug waits for the guest
-// to release the device.
-const nicTimeout = 20 * time.Second
+// DefaultNICTimeout bounds one hot-plug or unplug; an unplug waits for the
+// guest to release the device.
+const DefaultNICTimeout = 20 * time.Second
 
 func (i *qemuInstance) PID() int          { return i.p.Pid() }
 func (i *qemuInstance) Serial() io.Reader { return i.p.Serial }
@@ -247,13 +250,13 @@ func (i *qemuInstance) Wait() error {
 }
 
 func (i *qemuInstance) Hotplug(n daemon.NIC) error {
-	ctx, cancel := context.WithTimeout(context.Background(), nicTimeout)
+	ctx, cancel := context.WithTimeout(context.Background(), i.nicTimeout)
 	defer cancel()
 	return i.p.QMP.HotplugNIC(ctx, n.Tap, n.ID, n.MAC)
 }
 
 func (i *qemuInstance) Unplug(id string) error {
-	ctx, cancel := context.WithTimeout(context.Background(), nicTimeout)
+	ctx, cancel := context.WithTimeout(context.Background(), i.nicTimeout)
 	defer cancel()
 	return i.p.QMP.UnplugNIC(ctx, id)
 }
