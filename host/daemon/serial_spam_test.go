@@ -194,10 +194,12 @@ func TestDaemonSerialSpam(t *testing.T) {
 		}
 	})
 	path := serveControlWith(t, &ControlServer{Handler: d, AllowUID: os.Getuid()})
+	start := time.Now()
 	if err := d.Start("noisy"); err != nil {
 		t.Fatal(err)
 	}
 	waitFor(t, "16 MB of serial output", func() bool { return spewed.Load() > 16<<20 })
+	el := time.Since(start)
 	r, err := ask(path, `{"op":"status","name":"noisy"}`+"\n", 5*time.Second)
 	if err != nil || !r.OK || r.VMs[0].State != "running" {
 		t.Errorf("status while spamming: %+v, %v", r, err)
@@ -208,7 +210,8 @@ func TestDaemonSerialSpam(t *testing.T) {
 	wg.Wait()
 	lf, _ := d.Logs("noisy")
 	size := dirSize(t, filepath.Dir(lf.Path))
-	t.Logf("%d MiB spewed; VM log %d bytes on disk (cap %d)", spewed.Load()>>20, size, logCap)
+	t.Logf("%d MiB spewed in 40-byte lines in %v (%.1f MiB/s through the daemon); VM log %d bytes on disk (cap %d)",
+		spewed.Load()>>20, el.Round(time.Millisecond), float64(spewed.Load())/(1<<20)/el.Seconds(), size, logCap)
 	if size > 2*logCap {
 		t.Errorf("VM log holds %d bytes, over twice the cap %d", size, logCap)
 	}
