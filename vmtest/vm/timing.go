@@ -16,7 +16,15 @@ type Timing struct {
 	Agent        time.Duration // the agent's run time as the init measured it
 	AgentCPU     time.Duration // the agent's user+system CPU time
 	Baseline     time.Duration // run time of the agent exiting at once (spectrum.baseline), 0 if not measured
-	AgentExit    string        // its exit status, "" if it did not run
+	BaselineCPU  time.Duration // its user+system CPU time
+	// BaselineWarm is the same run after the agent's: under TCG the first
+	// run of a binary also pays for translating its code.
+	BaselineWarm, BaselineWarmCPU time.Duration
+	// Again is the agent's second run (spectrum.baseline), its code
+	// already run once; AgainExit its exit status.
+	Again, AgainCPU time.Duration
+	AgainExit       string
+	AgentExit       string // its exit status, "" if it did not run
 }
 
 // Timing reads p's boot timing from the sentinel lines seen so far.
@@ -36,8 +44,13 @@ func (p *Proc) Timing() Timing {
 		case hasPrefix(e, "agent exit="):
 			tm.GuestAgentOK, tm.AgentExit = t, Field(e, "exit")
 			tm.Agent, tm.AgentCPU = millis(Field(e, "took")), millis(Field(e, "cpu"))
+		case hasPrefix(e, "agent again exit="):
+			tm.AgainExit = Field(e, "exit")
+			tm.Again, tm.AgainCPU = millis(Field(e, "took")), millis(Field(e, "cpu"))
+		case hasPrefix(e, "agent baseline warm "):
+			tm.BaselineWarm, tm.BaselineWarmCPU = millis(Field(e, "took")), millis(Field(e, "cpu"))
 		case hasPrefix(e, "agent baseline "):
-			tm.Baseline = millis(Field(e, "took"))
+			tm.Baseline, tm.BaselineCPU = millis(Field(e, "took")), millis(Field(e, "cpu"))
 		case hasPrefix(e, "state done n=1 "):
 			tm.HostState = l.At
 		}
@@ -50,7 +63,7 @@ func (tm Timing) String() string {
 		tm.HostInit.Seconds(), tm.HostState.Seconds(), tm.GuestInit.Seconds(),
 		tm.GuestAgentIn.Seconds(), tm.GuestAgentOK.Seconds(), tm.AgentExit, tm.Agent, tm.AgentCPU)
 	if tm.Baseline > 0 {
-		s += fmt.Sprintf("; baseline (exit at once) %v", tm.Baseline)
+		s += fmt.Sprintf("; baseline (exit at once) %v before, %v after", tm.Baseline, tm.BaselineWarm)
 	}
 	return s
 }
