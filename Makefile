@@ -8,7 +8,7 @@ GUESTFLAGS := -trimpath -ldflags='-s -w'
 # `make fuzz FUZZTIME=5m`.
 FUZZTIME  ?= 5s
 # package:target pairs run by `make fuzz`.
-FUZZ      := ./internal/mac:FuzzParseClassify ./guest:FuzzParseLink ./guest:FuzzParseNetconf ./host/link:FuzzParseName ./host/config:FuzzLoad ./host/alloc:FuzzState ./host/daemon:FuzzControlRequest
+FUZZ      := ./internal/mac:FuzzParseClassify ./guest:FuzzParseLink ./guest:FuzzParseNetconf ./host/link:FuzzParseName ./host/config:FuzzLoad ./host/config:FuzzLoaderReload ./host/alloc:FuzzState ./host/daemon:FuzzControlRequest
 
 .PHONY: all deps build test vet fuzz bench soak run clean kernel install
 
