@@ -115,7 +115,7 @@ func Serve(args []string, stdout, stderr io.Writer) error {
 		State: *state, Run: *run, Log: log, StopTimeout: *stopTimeout, SilentAfter: *silentAfter,
 		VMM:   &qemuVMM{accel: acc, memory: *memory, runAs: *runAs, nicTimeout: *nicTimeout, log: log},
 		Net:   nw,
-		Links: &configSource{data: *data, alloc: al},
+		Links: &configSource{loader: config.NewLoader(*data), alloc: al},
 	})
 	if err != nil {
 		return err
@@ -160,14 +160,15 @@ func Serve(args []string, stdout, stderr io.Writer) error {
 	return nil
 }
 
-// configSource loads the data directory and keeps the link ids.
+// configSource loads the data directory and keeps the link ids. One Loader
+// across reloads reads again only the VM directories that changed.
 type configSource struct {
-	data  string
-	alloc *alloc.Allocator
+	loader *config.Loader
+	alloc  *alloc.Allocator
 }
 
 func (s *configSource) Load(held []alloc.Link) (*config.Config, []alloc.Link, error) {
-	cfg := config.Load(s.data)
+	cfg := s.loader.Load()
 	links, err := s.alloc.Sync(alloc.Pairs(cfg), held)
 	return cfg, links, err
 }
