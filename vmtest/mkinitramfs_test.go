@@ -22,53 +22,71 @@ import (
 
 // TestMkinitramfsBoot boots the Debian test kernel with an initramfs made by
 // Debian's own mkinitramfs with spectrum-netcfg's initramfs-tools hook, as
-// `make install` installs it, and a real root file system (ext4 on
-// virtio-blk, /sbin/init from vmtest/cmd/rootinit). The kernel command line
-// asks for the -watch opt-in (spectrum.watch). It checks, on the serial
-// console, that
-//
-//   - the agent configured the client NIC before the root was mounted (its
-//     lines come before the kernel's "EXT4-fs (vda): mounted filesystem");
-//   - the guest reached its root (rootinit's first line, as PID 1);
-//   - there the NIC still has its address, and the -watch instance is still
-//     running, from the deleted initramfs binary;
-//   - it configures a NIC hot-plugged after switch_root.
+// `make install` installs it; see checkRootBoot for what it checks.
 func TestMkinitramfsBoot(t *testing.T) {
-	k := vm.Require(t)
-	dk := distinit.Require(t, true, "mkinitramfs", "mke2fs")
-	ctx := vm.Context(t, 6*time.Minute)
-	root, err := kernel.RepoRoot()
-	if err != nil {
-		t.Fatal(err)
-	}
-	work := t.TempDir()
-
-	// make install, as a user would, then mkinitramfs with it installed;
+	b := newRootBoot(t, "mkinitramfs")
 	// MODULES=list keeps the image small: the disk's drivers (ext4 is
 	// built in) and what the hook adds.
-	bin := filepath.Join(work, "bin")
-	if err := distinit.BuildBins(root, bin); err != nil {
-		t.Fatal(err)
-	}
-	dest := filepath.Join(work, "dest")
-	if _, err := distinit.Install(root, bin, dest); err != nil {
-		t.Fatal(err)
-	}
-	conf := filepath.Join(work, "conf")
+	conf := filepath.Join(b.work, "conf")
 	if err := os.Mkdir(conf, 0o755); err != nil {
 		t.Fatal(err)
 	}
 	if err := distinit.ListConf(conf, "virtio_pci", "virtio_blk"); err != nil {
 		t.Fatal(err)
 	}
-	initrd := filepath.Join(work, "initrd.img")
-	if out, err := distinit.Run(ctx, dk, distinit.Installed(dest), nil, "mkinitramfs", "-d", conf, "-o", initrd, dk.Version); err != nil {
+	initrd := filepath.Join(b.work, "initrd.img")
+	if out, err := distinit.Run(b.ctx, b.dk, distinit.Installed(b.dest), nil, "mkinitramfs", "-d", conf, "-o", initrd, b.dk.Version); err != nil {
 		t.Fatalf("%v\n%s", err, out)
 	}
+	b.checkRootBoot(initrd)
+}
 
-	// The root: the init and the mount points the initramfs moves /dev,
-	// /proc, /sys and /run onto.
-	rootDir := filepath.Join(work, "root")
+// TestDracutBoot is TestMkinitramfsBoot with an initramfs made by dracut
+// (Debian's), without systemd in it: dracut's own shell init, with the
+// modules a virtio-blk root needs and the spectrum-netcfg module as `make
+// install` installs it.
+func TestDracutBoot(t *testing.T) {
+	b := newRootBoot(t, "dracut")
+	initrd := filepath.Join(b.work, "initramfs.img")
+	if out, err := distinit.Run(b.ctx, b.dk, distinit.Installed(b.dest), nil, "dracut", "--force", "--no-hostonly", "--no-early-microcode",
+		"-m", "base rootfs-block kernel-modules udev-rules spectrum-netcfg", "--drivers", "virtio_pci virtio_blk",
+		"--kver", b.dk.Version, initrd); err != nil {
+		t.Fatalf("%v\n%s", err, out)
+	}
+	b.checkRootBoot(initrd)
+}
+
+// rootBoot is a boot test's world: the test kernel, a `make install` tree
+// and a root file system image.
+type rootBoot struct {
+	t          *testing.T
+	ctx        context.Context
+	k          kernel.Kernel
+	dk         distinit.Kernel
+	work, dest string
+	rootImg    string
+}
+
+// newRootBoot runs `make install` into a temporary DESTDIR, as a user
+// would, and makes the root: an ext4 image with /sbin/init from
+// vmtest/cmd/rootinit and the mount points the initramfs moves /dev, /proc,
+// /sys and /run onto.
+func newRootBoot(t *testing.T, generator string) *rootBoot {
+	k := vm.Require(t)
+	b := &rootBoot{t: t, k: k, dk: distinit.Require(t, true, generator, "mke2fs"), ctx: vm.Context(t, 6*time.Minute), work: t.TempDir()}
+	root, err := kernel.RepoRoot()
+	if err != nil {
+		t.Fatal(err)
+	}
+	bin := filepath.Join(b.work, "bin")
+	if err := distinit.BuildBins(root, bin); err != nil {
+		t.Fatal(err)
+	}
+	b.dest = filepath.Join(b.work, "dest")
+	if _, err := distinit.Install(root, bin, b.dest); err != nil {
+		t.Fatal(err)
+	}
+	rootDir := filepath.Join(b.work, "root")
 	for _, d := range []string{"sbin", "dev", "proc", "sys", "run", "tmp"} {
 		if err := os.MkdirAll(filepath.Join(rootDir, d), 0o755); err != nil {
 			t.Fatal(err)
@@ -77,20 +95,36 @@ func TestMkinitramfsBoot(t *testing.T) {
 	if _, err := distinit.BuildStatic(root, filepath.Join(rootDir, "sbin/init"), "./vmtest/cmd/rootinit"); err != nil {
 		t.Fatal(err)
 	}
-	img := filepath.Join(work, "root.img")
-	if out, err := exec.Command("mke2fs", "-q", "-t", "ext4", "-d", rootDir, "-F", img, "32M").CombinedOutput(); err != nil {
+	b.rootImg = filepath.Join(b.work, "root.img")
+	if out, err := exec.Command("mke2fs", "-q", "-t", "ext4", "-d", rootDir, "-F", b.rootImg, "32M").CombinedOutput(); err != nil {
 		t.Fatalf("mke2fs: %v\n%s", err, out)
 	}
+	return b
+}
 
+// checkRootBoot boots initrd with the root on virtio-blk, a client NIC
+// 0A:B3:EC:00:A5:46 and the -watch opt-in on the kernel command line
+// (spectrum.watch), and checks, on the serial console, that
+//
+//   - the agent configured the client NIC before the root was mounted (its
+//     lines come before the kernel's first "EXT4-fs (vda): mounted
+//     filesystem");
+//   - the guest reached its root (rootinit's first line, as PID 1);
+//   - there the NIC still has its address, and exactly one spectrum-netcfg
+//     runs, -watch, from the initramfs's binary that switch_root deleted;
+//   - it configures a NIC hot-plugged after switch_root.
+func (b *rootBoot) checkRootBoot(initrd string) {
+	t, ctx := b.t, b.ctx
+	t.Helper()
 	boot := mac.LinkID(0xa546) // the reference documentation's example
 	plug := mac.LinkID(0x1234)
-	b := bootVM{
-		Kernel: k.Vmlinux, Initrd: initrd, Disk: img, QMP: filepath.Join(work, "qmp.sock"),
-		Cmdline: fmt.Sprintf("root=/dev/vda console=ttyS0 panic=-1 spectrum.watch spectrum.expect=%s,%s spectrum.timeout=180",
+	v := bootVM{
+		Kernel: b.k.Vmlinux, Initrd: initrd, Disk: b.rootImg, QMP: filepath.Join(b.work, "qmp.sock"),
+		Cmdline: fmt.Sprintf("root=/dev/vda console=ttyS0 panic=-1 rd.shell=0 spectrum.watch spectrum.expect=%s,%s spectrum.timeout=180",
 			boot.MAC(mac.Client), plug.MAC(mac.Client)),
 		MACs: []string{boot.MAC(mac.Client).String()},
 	}
-	p := b.launch(t)
+	p := v.launch(t)
 	p.wait(t, ctx, "root init ")
 	p.plug(t, "plug0", plug.MAC(mac.Client).String())
 	done := p.wait(t, ctx, "root done")
@@ -131,7 +165,7 @@ func TestMkinitramfsBoot(t *testing.T) {
 	}
 
 	// In the root: the one -watch instance, running from the initramfs's
-	// binary that run-init deleted, and both NICs addressed.
+	// binary that switch_root deleted, and both NICs addressed.
 	agents := p.serial.Events("root agent ")
 	if len(agents) != 1 || vm.Field(agents[0], "args") != "-watch" || vm.Field(agents[0], "exe") != "/usr/sbin/spectrum-netcfg_(deleted)" {
 		t.Errorf("spectrum-netcfg processes in the root: %q; want one, -watch, from the deleted /usr/sbin/spectrum-netcfg", agents)
