@@ -7,6 +7,7 @@
 package main
 
 import (
+	"errors"
 	"flag"
 	"fmt"
 	"io/fs"
@@ -31,7 +32,7 @@ func main() {
 	to := fl.String("to", "/usr/sbin/spectrum-netcfg", "")
 	list := fl.Bool("list", false, "")
 	if err := fl.Parse(os.Args[1:]); err != nil {
-		if err == flag.ErrHelp {
+		if errors.Is(err, flag.ErrHelp) {
 			os.Exit(0)
 		}
 		os.Exit(2)

@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strings"
 	"testing"
 
 	"github.com/cavaliergopher/cpio"
@@ -26,10 +27,14 @@ func gnuArchive(t *testing.T) string {
 		t.Skip("skipping: no GNU cpio to make the archive appended to")
 	}
 	dir := t.TempDir()
-	os.Chmod(dir, 0o755)
-	os.MkdirAll(filepath.Join(dir, "bin"), 0o755)
-	os.WriteFile(filepath.Join(dir, "init"), []byte("#!/bin/sh\nexec /bin/sh\n"), 0o755)
-	os.WriteFile(filepath.Join(dir, "bin/sh"), []byte("not really a shell"), 0o755)
+	if err := errors.Join(
+		os.Chmod(dir, 0o755),
+		os.Mkdir(filepath.Join(dir, "bin"), 0o755),
+		os.WriteFile(filepath.Join(dir, "init"), []byte("#!/bin/sh\nexec /bin/sh\n"), 0o755),
+		os.WriteFile(filepath.Join(dir, "bin/sh"), []byte("not really a shell"), 0o755),
+	); err != nil {
+		t.Fatal(err)
+	}
 	out := filepath.Join(t.TempDir(), "initramfs.cpio")
 	cmd := exec.Command("sh", "-c", `find . | LC_ALL=C sort | cpio --quiet -o -H newc -R 0:0 >"$0"`, out)
 	cmd.Dir = dir
@@ -180,9 +185,14 @@ func TestListRefusesUnknown(t *testing.T) {
 	if _, err := List(bytes.NewReader(zstd)); err == nil {
 		t.Error("List of a zstd archive: no error")
 	}
-	var b bytes.Buffer
-	b.WriteByte('x') // misaligned: a newc archive at offset 1 after garbage is not one the kernel reads
-	if _, err := List(&b); err == nil {
+	if _, err := List(bytes.NewReader([]byte("garbage"))); err == nil {
 		t.Error("List of garbage: no error")
+	}
+	// A newc archive one byte in: the kernel would try to decompress it.
+	var b bytes.Buffer
+	b.WriteByte(0)
+	Write(&b, []File{{Name: "init", Data: []byte("x")}})
+	if _, err := List(&b); err == nil || !strings.Contains(err.Error(), "multiple of 4") {
+		t.Errorf("List of a misaligned archive: %v, want an error about alignment", err)
 	}
 }
