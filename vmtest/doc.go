@@ -1,6 +1,8 @@
 // Package vmtest holds the end-to-end tests: real guests under QEMU (TCG on
 // machines without nested virtualisation) booting the Debian test kernel
-// (`make kernel`) with an initramfs that runs spectrum-netcfg, wired by
-// bridges and taps in each test's own network namespace. The harness is in
-// vmtest/vm, the guests' init in vmtest/cmd/testinit.
+// (`make kernel`) with an initramfs that runs spectrum-netcfg, launched,
+// wired and supervised by the real `spectrumd serve` in each test's own
+// network namespace and driven through its command line. The harness is in
+// vmtest/vm, the guests' init in vmtest/cmd/testinit. Only TestBootForeignNIC
+// launches QEMU by hand: spectrumd never gives a VM a NIC without the OUI.
 package vmtest

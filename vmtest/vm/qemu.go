@@ -15,7 +15,9 @@ import (
 	"spectrum/internal/nstest"
 )
 
-// Proc is a running VM.
+// Proc is one boot of a VM: launched by Launch, or by spectrumd (then its
+// Serial follows spectrumd's log file of the VM and Args is empty: the
+// command line is in spectrumd's log).
 type Proc struct {
 	Name   string
 	Args   []string // the full command line, for reproducing by hand
@@ -79,8 +81,9 @@ func qmpPath(dir, run string) string { return filepath.Join(run, filepath.Base(d
 // VM is killed when the test ends; if the test failed, its command line,
 // QEMU's stderr and the serial log are printed.
 //
-// This is the one place the tests start QEMU themselves; it goes away when
-// spectrumd launches the VMs.
+// This is the one place the tests start QEMU themselves, kept for a NIC
+// spectrumd would never give a VM (one without the OUI); everything else
+// goes through Serve.
 func Launch(t testing.TB, ns *nstest.NS, dir, run string, nics []NIC) *Proc {
 	t.Helper()
 	name := filepath.Base(dir)

@@ -1,11 +1,13 @@
 // Package vm is the VM tests' harness: it builds the guest initramfs once per
 // test binary, writes VM directories in the svc/data layout the daemon reads,
-// wires links (a bridge and two taps per link) in the test's own network
-// namespace, launches QEMU, and waits for the test init's sentinel lines on
-// the serial console with deadlines derived from the test's own.
+// runs `spectrumd serve` in the test's own network namespace (Serve) and
+// drives it through its command line, follows each boot's serial log that
+// spectrumd writes, and waits for the test init's sentinel lines with
+// deadlines derived from the test's own.
 //
-// QEMU is launched by one function, Launch, which spectrumd will replace.
-// The serial console is only ever read, never written.
+// Launch, AddLink and PlugNIC start QEMU and wire links by hand, for what
+// spectrumd cannot do (a NIC without the OUI). The serial console is only
+// ever read, never written.
 package vm
 
 import (
