@@ -7,6 +7,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 )
 
 func TestSanitize(t *testing.T) {
@@ -81,5 +82,41 @@ func TestLogFileCap(t *testing.T) {
 	ents, _ := os.ReadDir(dir)
 	if len(ents) != 2 {
 		t.Errorf("%d files in log dir, want 2", len(ents))
+	}
+}
+
+// TestHostLogLimiter: a burst of hostLogBurst lines passes, then lines are
+// held back; a second later hostLogRate more pass, the first of them
+// reporting how many were held before it; those held after it are reported
+// at most a second later.
+func TestHostLogLimiter(t *testing.T) {
+	t0 := time.Unix(1000, 0)
+	l := limiter{tokens: hostLogBurst, last: t0}
+	for i := range hostLogBurst {
+		if got := l.take(t0); got != 0 {
+			t.Fatalf("line %d of the burst: take = %d, want 0", i, got)
+		}
+	}
+	for range 500 {
+		if got := l.take(t0); got != -1 {
+			t.Fatalf("over the burst: take = %d, want -1 (held back)", got)
+		}
+	}
+	t1 := t0.Add(time.Second)
+	var passed, reported []int
+	for i := range 1000 {
+		switch got := l.take(t1); {
+		case got > 0:
+			reported = append(reported, got)
+			passed = append(passed, i)
+		case got == 0:
+			passed = append(passed, i)
+		}
+	}
+	if len(passed) != hostLogRate || len(reported) != 1 || reported[0] != 500 || passed[0] != 0 {
+		t.Errorf("a second later: %d lines passed, reports %v; want %d passed, the first reporting 500", len(passed), reported, hostLogRate)
+	}
+	if got := l.take(t1.Add(time.Second)); got != 1000-hostLogRate {
+		t.Errorf("another second later: take = %d, want %d held reported", got, 1000-hostLogRate)
 	}
 }
