@@ -149,13 +149,6 @@ func nicName(t *testing.T, p *vm.Proc, hw string) string {
 	return ""
 }
 
-func ifindex(p *vm.Proc, nic string) string {
-	for _, e := range events(p, "link "+nic+" ") {
-		return vm.Field(e, "index")
-	}
-	return "?"
-}
-
 // events returns the lines of p's first state dump (right after the agent's
 // run) that start with prefix, sorted (wants are written in sorted order).
 func events(p *vm.Proc, prefix string) []string {

@@ -122,21 +122,3 @@ func filter(st []string, prefix string) []string {
 	slices.Sort(out)
 	return out
 }
-
-// addrOf waits for p's NIC with MAC hw to hold an address and returns the
-// state lines of its addresses.
-func addrsOf(t testing.TB, ctx context.Context, p *vm.Proc, hw string) []string {
-	t.Helper()
-	st, err := p.Serial.WaitState(ctx, func(st []string) bool {
-		for _, e := range st {
-			if strings.HasPrefix(e, "link ") && vm.Field(e, "mac") == hw {
-				return len(filter(st, "addr "+strings.Fields(e)[1]+" ")) > 0
-			}
-		}
-		return false
-	})
-	if err != nil {
-		t.Fatalf("%s: NIC %s never got an address: %v", p.Name, hw, err)
-	}
-	return filter(st, "addr "+nicIn(t, p, st, hw)+" ")
-}
