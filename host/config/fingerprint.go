@@ -30,10 +30,6 @@ import (
 // therefore never trusts a fingerprint holding a ctime newer than shortly
 // before validation began (see racyWindow); that VM is read again next time.
 
-// notErrno stands for an error that did not come from the kernel: no
-// status taken again is ever equal to it.
-const notErrno = ^syscall.Errno(0)
-
 // stamp is what lstat or stat said about a path.
 type stamp struct {
 	errno syscall.Errno // non-zero: the call failed with it; nothing else is set
@@ -45,11 +41,11 @@ type stamp struct {
 	ctime int64
 }
 
-func stampOf(st *syscall.Stat_t, err error) stamp {
+func stampOf(st *unix.Stat_t, err error) stamp {
 	if err != nil {
 		var errno syscall.Errno
 		if !errors.As(err, &errno) {
-			errno = notErrno
+			errno = syscall.EIO // not from the kernel: never trusted, see same
 		}
 		return stamp{errno: errno}
 	}
@@ -59,16 +55,17 @@ func stampOf(st *syscall.Stat_t, err error) stamp {
 	}
 }
 
-func stampPath(p string, follow bool) stamp {
-	var st syscall.Stat_t
-	var err error
+// stampAt takes p's status (lstat, or stat if follow); a relative p is taken
+// from the directory dirfd.
+func stampAt(dirfd int, p string, follow bool) stamp {
+	flags := unix.AT_SYMLINK_NOFOLLOW
+	if follow {
+		flags = 0
+	}
+	var st unix.Stat_t
 	for {
-		if follow {
-			err = syscall.Stat(p, &st)
-		} else {
-			err = syscall.Lstat(p, &st)
-		}
-		if err != syscall.EINTR {
+		err := unix.Fstatat(dirfd, p, &st, flags)
+		if err != unix.EINTR {
 			return stampOf(&st, err)
 		}
 	}
@@ -76,7 +73,7 @@ func stampPath(p string, follow bool) stamp {
 
 // dep is one thing a VM's validation depended on.
 type dep struct {
-	path   string
+	path   string // relative to the data directory if it is inside, else absolute
 	eval   bool   // resolved with filepath.EvalSymlinks: real and err say to what
 	follow bool   // stat rather than lstat
 	st     stamp  // !eval
@@ -84,13 +81,21 @@ type dep struct {
 	err    string // eval: the error's text, "" for none
 }
 
-// same tells whether d still holds.
-func (d *dep) same() bool {
+// same tells whether d still holds; data is an open descriptor of the data
+// directory (relative paths start there).
+func (d *dep) same(data int) bool {
 	if d.eval {
 		real, err := filepath.EvalSymlinks(d.path)
 		return real == d.real && errText(err) == d.err
 	}
-	return d.st.errno != notErrno && stampPath(d.path, d.follow) == d.st
+	switch d.st.errno {
+	case 0, syscall.ENOENT, syscall.ENOTDIR:
+	default:
+		// A failure that says nothing about the path (out of memory, a
+		// system call refused): it may go away without the path changing.
+		return false
+	}
+	return stampAt(data, d.path, d.follow) == d.st
 }
 
 func errText(err error) string {
@@ -103,7 +108,17 @@ func errText(err error) string {
 // deps records a VM's fingerprint as loadVM reads. A nil *deps records
 // nothing and costs nothing, which is what a one-shot Load uses.
 type deps struct {
+	abs  string // the data directory's real path
 	list []dep
+}
+
+// rel is how a dep names p: relative to the data directory when inside it,
+// which makes each status taken again a shorter path walk.
+func (d *deps) rel(p string) string {
+	if len(p) > len(d.abs)+1 && p[len(d.abs)] == filepath.Separator && p[:len(d.abs)] == d.abs {
+		return p[len(d.abs)+1:]
+	}
+	return p
 }
 
 // stat records p's status; call it before reading p. A path just recorded
@@ -113,26 +128,30 @@ func (d *deps) stat(p string) {
 	if d == nil {
 		return
 	}
-	if n := len(d.list); n > 0 && !d.list[n-1].eval && d.list[n-1].path == p {
+	r := d.rel(p)
+	if n := len(d.list); n > 0 && !d.list[n-1].eval && d.list[n-1].path == r {
 		return
 	}
-	d.list = append(d.list, dep{path: p, st: stampPath(p, false)})
+	d.list = append(d.list, dep{path: r, st: stampAt(unix.AT_FDCWD, p, false)})
 }
 
 // osLstat is os.Lstat, recorded.
 func (d *deps) osLstat(p string) (fs.FileInfo, error) {
 	fi, err := os.Lstat(p)
 	if d != nil {
-		var st *syscall.Stat_t
+		var st unix.Stat_t
 		recErr := err
 		if err == nil {
-			var ok bool
-			if st, ok = fi.Sys().(*syscall.Stat_t); !ok {
+			if sys, ok := fi.Sys().(*syscall.Stat_t); ok {
+				st.Ino, st.Dev, st.Mode, st.Size = sys.Ino, sys.Dev, sys.Mode, sys.Size
+				st.Mtim = unix.NsecToTimespec(sys.Mtim.Nano())
+				st.Ctim = unix.NsecToTimespec(sys.Ctim.Nano())
+			} else {
 				// Cannot happen on Linux; record a status that never matches.
 				recErr = errors.New("no stat_t")
 			}
 		}
-		d.list = append(d.list, dep{path: p, st: stampOf(st, recErr)})
+		d.list = append(d.list, dep{path: d.rel(p), st: stampOf(&st, recErr)})
 	}
 	return fi, err
 }
@@ -146,18 +165,12 @@ func (d *deps) osStat(p string) (fs.FileMode, error) {
 		}
 		return fi.Mode().Type(), nil
 	}
-	var st syscall.Stat_t
-	var err error
-	for {
-		if err = syscall.Stat(p, &st); err != syscall.EINTR {
-			break
-		}
+	st := stampAt(unix.AT_FDCWD, p, true)
+	d.list = append(d.list, dep{path: d.rel(p), follow: true, st: st})
+	if st.errno != 0 {
+		return 0, &fs.PathError{Op: "stat", Path: p, Err: st.errno}
 	}
-	d.list = append(d.list, dep{path: p, follow: true, st: stampOf(&st, err)})
-	if err != nil {
-		return 0, &fs.PathError{Op: "stat", Path: p, Err: err}
-	}
-	return modeType(st.Mode), nil
+	return modeType(st.mode), nil
 }
 
 // modeType is the fs.FileMode type bits of a st_mode, as os.Stat gives them.
@@ -200,10 +213,11 @@ func racy(list []dep, cutoff time.Time) bool {
 	return false
 }
 
-// unchanged tells whether every dependency in list still holds.
-func unchanged(list []dep) bool {
+// unchanged tells whether every dependency in list still holds; data is an
+// open descriptor of the data directory.
+func unchanged(list []dep, data int) bool {
 	for i := range list {
-		if !list[i].same() {
+		if !list[i].same(data) {
 			return false
 		}
 	}

@@ -11,6 +11,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // Load reads every VM directory under dataDir. Each entry of dataDir that is
@@ -54,12 +56,13 @@ func (l *Loader) load() *Config {
 		// Every VM's paths start with abs.
 		l.abs, l.cache = abs, nil
 	}
+	n := len(ents)
 	ln := &linker{
 		dataDir: dataDir,
-		exists:  map[string]bool{},
-		vms:     map[string]*VM{},
+		exists:  make(map[string]bool, n),
+		vms:     make(map[string]*VM, n),
 		errs:    map[string]*VMError{},
-		state:   map[string]visit{},
+		state:   make(map[string]visit, n),
 	}
 	var todo []fs.DirEntry
 	for _, e := range ents { // sorted by name
@@ -75,6 +78,16 @@ func (l *Loader) load() *Config {
 	vms := make([]*VM, len(todo))
 	errs := make([]*VMError, len(todo))
 	keep := make([]*cached, len(todo))
+	// The statuses kept are taken again relative to the data directory.
+	dataFD := -1
+	if len(l.cache) > 0 {
+		if fd, err := open(abs, true); err == nil {
+			defer unix.Close(fd)
+			dataFD = fd
+		} else {
+			l.cache = nil // so nothing is taken relative to a bad descriptor
+		}
+	}
 	cutoff := start.Add(-l.window)
 	var next, validated atomic.Int64
 	var wg sync.WaitGroup
@@ -82,14 +95,14 @@ func (l *Loader) load() *Config {
 		wg.Go(func() {
 			for i := int(next.Add(1) - 1); i < len(todo); i = int(next.Add(1) - 1) {
 				e := todo[i]
-				if c := l.cache[e.Name()]; c != nil && c.typ == e.Type() && unchanged(c.deps) {
+				if c := l.cache[e.Name()]; c != nil && c.typ == e.Type() && unchanged(c.deps, dataFD) {
 					vms[i], errs[i], keep[i] = c.vm, c.err, c
 					continue
 				}
 				validated.Add(1)
 				var rec *deps
 				if l.keep {
-					rec = &deps{}
+					rec = &deps{abs: abs}
 				}
 				vms[i], errs[i] = loadVM(dataDir, abs, e, rec)
 				if l.keep && cacheable(errs[i]) && !racy(rec.list, cutoff) {
@@ -142,6 +155,7 @@ func (l *Loader) load() *Config {
 		}
 	}
 	cfg.Order = ln.order
+	cfg.VMs = make(map[string]*VM, len(ln.order))
 	for _, name := range ln.order {
 		cfg.VMs[name] = ln.vms[name]
 	}

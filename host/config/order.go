@@ -58,13 +58,12 @@ func (l *linker) visit(name string) {
 		if l.errs[name] != nil {
 			break // rejected already, perhaps as part of a cycle found deeper
 		}
-		path := l.providerPath(name, p)
 		switch {
 		case p == name:
-			l.reject(name, path, ErrSelfProvider)
+			l.reject(name, l.providerPath(name, p), ErrSelfProvider)
 			continue
 		case !l.exists[p]:
-			l.reject(name, path, fmt.Errorf("%w named %q in %s", ErrNoProvider, p, l.dataDir))
+			l.reject(name, l.providerPath(name, p), fmt.Errorf("%w named %q in %s", ErrNoProvider, p, l.dataDir))
 			continue
 		case l.state[p] == visiting:
 			l.cycle(p)
@@ -73,7 +72,7 @@ func (l *linker) visit(name string) {
 			l.visit(p)
 		}
 		if l.errs[p] != nil {
-			l.reject(name, path, fmt.Errorf("%w: %s", ErrProviderInvalid, p))
+			l.reject(name, l.providerPath(name, p), fmt.Errorf("%w: %s", ErrProviderInvalid, p))
 		}
 	}
 	l.stack = l.stack[:len(l.stack)-1]
