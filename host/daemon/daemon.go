@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -89,8 +90,15 @@ type vmState struct {
 	// output is set by the serial pump when the running instance has
 	// written anything to its serial console.
 	output *atomic.Bool
-	kick   chan struct{} // closed by Stop to cut a backoff short
-	done   chan struct{} // closed when the supervisor goroutine has ended
+	// stuck are the NIC ids of the running instance whose unplug did not
+	// complete (the guest never released the device): QEMU still holds
+	// the id, so a later hot-plug of the same link takes another.
+	stuck map[string]bool
+	// nics is the NIC id each provider-side link has in the running
+	// instance, when it is not the plain NICID (see stuck).
+	nics map[mac.LinkID]string
+	kick chan struct{} // closed by Stop to cut a backoff short
+	done chan struct{} // closed when the supervisor goroutine has ended
 }
 
 // New returns a daemon with nothing running. It loads the configuration
@@ -270,10 +278,16 @@ func (d *Daemon) hotplugLocked(pv *vmState, id mac.LinkID) error {
 	}
 	defer tap.Close()
 	nic := NIC{ID: NICID(id), MAC: id.MAC(mac.Provider), Tap: tap}
+	for n := 1; pv.stuck[nic.ID]; n++ {
+		nic.ID = NICID(id) + "-" + strconv.Itoa(n)
+	}
 	if err := pv.inst.Hotplug(nic); err != nil {
 		return fmt.Errorf("hot-plug link %s into %s: %w", id, pv.name, err)
 	}
-	d.log.Info("NIC hot-plugged", "vm", pv.name, "link", id.String(), "mac", nic.MAC.String())
+	if nic.ID != NICID(id) {
+		pv.nics[id] = nic.ID
+	}
+	d.log.Info("NIC hot-plugged", "vm", pv.name, "link", id.String(), "mac", nic.MAC.String(), "id", nic.ID)
 	return nil
 }
 
@@ -285,7 +299,13 @@ func (d *Daemon) unwireLocked(p alloc.Pair) error {
 	}
 	var errs []error
 	if pv := d.vms[p.Provider]; pv != nil && pv.inst != nil {
-		if err := pv.inst.Unplug(NICID(id)); err != nil {
+		nid, ok := pv.nics[id]
+		if !ok {
+			nid = NICID(id)
+		}
+		delete(pv.nics, id)
+		if err := pv.inst.Unplug(nid); err != nil {
+			pv.stuck[nid] = true
 			errs = append(errs, fmt.Errorf("unplug link %s from %s: %w", id, p.Provider, err))
 		} else {
 			d.log.Info("NIC unplugged", "vm", p.Provider, "link", id.String())
@@ -444,6 +464,7 @@ func (d *Daemon) launchLocked(vs *vmState, log *slog.Logger) (Instance, error) {
 	}
 	vs.inst, vs.state, vs.since = inst, "running", time.Now()
 	vs.output = new(atomic.Bool)
+	vs.stuck, vs.nics = map[string]bool{}, map[mac.LinkID]string{}
 	nics := make([]string, len(spec.NICs))
 	for i, n := range spec.NICs {
 		nics[i] = n.MAC.String()

@@ -181,3 +181,46 @@ func TestSerialReachesLogFile(t *testing.T) {
 		t.Errorf("log path %s", lf.Path)
 	}
 }
+
+// TestUnplugTimeoutThenReplug: a provider whose guest never releases an
+// unplugged NIC still holds its id, so the client's next start hot-plugs
+// its link under another id instead of failing.
+func TestUnplugTimeoutThenReplug(t *testing.T) {
+	d, vmm, nw := newTestDaemon(t, map[string][]string{"net": nil, "a": {"net"}})
+	if err := d.Start("a"); err != nil {
+		t.Fatal(err)
+	}
+	net := vmm.inst("net")
+	net.mu.Lock()
+	net.holdNICs = true
+	net.mu.Unlock()
+	if err := d.Stop("a"); err != nil {
+		t.Fatal(err)
+	}
+	if nw.count() != 0 {
+		t.Errorf("links = %d after stop, want 0", nw.count())
+	}
+	if err := d.Start("a"); err != nil {
+		t.Fatalf("second start: %v", err)
+	}
+	id, _ := d.LinkID("a", "net")
+	net.mu.Lock()
+	_, plain := net.nics[NICID(id)]
+	_, second := net.nics[NICID(id)+"-1"]
+	net.mu.Unlock()
+	if !plain || !second {
+		t.Errorf("provider NICs %v: want the stuck %s and the new %s-1", net.NICs(), NICID(id), NICID(id))
+	}
+	net.mu.Lock()
+	net.holdNICs = false
+	net.mu.Unlock()
+	if err := d.Stop("a"); err != nil {
+		t.Fatal(err)
+	}
+	net.mu.Lock()
+	_, second = net.nics[NICID(id)+"-1"]
+	net.mu.Unlock()
+	if second {
+		t.Errorf("the re-plugged NIC was not unplugged by its own id")
+	}
+}

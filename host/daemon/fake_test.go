@@ -78,6 +78,9 @@ type fakeInst struct {
 	once   sync.Once
 	mu     sync.Mutex
 	nics   map[string]string
+	// holdNICs makes Unplug time out with the NIC still in place, as a
+	// guest that never releases a hot-unplugged device.
+	holdNICs bool
 }
 
 func (i *fakeInst) PID() int          { return 4242 }
@@ -101,6 +104,9 @@ func (i *fakeInst) Unplug(id string) error {
 	defer i.mu.Unlock()
 	if _, ok := i.nics[id]; !ok {
 		return fmt.Errorf("no NIC %s", id)
+	}
+	if i.holdNICs {
+		return fmt.Errorf("unplug %s: guest did not release the device: %w", id, context.DeadlineExceeded)
 	}
 	delete(i.nics, id)
 	i.f.event("unplug " + i.name + " " + id)
