@@ -22,8 +22,7 @@ type Proc struct {
 	Name   string
 	Args   []string // the full command line, for reproducing by hand
 	Serial *Serial
-	PID    int    // QEMU's process id
-	qmp    string // QMP socket
+	PID    int // QEMU's process id
 	cmd    *exec.Cmd
 	exited chan struct{}
 }
@@ -98,7 +97,7 @@ func Launch(t testing.TB, ns *nstest.NS, dir, run string, nics []NIC) *Proc {
 	}
 	var stderr strings.Builder
 	cmd.Stdout, cmd.Stderr = w, &stderr
-	p := &Proc{Name: name, Args: args, qmp: qmpPath(dir, run), cmd: cmd, exited: make(chan struct{})}
+	p := &Proc{Name: name, Args: args, cmd: cmd, exited: make(chan struct{})}
 	t.Logf("%s: ip netns exec %s %s", name, ns.Name, shellQuote(args))
 	start := time.Now()
 	if err := cmd.Start(); err != nil {

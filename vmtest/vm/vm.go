@@ -5,7 +5,7 @@
 // spectrumd writes, and waits for the test init's sentinel lines with
 // deadlines derived from the test's own.
 //
-// Launch, AddLink and PlugNIC start QEMU and wire links by hand, for what
+// Launch and AddLink start QEMU and wire links by hand, for what
 // spectrumd cannot do (a NIC without the OUI). The serial console is only
 // ever read, never written.
 package vm
