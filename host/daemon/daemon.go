@@ -470,6 +470,9 @@ func (d *Daemon) launchLocked(vs *vmState, log *slog.Logger) (Instance, error) {
 		nics[i] = n.MAC.String()
 	}
 	log.Info("VM launched", "pid", inst.PID(), "nics", nics)
+	if err := vs.log.WriteLine(BootMarker(inst.PID(), vs.since)); err != nil {
+		log.Warn("writing VM log file", "err", err)
+	}
 	return inst, nil
 }
 

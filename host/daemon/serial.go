@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"io"
 	"log/slog"
+	"strconv"
 	"strings"
 	"time"
 )
@@ -36,6 +37,9 @@ func PumpSerial(r io.Reader, vm string, log *slog.Logger, lf *LogFile) {
 			if !cut {
 				line := bytes.TrimRight(chunk, "\r\n")
 				s := Sanitize(string(line))
+				if strings.HasPrefix(s, BootMarkerPrefix) {
+					s = `\x3d` + s[1:] // only spectrumd writes boot markers
+				}
 				switch {
 				case err == bufio.ErrBufferFull:
 					if !strings.HasSuffix(s, cutMark) { // Sanitize may have cut it already
@@ -107,4 +111,15 @@ func (l *limiter) errOK(now time.Time) bool {
 	}
 	l.lastErr = now
 	return true
+}
+
+// BootMarkerPrefix starts the line spectrumd writes into a VM's log file
+// each time it launches the VM, so one boot's lines can be told from the
+// next. A guest line that starts the same way has its first byte escaped,
+// so a guest cannot forge one.
+const BootMarkerPrefix = "=== spectrumd: "
+
+// BootMarker is the line written to a VM's log file at each launch.
+func BootMarker(pid int, at time.Time) string {
+	return BootMarkerPrefix + "VM launched, pid " + strconv.Itoa(pid) + ", " + at.UTC().Format(time.RFC3339Nano) + " ==="
 }

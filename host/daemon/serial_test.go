@@ -120,3 +120,20 @@ func TestHostLogLimiter(t *testing.T) {
 		t.Errorf("another second later: take = %d, want %d held reported", got, 1000-hostLogRate)
 	}
 }
+
+// TestBootMarkerUnforgeable: a guest line shaped like spectrumd's boot
+// marker is escaped, so the only markers in a VM's log are spectrumd's.
+func TestBootMarkerUnforgeable(t *testing.T) {
+	lf := &LogFile{Path: filepath.Join(t.TempDir(), "vm.log")}
+	lf.WriteLine(BootMarker(42, time.Unix(0, 0)))
+	PumpSerial(strings.NewReader(BootMarker(43, time.Unix(0, 0))+"\n"), "vm1", slog.New(slog.DiscardHandler), lf)
+	lf.Close()
+	b, err := os.ReadFile(lf.Path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	lines := strings.Split(strings.TrimSuffix(string(b), "\n"), "\n")
+	if len(lines) != 2 || !strings.HasPrefix(lines[0], BootMarkerPrefix) || strings.HasPrefix(lines[1], BootMarkerPrefix) || !strings.HasPrefix(lines[1], `\x3d== spectrumd: `) {
+		t.Errorf("log lines %q: want one real marker, then the guest's escaped", lines)
+	}
+}
