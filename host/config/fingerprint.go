@@ -58,22 +58,36 @@ func stampOf(st *unix.Stat_t, err error) stamp {
 // stampAt takes p's status (lstat, or stat if follow); a relative p is taken
 // from the directory dirfd.
 func stampAt(dirfd int, p string, follow bool) stamp {
+	return stampAtC(dirfd, cString(p), follow)
+}
+
+// stampAtC is stampAt of a NUL-terminated path.
+func stampAtC(dirfd int, p []byte, follow bool) stamp {
 	flags := unix.AT_SYMLINK_NOFOLLOW
 	if follow {
 		flags = 0
 	}
 	var st unix.Stat_t
 	for {
-		err := unix.Fstatat(dirfd, p, &st, flags)
+		err := fstatat(dirfd, p, &st, flags)
 		if err != unix.EINTR {
 			return stampOf(&st, err)
 		}
 	}
 }
 
+// cString is p NUL-terminated; a NUL inside p (which no path the loader
+// met can hold) cuts it short.
+func cString(p string) []byte {
+	b := make([]byte, len(p)+1)
+	copy(b, p)
+	return b
+}
+
 // dep is one thing a VM's validation depended on.
 type dep struct {
 	path   string // relative to the data directory if it is inside, else absolute
+	cpath  []byte // !eval: path NUL-terminated, for fstatat
 	eval   bool   // resolved with filepath.EvalSymlinks: real and err say to what
 	follow bool   // stat rather than lstat
 	st     stamp  // !eval
@@ -95,7 +109,7 @@ func (d *dep) same(data int) bool {
 		// system call refused): it may go away without the path changing.
 		return false
 	}
-	return stampAt(data, d.path, d.follow) == d.st
+	return stampAtC(data, d.cpath, d.follow) == d.st
 }
 
 func errText(err error) string {
@@ -132,7 +146,7 @@ func (d *deps) stat(p string) {
 	if n := len(d.list); n > 0 && !d.list[n-1].eval && d.list[n-1].path == r {
 		return
 	}
-	d.list = append(d.list, dep{path: r, st: stampAt(unix.AT_FDCWD, p, false)})
+	d.list = append(d.list, dep{path: r, cpath: cString(r), st: stampAt(unix.AT_FDCWD, p, false)})
 }
 
 // osLstat is os.Lstat, recorded.
@@ -151,7 +165,8 @@ func (d *deps) osLstat(p string) (fs.FileInfo, error) {
 				recErr = errors.New("no stat_t")
 			}
 		}
-		d.list = append(d.list, dep{path: d.rel(p), st: stampOf(&st, recErr)})
+		r := d.rel(p)
+		d.list = append(d.list, dep{path: r, cpath: cString(r), st: stampOf(&st, recErr)})
 	}
 	return fi, err
 }
@@ -166,7 +181,8 @@ func (d *deps) osStat(p string) (fs.FileMode, error) {
 		return fi.Mode().Type(), nil
 	}
 	st := stampAt(unix.AT_FDCWD, p, true)
-	d.list = append(d.list, dep{path: d.rel(p), follow: true, st: st})
+	r := d.rel(p)
+	d.list = append(d.list, dep{path: r, cpath: cString(r), follow: true, st: st})
 	if st.errno != 0 {
 		return 0, &fs.PathError{Op: "stat", Path: p, Err: st.errno}
 	}

@@ -11,8 +11,6 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
-
-	"golang.org/x/sys/unix"
 )
 
 // Load reads every VM directory under dataDir. Each entry of dataDir that is
@@ -42,7 +40,11 @@ func (l *Loader) load() *Config {
 	}
 	var ents []fs.DirEntry
 	if err == nil {
+		// Check the fingerprints kept from the last load while the
+		// data directory is listed: the listing is one CPU's work.
+		wait := l.checkCached(abs)
 		ents, err = os.ReadDir(abs)
+		wait()
 	}
 	if err != nil {
 		var pe *fs.PathError
@@ -78,16 +80,6 @@ func (l *Loader) load() *Config {
 	vms := make([]*VM, len(todo))
 	errs := make([]*VMError, len(todo))
 	keep := make([]*cached, len(todo))
-	// The statuses kept are taken again relative to the data directory.
-	dataFD := -1
-	if len(l.cache) > 0 {
-		if fd, err := open(abs, true); err == nil {
-			defer unix.Close(fd)
-			dataFD = fd
-		} else {
-			l.cache = nil // so nothing is taken relative to a bad descriptor
-		}
-	}
 	cutoff := start.Add(-l.window)
 	var next, validated atomic.Int64
 	var wg sync.WaitGroup
@@ -95,7 +87,7 @@ func (l *Loader) load() *Config {
 		wg.Go(func() {
 			for i := int(next.Add(1) - 1); i < len(todo); i = int(next.Add(1) - 1) {
 				e := todo[i]
-				if c := l.cache[e.Name()]; c != nil && c.typ == e.Type() && unchanged(c.deps, dataFD) {
+				if c := l.cache[e.Name()]; c != nil && c.held && c.typ == e.Type() {
 					vms[i], errs[i], keep[i] = c.vm, c.err, c
 					continue
 				}

@@ -3,8 +3,12 @@ package config
 import (
 	"errors"
 	"io/fs"
+	"runtime"
 	"sync"
+	"sync/atomic"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // racyWindow is how long before a load began a status must be for the
@@ -44,6 +48,7 @@ type cached struct {
 	vm   *VM
 	err  *VMError
 	deps []dep
+	held bool // deps still held when checkCached last looked
 }
 
 // NewLoader returns a Loader of dataDir (as Load takes it) that has loaded
@@ -74,4 +79,40 @@ func cacheable(err *VMError) bool {
 		}
 	}
 	return false
+}
+
+// checkCached starts taking again the fingerprint of every VM in l.cache,
+// in parallel (the work is system calls), and returns a function that waits
+// for the end; then each entry's held says whether its result still holds.
+// The statuses are taken relative to the data directory, whose real path
+// must be abs: a cache of another one is dropped.
+func (l *Loader) checkCached(abs string) (wait func()) {
+	if abs != l.abs {
+		l.cache = nil
+	}
+	if len(l.cache) == 0 {
+		return func() {}
+	}
+	fd, err := open(abs, true)
+	if err != nil {
+		l.cache = nil
+		return func() {}
+	}
+	list := make([]*cached, 0, len(l.cache))
+	for _, c := range l.cache {
+		list = append(list, c)
+	}
+	var next atomic.Int64
+	var wg sync.WaitGroup
+	for range min(runtime.GOMAXPROCS(0), len(list)) {
+		wg.Go(func() {
+			for i := int(next.Add(1) - 1); i < len(list); i = int(next.Add(1) - 1) {
+				list[i].held = unchanged(list[i].deps, fd)
+			}
+		})
+	}
+	return func() {
+		wg.Wait()
+		unix.Close(fd)
+	}
 }
