@@ -3,6 +3,7 @@ package alloc
 import (
 	"testing"
 
+	"spectrum/internal/benchcpu"
 	"spectrum/internal/mac"
 )
 
@@ -10,7 +11,7 @@ import (
 // memory (the time to plan and commit, not to write the state).
 func BenchmarkFullPool(b *testing.B) {
 	all := pairs(mac.NumLinkIDs, "")
-	reportCPU(b)
+	benchcpu.Report(b)
 	for b.Loop() {
 		a := open(b, "")
 		if _, err := a.Sync(all, nil); err != nil {
@@ -23,7 +24,7 @@ func BenchmarkFullPool(b *testing.B) {
 // links to the state file (fsync included).
 func BenchmarkFullPoolPersisted(b *testing.B) {
 	all := pairs(mac.NumLinkIDs, "")
-	reportCPU(b)
+	benchcpu.Report(b)
 	for b.Loop() {
 		a := open(b, b.TempDir())
 		if _, err := a.Sync(all, nil); err != nil {
@@ -43,7 +44,7 @@ func BenchmarkReloadOneChanged(b *testing.B) {
 		b.Fatal(err)
 	}
 	i := 0
-	reportCPU(b)
+	benchcpu.Report(b)
 	for b.Loop() {
 		// appvm 0 alternates between netvm and vpn as its provider.
 		if i++; i%2 == 1 {
@@ -63,7 +64,7 @@ func BenchmarkReloadUnchanged(b *testing.B) {
 	if _, err := a.Sync(ps, nil); err != nil {
 		b.Fatal(err)
 	}
-	reportCPU(b)
+	benchcpu.Report(b)
 	for b.Loop() {
 		if _, err := a.Sync(ps, nil); err != nil {
 			b.Fatal(err)

@@ -8,6 +8,7 @@ import (
 
 	"spectrum/host/alloc"
 	"spectrum/host/config"
+	"spectrum/internal/benchcpu"
 )
 
 // BenchmarkReloadOneChanged is a whole reload as the daemon does it
@@ -34,7 +35,7 @@ func benchmarkReload(b *testing.B, n int) {
 	}
 	net := filepath.Join(data, "appvm-000", "providers", "net")
 	i := 0
-	reportCPU(b)
+	benchcpu.Report(b)
 	for b.Loop() {
 		// appvm-000 alternates between netvm and vpn as its provider.
 		b.StopTimer()

@@ -5,6 +5,8 @@ import (
 	"os"
 	"path/filepath"
 	"testing"
+
+	"spectrum/internal/benchcpu"
 )
 
 // bench1000 builds 1,000 VM directories: one network VM, 999 clients of it,
@@ -31,7 +33,7 @@ func checkBench(b *testing.B, cfg *Config) {
 // BenchmarkLoad1000 loads and validates 1,000 VM directories.
 func BenchmarkLoad1000(b *testing.B) {
 	dir := bench1000(b)
-	reportCPU(b)
+	benchcpu.Report(b)
 	for b.Loop() {
 		checkBench(b, Load(dir))
 	}
@@ -45,7 +47,7 @@ func BenchmarkReloadUnchanged1000(b *testing.B) {
 	l := NewLoader(dir)
 	l.window = 0 // the tree was just written: trust it at once
 	l.Load()
-	reportCPU(b)
+	benchcpu.Report(b)
 	for b.Loop() {
 		checkBench(b, l.Load())
 	}
@@ -66,7 +68,7 @@ func BenchmarkReloadOneChanged1000(b *testing.B) {
 	l.window = racyWindow
 	cmdline := filepath.Join(dir, "appvm-500", "cmdline")
 	i := 0
-	reportCPU(b)
+	benchcpu.Report(b)
 	for b.Loop() {
 		b.StopTimer()
 		i++
