@@ -183,22 +183,7 @@ func testKillServe(t *testing.T, runAs string) {
 	ns := nstest.New(t)
 	dir := t.TempDir()
 	data := filepath.Join(dir, "data")
-	for _, f := range []struct {
-		path string
-		body []byte
-	}{
-		{"net/vmlinux", stubkernel.ELF()},
-		{"net/blk/root.img", make([]byte, 1<<20)},
-		{"app/vmlinux", stubkernel.ELF()},
-		{"app/blk/root.img", make([]byte, 1<<20)},
-		{"app/providers/net/net", nil},
-	} {
-		p := filepath.Join(data, f.path)
-		os.MkdirAll(filepath.Dir(p), 0o755)
-		if err := os.WriteFile(p, f.body, 0o644); err != nil {
-			t.Fatal(err)
-		}
-	}
+	writeStubData(t, data)
 	state, run, logPath := filepath.Join(dir, "state"), filepath.Join(dir, "run"), filepath.Join(dir, "spectrumd.log")
 	args := []string{"-data", data, "-state", state, "-run", run, "-accel", "tcg", "-memory", "64",
 		"-stop-timeout", "500ms", "-runas", runAs}
@@ -277,5 +262,27 @@ func testKillServe(t *testing.T, runAs string) {
 	}
 	if got := ourLinks(t, ns); len(got) != 0 {
 		t.Errorf("links %v after a clean stop", got)
+	}
+}
+
+// writeStubData writes a data directory of two VMs booting the stub
+// kernel: "net", and "app", a client of net.
+func writeStubData(t *testing.T, data string) {
+	t.Helper()
+	for _, f := range []struct {
+		path string
+		body []byte
+	}{
+		{"net/vmlinux", stubkernel.ELF()},
+		{"net/blk/root.img", make([]byte, 1<<20)},
+		{"app/vmlinux", stubkernel.ELF()},
+		{"app/blk/root.img", make([]byte, 1<<20)},
+		{"app/providers/net/net", nil},
+	} {
+		p := filepath.Join(data, f.path)
+		os.MkdirAll(filepath.Dir(p), 0o755)
+		if err := os.WriteFile(p, f.body, 0o644); err != nil {
+			t.Fatal(err)
+		}
 	}
 }

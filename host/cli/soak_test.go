@@ -11,7 +11,6 @@ import (
 
 	"spectrum/host/daemon"
 	"spectrum/internal/nstest"
-	"spectrum/internal/stubkernel"
 )
 
 // procFigures reads a process's resident memory (KiB), its open fds and
@@ -59,22 +58,7 @@ func TestSoakServe(t *testing.T) {
 	ns := nstest.New(t)
 	dir := t.TempDir()
 	data := filepath.Join(dir, "data")
-	for _, f := range []struct {
-		path string
-		body []byte
-	}{
-		{"net/vmlinux", stubkernel.ELF()},
-		{"net/blk/root.img", make([]byte, 1<<20)},
-		{"app/vmlinux", stubkernel.ELF()},
-		{"app/blk/root.img", make([]byte, 1<<20)},
-		{"app/providers/net/net", nil},
-	} {
-		p := filepath.Join(data, f.path)
-		os.MkdirAll(filepath.Dir(p), 0o755)
-		if err := os.WriteFile(p, f.body, 0o644); err != nil {
-			t.Fatal(err)
-		}
-	}
+	writeStubData(t, data)
 	s := startServe(t, ns, filepath.Join(dir, "spectrumd.log"), "-data", data, "-state", filepath.Join(dir, "state"),
 		"-run", filepath.Join(dir, "run"), "-accel", "tcg", "-memory", "64", "-stop-timeout", "200ms")
 	s.waitServing(t)
