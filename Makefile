@@ -63,9 +63,12 @@ fuzz:
 	  $(GO) test -run='^$$' -fuzz="^$$target\$$" -fuzztime=$(FUZZTIME) $$pkg; \
 	done
 
+# The soak (200 start/stop cycles under a real spectrumd, about 5 minutes)
+# fits CI's time, so it is part of the tests.
 test: build vet kernel
 	$(GO) test -race -count=1 -timeout 80m ./...
 	$(MAKE) --no-print-directory fuzz
+	$(MAKE) --no-print-directory soak
 
 # The guest agent's benchmarks exec whole processes in a namespace: they run
 # a fixed 20 times per size, for a median (README, "Guest agent"). The
