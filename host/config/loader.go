@@ -26,9 +26,16 @@ const racyWindow = 3 * time.Second
 // spans VMs (a directory shared by two names, providers that exist, provider
 // cycles, the start order) is worked out afresh every time, from memory.
 //
-// A Loader's result is always what Load would return at that moment. Its
-// Load is safe for concurrent use (calls run one at a time). The *VM values
-// of a VM that did not change are shared between the Configs it returns:
+// A Loader's result is what Load would return at that moment: every change
+// made through the file system to what a VM's validation read changes a
+// status or a symlink's resolution. What the file system does not record is
+// not seen until the VM's files change: a security module's policy that
+// starts refusing a read of a file kept as valid. (A failure seen while
+// reading is never kept: that VM is read again every time.) As with Load, a
+// change made while a Load runs may show only at the next.
+//
+// Load is safe for concurrent use; calls run one at a time. The *VM values
+// of a VM that did not change are shared between the Configs returned:
 // treat them as read-only.
 type Loader struct {
 	dataDir string
