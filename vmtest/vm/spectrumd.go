@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -350,4 +351,39 @@ func (s *syncBuffer) String() string {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.b.String()
+}
+
+// Relaunched waits until spectrumd has launched name again on its own (its
+// supervisor restarting it: a pid other than old, running) and returns the
+// new boot, read from the boot marker spectrumd wrote into the log file at
+// that launch. spectrumd writes the marker before the new pid shows in
+// status, so it is there to be found.
+func (d *Spectrumd) Relaunched(t testing.TB, ctx context.Context, name string, old int) *Proc {
+	t.Helper()
+	for {
+		st := d.Status(t, name)
+		if st.PID != 0 && st.PID != old && st.State == "running" {
+			b, err := os.ReadFile(d.logPath(name))
+			if err != nil {
+				t.Fatal(err)
+			}
+			marker := daemon.BootMarkerPrefix + "VM launched, pid " + strconv.Itoa(st.PID) + ","
+			i := strings.Index(string(b), marker)
+			if i < 0 {
+				t.Fatalf("%s: no boot marker %q in its log", name, marker)
+			}
+			p := &Proc{Name: name, PID: st.PID, exited: make(chan struct{})}
+			p.Serial = NewSerial(&follower{path: d.logPath(name), off: int64(i), pid: st.PID,
+				stop: d.done, eof: p.exited}, st.Since)
+			d.mu.Lock()
+			d.procs[name] = p
+			d.mu.Unlock()
+			return p
+		}
+		select {
+		case <-ctx.Done():
+			t.Fatalf("%s: not relaunched after pid %d ended (status %+v)", name, old, st)
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
 }
