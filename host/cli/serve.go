@@ -52,6 +52,10 @@ func Serve(args []string, stdout, stderr io.Writer) error {
 		fs.Usage()
 		return flag.ErrHelp
 	}
+	// A log reader that goes away (the terminal or pipe spectrumd's stderr
+	// went to) must not kill the daemon with SIGPIPE and orphan its VMs:
+	// the write fails and spectrumd carries on.
+	signal.Ignore(syscall.SIGPIPE)
 	var h slog.Handler = slog.NewTextHandler(stderr, nil)
 	if *logJSON {
 		h = slog.NewJSONHandler(stderr, nil)
