@@ -52,7 +52,6 @@ run: build kernel
 	$(BIN)/demo -spectrumd $(BIN)/spectrumd
 
 vet:
-	./scripts/verify-unit.sh
 	@test -z "$$(gofmt -l .)" || { echo "gofmt would change:"; gofmt -l .; exit 1; }
 	$(GO) vet ./...
 

@@ -25,7 +25,7 @@ import (
 func TestServeHelper(t *testing.T) {
 	args := os.Getenv("SPECTRUM_SERVE_ARGS")
 	if args == "" {
-		t.Skip("helper process: spectrumd serve")
+		t.Skip("not a test (in CI neither): the spectrumd serve helper process of TestKillServe and others")
 	}
 	if err := Serve(strings.Split(args, "\n"), os.Stdout, os.Stderr); err != nil {
 		fmt.Fprintln(os.Stderr, "serve:", err)

@@ -53,7 +53,7 @@ func procFigures(t *testing.T, pid int) (rssKiB, fds, children int) {
 func TestSoakServe(t *testing.T) {
 	cycles, _ := strconv.Atoi(os.Getenv("SPECTRUM_SOAK_CYCLES"))
 	if cycles <= 0 {
-		t.Skip("soak test: make soak runs it (SPECTRUM_SOAK_CYCLES=N)")
+		t.Skip("soak test: make soak runs it (SPECTRUM_SOAK_CYCLES=N), and make test runs make soak, in CI too")
 	}
 	ns := nstest.New(t)
 	dir := t.TempDir()
