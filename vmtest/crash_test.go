@@ -16,13 +16,8 @@ import (
 // restarted, and the host has exactly the link's bridge and two taps.
 func TestQEMUKilled(t *testing.T) {
 	e := newEnv(t, 5*time.Minute)
-	e.vm("netvm", nil, "spectrum.watch")
-	e.vm("appvm-lynx", []string{"netvm"}, "")
-	d := e.serve()
-	id := d.LinkID(t, "appvm-lynx", "netvm")
-	gw, addr := id.Gateway().String(), id.ClientAddr().String()
-	e.setTest("netvm", "pingwatch:"+addr+",serve")
-	e.setTest("appvm-lynx", "pingwatch:"+gw+",serve")
+	pair := newWatchedPair(e)
+	d, id, gw, addr := pair.d, pair.id, pair.gw, pair.addr
 	ctx := e.ctx
 
 	app := d.Start(t, "appvm-lynx")

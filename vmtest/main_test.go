@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"spectrum/internal/mac"
 	"spectrum/internal/nstest"
 	"spectrum/vmtest/vm"
 )
@@ -121,4 +122,27 @@ func filter(st []string, prefix string) []string {
 	}
 	slices.Sort(out)
 	return out
+}
+
+// watchedPair is the documented pair under spectrumd, each guest probing
+// the other every second (pingwatch), so a path that goes and comes back
+// shows in the log of the VM that was not restarted.
+type watchedPair struct {
+	d        *vm.Spectrumd
+	id       mac.LinkID
+	gw, addr string // the link's gateway (netvm) and client address (appvm-lynx)
+}
+
+// newWatchedPair writes netvm and appvm-lynx (providers/net/netvm), starts
+// spectrumd, and writes their probes once the link has its id.
+func newWatchedPair(e *env) *watchedPair {
+	e.t.Helper()
+	e.vm("netvm", nil, "spectrum.watch")
+	e.vm("appvm-lynx", []string{"netvm"}, "")
+	d := e.serve()
+	id := d.LinkID(e.t, "appvm-lynx", "netvm")
+	p := &watchedPair{d: d, id: id, gw: id.Gateway().String(), addr: id.ClientAddr().String()}
+	e.setTest("netvm", "pingwatch:"+p.addr+",serve")
+	e.setTest("appvm-lynx", "pingwatch:"+p.gw+",serve")
+	return p
 }

@@ -17,13 +17,8 @@ import (
 // that was not restarted.
 func TestRestart(t *testing.T) {
 	e := newEnv(t, 5*time.Minute)
-	e.vm("netvm", nil, "spectrum.watch")
-	e.vm("appvm-lynx", []string{"netvm"}, "")
-	d := e.serve()
-	id := d.LinkID(t, "appvm-lynx", "netvm")
-	gw, addr := id.Gateway().String(), id.ClientAddr().String()
-	e.setTest("netvm", "pingwatch:"+addr+",serve")
-	e.setTest("appvm-lynx", "pingwatch:"+gw+",serve")
+	pair := newWatchedPair(e)
+	d, id, gw, addr := pair.d, pair.id, pair.gw, pair.addr
 	ctx := e.ctx
 	clientAddr := "addr eth0 " + id.ClientPrefix().String()
 
