@@ -59,7 +59,7 @@ func TestStateDirFaults(t *testing.T) {
 func TestStateDirFaultsInNamespace(t *testing.T) {
 	dir := os.Getenv("SPECTRUM_STATEDIR_CHILD")
 	if dir == "" {
-		t.Skip("run by TestStateDirFaults in a mount namespace of its own")
+		t.Skip("not a test (in CI neither): run by TestStateDirFaults in a mount namespace of its own")
 	}
 	if err := unix.Mount("tmpfs", dir, "tmpfs", 0, "size=64k,mode=0700"); err != nil {
 		t.Fatalf("mount tmpfs on %s: %v", dir, err)

@@ -41,7 +41,7 @@ func requireQEMU(t *testing.T) {
 		if os.Getenv("CI") != "" {
 			t.Fatalf("%s not found (make deps installs qemu-system-x86): %v", DefaultBinary, err)
 		}
-		t.Skipf("%s not installed (make deps installs it)", DefaultBinary)
+		t.Skipf("%s not installed (make deps installs it; runs in CI)", DefaultBinary)
 	}
 }
 
@@ -254,7 +254,7 @@ func gone(pid int) bool {
 func TestHelperStart(t *testing.T) {
 	env := os.Getenv("SPECTRUM_QEMU_HELPER")
 	if env == "" {
-		t.Skip("helper for TestDiesWithParent")
+		t.Skip("not a test (in CI neither): the helper process of TestDiesWithParent")
 	}
 	var c Config
 	if err := json.Unmarshal([]byte(env), &c); err != nil {

@@ -13,7 +13,7 @@ func TestModulesOfTestKernel(t *testing.T) {
 		if os.Getenv("CI") != "" {
 			t.Fatal(err)
 		}
-		t.Skipf("no test kernel (make kernel fetches it): %v", err)
+		t.Skipf("no test kernel (make kernel fetches it; runs in CI): %v", err)
 	}
 	mods, err := Modules(k.Modules, GuestModules...)
 	if err != nil {
@@ -45,7 +45,7 @@ func TestCheckTestKernel(t *testing.T) {
 		if os.Getenv("CI") != "" {
 			t.Fatal(err)
 		}
-		t.Skipf("no test kernel (make kernel fetches it): %v", err)
+		t.Skipf("no test kernel (make kernel fetches it; runs in CI): %v", err)
 	}
 	b, err := os.ReadFile(k.Vmlinux)
 	if err != nil {
