@@ -491,8 +491,9 @@ func (d *Daemon) Stop(name string) error {
 	d.mu.Lock()
 	vs := d.vms[name]
 	if vs == nil || vs.done == nil {
+		unknown := d.cfg.VMs[name] == nil && vs == nil
 		d.mu.Unlock()
-		if d.cfg.VMs[name] == nil && vs == nil {
+		if unknown {
 			return fmt.Errorf("no VM named %q", name)
 		}
 		return nil

@@ -102,7 +102,7 @@ func (d *Daemon) Console(name string) (io.ReadWriteCloser, error) {
 	d.mu.Lock()
 	vs := d.vms[name]
 	if vs == nil || vs.inst == nil {
-		d.mu.Unlock()
+		defer d.mu.Unlock()
 		if d.cfg.VMs[name] == nil && vs == nil {
 			return nil, d.vmErrorLocked(name)
 		}
