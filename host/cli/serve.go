@@ -1,6 +1,7 @@
 package cli
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"flag"
@@ -282,7 +283,7 @@ type lineLogger struct {
 func (l *lineLogger) Write(b []byte) (int, error) {
 	l.buf = append(l.buf, b...)
 	for {
-		i := strings.IndexByte(string(l.buf), '\n')
+		i := bytes.IndexByte(l.buf, '\n')
 		if i < 0 {
 			if len(l.buf) > 4096 {
 				l.log.Warn("qemu: " + daemon.Sanitize(string(l.buf)))

@@ -7,6 +7,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"spectrum/internal/syncbuf"
 )
 
 // forgeries are serial output of a guest trying to pass lines off as
@@ -76,7 +78,7 @@ func TestSerialCannotForgeLogLines(t *testing.T) {
 func TestDaemonSerialCannotForgeLogLines(t *testing.T) {
 	for _, kind := range []string{"text", "json"} {
 		t.Run(kind, func(t *testing.T) {
-			var logBuf syncBuffer
+			var logBuf syncbuf.Buffer
 			written := make(chan struct{})
 			d, _, _ := newTestDaemon(t, map[string][]string{"evil": nil}, func(o *Options, v *fakeVMM) {
 				o.Log = slog.New(slog.NewTextHandler(&logBuf, nil))

@@ -1,37 +1,19 @@
 package daemon
 
 import (
-	"bytes"
 	"log/slog"
 	"strings"
-	"sync"
 	"testing"
 	"time"
+
+	"spectrum/internal/syncbuf"
 )
-
-// syncBuffer is a log destination safe for concurrent writers.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
 
 // TestSilentVMIsReported: a VM that writes nothing to its serial console
 // for SilentAfter is logged once and shows no_output_since in its status;
 // one that writes is not.
 func TestSilentVMIsReported(t *testing.T) {
-	var logBuf syncBuffer
+	var logBuf syncbuf.Buffer
 	d, vmm, _ := newTestDaemon(t, map[string][]string{"mute": nil, "talker": nil}, func(o *Options, v *fakeVMM) {
 		o.SilentAfter = 200 * time.Millisecond
 		o.Log = slog.New(slog.NewTextHandler(&logBuf, nil))

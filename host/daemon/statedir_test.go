@@ -16,6 +16,7 @@ import (
 
 	"spectrum/host/alloc"
 	"spectrum/host/config"
+	"spectrum/internal/syncbuf"
 )
 
 // allocLinks is the configuration of staticLinks with link ids from a real
@@ -66,7 +67,7 @@ func TestStateDirFaultsInNamespace(t *testing.T) {
 	}
 	defer unix.Unmount(dir, unix.MNT_DETACH)
 	statePath := filepath.Join(dir, alloc.StateFile)
-	var logBuf syncBuffer
+	var logBuf syncbuf.Buffer
 	log := slog.New(slog.NewTextHandler(&logBuf, nil))
 	al, err := alloc.Open(dir, log)
 	if err != nil {
@@ -166,7 +167,7 @@ func TestStateDirFaultsInNamespace(t *testing.T) {
 		// lies about fsync can leave the state file itself cut short.
 		os.WriteFile(filepath.Join(dir, "."+alloc.StateFile+".tmp-4242"), whole[:len(whole)/3], 0o600)
 		os.WriteFile(statePath, whole[:len(whole)/2], 0o600)
-		logBuf = syncBuffer{}
+		logBuf = syncbuf.Buffer{}
 		al2, err := alloc.Open(dir, log)
 		if err != nil {
 			t.Fatalf("open a truncated state file: %v", err)

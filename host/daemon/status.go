@@ -1,10 +1,12 @@
 package daemon
 
 import (
+	"cmp"
 	"fmt"
 	"io"
 	"net"
 	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -60,22 +62,9 @@ func (d *Daemon) statusLocked(name string) VMStatus {
 		}
 	}
 	slices.SortFunc(st.Links, func(a, b LinkStatus) int {
-		if a.Role != b.Role {
-			return -1 + 2*boolInt(a.Role > b.Role)
-		}
-		if a.Peer < b.Peer {
-			return -1
-		}
-		return boolInt(a.Peer > b.Peer)
+		return cmp.Or(strings.Compare(a.Role, b.Role), strings.Compare(a.Peer, b.Peer))
 	})
 	return st
-}
-
-func boolInt(b bool) int {
-	if b {
-		return 1
-	}
-	return 0
 }
 
 // LinkID returns the id of the link between client and provider, for tests

@@ -15,7 +15,6 @@ import (
 	"slices"
 	"strconv"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -26,6 +25,7 @@ import (
 	"spectrum/internal/mac"
 	"spectrum/internal/nstest"
 	"spectrum/internal/stubkernel"
+	"spectrum/internal/syncbuf"
 )
 
 // smokeMessage is what the stub kernel writes to its serial port.
@@ -94,9 +94,9 @@ func testContext(t *testing.T, max time.Duration) context.Context {
 
 // serialLines collects the serial output and signals when a line equal to
 // want arrives.
-func serialLines(p *Process, want string) (seen <-chan struct{}, log *safeBuffer) {
+func serialLines(p *Process, want string) (seen <-chan struct{}, log *syncbuf.Buffer) {
 	ch := make(chan struct{})
-	log = &safeBuffer{}
+	log = &syncbuf.Buffer{}
 	go func() {
 		sc := bufio.NewScanner(p.Serial)
 		found := false
@@ -216,20 +216,7 @@ func TestDiesWithParent(t *testing.T) {
 		return // the helper's run of this test is TestHelperStart's
 	}
 	ctx := testContext(t, 15*time.Second)
-	c := testConfig(t)
-	cmd := exec.CommandContext(ctx, os.Args[0], "-test.run=^TestHelperStart$", "-test.v")
-	cmd.WaitDelay = time.Second // an orphaned QEMU must not keep us reading
-	cfg, _ := json.Marshal(c)
-	cmd.Env = append(os.Environ(), "SPECTRUM_QEMU_HELPER="+string(cfg))
-	out, err := cmd.CombinedOutput()
-	if err != nil {
-		t.Fatalf("helper: %v\n%s", err, out)
-	}
-	_, rest, ok := strings.Cut(string(out), "qemu-pid=")
-	pid, err := strconv.Atoi(strings.Fields(rest + " x")[0])
-	if !ok || err != nil {
-		t.Fatalf("helper printed no pid:\n%s", out)
-	}
+	pid := startInHelper(t, ctx, testConfig(t))
 	for !gone(pid) {
 		if ctx.Err() != nil {
 			syscall.Kill(pid, syscall.SIGKILL)
@@ -381,21 +368,22 @@ func carrier(t *testing.T, ns *nstest.NS) []string {
 	return out
 }
 
-// safeBuffer is a bytes.Buffer shared between the serial reader and the
-// test's failure message.
-type safeBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *safeBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *safeBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
+// startInHelper starts QEMU for c in a child test process
+// (TestHelperStart) that exits at once, and returns QEMU's pid.
+func startInHelper(t *testing.T, ctx context.Context, c Config) int {
+	t.Helper()
+	cmd := exec.CommandContext(ctx, os.Args[0], "-test.run=^TestHelperStart$", "-test.v")
+	cmd.WaitDelay = time.Second // an orphaned QEMU must not keep us reading
+	cfg, _ := json.Marshal(c)
+	cmd.Env = append(os.Environ(), "SPECTRUM_QEMU_HELPER="+string(cfg))
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		t.Fatalf("helper: %v\n%s", err, out)
+	}
+	_, rest, ok := strings.Cut(string(out), "qemu-pid=")
+	pid, err := strconv.Atoi(strings.Fields(rest + " x")[0])
+	if !ok || err != nil {
+		t.Fatalf("helper printed no pid:\n%s", out)
+	}
+	return pid
 }

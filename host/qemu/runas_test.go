@@ -1,10 +1,8 @@
 package qemu
 
 import (
-	"encoding/json"
 	"fmt"
 	"os"
-	"os/exec"
 	"os/user"
 	"path/filepath"
 	"strconv"
@@ -108,19 +106,7 @@ func TestKillOrphan(t *testing.T) {
 	c := testConfig(t)
 	c.RunAs = vmUser(t)
 	c.PIDFile = filepath.Join(t.TempDir(), "qemu.pid")
-	cmd := exec.CommandContext(ctx, os.Args[0], "-test.run=^TestHelperStart$", "-test.v")
-	cmd.WaitDelay = time.Second
-	cfg, _ := json.Marshal(c)
-	cmd.Env = append(os.Environ(), "SPECTRUM_QEMU_HELPER="+string(cfg))
-	out, err := cmd.CombinedOutput()
-	if err != nil {
-		t.Fatalf("helper: %v\n%s", err, out)
-	}
-	_, rest, ok := strings.Cut(string(out), "qemu-pid=")
-	pid, err := strconv.Atoi(strings.Fields(rest + " x")[0])
-	if !ok || err != nil {
-		t.Fatalf("helper printed no pid:\n%s", out)
-	}
+	pid := startInHelper(t, ctx, c)
 	defer syscall.Kill(pid, syscall.SIGKILL)
 	time.Sleep(500 * time.Millisecond)
 	if gone(pid) {

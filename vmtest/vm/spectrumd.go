@@ -18,6 +18,7 @@ import (
 	"spectrum/host/daemon"
 	"spectrum/internal/mac"
 	"spectrum/internal/nstest"
+	"spectrum/internal/syncbuf"
 	"spectrum/vmtest/kernel"
 )
 
@@ -55,7 +56,7 @@ type Spectrumd struct {
 	NS                    *nstest.NS
 
 	cmd    *exec.Cmd
-	out    *syncBuffer
+	out    *syncbuf.Buffer
 	exited chan struct{}
 	err    error // of the process, once exited is closed
 	done   chan struct{}
@@ -70,7 +71,7 @@ type Spectrumd struct {
 func Serve(t testing.TB, ns *nstest.NS, bin, data, state string, extra ...string) *Spectrumd {
 	t.Helper()
 	d := &Spectrumd{Bin: bin, Data: data, State: state, Run: t.TempDir(), NS: ns,
-		out: &syncBuffer{}, exited: make(chan struct{}), done: make(chan struct{}), procs: map[string]*Proc{}}
+		out: &syncbuf.Buffer{}, exited: make(chan struct{}), done: make(chan struct{}), procs: map[string]*Proc{}}
 	args := append([]string{"serve", "-data", data, "-state", state, "-run", d.Run,
 		"-accel", "tcg", "-log-json", "-stop-timeout", StopTimeout.String()}, extra...)
 	d.cmd = ns.Command(context.Background(), bin, args...)
@@ -333,24 +334,6 @@ func (d *Spectrumd) BootTime(p *Proc) (time.Duration, bool) {
 		}
 	}
 	return 0, false
-}
-
-// syncBuffer is a bytes.Buffer safe for one writer and many readers.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }
 
 // Relaunched waits until spectrumd has launched name again on its own (its
