@@ -1,5 +1,7 @@
 # The two commands a user needs are `make run` and `make test`; each installs
-# what it needs (Debian packages, Go modules) first, idempotently.
+# what it needs (Debian packages, Go modules, tools) first, idempotently.
+# `make build` and `make install` install nothing on the machine: only the
+# targets that need Debian packages (run, test, bench, soak, kernel) call deps.
 
 GO        ?= go
 BIN       := bin
@@ -16,7 +18,7 @@ FUZZ      := ./internal/mac:FuzzParseClassify:200000x ./guest:FuzzParseLink:1000
              ./host/link:FuzzParseName:100000x ./host/config:FuzzLoad:2000x ./host/config:FuzzLoaderReload:600x \
              ./host/alloc:FuzzState:2000x ./host/daemon:FuzzControlRequest:20000x
 
-.PHONY: all deps build test vet fuzz fuzz-count bench soak run clean kernel install
+.PHONY: all deps build test vet staticcheck fuzz fuzz-count bench soak run clean kernel install
 
 # `make install`: DESTDIR-aware; the binaries go to $(PREFIX)/bin, the unit
 # to $(UNITDIR) (both searched by the hooks and systemd as they are).
@@ -39,7 +41,7 @@ all: build
 deps:
 	@./scripts/deps.sh
 
-build: deps
+build:
 	CGO_ENABLED=0 $(GO) build $(GUESTFLAGS) -o $(BIN)/spectrum-netcfg ./cmd/spectrum-netcfg
 	$(GO) build -o $(BIN)/spectrumd ./cmd/spectrumd
 	$(GO) build -o $(BIN)/spectrum-initramfs-append ./cmd/spectrum-initramfs-append
@@ -53,13 +55,24 @@ kernel: deps
 # appvm-lynx) under spectrumd serve in a private network namespace
 # (spectrum-run), the guests' serial lines streaming in spectrumd's log.
 # Ctrl-C stops the VMs, removes the links and deletes the namespace.
-run: build kernel
-	$(GO) build -o $(BIN)/demo ./vmtest/cmd/demo
-	$(BIN)/demo -spectrumd $(BIN)/spectrumd
+run: deps build kernel
+	$(GO) build -o $(BIN)/spectrum-demo ./cmd/spectrum-demo
+	$(BIN)/spectrum-demo -spectrumd $(BIN)/spectrumd
 
-vet:
+# staticcheck at a pinned version, built into .cache/tools (git-ignored)
+# once; a different version there is replaced.
+STATICCHECK_VERSION := v0.8.2
+STATICCHECK := .cache/tools/staticcheck
+staticcheck:
+	@v=$$($(STATICCHECK) -version 2>/dev/null); case "$$v" in *"$(STATICCHECK_VERSION)"*) ;; *) \
+	  echo "vet: installing staticcheck $(STATICCHECK_VERSION)"; \
+	  GOBIN=$(CURDIR)/.cache/tools $(GO) install honnef.co/go/tools/cmd/staticcheck@$(STATICCHECK_VERSION) ;; esac
+
+vet: staticcheck
 	@test -z "$$(gofmt -l .)" || { echo "gofmt would change:"; gofmt -l .; exit 1; }
 	$(GO) vet ./...
+	$(GO) mod tidy -diff
+	$(STATICCHECK) ./...
 
 # $(1): how long each target runs: its count, or FUZZTIME.
 define fuzz_targets
@@ -78,7 +91,7 @@ fuzz-count:
 
 # The soak (200 start/stop cycles under a real spectrumd, about 5 minutes)
 # fits CI's time, so it is part of the tests.
-test: build vet kernel
+test: deps build vet kernel
 	$(GO) test -race -count=1 -timeout 80m ./...
 	$(MAKE) --no-print-directory fuzz-count
 	$(MAKE) --no-print-directory soak
@@ -87,8 +100,8 @@ test: build vet kernel
 # a fixed 20 times per size, for a median (README, "Guest agent"). The
 # VM benchmark boots the documented pair 5 times under spectrumd (README,
 # "End-to-end tests").
-bench: build kernel
-	$(GO) test -run='^$$' -bench=. -benchmem -count=1 $$($(GO) list ./... | grep -vx 'spectrum/guest\|spectrum/vmtest')
+bench: deps build kernel
+	$(GO) test -run='^$$' -bench=. -benchmem -count=1 $$($(GO) list ./... | grep -vx 'spectrum-os.org/netcfg/guest\|spectrum-os.org/netcfg/vmtest')
 	$(GO) test -run='^$$' -bench=. -benchtime=20x -count=1 ./guest/
 	$(GO) test -run='^$$' -bench=Boot -benchtime=5x -count=1 ./vmtest/
 	./scripts/bench-daemon.sh

@@ -15,8 +15,8 @@ import (
 	"sync"
 	"testing"
 
-	"spectrum/vmtest/distinit"
-	"spectrum/vmtest/kernel"
+	"spectrum-os.org/netcfg/vmtest/distinit"
+	"spectrum-os.org/netcfg/vmtest/kernel"
 )
 
 var (

@@ -7,7 +7,7 @@ import (
 	"strings"
 	"testing"
 
-	"spectrum/vmtest/distinit"
+	"spectrum-os.org/netcfg/vmtest/distinit"
 )
 
 // agentSize is the size of the spectrum-netcfg this test binary built.

@@ -8,7 +8,7 @@ import (
 	"strings"
 	"testing"
 
-	"spectrum/vmtest/distinit"
+	"spectrum-os.org/netcfg/vmtest/distinit"
 )
 
 // mkinitcpio is not packaged in Debian, so its hooks are tested at the

@@ -12,8 +12,8 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 
-	"spectrum/guest"
-	"spectrum/internal/nstest"
+	"spectrum-os.org/netcfg/guest"
+	"spectrum-os.org/netcfg/internal/nstest"
 )
 
 func TestClient(t *testing.T) {

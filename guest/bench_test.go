@@ -16,7 +16,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
-	"spectrum/internal/nstest"
+	"spectrum-os.org/netcfg/internal/nstest"
 )
 
 // benchSizes are the numbers of client NICs the benchmarks configure.

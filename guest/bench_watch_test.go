@@ -17,8 +17,8 @@ import (
 	"github.com/mdlayher/netlink"
 	"golang.org/x/sys/unix"
 
-	"spectrum/guest"
-	"spectrum/internal/nstest"
+	"spectrum-os.org/netcfg/guest"
+	"spectrum-os.org/netcfg/internal/nstest"
 )
 
 // BenchmarkWatchHotplug measures how long `spectrum-netcfg -watch` takes to

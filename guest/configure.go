@@ -11,7 +11,7 @@ import (
 	"github.com/mdlayher/netlink"
 	"golang.org/x/sys/unix"
 
-	"spectrum/internal/mac"
+	"spectrum-os.org/netcfg/internal/mac"
 )
 
 // The address ranges the agent manages on an inter-guest NIC. An address of

@@ -13,7 +13,7 @@ import (
 	"testing"
 	"time"
 
-	"spectrum/internal/nstest"
+	"spectrum-os.org/netcfg/internal/nstest"
 )
 
 // agentRun is one finished run of the agent.

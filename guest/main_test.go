@@ -24,7 +24,7 @@ func TestMain(m *testing.M) {
 	}
 	agentBin = filepath.Join(dir, "spectrum-netcfg")
 	args := append([]string{"build"}, buildFlags...)
-	cmd := exec.Command("go", append(args, "-o", agentBin, "spectrum/cmd/spectrum-netcfg")...)
+	cmd := exec.Command("go", append(args, "-o", agentBin, "spectrum-os.org/netcfg/cmd/spectrum-netcfg")...)
 	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
 	if out, err := cmd.CombinedOutput(); err != nil {
 		fmt.Fprintf(os.Stderr, "build spectrum-netcfg: %v\n%s", err, out)

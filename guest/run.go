@@ -10,7 +10,7 @@ import (
 	"github.com/mdlayher/netlink"
 	"golang.org/x/sys/unix"
 
-	"spectrum/internal/mac"
+	"spectrum-os.org/netcfg/internal/mac"
 )
 
 // DonePrefix begins the summary line the agent writes to the console when

@@ -6,9 +6,9 @@ import (
 	"testing"
 	"time"
 
-	"spectrum/internal/mac"
-	"spectrum/internal/nstest"
-	"spectrum/vmtest/vm"
+	"spectrum-os.org/netcfg/internal/mac"
+	"spectrum-os.org/netcfg/internal/nstest"
+	"spectrum-os.org/netcfg/vmtest/vm"
 )
 
 // TestBootForeignNIC boots one guest with a NIC that lacks the 0A:B3:EC OUI

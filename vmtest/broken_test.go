@@ -9,7 +9,7 @@ import (
 	"testing"
 	"time"
 
-	"spectrum/vmtest/vm"
+	"spectrum-os.org/netcfg/vmtest/vm"
 )
 
 // TestBrokenVMDir puts a VM directory without its vmlinux beside the

@@ -6,7 +6,7 @@ import (
 	"testing"
 	"time"
 
-	"spectrum/internal/mac"
+	"spectrum-os.org/netcfg/internal/mac"
 )
 
 // TestQEMUKilled kills -9 the QEMU of each end of the documented pair in

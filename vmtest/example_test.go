@@ -10,9 +10,9 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 
-	"spectrum/host/link"
-	"spectrum/internal/mac"
-	"spectrum/vmtest/vm"
+	"spectrum-os.org/netcfg/host/link"
+	"spectrum-os.org/netcfg/internal/mac"
+	"spectrum-os.org/netcfg/vmtest/vm"
 )
 
 // TestDocumentedExample runs the reference documentation's example under

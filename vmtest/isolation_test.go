@@ -7,8 +7,8 @@ import (
 	"testing"
 	"time"
 
-	"spectrum/internal/mac"
-	"spectrum/vmtest/vm"
+	"spectrum-os.org/netcfg/internal/mac"
+	"spectrum-os.org/netcfg/vmtest/vm"
 )
 
 // TestOneProviderThreeClients runs one provider and three clients under

@@ -9,9 +9,9 @@ import (
 	"testing"
 	"time"
 
-	"spectrum/internal/mac"
-	"spectrum/internal/nstest"
-	"spectrum/vmtest/vm"
+	"spectrum-os.org/netcfg/internal/mac"
+	"spectrum-os.org/netcfg/internal/nstest"
+	"spectrum-os.org/netcfg/vmtest/vm"
 )
 
 // spectrumdBin is cmd/spectrumd built once for the whole package.

@@ -13,11 +13,11 @@ import (
 
 	"github.com/digitalocean/go-qemu/qmp"
 
-	"spectrum/guest"
-	"spectrum/internal/mac"
-	"spectrum/vmtest/distinit"
-	"spectrum/vmtest/kernel"
-	"spectrum/vmtest/vm"
+	"spectrum-os.org/netcfg/guest"
+	"spectrum-os.org/netcfg/internal/mac"
+	"spectrum-os.org/netcfg/vmtest/distinit"
+	"spectrum-os.org/netcfg/vmtest/kernel"
+	"spectrum-os.org/netcfg/vmtest/vm"
 )
 
 // TestMkinitramfsBoot boots the Debian test kernel with an initramfs made by

@@ -5,8 +5,8 @@ import (
 	"testing"
 	"time"
 
-	"spectrum/internal/mac"
-	"spectrum/vmtest/vm"
+	"spectrum-os.org/netcfg/internal/mac"
+	"spectrum-os.org/netcfg/vmtest/vm"
 )
 
 // TestRestart restarts each part of the documented pair in turn under

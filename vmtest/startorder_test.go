@@ -4,8 +4,8 @@ import (
 	"testing"
 	"time"
 
-	"spectrum/internal/mac"
-	"spectrum/vmtest/vm"
+	"spectrum-os.org/netcfg/internal/mac"
+	"spectrum-os.org/netcfg/vmtest/vm"
 )
 
 // TestStartOrder starts the documented pair under one spectrumd in both

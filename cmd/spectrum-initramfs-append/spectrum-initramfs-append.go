@@ -3,7 +3,7 @@
 // newc cpio archive to it, which the kernel unpacks after the first; the
 // initramfs's own /init then runs the agent. With -list it lists an
 // initramfs made of uncompressed and gzip archives. See package
-// spectrum/guest/initramfs.
+// spectrum-os.org/netcfg/host/initramfs.
 package main
 
 import (
@@ -14,7 +14,7 @@ import (
 	"os"
 	"strings"
 
-	"spectrum/guest/initramfs"
+	"spectrum-os.org/netcfg/host/initramfs"
 )
 
 const usage = `usage: spectrum-initramfs-append [-gzip] [-to PATH] INITRAMFS AGENT

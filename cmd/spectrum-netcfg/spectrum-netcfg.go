@@ -1,7 +1,7 @@
 // Binary spectrum-netcfg configures the guest's inter-guest NICs (MAC OUI
 // 0A:B3:EC) through rtnetlink, as an init hook, and with -watch keeps
 // configuring NICs as they are hot-plugged. It logs only to the serial
-// console. See package spectrum/guest for what it does and logs.
+// console. See package spectrum-os.org/netcfg/guest for what it does and logs.
 package main
 
 import (
@@ -13,7 +13,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
-	"spectrum/guest"
+	"spectrum-os.org/netcfg/guest"
 )
 
 func main() { os.Exit(run()) }

@@ -15,7 +15,7 @@ import (
 	"io"
 	"os"
 
-	"spectrum/host/cli"
+	"spectrum-os.org/netcfg/host/cli"
 )
 
 // commands is the subcommand table; each entry parses its own flags.

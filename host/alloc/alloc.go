@@ -25,8 +25,8 @@ import (
 	"sync"
 	"unicode/utf8"
 
-	"spectrum/host/config"
-	"spectrum/internal/mac"
+	"spectrum-os.org/netcfg/host/config"
+	"spectrum-os.org/netcfg/internal/mac"
 )
 
 // Pair is one network link: Client gets networking from Provider.

@@ -15,8 +15,8 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 
-	"spectrum/host/config"
-	"spectrum/internal/mac"
+	"spectrum-os.org/netcfg/host/config"
+	"spectrum-os.org/netcfg/internal/mac"
 )
 
 func open(t testing.TB, dir string) *Allocator {

@@ -3,8 +3,8 @@ package alloc
 import (
 	"testing"
 
-	"spectrum/internal/benchcpu"
-	"spectrum/internal/mac"
+	"spectrum-os.org/netcfg/internal/benchcpu"
+	"spectrum-os.org/netcfg/internal/mac"
 )
 
 // BenchmarkFullPool assigns all 65,534 ids to new pairs from empty, in

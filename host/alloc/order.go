@@ -4,7 +4,7 @@ import (
 	"slices"
 	"strings"
 
-	"spectrum/internal/mac"
+	"spectrum-os.org/netcfg/internal/mac"
 )
 
 // The orders the allocator works in: pairs by name, links by id, new pairs

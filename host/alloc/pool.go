@@ -3,7 +3,7 @@ package alloc
 import (
 	"math/bits"
 
-	"spectrum/internal/mac"
+	"spectrum-os.org/netcfg/internal/mac"
 )
 
 // pool is a bitmap of the 65,536 ids of which the ids outside

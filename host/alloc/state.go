@@ -10,7 +10,7 @@ import (
 	"os"
 	"path/filepath"
 
-	"spectrum/internal/mac"
+	"spectrum-os.org/netcfg/internal/mac"
 )
 
 // StateFile is the name of the state file in the state directory.

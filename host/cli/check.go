@@ -10,9 +10,9 @@ import (
 	"slices"
 	"strings"
 
-	"spectrum/host/alloc"
-	"spectrum/host/config"
-	"spectrum/internal/mac"
+	"spectrum-os.org/netcfg/host/alloc"
+	"spectrum-os.org/netcfg/host/config"
+	"spectrum-os.org/netcfg/internal/mac"
 )
 
 // Check implements `spectrumd check [-data DIR] [-state DIR] [-json]`: it

@@ -13,7 +13,7 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 
-	"spectrum/host/alloc"
+	"spectrum-os.org/netcfg/host/alloc"
 )
 
 // writeVM writes a minimal valid VM directory under data.

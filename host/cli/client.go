@@ -18,7 +18,7 @@ import (
 
 	"golang.org/x/term"
 
-	"spectrum/host/daemon"
+	"spectrum-os.org/netcfg/host/daemon"
 )
 
 // DefaultRun is the run directory: the control socket and the VMs' sockets.

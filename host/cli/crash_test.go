@@ -15,9 +15,9 @@ import (
 	"testing"
 	"time"
 
-	"spectrum/host/daemon"
-	"spectrum/internal/nstest"
-	"spectrum/internal/stubkernel"
+	"spectrum-os.org/netcfg/host/daemon"
+	"spectrum-os.org/netcfg/internal/nstest"
+	"spectrum-os.org/netcfg/internal/stubkernel"
 )
 
 // TestServeHelper is not a test: run by startServe, it is `spectrumd serve`

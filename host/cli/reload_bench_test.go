@@ -7,9 +7,9 @@ import (
 	"testing"
 	"time"
 
-	"spectrum/host/alloc"
-	"spectrum/host/config"
-	"spectrum/internal/benchcpu"
+	"spectrum-os.org/netcfg/host/alloc"
+	"spectrum-os.org/netcfg/host/config"
+	"spectrum-os.org/netcfg/internal/benchcpu"
 )
 
 // BenchmarkReloadOneChanged is a whole reload as the daemon does it at

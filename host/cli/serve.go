@@ -18,11 +18,11 @@ import (
 
 	"github.com/vishvananda/netns"
 
-	"spectrum/host/alloc"
-	"spectrum/host/config"
-	"spectrum/host/daemon"
-	"spectrum/host/link"
-	"spectrum/host/qemu"
+	"spectrum-os.org/netcfg/host/alloc"
+	"spectrum-os.org/netcfg/host/config"
+	"spectrum-os.org/netcfg/host/daemon"
+	"spectrum-os.org/netcfg/host/link"
+	"spectrum-os.org/netcfg/host/qemu"
 )
 
 // Serve implements `spectrumd serve`: it runs the daemon in the foreground

@@ -10,8 +10,8 @@ import (
 	"testing"
 	"time"
 
-	"spectrum/host/daemon"
-	"spectrum/internal/nstest"
+	"spectrum-os.org/netcfg/host/daemon"
+	"spectrum-os.org/netcfg/internal/nstest"
 )
 
 // TestLogReaderGone: the pipe spectrumd logs to loses its reader (a

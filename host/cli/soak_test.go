@@ -9,8 +9,8 @@ import (
 	"testing"
 	"time"
 
-	"spectrum/host/daemon"
-	"spectrum/internal/nstest"
+	"spectrum-os.org/netcfg/host/daemon"
+	"spectrum-os.org/netcfg/internal/nstest"
 )
 
 // procFigures reads a process's resident memory (KiB), its open fds and

@@ -6,7 +6,7 @@ import (
 	"path/filepath"
 	"testing"
 
-	"spectrum/internal/benchcpu"
+	"spectrum-os.org/netcfg/internal/benchcpu"
 )
 
 // bench1000 builds 1,000 VM directories: one network VM, 999 clients of it,

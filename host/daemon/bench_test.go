@@ -9,8 +9,8 @@ import (
 
 	"github.com/vishvananda/netns"
 
-	"spectrum/host/link"
-	"spectrum/internal/nstest"
+	"spectrum-os.org/netcfg/host/link"
+	"spectrum-os.org/netcfg/internal/nstest"
 )
 
 // BenchmarkStartOverhead is spectrumd's own cost from a start request to

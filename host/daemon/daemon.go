@@ -14,9 +14,9 @@ import (
 	"sync/atomic"
 	"time"
 
-	"spectrum/host/alloc"
-	"spectrum/host/config"
-	"spectrum/internal/mac"
+	"spectrum-os.org/netcfg/host/alloc"
+	"spectrum-os.org/netcfg/host/config"
+	"spectrum-os.org/netcfg/internal/mac"
 )
 
 // LinkSource loads the configuration and gives every (client, provider)

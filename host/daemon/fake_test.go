@@ -10,9 +10,9 @@ import (
 	"sync"
 	"time"
 
-	"spectrum/host/alloc"
-	"spectrum/host/config"
-	"spectrum/internal/mac"
+	"spectrum-os.org/netcfg/host/alloc"
+	"spectrum-os.org/netcfg/host/config"
+	"spectrum-os.org/netcfg/internal/mac"
 )
 
 // fakeVMM records launches; each instance "runs" until killed or crashed.

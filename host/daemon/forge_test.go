@@ -8,7 +8,7 @@ import (
 	"testing"
 	"time"
 
-	"spectrum/internal/syncbuf"
+	"spectrum-os.org/netcfg/internal/syncbuf"
 )
 
 // forgeries are serial output of a guest trying to pass lines off as

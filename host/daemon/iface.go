@@ -7,8 +7,8 @@ import (
 	"os"
 	"time"
 
-	"spectrum/host/config"
-	"spectrum/internal/mac"
+	"spectrum-os.org/netcfg/host/config"
+	"spectrum-os.org/netcfg/internal/mac"
 )
 
 // VMM launches VM processes. The real one runs QEMU; tests use a fake.

@@ -6,7 +6,7 @@ import (
 	"testing"
 	"time"
 
-	"spectrum/internal/syncbuf"
+	"spectrum-os.org/netcfg/internal/syncbuf"
 )
 
 // TestSilentVMIsReported: a VM that writes nothing to its serial console

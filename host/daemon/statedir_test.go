@@ -14,9 +14,9 @@ import (
 
 	"golang.org/x/sys/unix"
 
-	"spectrum/host/alloc"
-	"spectrum/host/config"
-	"spectrum/internal/syncbuf"
+	"spectrum-os.org/netcfg/host/alloc"
+	"spectrum-os.org/netcfg/host/config"
+	"spectrum-os.org/netcfg/internal/syncbuf"
 )
 
 // allocLinks is the configuration of staticLinks with link ids from a real

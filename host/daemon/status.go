@@ -10,8 +10,8 @@ import (
 	"sync"
 	"time"
 
-	"spectrum/host/alloc"
-	"spectrum/internal/mac"
+	"spectrum-os.org/netcfg/host/alloc"
+	"spectrum-os.org/netcfg/internal/mac"
 )
 
 // List reports every configured VM and every VM still running.

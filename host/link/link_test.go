@@ -10,8 +10,8 @@ import (
 	"github.com/google/go-cmp/cmp"
 	"github.com/vishvananda/netns"
 
-	"spectrum/internal/mac"
-	"spectrum/internal/nstest"
+	"spectrum-os.org/netcfg/internal/mac"
+	"spectrum-os.org/netcfg/internal/nstest"
 )
 
 func TestNames(t *testing.T) {

@@ -11,7 +11,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
-	"spectrum/internal/mac"
+	"spectrum-os.org/netcfg/internal/mac"
 )
 
 // vnetHdrLen is the virtio-net header in front of every frame on our taps

@@ -10,7 +10,7 @@ import (
 	"strings"
 	"unicode/utf8"
 
-	"spectrum/host/qmp"
+	"spectrum-os.org/netcfg/host/qmp"
 )
 
 // DefaultCmdline is the kernel command line when Config.Cmdline is empty:

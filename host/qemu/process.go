@@ -15,7 +15,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
-	"spectrum/host/qmp"
+	"spectrum-os.org/netcfg/host/qmp"
 )
 
 // Process is a running QEMU started by Start.

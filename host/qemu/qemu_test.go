@@ -21,11 +21,11 @@ import (
 
 	"github.com/vishvananda/netns"
 
-	"spectrum/host/link"
-	"spectrum/internal/mac"
-	"spectrum/internal/nstest"
-	"spectrum/internal/stubkernel"
-	"spectrum/internal/syncbuf"
+	"spectrum-os.org/netcfg/host/link"
+	"spectrum-os.org/netcfg/internal/mac"
+	"spectrum-os.org/netcfg/internal/nstest"
+	"spectrum-os.org/netcfg/internal/stubkernel"
+	"spectrum-os.org/netcfg/internal/syncbuf"
 )
 
 // smokeMessage is what the stub kernel writes to its serial port.

@@ -24,7 +24,7 @@ import (
 	"strconv"
 	"strings"
 
-	"spectrum/vmtest/kernel"
+	"spectrum-os.org/netcfg/vmtest/kernel"
 )
 
 // Kernel is what the generators need of a Debian kernel package.

@@ -5,7 +5,7 @@ import (
 	"os/exec"
 	"testing"
 
-	"spectrum/vmtest/kernel"
+	"spectrum-os.org/netcfg/vmtest/kernel"
 )
 
 // Require stops the test unless it can run the generators: root (for the

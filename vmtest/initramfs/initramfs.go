@@ -13,7 +13,7 @@ import (
 
 	"github.com/cavaliergopher/cpio"
 
-	"spectrum/vmtest/kernel"
+	"spectrum-os.org/netcfg/vmtest/kernel"
 )
 
 // Spec is what goes into an archive.

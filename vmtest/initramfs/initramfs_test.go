@@ -10,7 +10,7 @@ import (
 	"github.com/cavaliergopher/cpio"
 	"github.com/google/go-cmp/cmp"
 
-	"spectrum/vmtest/kernel"
+	"spectrum-os.org/netcfg/vmtest/kernel"
 )
 
 func TestWrite(t *testing.T) {

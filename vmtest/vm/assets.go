@@ -12,8 +12,8 @@ import (
 	"testing"
 	"time"
 
-	"spectrum/vmtest/initramfs"
-	"spectrum/vmtest/kernel"
+	"spectrum-os.org/netcfg/vmtest/initramfs"
+	"spectrum-os.org/netcfg/vmtest/kernel"
 )
 
 // Assets are the files every test VM boots: the kernel and the initramfs

@@ -3,8 +3,8 @@ package vm
 import (
 	"fmt"
 
-	"spectrum/internal/mac"
-	"spectrum/internal/nstest"
+	"spectrum-os.org/netcfg/internal/mac"
+	"spectrum-os.org/netcfg/internal/nstest"
 )
 
 // NIC is one virtio-net device of a VM: the tap it is attached to on the

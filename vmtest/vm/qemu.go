@@ -12,7 +12,7 @@ import (
 	"testing"
 	"time"
 
-	"spectrum/internal/nstest"
+	"spectrum-os.org/netcfg/internal/nstest"
 )
 
 // Proc is one boot of a VM: launched by Launch, or by spectrumd (then its

@@ -15,11 +15,11 @@ import (
 	"testing"
 	"time"
 
-	"spectrum/host/daemon"
-	"spectrum/internal/mac"
-	"spectrum/internal/nstest"
-	"spectrum/internal/syncbuf"
-	"spectrum/vmtest/kernel"
+	"spectrum-os.org/netcfg/host/daemon"
+	"spectrum-os.org/netcfg/internal/mac"
+	"spectrum-os.org/netcfg/internal/nstest"
+	"spectrum-os.org/netcfg/internal/syncbuf"
+	"spectrum-os.org/netcfg/vmtest/kernel"
 )
 
 // BuildSpectrumd builds cmd/spectrumd into dir the way the Makefile does

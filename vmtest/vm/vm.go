@@ -17,8 +17,8 @@ import (
 	"testing"
 	"time"
 
-	"spectrum/internal/nstest"
-	"spectrum/vmtest/kernel"
+	"spectrum-os.org/netcfg/internal/nstest"
+	"spectrum-os.org/netcfg/vmtest/kernel"
 )
 
 // QEMU is the emulator the tests run.

@@ -7,7 +7,7 @@ import (
 	"fmt"
 	"os"
 
-	"spectrum/vmtest/kernel"
+	"spectrum-os.org/netcfg/vmtest/kernel"
 )
 
 func main() {

@@ -1,4 +1,4 @@
-// Binary demo is `make run`: it prepares a svc/data directory with the
+// Binary spectrum-demo is `make run`: it prepares a svc/data directory with the
 // documented example — netvm providing networking to appvm-lynx — booting
 // the test kernel and the test initramfs, runs `spectrumd serve` in a
 // private network namespace in the foreground, starts appvm-lynx (and so
@@ -25,10 +25,10 @@ import (
 	"syscall"
 	"time"
 
-	"spectrum/host/daemon"
-	"spectrum/internal/mac"
-	"spectrum/vmtest/kernel"
-	"spectrum/vmtest/vm"
+	"spectrum-os.org/netcfg/host/daemon"
+	"spectrum-os.org/netcfg/internal/mac"
+	"spectrum-os.org/netcfg/vmtest/kernel"
+	"spectrum-os.org/netcfg/vmtest/vm"
 )
 
 // netns is the namespace's name: fixed, so a run that was killed leaves
