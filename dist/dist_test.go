@@ -15,6 +15,7 @@ import (
 	"sync"
 	"testing"
 
+	"spectrum-os.org/netcfg/internal/testenv"
 	"spectrum-os.org/netcfg/vmtest/distinit"
 	"spectrum-os.org/netcfg/vmtest/kernel"
 )
@@ -175,12 +176,7 @@ func TestMakeInstallKeepsSettings(t *testing.T) {
 }
 
 func TestUnitVerifies(t *testing.T) {
-	if _, err := exec.LookPath("systemd-analyze"); err != nil {
-		if os.Getenv("CI") != "" {
-			t.Fatal(err)
-		}
-		t.Skipf("%v (make deps installs systemd; runs in CI)", err)
-	}
+	testenv.Tool(t, "systemd-analyze", "make deps installs systemd")
 	dest := install(t, "INITRAMFS=")
 	unit := filepath.Join(dest, "usr/local/lib/systemd/system/spectrumd.service")
 	// The unit names /usr/local/bin/spectrumd, which is not on this

@@ -53,7 +53,10 @@ flags:
 	}
 
 	cfg := config.Load(*data)
-	a, err := alloc.Open(*state, slog.New(slog.NewTextHandler(stderr, nil)))
+	// check is a report, not a daemon: the link id state's informational
+	// lines ("no link id state yet") stay out of it; a warning (a corrupt
+	// links.json) is still shown.
+	a, err := alloc.Open(*state, slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelWarn})))
 	if err != nil {
 		return err
 	}

@@ -18,20 +18,24 @@ import (
 	"spectrum-os.org/netcfg/host/daemon"
 	"spectrum-os.org/netcfg/internal/nstest"
 	"spectrum-os.org/netcfg/internal/stubkernel"
+	"spectrum-os.org/netcfg/internal/testenv"
 )
 
-// TestServeHelper is not a test: run by startServe, it is `spectrumd serve`
-// with the arguments in SPECTRUM_SERVE_ARGS (one per line).
-func TestServeHelper(t *testing.T) {
-	args := os.Getenv("SPECTRUM_SERVE_ARGS")
-	if args == "" {
-		t.Skip("not a test (in CI neither): the spectrumd serve helper process of TestKillServe and others")
-	}
-	if err := Serve(strings.Split(args, "\n"), os.Stdout, os.Stderr); err != nil {
+func TestMain(m *testing.M) {
+	testenv.RunHelper(map[string]func() int{helperServe: serveHelper})
+	os.Exit(m.Run())
+}
+
+// helperServe is the helper process of startServe: `spectrumd serve` with
+// the arguments in SPECTRUM_SERVE_ARGS (one per line).
+const helperServe = "serve"
+
+func serveHelper() int {
+	if err := Serve(strings.Split(os.Getenv("SPECTRUM_SERVE_ARGS"), "\n"), os.Stdout, os.Stderr); err != nil {
 		fmt.Fprintln(os.Stderr, "serve:", err)
-		os.Exit(1)
+		return 1
 	}
-	os.Exit(0)
+	return 0
 }
 
 // serveProc is a `spectrumd serve` running in a test's namespace.
@@ -48,8 +52,8 @@ func startServe(t *testing.T, ns *nstest.NS, logPath string, args ...string) *se
 		t.Fatal(err)
 	}
 	defer lf.Close()
-	cmd := ns.Command(context.Background(), os.Args[0], "-test.run=^TestServeHelper$")
-	cmd.Env = append(os.Environ(), "SPECTRUM_SERVE_ARGS="+strings.Join(args, "\n"))
+	cmd := ns.Command(context.Background(), os.Args[0])
+	cmd.Env = testenv.HelperEnv(helperServe, "SPECTRUM_SERVE_ARGS="+strings.Join(args, "\n"))
 	cmd.Stdout, cmd.Stderr = lf, lf
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
@@ -158,7 +162,7 @@ func TestKillServe(t *testing.T) {
 	requireQEMU(t)
 	runAs := "spectrum-vm"
 	if _, err := user.Lookup(runAs); err != nil {
-		if os.Getenv("CI") != "" {
+		if testenv.InCI() {
 			t.Fatalf("user %s missing in CI (make deps creates it)", runAs)
 		}
 		runAs = "nobody"
@@ -282,14 +286,8 @@ func writeStubData(t *testing.T, data string) {
 	}
 }
 
-// requireQEMU fails the test in CI, and skips it elsewhere, when QEMU is
-// not installed.
+// requireQEMU stops the test where QEMU is missing (internal/testenv).
 func requireQEMU(t *testing.T) {
 	t.Helper()
-	if _, err := exec.LookPath("qemu-system-x86_64"); err != nil {
-		if os.Getenv("CI") != "" {
-			t.Fatal("qemu-system-x86_64 missing in CI (make deps installs it)")
-		}
-		t.Skip("qemu-system-x86_64 not installed (make deps installs it; runs in CI)")
-	}
+	testenv.Tool(t, "qemu-system-x86_64", "make deps installs qemu-system-x86")
 }

@@ -12,6 +12,7 @@ import (
 
 	"spectrum-os.org/netcfg/host/daemon"
 	"spectrum-os.org/netcfg/internal/nstest"
+	"spectrum-os.org/netcfg/internal/testenv"
 )
 
 // TestLogReaderGone: the pipe spectrumd logs to loses its reader (a
@@ -29,8 +30,8 @@ func TestLogReaderGone(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	cmd := ns.Command(context.Background(), os.Args[0], "-test.run=^TestServeHelper$")
-	cmd.Env = append(os.Environ(), "SPECTRUM_SERVE_ARGS="+strings.Join(args, "\n"))
+	cmd := ns.Command(context.Background(), os.Args[0])
+	cmd.Env = testenv.HelperEnv(helperServe, "SPECTRUM_SERVE_ARGS="+strings.Join(args, "\n"))
 	cmd.Stdout, cmd.Stderr = w, w
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)

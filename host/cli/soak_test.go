@@ -87,8 +87,13 @@ func TestSoakServe(t *testing.T) {
 		cycle(i)
 	}
 	el := time.Since(start)
-	time.Sleep(200 * time.Millisecond)
+	// The last cycle's QEMU may still be being reaped and its files
+	// closed: wait for the figures to settle (a leak never does).
 	rss, fds, ch := procFigures(t, pid)
+	for deadline := time.Now().Add(10 * time.Second); (fds > fds0 || ch > ch0) && time.Now().Before(deadline); {
+		time.Sleep(50 * time.Millisecond)
+		rss, fds, ch = procFigures(t, pid)
+	}
 	t.Logf("%d cycles in %v (%v each): spectrumd RSS %d -> %d KiB, fds %d -> %d, child processes %d -> %d",
 		cycles, el.Round(time.Second), (el / time.Duration(cycles)).Round(time.Millisecond), rss0, rss, fds0, fds, ch0, ch)
 	if fds > fds0 {

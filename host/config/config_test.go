@@ -1,14 +1,19 @@
 package config
 
 import (
+	"context"
 	"errors"
+	"fmt"
 	"io/fs"
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
+
+	"spectrum-os.org/netcfg/internal/testenv"
 )
 
 func TestLoadValid(t *testing.T) {
@@ -270,17 +275,52 @@ func TestLoadUnsafeDataDirPath(t *testing.T) {
 	}
 }
 
+// TestLoadUnreadableKernel loads, as a user who cannot read it, a VM whose
+// vmlinux has mode 0: one error, a permission error naming the file. Root
+// reads any file, so the load runs in a helper process as uid 65534 (the
+// test itself needs root to start it).
 func TestLoadUnreadableKernel(t *testing.T) {
-	if os.Geteuid() == 0 {
-		t.Skip("root reads any file; the permission check cannot fail")
-	}
-	dir := filepath.Join(t.TempDir(), "data")
+	testenv.Root(t, "to load as another user (root reads any file)")
+	bin := testenv.SharedBinary(t)
+	dir := filepath.Join(filepath.Dir(bin), "data")
 	tree{}.vm("v").build(t, dir)
-	if err := os.Chmod(filepath.Join(dir, "v", "vmlinux"), 0); err != nil {
+	kernel := filepath.Join(dir, "v", "vmlinux")
+	if err := os.Chmod(kernel, 0); err != nil {
 		t.Fatal(err)
 	}
-	cfg := Load(dir)
-	if len(cfg.Errors) != 1 || !errors.Is(cfg.Errors[0], fs.ErrPermission) {
-		t.Fatalf("errors %v, want a permission error", cfg.Errors)
+	if err := filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
+		if err == nil && d.IsDir() {
+			err = os.Chmod(p, 0o755)
+		}
+		return err
+	}); err != nil {
+		t.Fatal(err)
 	}
+	cmd := testenv.HelperCommandOf(context.Background(), bin, helperLoad, "SPECTRUM_LOAD_DIR="+dir)
+	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: 65534, Gid: 65534}}
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		t.Fatalf("load as uid 65534: %v\n%s", err, out)
+	}
+	want := fmt.Sprintf("error permission=true: VM v: %s: open %s: permission denied\n", kernel, kernel)
+	if diff := cmp.Diff(want, string(out)); diff != "" {
+		t.Errorf("load as uid 65534 (-want +got):\n%s", diff)
+	}
+}
+
+func TestMain(m *testing.M) {
+	testenv.RunHelper(map[string]func() int{helperLoad: loadHelper})
+	os.Exit(m.Run())
+}
+
+// helperLoad is TestLoadUnreadableKernel's helper process: it loads the
+// data directory SPECTRUM_LOAD_DIR and prints one line per error, saying
+// whether it is a permission error.
+const helperLoad = "load"
+
+func loadHelper() int {
+	for _, err := range Load(os.Getenv("SPECTRUM_LOAD_DIR")).Errors {
+		fmt.Printf("error permission=%t: %v\n", errors.Is(err, fs.ErrPermission), err)
+	}
+	return 0
 }

@@ -2,50 +2,54 @@ package daemon
 
 import (
 	"bufio"
+	"context"
 	"fmt"
 	"io"
 	"log/slog"
 	"net"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"syscall"
 	"testing"
 	"time"
+
+	"spectrum-os.org/netcfg/internal/testenv"
 )
 
 // nobody is the uid the other-user tests connect as.
 const nobody = 65534
 
-// TestControlDialHelper is not a test: run as another user by
-// dialAsNobody, it connects to the socket in SPECTRUM_DIAL, sends a list
-// request and prints the reply or the error.
-func TestControlDialHelper(t *testing.T) {
-	path := os.Getenv("SPECTRUM_DIAL")
-	if path == "" {
-		t.Skip("not a test (in CI neither): the helper process of the other-user tests")
-	}
-	c, err := net.Dial("unix", path)
+func TestMain(m *testing.M) {
+	testenv.RunHelper(map[string]func() int{helperDial: dialHelper})
+	os.Exit(m.Run())
+}
+
+// helperDial is the helper process of dialAsNobody: it connects to the
+// socket in SPECTRUM_DIAL, sends a list request and prints the reply or the
+// error.
+const helperDial = "dial"
+
+func dialHelper() int {
+	c, err := net.Dial("unix", os.Getenv("SPECTRUM_DIAL"))
 	if err != nil {
 		fmt.Println("dial:", err)
-		os.Exit(0)
+		return 0
 	}
 	defer c.Close()
 	c.SetDeadline(time.Now().Add(10 * time.Second))
 	io.WriteString(c, `{"op":"list"}`+"\n")
 	line, err := bufio.NewReader(c).ReadString('\n')
 	fmt.Println("reply:", strings.TrimSpace(line), errString(err))
-	os.Exit(0)
+	return 0
 }
 
-// dialAsNobody runs TestControlDialHelper as uid 65534 against path and
-// returns what it printed. The test binary is copied where that user can
-// run it (go test's build directory is private).
+// dialAsNobody runs dialHelper as uid 65534 against path from bin, a copy
+// of the test binary that user can run (testenv.SharedBinary), and returns
+// what it printed.
 func dialAsNobody(t *testing.T, bin, path string) string {
 	t.Helper()
-	cmd := exec.Command(bin, "-test.run=^TestControlDialHelper$")
-	cmd.Env = append(os.Environ(), "SPECTRUM_DIAL="+path)
+	cmd := testenv.HelperCommandOf(context.Background(), bin, helperDial, "SPECTRUM_DIAL="+path)
 	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: nobody, Gid: nobody}}
 	out, err := cmd.CombinedOutput()
 	if err != nil {
@@ -61,34 +65,11 @@ func dialAsNobody(t *testing.T, bin, path string) string {
 }
 
 func TestControlRefusesOtherUsers(t *testing.T) {
-	if os.Geteuid() != 0 {
-		if os.Getenv("CI") != "" {
-			t.Fatal("must run as root in CI (switches to uid 65534)")
-		}
-		t.Skip("needs root to run a helper as another user; runs in CI")
-	}
+	testenv.Root(t, "to run a helper as another user")
 	// t.TempDir's parent is private to root: uid 65534 could not reach
-	// the binary or the sockets.
-	dir, err := os.MkdirTemp("", "spectrum-uid-")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { os.RemoveAll(dir) })
-	if err := os.Chmod(dir, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	self, err := os.Executable()
-	if err != nil {
-		t.Fatal(err)
-	}
-	bin := filepath.Join(dir, "daemon.test")
-	b, err := os.ReadFile(self)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(bin, b, 0o755); err != nil {
-		t.Fatal(err)
-	}
+	// the binary or the sockets there.
+	bin := testenv.SharedBinary(t)
+	dir := filepath.Dir(bin)
 	n := 0
 	serve := func(allow int) string {
 		n++

@@ -14,7 +14,7 @@ import (
 // one that writes is not.
 func TestSilentVMIsReported(t *testing.T) {
 	var logBuf syncbuf.Buffer
-	d, vmm, _ := newTestDaemon(t, map[string][]string{"mute": nil, "talker": nil}, func(o *Options, v *fakeVMM) {
+	d, vmm, _ := newTestDaemon(t, map[string][]string{"mute": nil, "talker": nil, "late": nil}, func(o *Options, v *fakeVMM) {
 		o.SilentAfter = 200 * time.Millisecond
 		o.Log = slog.New(slog.NewTextHandler(&logBuf, nil))
 	})
@@ -41,12 +41,22 @@ func TestSilentVMIsReported(t *testing.T) {
 	if err := d.Start("talker"); err != nil {
 		t.Fatal(err)
 	}
-	time.Sleep(400 * time.Millisecond)
+	// A silent VM launched after the talker: by the time its warning is
+	// logged, the talker's own SilentAfter has passed too.
+	vmm.mu.Lock()
+	vmm.silent = true
+	vmm.mu.Unlock()
+	if err := d.Start("late"); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "silent warning for late", func() bool {
+		return strings.Contains(logBuf.String(), "its guest may not boot\" vm=late")
+	})
 	if st, _ := d.Status("talker"); !st.NoOutputSince.IsZero() {
 		t.Errorf("talking VM reported silent: %+v", st)
 	}
-	if n := strings.Count(logBuf.String(), "written nothing"); n != 1 {
-		t.Errorf("%d silent warnings, want 1 (for mute only):\n%s", n, logBuf.String())
+	if n := strings.Count(logBuf.String(), "written nothing"); n != 2 || strings.Contains(logBuf.String(), "its guest may not boot\" vm=talker") {
+		t.Errorf("%d silent warnings, want 2 (for mute and late, not talker):\n%s", n, logBuf.String())
 	}
 
 	// Once the silent guest writes, it is no longer silent.

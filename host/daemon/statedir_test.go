@@ -17,6 +17,7 @@ import (
 	"spectrum-os.org/netcfg/host/alloc"
 	"spectrum-os.org/netcfg/host/config"
 	"spectrum-os.org/netcfg/internal/syncbuf"
+	"spectrum-os.org/netcfg/internal/testenv"
 )
 
 // allocLinks is the configuration of staticLinks with link ids from a real
@@ -32,36 +33,28 @@ func (s allocLinks) Load(held []alloc.Link) (*config.Config, []alloc.Link, error
 	return cfg, links, err
 }
 
-// TestStateDirFaults runs TestStateDirFaultsInNamespace in a private mount
-// namespace, where it mounts a tiny tmpfs as the state directory and makes
-// it read-only and full: things root cannot be stopped from doing by file
-// modes.
+// TestStateDirFaults runs itself again in a private mount namespace, where
+// it mounts a tiny tmpfs as the state directory and makes it read-only and
+// full: things root cannot be stopped from doing by file modes.
 func TestStateDirFaults(t *testing.T) {
-	if os.Geteuid() != 0 {
-		if os.Getenv("CI") != "" {
-			t.Fatal("must run as root in CI (mounts a tmpfs in a private mount namespace)")
-		}
-		t.Skip("needs root to mount a tmpfs in a mount namespace; runs in CI")
-	}
-	self, err := os.Executable()
-	if err != nil {
-		t.Fatal(err)
-	}
-	cmd := exec.Command(self, "-test.run=^TestStateDirFaultsInNamespace$", "-test.v")
-	cmd.Env = append(os.Environ(), "SPECTRUM_STATEDIR_CHILD="+t.TempDir())
-	cmd.SysProcAttr = &syscall.SysProcAttr{Unshareflags: syscall.CLONE_NEWNS}
-	out, err := cmd.CombinedOutput()
-	t.Logf("in a private mount namespace:\n%s", out)
-	if err != nil || !bytes.Contains(out, []byte("--- PASS: TestStateDirFaultsInNamespace")) {
-		t.Fatalf("child test: %v", err)
-	}
-}
-
-func TestStateDirFaultsInNamespace(t *testing.T) {
 	dir := os.Getenv("SPECTRUM_STATEDIR_CHILD")
 	if dir == "" {
-		t.Skip("not a test (in CI neither): run by TestStateDirFaults in a mount namespace of its own")
+		testenv.Root(t, "to mount a tmpfs in a private mount namespace")
+		self, err := os.Executable()
+		if err != nil {
+			t.Fatal(err)
+		}
+		cmd := exec.Command(self, "-test.run=^TestStateDirFaults$", "-test.v")
+		cmd.Env = append(os.Environ(), "SPECTRUM_STATEDIR_CHILD="+t.TempDir())
+		cmd.SysProcAttr = &syscall.SysProcAttr{Unshareflags: syscall.CLONE_NEWNS}
+		out, err := cmd.CombinedOutput()
+		t.Logf("in a private mount namespace:\n%s", out)
+		if err != nil || !bytes.Contains(out, []byte("--- PASS: TestStateDirFaults")) {
+			t.Fatalf("run in a private mount namespace: %v", err)
+		}
+		return
 	}
+	// Here in the private mount namespace.
 	if err := unix.Mount("tmpfs", dir, "tmpfs", 0, "size=64k,mode=0700"); err != nil {
 		t.Fatalf("mount tmpfs on %s: %v", dir, err)
 	}

@@ -14,18 +14,15 @@ import (
 
 	"github.com/cavaliergopher/cpio"
 	"github.com/google/go-cmp/cmp"
+
+	"spectrum-os.org/netcfg/internal/testenv"
 )
 
 // gnuArchive makes a real initramfs with GNU cpio (-H newc, as every
 // generator does): /init and /bin/sh from a directory.
 func gnuArchive(t *testing.T) string {
 	t.Helper()
-	if _, err := exec.LookPath("cpio"); err != nil {
-		if os.Getenv("CI") != "" {
-			t.Fatalf("%v (make deps installs cpio)", err)
-		}
-		t.Skip("skipping: no GNU cpio to make the archive appended to (make deps installs it; runs in CI)")
-	}
+	testenv.Tool(t, "cpio", "GNU cpio makes the archive appended to; make deps installs it")
 	dir := t.TempDir()
 	if err := errors.Join(
 		os.Chmod(dir, 0o755),

@@ -10,7 +10,6 @@ import (
 	"io"
 	"net"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"slices"
 	"strconv"
@@ -26,6 +25,7 @@ import (
 	"spectrum-os.org/netcfg/internal/nstest"
 	"spectrum-os.org/netcfg/internal/stubkernel"
 	"spectrum-os.org/netcfg/internal/syncbuf"
+	"spectrum-os.org/netcfg/internal/testenv"
 )
 
 // smokeMessage is what the stub kernel writes to its serial port.
@@ -34,15 +34,15 @@ const smokeMessage = stubkernel.Message
 // stubKernel is the PVH stub kernel of internal/stubkernel.
 func stubKernel() []byte { return stubkernel.ELF() }
 
-// requireQEMU skips where QEMU is missing, except in CI.
+// requireQEMU stops the test where QEMU is missing (internal/testenv).
 func requireQEMU(t *testing.T) {
 	t.Helper()
-	if _, err := exec.LookPath(DefaultBinary); err != nil {
-		if os.Getenv("CI") != "" {
-			t.Fatalf("%s not found (make deps installs qemu-system-x86): %v", DefaultBinary, err)
-		}
-		t.Skipf("%s not installed (make deps installs it; runs in CI)", DefaultBinary)
-	}
+	testenv.Tool(t, DefaultBinary, "make deps installs qemu-system-x86")
+}
+
+func TestMain(m *testing.M) {
+	testenv.RunHelper(map[string]func() int{helperStart: startHelper})
+	os.Exit(m.Run())
 }
 
 // testConfig writes the stub kernel, an initramfs and a disk image into a
@@ -212,9 +212,6 @@ func TestStopKills(t *testing.T) {
 // too. A child test process starts QEMU and exits at once.
 func TestDiesWithParent(t *testing.T) {
 	requireQEMU(t)
-	if os.Getenv("SPECTRUM_QEMU_HELPER") != "" {
-		return // the helper's run of this test is TestHelperStart's
-	}
 	ctx := testContext(t, 15*time.Second)
 	pid := startInHelper(t, ctx, testConfig(t))
 	for !gone(pid) {
@@ -236,27 +233,29 @@ func gone(pid int) bool {
 	return strings.HasPrefix(after, "Z")
 }
 
-// TestHelperStart is TestDiesWithParent's child: it starts QEMU, prints its
-// pid, and exits without stopping it.
-func TestHelperStart(t *testing.T) {
-	env := os.Getenv("SPECTRUM_QEMU_HELPER")
-	if env == "" {
-		t.Skip("not a test (in CI neither): the helper process of TestDiesWithParent")
-	}
+// helperStart is the helper process of startInHelper: it starts QEMU for
+// the Config in SPECTRUM_QEMU_CONFIG (JSON), prints its pid, and exits
+// without stopping it.
+const helperStart = "qemu-start"
+
+func startHelper() int {
 	var c Config
-	if err := json.Unmarshal([]byte(env), &c); err != nil {
-		t.Fatal(err)
+	if err := json.Unmarshal([]byte(os.Getenv("SPECTRUM_QEMU_CONFIG")), &c); err != nil {
+		fmt.Fprintln(os.Stderr, "helper: config:", err)
+		return 1
 	}
 	devnull, err := os.OpenFile(os.DevNull, os.O_WRONLY, 0)
 	if err != nil {
-		t.Fatal(err)
+		fmt.Fprintln(os.Stderr, "helper:", err)
+		return 1
 	}
 	p, err := Start(context.Background(), c, devnull)
 	if err != nil {
-		t.Fatal(err)
+		fmt.Fprintln(os.Stderr, "helper:", err)
+		return 1
 	}
 	fmt.Printf("qemu-pid=%d\n", p.Pid())
-	os.Exit(0)
+	return 0
 }
 
 // TestNICs cold-plugs the client tap of a link and hot-plugs the provider
@@ -368,14 +367,13 @@ func carrier(t *testing.T, ns *nstest.NS) []string {
 	return out
 }
 
-// startInHelper starts QEMU for c in a child test process
-// (TestHelperStart) that exits at once, and returns QEMU's pid.
+// startInHelper starts QEMU for c in a helper process (startHelper) that
+// exits at once, and returns QEMU's pid.
 func startInHelper(t *testing.T, ctx context.Context, c Config) int {
 	t.Helper()
-	cmd := exec.CommandContext(ctx, os.Args[0], "-test.run=^TestHelperStart$", "-test.v")
-	cmd.WaitDelay = time.Second // an orphaned QEMU must not keep us reading
 	cfg, _ := json.Marshal(c)
-	cmd.Env = append(os.Environ(), "SPECTRUM_QEMU_HELPER="+string(cfg))
+	cmd := testenv.HelperCommand(ctx, helperStart, "SPECTRUM_QEMU_CONFIG="+string(cfg))
+	cmd.WaitDelay = time.Second // an orphaned QEMU must not keep us reading
 	out, err := cmd.CombinedOutput()
 	if err != nil {
 		t.Fatalf("helper: %v\n%s", err, out)

@@ -10,21 +10,18 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"spectrum-os.org/netcfg/internal/testenv"
 )
 
 // vmUser is the user tests run QEMU as: spectrum-vm, which make deps
 // creates; elsewhere than CI, nobody stands in for it.
 func vmUser(t *testing.T) string {
 	t.Helper()
-	if os.Geteuid() != 0 {
-		if os.Getenv("CI") != "" {
-			t.Fatal("must run as root in CI (QEMU switches user)")
-		}
-		t.Skip("needs root for QEMU to switch user; runs in CI")
-	}
+	testenv.Root(t, "for QEMU to switch user")
 	if _, err := user.Lookup("spectrum-vm"); err == nil {
 		return "spectrum-vm"
-	} else if os.Getenv("CI") != "" {
+	} else if testenv.InCI() {
 		t.Fatalf("user spectrum-vm missing in CI (make deps creates it): %v", err)
 	}
 	return "nobody"
@@ -99,9 +96,6 @@ func TestRunAs(t *testing.T) {
 // on its pid file and kills it.
 func TestKillOrphan(t *testing.T) {
 	requireQEMU(t)
-	if os.Getenv("SPECTRUM_QEMU_HELPER") != "" {
-		return
-	}
 	ctx := testContext(t, 30*time.Second)
 	c := testConfig(t)
 	c.RunAs = vmUser(t)

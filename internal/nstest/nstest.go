@@ -13,33 +13,20 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"fmt"
-	"os"
 	"os/exec"
 	"strings"
 	"testing"
+
+	"spectrum-os.org/netcfg/internal/testenv"
 )
 
-// RequirePrivileged stops the test unless it can create network namespaces.
-// On a developer's machine without root it skips and says why; under CI
-// (CI set in the environment) it fails, because there the test must run.
+// RequirePrivileged stops the test unless it can create network namespaces:
+// skipped without root on a developer's machine, failed under CI
+// (internal/testenv).
 func RequirePrivileged(t testing.TB) {
 	t.Helper()
-	why := ""
-	switch {
-	case os.Geteuid() != 0:
-		why = "needs root to create network namespaces"
-	default:
-		if _, err := exec.LookPath("ip"); err != nil {
-			why = "needs iproute2's ip (make deps installs it)"
-		}
-	}
-	if why == "" {
-		return
-	}
-	if os.Getenv("CI") != "" {
-		t.Fatalf("privileged test cannot run in CI: %s", why)
-	}
-	t.Skipf("skipping privileged test (not root or no iproute2; runs in CI): %s", why)
+	testenv.Root(t, "to create network namespaces")
+	testenv.Tool(t, "ip", "make deps installs iproute2")
 }
 
 // NS is a network namespace owned by one test.

@@ -3,18 +3,15 @@ package kernel
 import (
 	"os"
 	"testing"
+
+	"spectrum-os.org/netcfg/internal/testenv"
 )
 
 // TestModulesOfTestKernel orders the guest modules of the real test kernel
 // when its module tree is available.
 func TestModulesOfTestKernel(t *testing.T) {
 	k, err := Find()
-	if err != nil {
-		if os.Getenv("CI") != "" {
-			t.Fatal(err)
-		}
-		t.Skipf("no test kernel (make kernel fetches it; runs in CI): %v", err)
-	}
+	testenv.NoErr(t, err, "make kernel fetches the test kernel")
 	mods, err := Modules(k.Modules, GuestModules...)
 	if err != nil {
 		t.Fatal(err)
@@ -41,12 +38,7 @@ func TestModulesOfTestKernel(t *testing.T) {
 // PVH entry point, and that a truncated image is refused.
 func TestCheckTestKernel(t *testing.T) {
 	k, err := Find()
-	if err != nil {
-		if os.Getenv("CI") != "" {
-			t.Fatal(err)
-		}
-		t.Skipf("no test kernel (make kernel fetches it; runs in CI): %v", err)
-	}
+	testenv.NoErr(t, err, "make kernel fetches the test kernel")
 	b, err := os.ReadFile(k.Vmlinux)
 	if err != nil {
 		t.Fatal(err)

@@ -12,12 +12,11 @@ package vm
 
 import (
 	"context"
-	"os"
-	"os/exec"
 	"testing"
 	"time"
 
 	"spectrum-os.org/netcfg/internal/nstest"
+	"spectrum-os.org/netcfg/internal/testenv"
 	"spectrum-os.org/netcfg/vmtest/kernel"
 )
 
@@ -25,22 +24,15 @@ import (
 const QEMU = "qemu-system-x86_64"
 
 // Require stops the test unless it can boot VMs: root (for namespaces and
-// taps), iproute2, QEMU and the test kernel. Without root and outside CI it
-// skips and says why; otherwise a missing piece fails the test, because
+// taps), iproute2, QEMU and the test kernel. A missing piece skips the test
+// on a developer's machine and fails it under CI (internal/testenv), where
 // `make test` provides all of them.
 func Require(t testing.TB) kernel.Kernel {
 	t.Helper()
-	if os.Geteuid() != 0 && os.Getenv("CI") == "" {
-		t.Skip("skipping VM test: needs root for network namespaces and taps (runs in CI and as root)")
-	}
 	nstest.RequirePrivileged(t)
-	if _, err := exec.LookPath(QEMU); err != nil {
-		t.Fatalf("VM test: %v (make deps installs qemu-system-x86)", err)
-	}
+	testenv.Tool(t, QEMU, "make deps installs qemu-system-x86")
 	k, err := kernel.Find()
-	if err != nil {
-		t.Fatalf("VM test: %v", err)
-	}
+	testenv.NoErr(t, err, "make kernel fetches the test kernel")
 	return k
 }
 
