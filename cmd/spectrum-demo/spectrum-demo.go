@@ -25,7 +25,7 @@ import (
 	"syscall"
 	"time"
 
-	"spectrum-os.org/netcfg/host/daemon"
+	"spectrum-os.org/netcfg/host/control"
 	"spectrum-os.org/netcfg/internal/mac"
 	"spectrum-os.org/netcfg/vmtest/kernel"
 	"spectrum-os.org/netcfg/vmtest/vm"
@@ -164,7 +164,7 @@ func startExample(cli func(...string) ([]byte, error), data string, netvm, app v
 			return err
 		}
 	}
-	var st daemon.VMStatus
+	var st control.VMStatus
 	if err := json.Unmarshal(out, &st); err != nil || len(st.Links) != 1 {
 		return fmt.Errorf("spectrumd status -json appvm-lynx: %v: %s", err, out)
 	}

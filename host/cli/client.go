@@ -12,13 +12,11 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"syscall"
 	"text/tabwriter"
 	"time"
 
 	"golang.org/x/term"
-
-	"spectrum-os.org/netcfg/host/daemon"
+	"spectrum-os.org/netcfg/host/control"
 )
 
 // DefaultRun is the run directory: the control socket and the VMs' sockets.
@@ -28,39 +26,15 @@ const DefaultRun = "/run/spectrumd"
 func ControlSocket(run string) string { return filepath.Join(run, "control.sock") }
 
 // dial connects to the daemon, sends req and reads the first reply line.
-func dial(run string, req daemon.Request) (daemon.Response, *bufio.Reader, net.Conn, error) {
-	path := ControlSocket(run)
-	c, err := net.DialTimeout("unix", path, 5*time.Second)
-	if err != nil {
-		if errors.Is(err, os.ErrNotExist) || errors.Is(err, syscall.ECONNREFUSED) {
-			return daemon.Response{}, nil, nil, fmt.Errorf("spectrumd is not running (no daemon at %s); start it with: spectrumd serve -run %s", path, run)
-		}
-		return daemon.Response{}, nil, nil, fmt.Errorf("connect to spectrumd at %s: %w", path, err)
+func dial(run string, req control.Request) (control.Response, *bufio.Reader, net.Conn, error) {
+	resp, br, c, err := control.Dial(ControlSocket(run), req)
+	if errors.Is(err, control.ErrNoDaemon) {
+		return resp, nil, nil, fmt.Errorf("spectrumd is not running (no daemon at %s); start it with: spectrumd serve -run %s", ControlSocket(run), run)
 	}
-	b, _ := json.Marshal(req)
-	if _, err := c.Write(append(b, '\n')); err != nil {
-		c.Close()
-		return daemon.Response{}, nil, nil, fmt.Errorf("send to spectrumd: %w", err)
-	}
-	br := bufio.NewReader(c)
-	line, err := br.ReadBytes('\n')
-	if err != nil {
-		c.Close()
-		return daemon.Response{}, nil, nil, fmt.Errorf("read reply from spectrumd: %w", err)
-	}
-	var resp daemon.Response
-	if err := json.Unmarshal(line, &resp); err != nil {
-		c.Close()
-		return daemon.Response{}, nil, nil, fmt.Errorf("reply from spectrumd %q: %w", line, err)
-	}
-	if !resp.OK {
-		c.Close()
-		return resp, nil, nil, errors.New(resp.Error)
-	}
-	return resp, br, c, nil
+	return resp, br, c, err
 }
 
-func call(run string, req daemon.Request) (daemon.Response, error) {
+func call(run string, req control.Request) (control.Response, error) {
 	resp, _, c, err := dial(run, req)
 	if c != nil {
 		c.Close()
@@ -100,7 +74,7 @@ func List(args []string, stdout, stderr io.Writer) error {
 	if err := parse(fs, args); err != nil {
 		return err
 	}
-	resp, err := call(*run, daemon.Request{Op: "list"})
+	resp, err := call(*run, control.Request{Op: "list"})
 	if err != nil {
 		return err
 	}
@@ -119,7 +93,7 @@ func List(args []string, stdout, stderr io.Writer) error {
 	return tw.Flush()
 }
 
-func linksString(ls []daemon.LinkStatus) string {
+func linksString(ls []control.LinkStatus) string {
 	if len(ls) == 0 {
 		return "-"
 	}
@@ -141,7 +115,7 @@ func Start(args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	_, err = call(*run, daemon.Request{Op: "start", Name: name})
+	_, err = call(*run, control.Request{Op: "start", Name: name})
 	return err
 }
 
@@ -152,7 +126,7 @@ func Stop(args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	_, err = call(*run, daemon.Request{Op: "stop", Name: name})
+	_, err = call(*run, control.Request{Op: "stop", Name: name})
 	return err
 }
 
@@ -164,7 +138,7 @@ func Status(args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	resp, err := call(*run, daemon.Request{Op: "status", Name: name})
+	resp, err := call(*run, control.Request{Op: "status", Name: name})
 	if err != nil {
 		return err
 	}
@@ -200,7 +174,7 @@ func Logs(args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	_, br, c, err := dial(*run, daemon.Request{Op: "logs", Name: name, Follow: *follow})
+	_, br, c, err := dial(*run, control.Request{Op: "logs", Name: name, Follow: *follow})
 	if err != nil {
 		return err
 	}
@@ -219,7 +193,7 @@ func Console(args []string, stdin *os.File, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	_, br, c, err := dial(*run, daemon.Request{Op: "console", Name: name})
+	_, br, c, err := dial(*run, control.Request{Op: "console", Name: name})
 	if err != nil {
 		return err
 	}

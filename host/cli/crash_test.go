@@ -15,7 +15,7 @@ import (
 	"testing"
 	"time"
 
-	"spectrum-os.org/netcfg/host/daemon"
+	"spectrum-os.org/netcfg/host/control"
 	"spectrum-os.org/netcfg/internal/nstest"
 	"spectrum-os.org/netcfg/internal/stubkernel"
 	"spectrum-os.org/netcfg/internal/testenv"
@@ -74,7 +74,7 @@ func (p *serveProc) fail(t *testing.T, format string, args ...any) {
 	t.Fatalf(format+"\nspectrumd's log:\n%s", append(args, b)...)
 }
 
-func (p *serveProc) ask(req daemon.Request) (daemon.Response, error) {
+func (p *serveProc) ask(req control.Request) (control.Response, error) {
 	r, _, c, err := dial(p.run, req)
 	if c != nil {
 		c.Close()
@@ -87,7 +87,7 @@ func (p *serveProc) waitServing(t *testing.T) {
 	t.Helper()
 	deadline := time.Now().Add(30 * time.Second)
 	for {
-		if r, err := p.ask(daemon.Request{Op: "list"}); err == nil && r.OK {
+		if r, err := p.ask(control.Request{Op: "list"}); err == nil && r.OK {
 			return
 		}
 		if time.Now().After(deadline) {
@@ -99,13 +99,13 @@ func (p *serveProc) waitServing(t *testing.T) {
 
 // waitRunning waits until every VM in names runs and returns their
 // statuses.
-func (p *serveProc) waitRunning(t *testing.T, names ...string) map[string]daemon.VMStatus {
+func (p *serveProc) waitRunning(t *testing.T, names ...string) map[string]control.VMStatus {
 	t.Helper()
 	deadline := time.Now().Add(60 * time.Second)
 	for {
-		out := map[string]daemon.VMStatus{}
+		out := map[string]control.VMStatus{}
 		for _, n := range names {
-			r, err := p.ask(daemon.Request{Op: "status", Name: n})
+			r, err := p.ask(control.Request{Op: "status", Name: n})
 			if err == nil && r.OK && len(r.VMs) == 1 && r.VMs[0].State == "running" && r.VMs[0].PID != 0 {
 				out[n] = r.VMs[0]
 			}
@@ -240,7 +240,7 @@ func testKillServe(t *testing.T, runAs string) {
 		second.fail(t, "files of the old VMs left in the run directory: %v", left)
 	}
 
-	if r, err := second.ask(daemon.Request{Op: "start", Name: "app"}); err != nil || !r.OK {
+	if r, err := second.ask(control.Request{Op: "start", Name: "app"}); err != nil || !r.OK {
 		second.fail(t, "start app again: %+v, %v", r, err)
 	}
 	after := second.waitRunning(t, "net", "app")
@@ -252,7 +252,7 @@ func testKillServe(t *testing.T, runAs string) {
 	}
 	// The provider first: the stub guest never lets go of a hot-plugged
 	// NIC, so stopping the client first would wait for the unplug timeout.
-	if r, err := second.ask(daemon.Request{Op: "stop", Name: "net"}); err != nil || !r.OK {
+	if r, err := second.ask(control.Request{Op: "stop", Name: "net"}); err != nil || !r.OK {
 		second.fail(t, "stop net: %+v, %v", r, err)
 	}
 	second.cmd.Process.Signal(syscall.SIGTERM)

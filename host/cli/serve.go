@@ -20,9 +20,11 @@ import (
 
 	"spectrum-os.org/netcfg/host/alloc"
 	"spectrum-os.org/netcfg/host/config"
+	"spectrum-os.org/netcfg/host/control"
 	"spectrum-os.org/netcfg/host/daemon"
 	"spectrum-os.org/netcfg/host/link"
 	"spectrum-os.org/netcfg/host/qemu"
+	"spectrum-os.org/netcfg/host/vmlog"
 )
 
 // Serve implements `spectrumd serve`: it runs the daemon in the foreground
@@ -125,11 +127,11 @@ func Serve(args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	ln, err := daemon.Listen(ControlSocket(*run))
+	ln, err := control.Listen(ControlSocket(*run))
 	if err != nil {
 		return err
 	}
-	srv := &daemon.ControlServer{Handler: d, Log: log, AllowUID: os.Getuid()}
+	srv := &control.Server{Handler: d, Log: log, AllowUID: os.Getuid()}
 	served := make(chan error, 1)
 	go func() { served <- srv.Serve(ln) }()
 	log.Info("spectrumd serving", "data", *data, "state", *state, "control", ControlSocket(*run))
@@ -286,12 +288,12 @@ func (l *lineLogger) Write(b []byte) (int, error) {
 		i := bytes.IndexByte(l.buf, '\n')
 		if i < 0 {
 			if len(l.buf) > 4096 {
-				l.log.Warn("qemu: " + daemon.Sanitize(string(l.buf)))
+				l.log.Warn("qemu: " + vmlog.Sanitize(string(l.buf)))
 				l.buf = l.buf[:0]
 			}
 			return len(b), nil
 		}
-		l.log.Warn("qemu: " + daemon.Sanitize(string(l.buf[:i])))
+		l.log.Warn("qemu: " + vmlog.Sanitize(string(l.buf[:i])))
 		l.buf = l.buf[i+1:]
 	}
 }

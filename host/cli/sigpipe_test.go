@@ -10,7 +10,7 @@ import (
 	"testing"
 	"time"
 
-	"spectrum-os.org/netcfg/host/daemon"
+	"spectrum-os.org/netcfg/host/control"
 	"spectrum-os.org/netcfg/internal/nstest"
 	"spectrum-os.org/netcfg/internal/testenv"
 )
@@ -47,7 +47,7 @@ func TestLogReaderGone(t *testing.T) {
 
 	p := &serveProc{cmd: cmd, log: os.DevNull, run: run}
 	p.waitServing(t)
-	if resp, err := p.ask(daemon.Request{Op: "start", Name: "app"}); err != nil || !resp.OK {
+	if resp, err := p.ask(control.Request{Op: "start", Name: "app"}); err != nil || !resp.OK {
 		t.Fatalf("start app: %+v, %v", resp, err)
 	}
 	vms := p.waitRunning(t, "app", "net")

@@ -9,7 +9,7 @@ import (
 	"testing"
 	"time"
 
-	"spectrum-os.org/netcfg/host/daemon"
+	"spectrum-os.org/netcfg/host/control"
 	"spectrum-os.org/netcfg/internal/nstest"
 )
 
@@ -64,7 +64,7 @@ func TestSoakServe(t *testing.T) {
 	s.waitServing(t)
 	cycle := func(i int) {
 		t.Helper()
-		if r, err := s.ask(daemon.Request{Op: "start", Name: "app"}); err != nil || !r.OK {
+		if r, err := s.ask(control.Request{Op: "start", Name: "app"}); err != nil || !r.OK {
 			s.fail(t, "cycle %d: start app: %+v, %v", i, r, err)
 		}
 		s.waitRunning(t, "net", "app")
@@ -72,7 +72,7 @@ func TestSoakServe(t *testing.T) {
 			s.fail(t, "cycle %d: links %v while app runs", i, got)
 		}
 		for _, n := range []string{"net", "app"} {
-			if r, err := s.ask(daemon.Request{Op: "stop", Name: n}); err != nil || !r.OK {
+			if r, err := s.ask(control.Request{Op: "stop", Name: n}); err != nil || !r.OK {
 				s.fail(t, "cycle %d: stop %s: %+v, %v", i, n, r, err)
 			}
 		}

@@ -81,3 +81,15 @@ func TestChurn(t *testing.T) {
 		t.Errorf("provider after churn: %+v", st)
 	}
 }
+
+// settleGoroutines waits until the process runs at most base goroutines
+// and returns the count it saw last.
+func settleGoroutines(base int, within time.Duration) int {
+	deadline := time.Now().Add(within)
+	n := runtime.NumGoroutine()
+	for n > base && time.Now().Before(deadline) {
+		time.Sleep(20 * time.Millisecond)
+		n = runtime.NumGoroutine()
+	}
+	return n
+}

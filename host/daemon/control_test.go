@@ -1,27 +1,27 @@
 package daemon
 
 import (
-	"bufio"
-	"encoding/json"
 	"io"
 	"log/slog"
 	"net"
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
-	"time"
+
+	"spectrum-os.org/netcfg/host/control"
 )
 
-func serveControl(t *testing.T, h Handler) string {
+// serveControl serves the daemon's control socket as spectrumd serve does
+// and returns its path.
+func serveControl(t testing.TB, d *Daemon) string {
 	t.Helper()
 	path := filepath.Join(t.TempDir(), "control.sock")
-	ln, err := Listen(path)
+	ln, err := control.Listen(path)
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv := &ControlServer{Handler: h, Log: slog.New(slog.NewTextHandler(io.Discard, nil)), AllowUID: os.Getuid()}
+	srv := &control.Server{Handler: d, Log: slog.New(slog.DiscardHandler), AllowUID: os.Getuid()}
 	done := make(chan error)
 	go func() { done <- srv.Serve(ln) }()
 	t.Cleanup(func() {
@@ -33,146 +33,27 @@ func serveControl(t *testing.T, h Handler) string {
 	return path
 }
 
-func roundTrip(t *testing.T, path, req string) (Response, *bufio.Reader, net.Conn) {
-	t.Helper()
-	c, err := net.Dial("unix", path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { c.Close() })
-	if _, err := io.WriteString(c, req); err != nil {
-		t.Fatal(err)
-	}
-	c.SetReadDeadline(time.Now().Add(10 * time.Second))
-	br := bufio.NewReader(c)
-	line, err := br.ReadBytes('\n')
-	if err != nil {
-		t.Fatalf("reading reply to %q: %v", req, err)
-	}
-	var r Response
-	if err := json.Unmarshal(line, &r); err != nil {
-		t.Fatalf("reply %q: %v", line, err)
-	}
-	return r, br, c
-}
-
-func TestControlSocket(t *testing.T) {
+// TestDaemonControlSocket: the daemon behind its control socket, as the
+// CLI sees it.
+func TestDaemonControlSocket(t *testing.T) {
 	d, _, _ := newTestDaemon(t, map[string][]string{"netvm": nil, "appvm-lynx": {"netvm"}})
 	path := serveControl(t, d)
-	st, err := os.Stat(path)
-	if err != nil || st.Mode().Perm() != 0o600 {
-		t.Fatalf("control socket mode = %v, %v; want 0600", st.Mode(), err)
-	}
-	for _, tt := range []struct {
-		name, req string
-		ok        bool
-		errHas    string
-	}{
-		{name: "start", req: `{"op":"start","name":"appvm-lynx"}` + "\n", ok: true},
-		{name: "unknown VM", req: `{"op":"start","name":"ghost"}` + "\n", errHas: "ghost"},
-		{name: "unknown op", req: `{"op":"reboot"}` + "\n", errHas: "unknown op"},
-		{name: "not JSON", req: "hello\n", errHas: "bad request"},
-		{name: "no newline then EOF", req: `{"op":"list"}`, ok: true},
-		{name: "huge", req: strings.Repeat("x", 100000) + "\n", errHas: "at most 4096 bytes"},
-	} {
-		t.Run(tt.name, func(t *testing.T) {
-			c, err := net.Dial("unix", path)
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer c.Close()
-			go func() { io.WriteString(c, tt.req); c.(*net.UnixConn).CloseWrite() }()
-			c.SetReadDeadline(time.Now().Add(10 * time.Second))
-			line, err := bufio.NewReader(c).ReadBytes('\n')
-			if err != nil {
-				t.Fatal(err)
-			}
-			var r Response
-			if err := json.Unmarshal(line, &r); err != nil {
-				t.Fatal(err)
-			}
-			if r.OK != tt.ok || !strings.Contains(r.Error, tt.errHas) {
-				t.Errorf("reply %+v, want ok=%v error containing %q", r, tt.ok, tt.errHas)
-			}
-		})
-	}
-	r, _, _ := roundTrip(t, path, `{"op":"list"}`+"\n")
-	if len(r.VMs) != 2 || r.VMs[0].Name != "appvm-lynx" || r.VMs[0].State != "running" || r.VMs[1].State != "running" {
-		t.Errorf("list = %+v", r.VMs)
-	}
-	r, _, _ = roundTrip(t, path, `{"op":"status","name":"appvm-lynx"}`+"\n")
-	if len(r.VMs) != 1 || len(r.VMs[0].Links) != 1 || r.VMs[0].Links[0].Peer != "netvm" || !strings.HasPrefix(r.VMs[0].Links[0].MAC, "0a:b3:ec:00:") {
-		t.Errorf("status = %+v", r.VMs)
-	}
-	r, _, _ = roundTrip(t, path, `{"op":"stop","name":"appvm-lynx"}`+"\n")
-	if !r.OK {
-		t.Errorf("stop = %+v", r)
-	}
-}
-
-func TestControlSlowAndManyClients(t *testing.T) {
-	d, _, _ := newTestDaemon(t, map[string][]string{"net": nil})
-	path := serveControl(t, d)
-	// Clients that connect and never send a request, or never read, must
-	// not stop the others from being answered.
-	for range 10 {
-		c, err := net.Dial("unix", path)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer c.Close()
-	}
-	var wg sync.WaitGroup
-	errs := make(chan string, 40)
-	for range 40 {
-		wg.Go(func() {
-			c, err := net.Dial("unix", path)
-			if err != nil {
-				errs <- err.Error()
-				return
-			}
-			defer c.Close()
-			io.WriteString(c, `{"op":"list"}`+"\n")
-			c.SetReadDeadline(time.Now().Add(10 * time.Second))
-			line, err := bufio.NewReader(c).ReadBytes('\n')
-			var r Response
-			if err != nil || json.Unmarshal(line, &r) != nil || (!r.OK && !strings.Contains(r.Error, "too many clients")) {
-				errs <- string(line) + " " + errString(err)
-			}
-		})
-	}
-	wg.Wait()
-	close(errs)
-	for e := range errs {
-		t.Error(e)
-	}
-}
-
-func errString(err error) string {
-	if err == nil {
-		return ""
-	}
-	return err.Error()
-}
-
-func TestControlLogsFollow(t *testing.T) {
-	d, _, _ := newTestDaemon(t, map[string][]string{"net": nil})
-	path := serveControl(t, d)
-	lf, err := d.Logs("net")
-	if err != nil {
+	if _, err := control.Call(path, control.Request{Op: "start", Name: "appvm-lynx"}); err != nil {
 		t.Fatal(err)
 	}
-	lf.WriteLine("old line")
-	r, br, _ := roundTrip(t, path, `{"op":"logs","name":"net","follow":true}`+"\n")
-	if !r.OK {
-		t.Fatalf("logs = %+v", r)
+	if _, err := control.Call(path, control.Request{Op: "start", Name: "ghost"}); err == nil || !strings.Contains(err.Error(), "ghost") {
+		t.Errorf("start ghost: %v, want an error naming it", err)
 	}
-	if l, _ := br.ReadString('\n'); l != "old line\n" {
-		t.Errorf("first line %q", l)
+	r, err := control.Call(path, control.Request{Op: "list"})
+	if err != nil || len(r.VMs) != 2 || r.VMs[0].Name != "appvm-lynx" || r.VMs[0].State != "running" || r.VMs[1].State != "running" {
+		t.Errorf("list = %+v, %v", r.VMs, err)
 	}
-	lf.WriteLine("new line")
-	if l, _ := br.ReadString('\n'); l != "new line\n" {
-		t.Errorf("followed line %q", l)
+	r, err = control.Call(path, control.Request{Op: "status", Name: "appvm-lynx"})
+	if err != nil || len(r.VMs) != 1 || len(r.VMs[0].Links) != 1 || r.VMs[0].Links[0].Peer != "netvm" || !strings.HasPrefix(r.VMs[0].Links[0].MAC, "0a:b3:ec:00:") {
+		t.Errorf("status = %+v, %v", r.VMs, err)
+	}
+	if _, err := control.Call(path, control.Request{Op: "stop", Name: "appvm-lynx"}); err != nil {
+		t.Errorf("stop: %v", err)
 	}
 }
 
@@ -197,17 +78,17 @@ func TestControlConsoleOneUser(t *testing.T) {
 		}
 	}()
 	path := serveControl(t, d)
-	r, br, c := roundTrip(t, path, `{"op":"console","name":"net"}`+"\n")
-	if !r.OK {
-		t.Fatalf("console = %+v", r)
+	_, br, c, err := control.Dial(path, control.Request{Op: "console", Name: "net"})
+	if err != nil {
+		t.Fatalf("console: %v", err)
 	}
+	defer c.Close()
 	io.WriteString(c, "hi\n")
 	if l, _ := br.ReadString('\n'); l != "hi\n" {
 		t.Errorf("echo %q", l)
 	}
-	r2, _, _ := roundTrip(t, path, `{"op":"console","name":"net"}`+"\n")
-	if r2.OK || !strings.Contains(r2.Error, "in use") {
-		t.Errorf("second console user got %+v, want in-use error", r2)
+	if _, err := control.Call(path, control.Request{Op: "console", Name: "net"}); err == nil || !strings.Contains(err.Error(), "in use") {
+		t.Errorf("second console user got %v, want in-use error", err)
 	}
 	c.Close()
 	waitFor(t, "console released", func() bool {

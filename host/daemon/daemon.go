@@ -16,6 +16,7 @@ import (
 
 	"spectrum-os.org/netcfg/host/alloc"
 	"spectrum-os.org/netcfg/host/config"
+	"spectrum-os.org/netcfg/host/vmlog"
 	"spectrum-os.org/netcfg/internal/mac"
 )
 
@@ -85,7 +86,7 @@ type vmState struct {
 	restarts int
 	lastExit string
 	since    time.Time
-	log      *LogFile
+	log      *vmlog.File
 	console  bool
 	// output is set by the serial pump when the running instance has
 	// written anything to its serial console.
@@ -150,7 +151,7 @@ func (d *Daemon) reloadLocked() error {
 func (d *Daemon) stateLocked(name string) *vmState {
 	vs := d.vms[name]
 	if vs == nil {
-		vs = &vmState{name: name, state: "stopped", log: &LogFile{
+		vs = &vmState{name: name, state: "stopped", log: &vmlog.File{
 			Path: filepath.Join(d.opt.State, "logs", name+".log"), Max: d.opt.LogMax}}
 		d.vms[name] = vs
 	}
@@ -379,7 +380,7 @@ func (d *Daemon) supervise(vs *vmState, first chan<- error) {
 			output := vs.output
 			pumped := make(chan struct{})
 			go func() {
-				PumpSerial(&activityReader{r: inst.Serial(), seen: output}, vs.name, d.log, vs.log)
+				vmlog.Pump(&activityReader{r: inst.Serial(), seen: output}, vs.name, d.log, vs.log)
 				close(pumped)
 			}()
 			started := time.Now()
@@ -470,7 +471,7 @@ func (d *Daemon) launchLocked(vs *vmState, log *slog.Logger) (Instance, error) {
 		nics[i] = n.MAC.String()
 	}
 	log.Info("VM launched", "pid", inst.PID(), "nics", nics)
-	if err := vs.log.WriteLine(BootMarker(inst.PID(), vs.since)); err != nil {
+	if err := vs.log.WriteLine(vmlog.BootMarker(inst.PID(), vs.since)); err != nil {
 		log.Warn("writing VM log file", "err", err)
 	}
 	return inst, nil

@@ -11,11 +11,13 @@ import (
 	"time"
 
 	"spectrum-os.org/netcfg/host/alloc"
+	"spectrum-os.org/netcfg/host/control"
+	"spectrum-os.org/netcfg/host/vmlog"
 	"spectrum-os.org/netcfg/internal/mac"
 )
 
 // List reports every configured VM and every VM still running.
-func (d *Daemon) List() []VMStatus {
+func (d *Daemon) List() []control.VMStatus {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	names := slices.Clone(d.cfg.Order)
@@ -25,7 +27,7 @@ func (d *Daemon) List() []VMStatus {
 		}
 	}
 	slices.Sort(names)
-	out := make([]VMStatus, 0, len(names))
+	out := make([]control.VMStatus, 0, len(names))
 	for _, n := range names {
 		out = append(out, d.statusLocked(n))
 	}
@@ -33,17 +35,17 @@ func (d *Daemon) List() []VMStatus {
 }
 
 // Status reports one VM.
-func (d *Daemon) Status(name string) (VMStatus, error) {
+func (d *Daemon) Status(name string) (control.VMStatus, error) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	if d.cfg.VMs[name] == nil && d.vms[name] == nil {
-		return VMStatus{}, d.vmErrorLocked(name)
+		return control.VMStatus{}, d.vmErrorLocked(name)
 	}
 	return d.statusLocked(name), nil
 }
 
-func (d *Daemon) statusLocked(name string) VMStatus {
-	st := VMStatus{Name: name, State: "stopped"}
+func (d *Daemon) statusLocked(name string) control.VMStatus {
+	st := control.VMStatus{Name: name, State: "stopped"}
 	if vs := d.vms[name]; vs != nil {
 		st.State, st.Restarts, st.LastExit = vs.state, vs.restarts, vs.lastExit
 		if vs.inst != nil {
@@ -56,12 +58,12 @@ func (d *Daemon) statusLocked(name string) VMStatus {
 	for p, id := range d.ids {
 		switch name {
 		case p.Client:
-			st.Links = append(st.Links, LinkStatus{Peer: p.Provider, Role: "client", ID: id.String(), MAC: id.MAC(mac.Client).String()})
+			st.Links = append(st.Links, control.LinkStatus{Peer: p.Provider, Role: "client", ID: id.String(), MAC: id.MAC(mac.Client).String()})
 		case p.Provider:
-			st.Links = append(st.Links, LinkStatus{Peer: p.Client, Role: "provider", ID: id.String(), MAC: id.MAC(mac.Provider).String()})
+			st.Links = append(st.Links, control.LinkStatus{Peer: p.Client, Role: "provider", ID: id.String(), MAC: id.MAC(mac.Provider).String()})
 		}
 	}
-	slices.SortFunc(st.Links, func(a, b LinkStatus) int {
+	slices.SortFunc(st.Links, func(a, b control.LinkStatus) int {
 		return cmp.Or(strings.Compare(a.Role, b.Role), strings.Compare(a.Peer, b.Peer))
 	})
 	return st
@@ -77,7 +79,7 @@ func (d *Daemon) LinkID(client, provider string) (mac.LinkID, bool) {
 }
 
 // Logs returns the VM's log file.
-func (d *Daemon) Logs(name string) (*LogFile, error) {
+func (d *Daemon) Logs(name string) (*vmlog.File, error) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	if d.cfg.VMs[name] == nil && d.vms[name] == nil {

@@ -15,7 +15,8 @@ import (
 	"testing"
 	"time"
 
-	"spectrum-os.org/netcfg/host/daemon"
+	"spectrum-os.org/netcfg/host/control"
+	"spectrum-os.org/netcfg/host/vmlog"
 	"spectrum-os.org/netcfg/internal/mac"
 	"spectrum-os.org/netcfg/internal/nstest"
 	"spectrum-os.org/netcfg/internal/syncbuf"
@@ -155,13 +156,13 @@ func (d *Spectrumd) CLI(cmd string, args ...string) ([]byte, error) {
 }
 
 // List returns every VM's status (`spectrumd list -json`).
-func (d *Spectrumd) List(t testing.TB) []daemon.VMStatus {
+func (d *Spectrumd) List(t testing.TB) []control.VMStatus {
 	t.Helper()
 	out, err := d.CLI("list", "-json")
 	if err != nil {
 		t.Fatal(err)
 	}
-	var vms []daemon.VMStatus
+	var vms []control.VMStatus
 	if err := json.Unmarshal(out, &vms); err != nil {
 		t.Fatalf("spectrumd list -json: %v: %s", err, out)
 	}
@@ -169,13 +170,13 @@ func (d *Spectrumd) List(t testing.TB) []daemon.VMStatus {
 }
 
 // Status returns one VM's status (`spectrumd status -json NAME`).
-func (d *Spectrumd) Status(t testing.TB, name string) daemon.VMStatus {
+func (d *Spectrumd) Status(t testing.TB, name string) control.VMStatus {
 	t.Helper()
 	out, err := d.CLI("status", "-json", name)
 	if err != nil {
 		t.Fatal(err)
 	}
-	var v daemon.VMStatus
+	var v control.VMStatus
 	if err := json.Unmarshal(out, &v); err != nil {
 		t.Fatalf("spectrumd status -json %s: %v: %s", name, err, out)
 	}
@@ -350,7 +351,7 @@ func (d *Spectrumd) Relaunched(t testing.TB, ctx context.Context, name string, o
 			if err != nil {
 				t.Fatal(err)
 			}
-			marker := daemon.BootMarkerPrefix + "VM launched, pid " + strconv.Itoa(st.PID) + ","
+			marker := vmlog.BootMarkerPrefix + "VM launched, pid " + strconv.Itoa(st.PID) + ","
 			i := strings.Index(string(b), marker)
 			if i < 0 {
 				t.Fatalf("%s: no boot marker %q in its log", name, marker)

@@ -1,4 +1,4 @@
-package daemon
+package control
 
 import (
 	"bufio"
@@ -14,49 +14,9 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"spectrum-os.org/netcfg/host/vmlog"
 )
-
-// The control protocol: a client connects to the daemon's unix socket and
-// writes one JSON Request on one line. The daemon answers with one JSON
-// Response line; for "logs" with Follow and for "console" the connection
-// then carries raw bytes (log lines, or the VM's virtio-console both ways).
-
-// Request is one command to the daemon.
-type Request struct {
-	Op     string `json:"op"`               // list, start, stop, status, logs, console
-	Name   string `json:"name,omitempty"`   // the VM, for all but list
-	Follow bool   `json:"follow,omitempty"` // logs: keep streaming new lines
-}
-
-// Response answers a Request.
-type Response struct {
-	OK    bool       `json:"ok"`
-	Error string     `json:"error,omitempty"`
-	VMs   []VMStatus `json:"vms,omitempty"`
-}
-
-// VMStatus is what list and status report of one VM.
-type VMStatus struct {
-	Name     string    `json:"name"`
-	State    string    `json:"state"` // stopped, starting, running, backoff, stopping
-	PID      int       `json:"pid,omitempty"`
-	Restarts int       `json:"restarts"`
-	Since    time.Time `json:"since,omitzero"`
-	LastExit string    `json:"last_exit,omitempty"`
-	// NoOutputSince is set while the VM has run for Options.SilentAfter or
-	// longer without writing anything to its serial console: it is the
-	// launch time (a guest that does not boot shows here).
-	NoOutputSince time.Time    `json:"no_output_since,omitzero"`
-	Links         []LinkStatus `json:"links,omitempty"`
-}
-
-// LinkStatus is one network link of a VM as seen from that VM.
-type LinkStatus struct {
-	Peer string `json:"peer"` // the VM at the other end
-	Role string `json:"role"` // this VM's side: "client" or "provider"
-	ID   string `json:"id"`   // link id A:B
-	MAC  string `json:"mac"`  // this VM's NIC on the link
-}
 
 // Handler is what the control socket asks of the daemon.
 type Handler interface {
@@ -65,7 +25,7 @@ type Handler interface {
 	Start(name string) error
 	Stop(name string) error
 	// Logs returns the VM's log file, for reading and following.
-	Logs(name string) (*LogFile, error)
+	Logs(name string) (*vmlog.File, error)
 	// Console connects to the VM's virtio-console. Only one user at a time:
 	// a second gets an error saying who holds it.
 	Console(name string) (io.ReadWriteCloser, error)
@@ -84,8 +44,9 @@ const (
 	MaxClients = 64
 )
 
-// ControlServer serves the control socket.
-type ControlServer struct {
+// Server serves the control socket: one goroutine per connection, at most
+// MaxClients at once, each bounded by RequestTimeout and ReplyTimeout.
+type Server struct {
 	Handler Handler
 	Log     *slog.Logger
 	// AllowUID is the one non-root user allowed to connect, besides root;
@@ -141,7 +102,7 @@ func Listen(path string) (*net.UnixListener, error) {
 
 // Serve accepts connections until ln is closed, then waits for the
 // connections being served to end.
-func (s *ControlServer) Serve(ln *net.UnixListener) error {
+func (s *Server) Serve(ln *net.UnixListener) error {
 	s.sema = make(chan struct{}, MaxClients)
 	s.refusing = make(chan struct{}, MaxClients)
 	defer s.wg.Wait()
@@ -185,7 +146,7 @@ func (s *ControlServer) Serve(ln *net.UnixListener) error {
 	}
 }
 
-func (s *ControlServer) peerAllowed(c *net.UnixConn) error {
+func (s *Server) peerAllowed(c *net.UnixConn) error {
 	raw, err := c.SyscallConn()
 	if err != nil {
 		return err
@@ -206,21 +167,21 @@ func (s *ControlServer) peerAllowed(c *net.UnixConn) error {
 	return fmt.Errorf("uid %d is not allowed to control spectrumd", cred.Uid)
 }
 
-func (s *ControlServer) requestTimeout() time.Duration {
+func (s *Server) requestTimeout() time.Duration {
 	if s.RequestTimeout > 0 {
 		return s.RequestTimeout
 	}
 	return DefaultRequestTimeout
 }
 
-func (s *ControlServer) replyTimeout() time.Duration {
+func (s *Server) replyTimeout() time.Duration {
 	if s.ReplyTimeout > 0 {
 		return s.ReplyTimeout
 	}
 	return DefaultReplyTimeout
 }
 
-func (s *ControlServer) reply(c net.Conn, r Response) error {
+func (s *Server) reply(c net.Conn, r Response) error {
 	c.SetWriteDeadline(time.Now().Add(s.replyTimeout()))
 	b, err := json.Marshal(r)
 	if err != nil {
@@ -231,7 +192,7 @@ func (s *ControlServer) reply(c net.Conn, r Response) error {
 	return err
 }
 
-func (s *ControlServer) serveConn(c *net.UnixConn) {
+func (s *Server) serveConn(c *net.UnixConn) {
 	if err := s.peerAllowed(c); err != nil {
 		s.Log.Warn("control socket: refused a client", "err", err)
 		s.reply(c, Response{Error: err.Error()})
@@ -274,7 +235,7 @@ func (s *ControlServer) serveConn(c *net.UnixConn) {
 	}
 }
 
-func (s *ControlServer) replyErr(c net.Conn, err error, st ...VMStatus) {
+func (s *Server) replyErr(c net.Conn, err error, st ...VMStatus) {
 	if err != nil {
 		s.reply(c, Response{Error: err.Error()})
 		return
@@ -282,7 +243,7 @@ func (s *ControlServer) replyErr(c net.Conn, err error, st ...VMStatus) {
 	s.reply(c, Response{OK: true, VMs: st})
 }
 
-func (s *ControlServer) serveLogs(c *net.UnixConn, req Request) {
+func (s *Server) serveLogs(c *net.UnixConn, req Request) {
 	lf, err := s.Handler.Logs(req.Name)
 	if err != nil {
 		s.reply(c, Response{Error: err.Error()})
@@ -332,7 +293,7 @@ func (s *ControlServer) serveLogs(c *net.UnixConn, req Request) {
 	}
 }
 
-func (s *ControlServer) serveConsole(c *net.UnixConn, br *bufio.Reader, req Request) {
+func (s *Server) serveConsole(c *net.UnixConn, br *bufio.Reader, req Request) {
 	con, err := s.Handler.Console(req.Name)
 	if err != nil {
 		s.reply(c, Response{Error: err.Error()})

@@ -1,4 +1,4 @@
-package daemon
+package vmlog
 
 import (
 	"bytes"
@@ -32,11 +32,11 @@ func TestSanitize(t *testing.T) {
 	}
 }
 
-func TestPumpSerial(t *testing.T) {
+func TestPump(t *testing.T) {
 	var hostLog bytes.Buffer
-	lf := &LogFile{Path: filepath.Join(t.TempDir(), "vm.log")}
+	lf := &File{Path: filepath.Join(t.TempDir(), "vm.log")}
 	in := "first\r\n\x1b[31mred\n" + strings.Repeat("x", 3*maxLine) + "\nlast without newline"
-	PumpSerial(strings.NewReader(in), "vm1", slog.New(slog.NewTextHandler(&hostLog, nil)), lf)
+	Pump(strings.NewReader(in), "vm1", slog.New(slog.NewTextHandler(&hostLog, nil)), lf)
 	lf.Close()
 	b, err := os.ReadFile(lf.Path)
 	if err != nil {
@@ -56,9 +56,9 @@ func TestPumpSerial(t *testing.T) {
 	}
 }
 
-func TestLogFileCap(t *testing.T) {
+func TestFileCap(t *testing.T) {
 	dir := t.TempDir()
-	lf := &LogFile{Path: filepath.Join(dir, "vm.log"), Max: 1000}
+	lf := &File{Path: filepath.Join(dir, "vm.log"), Max: 1000}
 	for range 1000 {
 		if err := lf.WriteLine(strings.Repeat("y", 99)); err != nil {
 			t.Fatal(err)
@@ -124,9 +124,9 @@ func TestHostLogLimiter(t *testing.T) {
 // TestBootMarkerUnforgeable: a guest line shaped like spectrumd's boot
 // marker is escaped, so the only markers in a VM's log are spectrumd's.
 func TestBootMarkerUnforgeable(t *testing.T) {
-	lf := &LogFile{Path: filepath.Join(t.TempDir(), "vm.log")}
+	lf := &File{Path: filepath.Join(t.TempDir(), "vm.log")}
 	lf.WriteLine(BootMarker(42, time.Unix(0, 0)))
-	PumpSerial(strings.NewReader(BootMarker(43, time.Unix(0, 0))+"\n"), "vm1", slog.New(slog.DiscardHandler), lf)
+	Pump(strings.NewReader(BootMarker(43, time.Unix(0, 0))+"\n"), "vm1", slog.New(slog.DiscardHandler), lf)
 	lf.Close()
 	b, err := os.ReadFile(lf.Path)
 	if err != nil {

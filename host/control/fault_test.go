@@ -1,9 +1,8 @@
-package daemon
+package control
 
 import (
 	"bufio"
 	"encoding/json"
-	"errors"
 	"io"
 	"log/slog"
 	"net"
@@ -14,10 +13,12 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"spectrum-os.org/netcfg/host/vmlog"
 )
 
 // serveControlWith is serveControl with the server's knobs exposed.
-func serveControlWith(t testing.TB, srv *ControlServer) string {
+func serveControlWith(t testing.TB, srv *Server) string {
 	t.Helper()
 	path := filepath.Join(t.TempDir(), "control.sock")
 	ln, err := Listen(path)
@@ -74,11 +75,8 @@ func settleGoroutines(base int, within time.Duration) int {
 // never reads it. The write deadline drops it; meanwhile the others are
 // answered, and its goroutine ends.
 func TestControlClientNeverReadsLogs(t *testing.T) {
-	d, _, _ := newTestDaemon(t, map[string][]string{"net": nil})
-	lf, err := d.Logs("net")
-	if err != nil {
-		t.Fatal(err)
-	}
+	lf := &vmlog.File{Path: filepath.Join(t.TempDir(), "net.log")}
+	d := &fakeHandler{logs: lf}
 	line := strings.Repeat("z", 1000)
 	for range 6000 { // 6 MB over both generations
 		if err := lf.WriteLine(line); err != nil {
@@ -86,7 +84,7 @@ func TestControlClientNeverReadsLogs(t *testing.T) {
 		}
 	}
 	base := runtime.NumGoroutine()
-	path := serveControlWith(t, &ControlServer{Handler: d, AllowUID: os.Getuid(), ReplyTimeout: 2 * time.Second})
+	path := serveControlWith(t, &Server{Handler: d, AllowUID: os.Getuid(), ReplyTimeout: 2 * time.Second})
 	base++ // Serve itself
 	var stuck []net.Conn
 	for range 3 {
@@ -134,8 +132,8 @@ func TestControlClientNeverReadsLogs(t *testing.T) {
 // TestControlIdleClientTimesOut: a client that connects and sends nothing
 // gets a reply naming the timeout and is hung up on.
 func TestControlIdleClientTimesOut(t *testing.T) {
-	d, _, _ := newTestDaemon(t, map[string][]string{"net": nil})
-	path := serveControlWith(t, &ControlServer{Handler: d, AllowUID: os.Getuid(), RequestTimeout: 200 * time.Millisecond})
+	d := &fakeHandler{}
+	path := serveControlWith(t, &Server{Handler: d, AllowUID: os.Getuid(), RequestTimeout: 200 * time.Millisecond})
 	c, err := net.Dial("unix", path)
 	if err != nil {
 		t.Fatal(err)
@@ -160,9 +158,9 @@ func TestControlIdleClientTimesOut(t *testing.T) {
 // one is told "too many clients"; once they go, clients are served again and
 // the daemon's goroutines return to their baseline.
 func TestControlTooManyClients(t *testing.T) {
-	d, _, _ := newTestDaemon(t, map[string][]string{"net": nil})
+	d := &fakeHandler{}
 	base := runtime.NumGoroutine()
-	path := serveControlWith(t, &ControlServer{Handler: d, AllowUID: os.Getuid(), RequestTimeout: 20 * time.Second})
+	path := serveControlWith(t, &Server{Handler: d, AllowUID: os.Getuid(), RequestTimeout: 20 * time.Second})
 	base++
 	var idle []net.Conn
 	for range MaxClients {
@@ -210,28 +208,6 @@ func TestControlTooManyClients(t *testing.T) {
 	}
 }
 
-// fakeHandler answers without a daemon behind it.
-type fakeHandler struct{}
-
-func (fakeHandler) List() []VMStatus { return []VMStatus{{Name: "net", State: "running"}} }
-func (fakeHandler) Status(name string) (VMStatus, error) {
-	if name != "net" {
-		return VMStatus{}, errors.New("no such VM")
-	}
-	return VMStatus{Name: name, State: "running"}, nil
-}
-func (fakeHandler) Start(name string) error {
-	if name != "net" {
-		return errors.New("no such VM")
-	}
-	return nil
-}
-func (h fakeHandler) Stop(name string) error      { return h.Start(name) }
-func (fakeHandler) Logs(string) (*LogFile, error) { return nil, errors.New("no logs here") }
-func (fakeHandler) Console(string) (io.ReadWriteCloser, error) {
-	return nil, errors.New("no console here")
-}
-
 // FuzzControlRequest sends arbitrary bytes as a request over a real unix
 // socket. The server must answer with exactly one JSON line (or hang up),
 // never panic, and answer the next valid request.
@@ -250,7 +226,7 @@ func FuzzControlRequest(f *testing.F) {
 	} {
 		f.Add([]byte(s))
 	}
-	path := serveControlWith(f, &ControlServer{Handler: fakeHandler{}, AllowUID: os.Getuid(), RequestTimeout: 2 * time.Second})
+	path := serveControlWith(f, &Server{Handler: &fakeHandler{}, AllowUID: os.Getuid(), RequestTimeout: 2 * time.Second})
 	f.Fuzz(func(t *testing.T, req []byte) {
 		c, err := net.Dial("unix", path)
 		if err != nil {

@@ -1,4 +1,4 @@
-package daemon
+package vmlog
 
 import (
 	"bufio"
@@ -19,14 +19,14 @@ const (
 	hostLogBurst = 1000
 )
 
-// PumpSerial reads a VM's serial console until EOF and hands every line to
+// Pump reads a VM's serial console until EOF and hands every line to
 // the host's log (tagged with the VM's name) and to the VM's log file. It
 // only ever reads: the serial console is write-only from the guest's side,
 // and nothing is written back. Lines are sanitised, and a line longer than
 // maxLine bytes keeps its first maxLine bytes, marked "…[cut]", and the rest
 // of it is dropped as it arrives, so a guest that spams its console costs
 // bounded memory, however long its lines.
-func PumpSerial(r io.Reader, vm string, log *slog.Logger, lf *LogFile) {
+func Pump(r io.Reader, vm string, log *slog.Logger, lf *File) {
 	br := bufio.NewReaderSize(r, maxLine)
 	lim := limiter{tokens: hostLogBurst, last: time.Now()}
 	var cut bool // the current line was cut: drop until its newline

@@ -1,4 +1,4 @@
-package daemon
+package control
 
 import (
 	"bufio"
@@ -78,7 +78,7 @@ func TestControlRefusesOtherUsers(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		srv := &ControlServer{Handler: fakeHandler{}, AllowUID: allow, Log: slog.New(slog.DiscardHandler)}
+		srv := &Server{Handler: &fakeHandler{}, AllowUID: allow, Log: slog.New(slog.DiscardHandler)}
 		done := make(chan error)
 		go func() { done <- srv.Serve(ln) }()
 		t.Cleanup(func() { ln.Close(); <-done })

@@ -1,0 +1,40 @@
+package control
+
+import "time"
+
+// Request is one command to the daemon.
+type Request struct {
+	Op     string `json:"op"`               // list, start, stop, status, logs, console
+	Name   string `json:"name,omitempty"`   // the VM, for all but list
+	Follow bool   `json:"follow,omitempty"` // logs: keep streaming new lines
+}
+
+// Response answers a Request.
+type Response struct {
+	OK    bool       `json:"ok"`
+	Error string     `json:"error,omitempty"`
+	VMs   []VMStatus `json:"vms,omitempty"`
+}
+
+// VMStatus is what list and status report of one VM.
+type VMStatus struct {
+	Name     string    `json:"name"`
+	State    string    `json:"state"` // stopped, starting, running, backoff, stopping
+	PID      int       `json:"pid,omitempty"`
+	Restarts int       `json:"restarts"`
+	Since    time.Time `json:"since,omitzero"`
+	LastExit string    `json:"last_exit,omitempty"`
+	// NoOutputSince is set while the VM has run for Options.SilentAfter or
+	// longer without writing anything to its serial console: it is the
+	// launch time (a guest that does not boot shows here).
+	NoOutputSince time.Time    `json:"no_output_since,omitzero"`
+	Links         []LinkStatus `json:"links,omitempty"`
+}
+
+// LinkStatus is one network link of a VM as seen from that VM.
+type LinkStatus struct {
+	Peer string `json:"peer"` // the VM at the other end
+	Role string `json:"role"` // this VM's side: "client" or "provider"
+	ID   string `json:"id"`   // link id A:B
+	MAC  string `json:"mac"`  // this VM's NIC on the link
+}

@@ -1,0 +1,5 @@
+//go:build !race
+
+package vmlog
+
+const raceEnabled = false
