@@ -1,8 +1,6 @@
 package cli
 
 import (
-	"bytes"
-	"context"
 	"errors"
 	"flag"
 	"fmt"
@@ -11,7 +9,6 @@ import (
 	"os"
 	"os/signal"
 	"os/user"
-	"path/filepath"
 	"strings"
 	"syscall"
 	"time"
@@ -24,7 +21,7 @@ import (
 	"spectrum-os.org/netcfg/host/daemon"
 	"spectrum-os.org/netcfg/host/link"
 	"spectrum-os.org/netcfg/host/qemu"
-	"spectrum-os.org/netcfg/host/vmlog"
+	"spectrum-os.org/netcfg/host/vmm"
 )
 
 // Serve implements `spectrumd serve`: it runs the daemon in the foreground
@@ -42,7 +39,7 @@ func Serve(args []string, stdout, stderr io.Writer) error {
 	memory := fs.Int("memory", qemu.DefaultMemoryMiB, "guest RAM in `MiB`")
 	logJSON := fs.Bool("log-json", false, "log JSON lines instead of text")
 	runAs := fs.String("runas", DefaultRunAs, "`USER` QEMU switches to once it has opened its files; \"\" keeps spectrumd's user (the default "+DefaultRunAs+" only where that user exists)")
-	nicTimeout := fs.Duration("nic-timeout", DefaultNICTimeout, "how long a NIC hot-plug or unplug waits for the guest (an unplug the guest ignores leaves the device but frees the tap)")
+	nicTimeout := fs.Duration("nic-timeout", vmm.DefaultNICTimeout, "how long a NIC hot-plug or unplug waits for the guest (an unplug the guest ignores leaves the device but frees the tap)")
 	silentAfter := fs.Duration("silent-after", daemon.DefaultSilentAfter, "warn about a VM that has written nothing to its serial console this long after launch (0: never)")
 	fs.Usage = func() {
 		fmt.Fprintf(stderr, "usage: spectrumd serve [flags]\n\nRun the daemon in the foreground. VMs start with `spectrumd start NAME` (or -start).\nSIGTERM or SIGINT stops every VM and removes their links.\n\nflags:\n")
@@ -107,7 +104,7 @@ func Serve(args []string, stdout, stderr io.Writer) error {
 	// A QEMU that still runs was left by a spectrumd that died: one that
 	// switched user (-runas) lost its parent-death signal. Stop it before
 	// its links go.
-	killOrphans(*run, log)
+	vmm.KillOrphans(*run, log)
 	// Nothing runs now, so every link of ours is a stray from a daemon that
 	// died (its QEMUs died with it or were just killed).
 	if err := nw.Cleanup(nil); err != nil {
@@ -120,7 +117,7 @@ func Serve(args []string, stdout, stderr io.Writer) error {
 	}
 	d, err := daemon.New(daemon.Options{
 		State: *state, Run: *run, Log: log, StopTimeout: *stopTimeout, SilentAfter: *silentAfter,
-		VMM:   &qemuVMM{accel: acc, memory: *memory, runAs: *runAs, nicTimeout: *nicTimeout, log: log},
+		VMM:   vmm.New(vmm.Options{Accel: acc, MemoryMiB: *memory, RunAs: *runAs, NICTimeout: *nicTimeout, Log: log}),
 		Net:   nw,
 		Links: &configSource{loader: config.NewLoader(*data), alloc: al},
 	})
@@ -178,122 +175,4 @@ func (s *configSource) Load(held []alloc.Link) (*config.Config, []alloc.Link, er
 	cfg := s.loader.Load()
 	links, err := s.alloc.Sync(alloc.Pairs(cfg), held)
 	return cfg, links, err
-}
-
-// qemuVMM launches VMs as QEMU processes.
-type qemuVMM struct {
-	accel      string
-	memory     int
-	runAs      string
-	nicTimeout time.Duration
-	log        *slog.Logger
-}
-
-// killOrphans kills every QEMU still holding a pid file under run, then
-// removes what VMs of a spectrumd that died left there (sockets of QEMUs
-// killed with it): nothing runs yet.
-func killOrphans(run string, log *slog.Logger) {
-	vms := filepath.Join(run, "vms")
-	files, _ := filepath.Glob(filepath.Join(vms, "*", daemon.PIDFile))
-	killed := true
-	for _, f := range files {
-		vm := filepath.Base(filepath.Dir(f))
-		pid, err := qemu.KillOrphan(f, 10*time.Second)
-		if err != nil {
-			log.Error("stopping an orphaned QEMU", "vm", vm, "err", err)
-			killed = false
-		} else if pid != 0 {
-			log.Warn("killed an orphaned QEMU left by a spectrumd that died", "vm", vm, "pid", pid)
-		}
-	}
-	if !killed {
-		return // keep the pid file of a QEMU still running
-	}
-	left, _ := filepath.Glob(filepath.Join(vms, "*", "*"))
-	if len(left) > 0 {
-		log.Info("removing files of VMs of a spectrumd that died", "files", left)
-	}
-	if err := os.RemoveAll(vms); err != nil {
-		log.Error("removing stale VM sockets", "err", err)
-	}
-}
-
-func (v *qemuVMM) Launch(ctx context.Context, spec daemon.Spec) (daemon.Instance, error) {
-	c := qemu.Config{
-		Name: spec.VM.Name, Kernel: spec.VM.Kernel, Initramfs: spec.VM.Initramfs, Cmdline: spec.VM.Cmdline,
-		Accel: v.accel, MemoryMiB: v.memory, Images: spec.VM.Images,
-		QMPSocket: spec.QMPPath, ConsoleSocket: spec.ConsolePath,
-		RunAs: v.runAs, PIDFile: spec.PIDPath,
-	}
-	for _, n := range spec.NICs {
-		c.NICs = append(c.NICs, qemu.NIC{ID: n.ID, MAC: n.MAC, Tap: n.Tap})
-	}
-	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
-	defer cancel()
-	log := v.log.With("vm", spec.VM.Name)
-	p, err := qemu.Start(ctx, c, &lineLogger{log: log})
-	if err != nil {
-		return nil, err
-	}
-	log.Info("QEMU started", "cmd", qemu.Quote(p.Argv))
-	return &qemuInstance{p: p, log: log, nicTimeout: v.nicTimeout}, nil
-}
-
-type qemuInstance struct {
-	p          *qemu.Process
-	log        *slog.Logger
-	nicTimeout time.Duration
-}
-
-// DefaultNICTimeout bounds one hot-plug or unplug; an unplug waits for the
-// guest to release the device.
-const DefaultNICTimeout = 20 * time.Second
-
-func (i *qemuInstance) PID() int          { return i.p.Pid() }
-func (i *qemuInstance) Serial() io.Reader { return i.p.Serial }
-func (i *qemuInstance) Wait() error {
-	err := i.p.Wait()
-	i.p.Serial.Close()
-	return err
-}
-
-func (i *qemuInstance) Hotplug(n daemon.NIC) error {
-	ctx, cancel := context.WithTimeout(context.Background(), i.nicTimeout)
-	defer cancel()
-	return i.p.QMP.HotplugNIC(ctx, n.Tap, n.ID, n.MAC)
-}
-
-func (i *qemuInstance) Unplug(id string) error {
-	ctx, cancel := context.WithTimeout(context.Background(), i.nicTimeout)
-	defer cancel()
-	return i.p.QMP.UnplugNIC(ctx, id)
-}
-
-func (i *qemuInstance) Shutdown(timeout time.Duration) error {
-	if !i.p.Stop(timeout) {
-		i.log.Warn("guest did not power down in time; killed", "timeout", timeout)
-	}
-	return nil
-}
-
-// lineLogger logs what QEMU writes to its stderr, a line at a time.
-type lineLogger struct {
-	log *slog.Logger
-	buf []byte
-}
-
-func (l *lineLogger) Write(b []byte) (int, error) {
-	l.buf = append(l.buf, b...)
-	for {
-		i := bytes.IndexByte(l.buf, '\n')
-		if i < 0 {
-			if len(l.buf) > 4096 {
-				l.log.Warn("qemu: " + vmlog.Sanitize(string(l.buf)))
-				l.buf = l.buf[:0]
-			}
-			return len(b), nil
-		}
-		l.log.Warn("qemu: " + vmlog.Sanitize(string(l.buf[:i])))
-		l.buf = l.buf[i+1:]
-	}
 }

@@ -135,9 +135,11 @@ func Start(ctx context.Context, c Config, stderr io.Writer) (*Process, error) {
 	// once; the handshake waits for QEMU to serve the monitor.
 	q, err := qmp.Dial(ctx, c.QMPSocket)
 	if err != nil {
-		p.Kill()
-		<-p.done
 		serialR.Close()
+		if kerr := p.Kill(); kerr != nil {
+			return nil, fmt.Errorf("qemu %s: %w; and it keeps running: %w", c.Name, err, kerr)
+		}
+		<-p.done
 		return nil, fmt.Errorf("qemu %s: %w (exit: %v)", c.Name, err, p.err)
 	}
 	p.QMP = q
@@ -201,23 +203,30 @@ func (p *Process) Wait() error {
 	return p.err
 }
 
-// Kill sends SIGKILL to QEMU. It does not wait.
+// Kill sends SIGKILL to QEMU. It does not wait. A QEMU that has exited
+// already is not an error. An error is never swallowed: where spectrumd may
+// not signal QEMU (no CAP_KILL while QEMU runs under another uid) it wraps
+// syscall.EPERM, and QEMU keeps running.
 func (p *Process) Kill() error {
 	err := p.cmd.Process.Signal(syscall.SIGKILL)
-	if errors.Is(err, os.ErrProcessDone) {
+	if err == nil || errors.Is(err, os.ErrProcessDone) {
 		return nil
 	}
-	return err
+	if errors.Is(err, syscall.EPERM) {
+		return fmt.Errorf("kill QEMU (pid %d): %w (spectrumd needs CAP_KILL to signal a QEMU that runs under another uid)", p.Pid(), err)
+	}
+	return fmt.Errorf("kill QEMU (pid %d): %w", p.Pid(), err)
 }
 
 // Stop shuts the VM down: it presses the ACPI power button (QMP
 // system_powerdown), waits up to timeout for QEMU to exit, and then kills
 // it. It returns once QEMU is gone; graceful tells whether the guest shut
-// down by itself.
-func (p *Process) Stop(timeout time.Duration) (graceful bool) {
+// down by itself. If the kill fails, Stop returns its error at once (QEMU is
+// still running) rather than wait for an exit that will not come.
+func (p *Process) Stop(timeout time.Duration) (graceful bool, err error) {
 	select {
 	case <-p.done:
-		return true
+		return true, nil
 	default:
 	}
 	timer := time.NewTimer(timeout)
@@ -227,11 +236,13 @@ func (p *Process) Stop(timeout time.Duration) (graceful bool) {
 	if p.QMP.SystemPowerdown(ctx) == nil {
 		select {
 		case <-p.done:
-			return true
+			return true, nil
 		case <-timer.C:
 		}
 	}
-	p.Kill()
+	if err := p.Kill(); err != nil {
+		return false, err
+	}
 	<-p.done
-	return false
+	return false, nil
 }

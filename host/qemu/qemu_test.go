@@ -186,7 +186,11 @@ func TestStopKills(t *testing.T) {
 	c := testConfig(t)
 	p, _ := start(t, ctx, c)
 	t0 := time.Now()
-	if p.Stop(500 * time.Millisecond) {
+	graceful, err := p.Stop(500 * time.Millisecond)
+	if err != nil {
+		t.Fatalf("Stop: %v", err)
+	}
+	if graceful {
 		t.Error("Stop reported a graceful shutdown of a guest that ignores ACPI")
 	}
 	if d := time.Since(t0); d < 500*time.Millisecond || d > 10*time.Second {

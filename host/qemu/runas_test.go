@@ -81,7 +81,9 @@ func TestRunAs(t *testing.T) {
 	if s, err := p.QMP.Status(ctx); err != nil || !s.Running {
 		t.Errorf("query-status = %+v, %v", s, err)
 	}
-	if !p.Stop(time.Second) {
+	if graceful, err := p.Stop(time.Second); err != nil {
+		t.Errorf("Stop: %v", err)
+	} else if !graceful {
 		t.Log("killed after the power button (the stub guest ignores it)")
 	}
 	for _, f := range []string{c.QMPSocket, c.ConsoleSocket, c.PIDFile} {

@@ -9,22 +9,15 @@ import "encoding/binary"
 // Message is the line the stub kernel writes to its serial port.
 const Message = "spectrum-smoke: hello from PVH"
 
+// base is where the image is loaded (guest physical address).
+const base = 0x100000
+
 // ELF returns a minimal ELF32 "kernel" with a PVH entry point (the
 // XEN_ELFNOTE_PHYS32_ENTRY note QEMU looks for), so the same -kernel path
 // as a real vmlinux is exercised without a kernel build. In 32-bit protected
 // mode it writes Message and a newline to COM1 (0x3f8), then halts
 // forever. It ignores ACPI, like a guest that never answers the power button.
 func ELF() []byte {
-	const (
-		base     = 0x100000
-		ehdrSize = 52
-		phSize   = 32
-		noteOff  = ehdrSize + 2*phSize
-		noteSize = 20 // namesz, descsz, type, "Xen\0", entry
-		codeOff  = noteOff + noteSize
-		msgOff   = codeOff + 21
-	)
-	le := binary.LittleEndian
 	code := []byte{
 		0x66, 0xba, 0xf8, 0x03, // mov dx, 0x3f8
 		0xbe, 0, 0, 0, 0, // mov esi, msg
@@ -37,9 +30,58 @@ func ELF() []byte {
 		0xf4,       // hlt
 		0xeb, 0xfd, // jmp hlt
 	}
-	le.PutUint32(code[5:], base+msgOff)
+	return build(code, func(code []byte, msg, _ uint32) {
+		binary.LittleEndian.PutUint32(code[5:], msg)
+	})
+}
+
+// Burst returns a stub kernel like ELF's that writes Message n times, as
+// fast as the serial port takes it, and then resets the machine at once
+// (a triple fault: an empty interrupt table and an int3), which QEMU's
+// -no-reboot turns into QEMU exiting. It is a guest that crashes right
+// after a burst of output, the case where the last lines matter most.
+func Burst(n uint32) []byte {
+	code := []byte{
+		0x66, 0xba, 0xf8, 0x03, // mov dx, 0x3f8
+		0xb9, 0, 0, 0, 0, // mov ecx, n
+		0xbe, 0, 0, 0, 0, // line: mov esi, msg
+		0xac,       // char: lodsb
+		0x84, 0xc0, // test al, al
+		0x74, 0x03, // jz next
+		0xee,       // out dx, al
+		0xeb, 0xf8, // jmp char
+		0xe2, 0xf1, // next: loop line
+		0x0f, 0x01, 0x1d, 0, 0, 0, 0, // lidt [idtr]: limit 0
+		0xcc,       // int3: no handler, so a triple fault
+		0xf4,       // hlt (never reached)
+		0xeb, 0xfd, // jmp hlt
+	}
+	return build(code, func(code []byte, msg, idtr uint32) {
+		le := binary.LittleEndian
+		le.PutUint32(code[5:], n)
+		le.PutUint32(code[10:], msg)
+		le.PutUint32(code[27:], idtr)
+	})
+}
+
+// build lays out an ELF32 PVH image: headers, the PVH note, code, then
+// Message with a newline and a NUL, then six zero bytes (an empty
+// descriptor-table register). patch gets the code and the guest addresses
+// of the message and of the zero bytes.
+func build(code []byte, patch func(code []byte, msg, idtr uint32)) []byte {
+	const (
+		ehdrSize = 52
+		phSize   = 32
+		noteOff  = ehdrSize + 2*phSize
+		noteSize = 20 // namesz, descsz, type, "Xen\0", entry
+		codeOff  = noteOff + noteSize
+	)
+	le := binary.LittleEndian
 	msg := append([]byte(Message+"\n"), 0)
-	size := msgOff + len(msg)
+	msgOff := codeOff + len(code)
+	idtrOff := msgOff + len(msg)
+	size := idtrOff + 6
+	patch(code, uint32(base+msgOff), uint32(base+idtrOff))
 
 	b := make([]byte, size)
 	copy(b, []byte{0x7f, 'E', 'L', 'F', 1 /* 32-bit */, 1 /* LE */, 1 /* version */})

@@ -1,0 +1,73 @@
+package vmm
+
+import (
+	"context"
+	"log/slog"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"spectrum-os.org/netcfg/host/config"
+	"spectrum-os.org/netcfg/host/daemon"
+	"spectrum-os.org/netcfg/host/qemu"
+	"spectrum-os.org/netcfg/internal/syncbuf"
+)
+
+// requireQEMU skips where QEMU is missing, except in CI.
+func requireQEMU(t *testing.T) {
+	t.Helper()
+	if _, err := exec.LookPath(qemu.DefaultBinary); err != nil {
+		if os.Getenv("CI") != "" {
+			t.Fatalf("%s not found (make deps installs qemu-system-x86): %v", qemu.DefaultBinary, err)
+		}
+		t.Skipf("%s not installed (make deps installs it; runs in CI)", qemu.DefaultBinary)
+	}
+}
+
+// testSpec writes a VM directory booting kernel (a stub kernel) and
+// returns the daemon's Spec for it, with the sockets under a fresh run
+// directory.
+func testSpec(t *testing.T, name string, kernel []byte) daemon.Spec {
+	t.Helper()
+	dir := filepath.Join(t.TempDir(), name)
+	for _, f := range []struct {
+		name string
+		data []byte
+	}{
+		{"vmlinux", kernel},
+		{"blk/root.img", make([]byte, 1<<20)},
+	} {
+		p := filepath.Join(dir, f.name)
+		if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(p, f.data, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	run := t.TempDir()
+	return daemon.Spec{
+		VM:          &config.VM{Name: name, Dir: dir, Kernel: filepath.Join(dir, "vmlinux"), Images: []string{filepath.Join(dir, "blk/root.img")}},
+		ConsolePath: filepath.Join(run, "console.sock"),
+		QMPPath:     filepath.Join(run, "qmp.sock"),
+		PIDPath:     filepath.Join(run, daemon.PIDFile),
+	}
+}
+
+// testVMM is a VMM as serve makes it (TCG, small guests) logging into log.
+func testVMM(log *syncbuf.Buffer) *QEMU {
+	return New(Options{Accel: "tcg", MemoryMiB: 64, Log: slog.New(slog.NewTextHandler(log, nil))})
+}
+
+// testContext ends a little before the test's own deadline.
+func testContext(t *testing.T, max time.Duration) context.Context {
+	d := time.Now().Add(max)
+	if td, ok := t.Deadline(); ok && td.Add(-5*time.Second).Before(d) {
+		d = td.Add(-5 * time.Second)
+	}
+	ctx, cancel := context.WithDeadline(context.Background(), d)
+	t.Cleanup(cancel)
+	return ctx
+}

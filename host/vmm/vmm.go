@@ -1,0 +1,153 @@
+package vmm
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"sync"
+	"time"
+
+	"spectrum-os.org/netcfg/host/daemon"
+	"spectrum-os.org/netcfg/host/qemu"
+)
+
+// DefaultNICTimeout bounds one hot-plug or unplug; an unplug waits for the
+// guest to release the device.
+const DefaultNICTimeout = 20 * time.Second
+
+// StartTimeout bounds one launch: from exec until QEMU answers on QMP.
+const StartTimeout = 30 * time.Second
+
+// Options configure a QEMU. Zero values mean the documented defaults.
+type Options struct {
+	Accel     string // "kvm" or "tcg" (qemu.DetectAccel resolves "auto"). Required.
+	MemoryMiB int    // guest RAM; 0 means qemu.DefaultMemoryMiB
+	// RunAs is the user QEMU switches to (qemu.Config.RunAs); "" keeps
+	// spectrumd's user.
+	RunAs string
+	// NICTimeout bounds one hot-plug or unplug; 0 means DefaultNICTimeout.
+	NICTimeout time.Duration
+	// Binary is the QEMU binary; "" means qemu.DefaultBinary from $PATH.
+	Binary string
+	Log    *slog.Logger // nil means slog.Default()
+}
+
+// QEMU launches VMs as QEMU processes. It is safe for concurrent use.
+type QEMU struct {
+	opt Options
+}
+
+// New returns a VMM that runs QEMU with opt.
+func New(opt Options) *QEMU {
+	if opt.NICTimeout == 0 {
+		opt.NICTimeout = DefaultNICTimeout
+	}
+	if opt.Log == nil {
+		opt.Log = slog.Default()
+	}
+	return &QEMU{opt: opt}
+}
+
+// Launch starts QEMU for spec and returns once QEMU answers on QMP (at most
+// StartTimeout, or until ctx ends). The full command line is logged, so a
+// failure can be rerun by hand.
+func (q *QEMU) Launch(ctx context.Context, spec daemon.Spec) (daemon.Instance, error) {
+	c := qemu.Config{
+		Name: spec.VM.Name, Binary: q.opt.Binary,
+		Kernel: spec.VM.Kernel, Initramfs: spec.VM.Initramfs, Cmdline: spec.VM.Cmdline,
+		Accel: q.opt.Accel, MemoryMiB: q.opt.MemoryMiB, Images: spec.VM.Images,
+		QMPSocket: spec.QMPPath, ConsoleSocket: spec.ConsolePath,
+		RunAs: q.opt.RunAs, PIDFile: spec.PIDPath,
+	}
+	for _, n := range spec.NICs {
+		c.NICs = append(c.NICs, qemu.NIC{ID: n.ID, MAC: n.MAC, Tap: n.Tap})
+	}
+	ctx, cancel := context.WithTimeout(ctx, StartTimeout)
+	defer cancel()
+	log := q.opt.Log.With("vm", spec.VM.Name)
+	stderr := newStderrLogger(log)
+	p, err := qemu.Start(ctx, c, stderr)
+	if err != nil {
+		stderr.Close()
+		return nil, err
+	}
+	log.Info("QEMU started", "cmd", qemu.Quote(p.Argv))
+	return &instance{p: p, log: log, nicTimeout: q.opt.NICTimeout, serial: &drainReader{f: p.Serial}, stderr: stderr}, nil
+}
+
+// instance is one running QEMU.
+type instance struct {
+	p          *qemu.Process
+	log        *slog.Logger
+	nicTimeout time.Duration
+	serial     *drainReader
+	stderr     *stderrLogger
+}
+
+func (i *instance) PID() int { return i.p.Pid() }
+
+// Serial is the guest's serial console. The pipe is closed by the reader
+// reaching its end, never by Wait: when QEMU exits the pipe may still hold
+// up to a MiB of the guest's last output (a crashing guest's panic), and all
+// of it is read first.
+func (i *instance) Serial() io.Reader { return i.serial }
+
+// Wait waits for QEMU to exit. It leaves the serial pipe to its reader (see
+// Serial).
+func (i *instance) Wait() error {
+	err := i.p.Wait()
+	i.stderr.Close() // QEMU's stderr has reached its end: Wait saw to it
+	return err
+}
+
+func (i *instance) Hotplug(n daemon.NIC) error {
+	ctx, cancel := context.WithTimeout(context.Background(), i.nicTimeout)
+	defer cancel()
+	return i.p.QMP.HotplugNIC(ctx, n.Tap, n.ID, n.MAC)
+}
+
+func (i *instance) Unplug(id string) error {
+	ctx, cancel := context.WithTimeout(context.Background(), i.nicTimeout)
+	defer cancel()
+	return i.p.QMP.UnplugNIC(ctx, id)
+}
+
+// Shutdown presses the power button and kills QEMU after timeout. If the
+// kill itself fails (EPERM: spectrumd lacks CAP_KILL), it says so at once
+// instead of waiting for an exit that will not come.
+func (i *instance) Shutdown(timeout time.Duration) error {
+	graceful, err := i.p.Stop(timeout)
+	if err != nil {
+		return err
+	}
+	if !graceful {
+		i.log.Warn("guest did not power down in time; killed", "timeout", timeout)
+	}
+	return nil
+}
+
+// drainReader reads QEMU's serial pipe and closes it once the read end has
+// reported its end (EOF once QEMU, the only writer, has exited) or failed.
+type drainReader struct {
+	f    *os.File
+	once sync.Once
+	done bool
+}
+
+func (r *drainReader) Read(p []byte) (int, error) {
+	if r.done {
+		return 0, io.EOF
+	}
+	n, err := r.f.Read(p)
+	if err != nil {
+		r.done = true
+		r.once.Do(func() { r.f.Close() })
+		if !errors.Is(err, io.EOF) {
+			err = fmt.Errorf("serial console: %w", err)
+		}
+	}
+	return n, err
+}
