@@ -4,7 +4,6 @@ import (
 	"context"
 	"log/slog"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"testing"
 	"time"
@@ -13,17 +12,18 @@ import (
 	"spectrum-os.org/netcfg/host/daemon"
 	"spectrum-os.org/netcfg/host/qemu"
 	"spectrum-os.org/netcfg/internal/syncbuf"
+	"spectrum-os.org/netcfg/internal/testenv"
 )
 
-// requireQEMU skips where QEMU is missing, except in CI.
+// requireQEMU stops the test where QEMU is missing (internal/testenv).
 func requireQEMU(t *testing.T) {
 	t.Helper()
-	if _, err := exec.LookPath(qemu.DefaultBinary); err != nil {
-		if os.Getenv("CI") != "" {
-			t.Fatalf("%s not found (make deps installs qemu-system-x86): %v", qemu.DefaultBinary, err)
-		}
-		t.Skipf("%s not installed (make deps installs it; runs in CI)", qemu.DefaultBinary)
-	}
+	testenv.Tool(t, qemu.DefaultBinary, "make deps installs qemu-system-x86")
+}
+
+func TestMain(m *testing.M) {
+	testenv.RunHelper(map[string]func() int{helperShutdown: shutdownHelper})
+	os.Exit(m.Run())
 }
 
 // testSpec writes a VM directory booting kernel (a stub kernel) and

@@ -4,36 +4,30 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"os"
-	"os/exec"
 	"os/user"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"syscall"
 	"testing"
 	"time"
 
+	"spectrum-os.org/netcfg/host/config"
+	"spectrum-os.org/netcfg/host/daemon"
 	"spectrum-os.org/netcfg/internal/stubkernel"
 	"spectrum-os.org/netcfg/internal/syncbuf"
+	"spectrum-os.org/netcfg/internal/testenv"
 )
-
-// requireRoot skips without root, except in CI.
-func requireRoot(t *testing.T, why string) {
-	t.Helper()
-	if os.Geteuid() != 0 {
-		if os.Getenv("CI") != "" {
-			t.Fatalf("must run as root in CI: %s", why)
-		}
-		t.Skipf("needs root (%s); runs in CI", why)
-	}
-}
 
 // vmUser is the unprivileged user QEMU runs as in these tests.
 func vmUser(t *testing.T) string {
 	t.Helper()
+	testenv.Root(t, "for QEMU to run under another uid")
 	if _, err := user.Lookup("spectrum-vm"); err == nil {
 		return "spectrum-vm"
-	} else if os.Getenv("CI") != "" {
+	} else if testenv.InCI() {
 		t.Fatalf("user spectrum-vm missing in CI (make deps creates it): %v", err)
 	}
 	return "nobody"
@@ -43,24 +37,18 @@ func vmUser(t *testing.T) string {
 // that forgot it) cannot kill a QEMU running under another uid. Shutdown of
 // a guest that ignores the power button must then fail at once with an
 // error that says so (EPERM, CAP_KILL), not wait for an exit that never
-// comes. The daemon side runs in a child process whose bounding set lacks
+// comes. The daemon side runs in a helper process whose bounding set lacks
 // CAP_KILL (setpriv). (Before the fix Kill's error was dropped and Shutdown
 // hung for good.)
 func TestShutdownWithoutCAPKILL(t *testing.T) {
 	requireQEMU(t)
-	requireRoot(t, "QEMU runs under another uid")
-	if os.Getenv("SPECTRUM_VMM_HELPER") != "" {
-		return
-	}
-	setpriv, err := exec.LookPath("setpriv")
-	if err != nil {
-		t.Fatalf("setpriv (util-linux) is needed to drop CAP_KILL: %v", err)
-	}
+	runAs := vmUser(t)
+	setpriv := testenv.Tool(t, "setpriv", "util-linux provides it")
 	ctx, cancel := context.WithTimeout(testContext(t, 60*time.Second), 40*time.Second)
 	defer cancel()
-	cmd := exec.CommandContext(ctx, setpriv, "--bounding-set=-kill", "--inh-caps=-kill", "--",
-		os.Args[0], "-test.run=^TestHelperShutdownWithoutCAPKILL$", "-test.v")
-	cmd.Env = append(os.Environ(), "SPECTRUM_VMM_HELPER="+vmUser(t))
+	cmd := testenv.HelperCommand(ctx, helperShutdown, "SPECTRUM_VMM_RUNAS="+runAs, "SPECTRUM_VMM_DIR="+t.TempDir())
+	cmd.Args = append([]string{setpriv, "--bounding-set=-kill", "--inh-caps=-kill", "--"}, cmd.Path)
+	cmd.Path = setpriv
 	cmd.WaitDelay = time.Second
 	out, err := cmd.CombinedOutput()
 	if pid := field(string(out), "qemu-pid="); pid != "" {
@@ -91,23 +79,35 @@ func field(out, key string) string {
 	return strings.Fields(rest + " ")[0]
 }
 
-// TestHelperShutdownWithoutCAPKILL is TestShutdownWithoutCAPKILL's child:
-// it launches a VM whose guest ignores the power button and shuts it down.
-func TestHelperShutdownWithoutCAPKILL(t *testing.T) {
-	runAs := os.Getenv("SPECTRUM_VMM_HELPER")
-	if runAs == "" {
-		t.Skip("not a test (in CI neither): the helper process of TestShutdownWithoutCAPKILL")
+// helperShutdown is TestShutdownWithoutCAPKILL's helper process: it
+// launches a VM whose guest ignores the power button and shuts it down.
+const helperShutdown = "vmm-shutdown"
+
+func shutdownHelper() int {
+	dir := os.Getenv("SPECTRUM_VMM_DIR")
+	spec := daemon.Spec{
+		VM: &config.VM{Name: "stubborn", Dir: dir, Kernel: filepath.Join(dir, "vmlinux"),
+			Images: []string{filepath.Join(dir, "root.img")}},
+		ConsolePath: filepath.Join(dir, "console.sock"),
+		QMPPath:     filepath.Join(dir, "qmp.sock"),
+	}
+	if err := errors.Join(os.WriteFile(spec.VM.Kernel, stubkernel.ELF(), 0o644),
+		os.WriteFile(spec.VM.Images[0], make([]byte, 1<<20), 0o644)); err != nil {
+		fmt.Println(err)
+		return 1
 	}
 	var log syncbuf.Buffer
-	q := testVMM(&log)
-	q.opt.RunAs = runAs
-	inst, err := q.Launch(context.Background(), testSpec(t, "stubborn", stubkernel.ELF()))
+	q := New(Options{Accel: "tcg", MemoryMiB: 64, RunAs: os.Getenv("SPECTRUM_VMM_RUNAS"),
+		Log: slog.New(slog.NewTextHandler(&log, nil))})
+	inst, err := q.Launch(context.Background(), spec)
 	if err != nil {
-		t.Fatalf("Launch: %v\n%s", err, log.String())
+		fmt.Printf("Launch: %v\n%s", err, log.String())
+		return 1
 	}
 	fmt.Printf("qemu-pid=%d\n", inst.PID())
 	err = inst.Shutdown(500 * time.Millisecond)
 	fmt.Printf("shutdown error: %v\n", err)
 	fmt.Printf("eperm=%v\n", errors.Is(err, syscall.EPERM))
 	fmt.Printf("alive=%v\n", syscall.Kill(inst.PID(), 0) != syscall.ESRCH)
+	return 0
 }
