@@ -98,13 +98,23 @@ func follow(root, p string, typ fs.FileMode, rec *deps) (string, fs.FileMode, er
 // position-independent executable). The machine
 // is not checked: that is for QEMU to say.
 func checkELF(p string) error {
-	var h [18]byte // e_ident and e_type: the same in ELF32 and ELF64
+	var h [elfHead]byte
 	n, err := readHead(p, h[:])
 	if err != nil {
 		return err
 	}
-	if n < len(h) {
-		return fmt.Errorf("%w: %d bytes, shorter than an ELF header", ErrNotELF, n)
+	return checkELFHead(h[:n])
+}
+
+// elfHead is how much of a kernel checkELFHead looks at: e_ident and
+// e_type, the same in ELF32 and ELF64.
+const elfHead = 18
+
+// checkELFHead checks the first elfHead bytes of a kernel (fewer if the
+// file is shorter).
+func checkELFHead(h []byte) error {
+	if len(h) < elfHead {
+		return fmt.Errorf("%w: %d bytes, shorter than an ELF header", ErrNotELF, len(h))
 	}
 	if !bytes.Equal(h[:4], []byte(elf.ELFMAG)) {
 		return fmt.Errorf("%w: no ELF magic (an uncompressed vmlinux is needed, not a bzImage)", ErrNotELF)

@@ -31,22 +31,29 @@ const (
 // Config describes one QEMU process. It is plain data; Args turns it into a
 // command line and Start runs it.
 type Config struct {
-	Name      string // VM name; names the QEMU process (-name). Required.
-	Binary    string // QEMU binary; "" means DefaultBinary from $PATH
-	Kernel    string // absolute path of the uncompressed ELF vmlinux, booted through its PVH entry. Required.
-	Initramfs string // absolute path; "" means none
+	Name   string // VM name; names the QEMU process (-name). Required.
+	Binary string // QEMU binary; "" means DefaultBinary from $PATH
+	// Kernel is the open uncompressed ELF vmlinux (config.Open), booted
+	// through its PVH entry. Required. QEMU gets the descriptor and opens
+	// it as /proc/self/fd/N: it never resolves a path of the VM's
+	// directory itself (see the package doc).
+	Kernel *os.File
+	// Initramfs is the open initramfs, passed like Kernel; nil means none.
+	Initramfs *os.File
 	Cmdline   string // kernel command line; "" means DefaultCmdline
 	Accel     string // "kvm" or "tcg" (resolve "auto" with DetectAccel first). Required.
 	MemoryMiB int    // guest RAM; 0 means DefaultMemoryMiB
 	CPUs      int    // vCPUs; 0 means DefaultCPUs
-	// Images are absolute paths of raw disk images, each a read-only
-	// virtio-blk device in this order. Read-only because the images live on
+	// Images are the open raw disk images (config.Open), each a read-only
+	// virtio-blk device in this order, handed to QEMU's block layer as a
+	// descriptor in an fd set (-add-fd, /dev/fdset/N), which QEMU dups and
+	// never resolves as a path. Read-only because the images live on
 	// the user partition as the VM's definition: a compromised or crashing
 	// guest must not be able to alter what it boots next time, a VM killed
 	// mid-write cannot corrupt them, and a restart always starts from the
 	// same state. A guest that needs writable storage uses a tmpfs or
 	// overlay in its own RAM.
-	Images []string
+	Images []*os.File
 	NICs   []NIC // cold-plugged NICs, in this order
 
 	// QMPSocket and ConsoleSocket are the paths Start binds (mode 0600):
@@ -84,19 +91,64 @@ type NIC struct {
 	Tap *os.File
 }
 
-// File descriptor numbers in QEMU's process. Start puts ExtraFiles in this
-// order; Args refers to them. They are the one place both agree on.
+// File descriptor numbers in QEMU's process. Start puts ExtraFiles in the
+// order layout gives; Args refers to them. They are the one place both agree
+// on.
 const (
-	fdQMP      = 3 // listening unix socket, QMP
-	fdConsole  = 4 // listening unix socket, virtio-console
-	fdSerial   = 5 // write end of the serial pipe
-	fdFirstNIC = 6 // NICs[i].Tap is fdFirstNIC+i
+	fdQMP     = 3 // listening unix socket, QMP
+	fdConsole = 4 // listening unix socket, virtio-console
+	fdSerial  = 5 // write end of the serial pipe
+	fdKernel  = 6 // the kernel; then the initramfs, the images, the taps
 )
+
+// fdLayout is where layout puts c's files in QEMU's descriptor table.
+type fdLayout struct {
+	initramfs int // 0: none
+	images    []int
+	taps      []int
+	n         int // descriptors 3 to n-1 are used
+}
+
+// layout numbers c's files from fdKernel on: kernel, initramfs (if any),
+// images, taps.
+func (c Config) layout() fdLayout {
+	l := fdLayout{n: fdKernel + 1}
+	next := func() int { l.n++; return l.n - 1 }
+	if c.Initramfs != nil {
+		l.initramfs = next()
+	}
+	for range c.Images {
+		l.images = append(l.images, next())
+	}
+	for range c.NICs {
+		l.taps = append(l.taps, next())
+	}
+	return l
+}
+
+// files returns what goes into the child's descriptors 3 and up, as layout
+// numbers them; qmp, console and serial are the sockets and the pipe.
+func (c Config) files(qmp, console, serial *os.File) []*os.File {
+	l := c.layout()
+	f := make([]*os.File, l.n-3)
+	f[fdQMP-3], f[fdConsole-3], f[fdSerial-3], f[fdKernel-3] = qmp, console, serial, c.Kernel
+	if l.initramfs != 0 {
+		f[l.initramfs-3] = c.Initramfs
+	}
+	for i, fd := range l.images {
+		f[fd-3] = c.Images[i]
+	}
+	for i, fd := range l.taps {
+		f[fd-3] = c.NICs[i].Tap
+	}
+	return f
+}
 
 // Args returns QEMU's arguments (without the binary's name) for c. It checks
 // c and refuses values QEMU would misparse: control characters anywhere,
-// relative paths, ids QEMU rejects. Commas in option values are escaped by
-// doubling them, QEMU's own syntax.
+// relative paths, ids QEMU rejects, a missing file. Commas in option values
+// are escaped by doubling them, QEMU's own syntax. Files appear as the
+// descriptor numbers Start gives them (layout); Args never looks inside them.
 func (c Config) Args() ([]string, error) {
 	var errs []error
 	check := func(what, v string) {
@@ -114,13 +166,8 @@ func (c Config) Args() ([]string, error) {
 		errs = append(errs, errors.New("name: empty"))
 	}
 	check("name", c.Name)
-	if c.Kernel == "" {
-		errs = append(errs, errors.New("kernel: empty"))
-	} else {
-		checkPath("kernel", c.Kernel)
-	}
-	if c.Initramfs != "" {
-		checkPath("initramfs", c.Initramfs)
+	if c.Kernel == nil {
+		errs = append(errs, errors.New("kernel: none"))
 	}
 	cmdline := c.Cmdline
 	if cmdline == "" {
@@ -143,8 +190,10 @@ func (c Config) Args() ([]string, error) {
 	if len(c.Images) == 0 {
 		errs = append(errs, errors.New("images: none (a VM needs at least one disk)"))
 	}
-	for _, img := range c.Images {
-		checkPath("image", img)
+	for i, img := range c.Images {
+		if img == nil {
+			errs = append(errs, fmt.Errorf("image %d: no file", i))
+		}
 	}
 	ids := map[string]bool{}
 	for _, n := range c.NICs {
@@ -157,6 +206,9 @@ func (c Config) Args() ([]string, error) {
 		ids[n.ID] = true
 		if len(n.MAC) != 6 {
 			errs = append(errs, fmt.Errorf("nic %s: MAC %v is not 6 octets", n.ID, n.MAC))
+		}
+		if n.Tap == nil {
+			errs = append(errs, fmt.Errorf("nic %s: no tap", n.ID))
 		}
 	}
 	if c.RunAs != "" {
@@ -171,6 +223,7 @@ func (c Config) Args() ([]string, error) {
 	if err := errors.Join(errs...); err != nil {
 		return nil, fmt.Errorf("qemu config for %q: %w", c.Name, err)
 	}
+	fds := c.layout()
 	// Seccomp: no obsolete syscalls, no fork/exec, no scheduler/affinity
 	// changes, and no setuid/privilege changes unless QEMU must drop to
 	// RunAs (see there).
@@ -195,8 +248,10 @@ func (c Config) Args() ([]string, error) {
 		"-smp", strconv.Itoa(cpus),
 		"-sandbox", "on,obsolete=deny,elevateprivileges=" + elevate + ",spawn=deny,resourcecontrol=deny",
 		// -kernel, -initrd and -append take their value verbatim (no
-		// option syntax): no comma escaping.
-		"-kernel", c.Kernel,
+		// option syntax): no comma escaping. QEMU 7.2 loads the kernel
+		// and initrd with plain open(2), not through its fd sets, so
+		// they are named by the descriptor QEMU inherited.
+		"-kernel", procFD(fdKernel),
 	}
 	if c.RunAs != "" {
 		a = append(a, "-runas", c.RunAs)
@@ -204,8 +259,8 @@ func (c Config) Args() ([]string, error) {
 	if c.PIDFile != "" {
 		a = append(a, "-pidfile", c.PIDFile)
 	}
-	if c.Initramfs != "" {
-		a = append(a, "-initrd", c.Initramfs)
+	if c.Initramfs != nil {
+		a = append(a, "-initrd", procFD(fds.initramfs))
 	}
 	a = append(a, "-append", cmdline)
 
@@ -213,7 +268,7 @@ func (c Config) Args() ([]string, error) {
 	// QEMU refuses to open an fdset fd with O_TRUNC.
 	a = append(a,
 		"-add-fd", fmt.Sprintf("fd=%d,set=%d,opaque=serial", fdSerial, fdSerial),
-		"-chardev", fmt.Sprintf("file,id=serial,path=/dev/fdset/%d,append=on", fdSerial),
+		"-chardev", "file,id=serial,path="+fdset(fdSerial)+",append=on",
 		"-serial", "chardev:serial",
 	)
 	// QMP and the virtio-console on sockets Start has already bound.
@@ -224,20 +279,22 @@ func (c Config) Args() ([]string, error) {
 		"-chardev", fmt.Sprintf("socket,id=console,fd=%d,server=on,wait=off", fdConsole),
 		"-device", "virtconsole,chardev=console,id=console",
 	)
-	for i, img := range c.Images {
-		// -blockdev with an explicit file driver: the path is never parsed
-		// for a protocol prefix ("nbd:", "json:"), and format raw is never
-		// probed.
+	for i, fd := range fds.images {
+		// -blockdev with an explicit file driver: the name is never
+		// parsed for a protocol prefix ("nbd:", "json:"), and format raw
+		// is never probed. The fd set's number is the descriptor's, and
+		// QEMU's block layer opens /dev/fdset/N by dup'ing it.
 		node := "disk" + strconv.Itoa(i)
 		a = append(a,
+			"-add-fd", fmt.Sprintf("fd=%d,set=%d,opaque=%s", fd, fd, node),
 			"-blockdev", "driver=raw,node-name="+node+",read-only=on,"+
-				"file.driver=file,file.filename="+esc(img)+",file.read-only=on",
+				"file.driver=file,file.filename="+fdset(fd)+",file.read-only=on",
 			"-device", "virtio-blk-pci,drive="+node+",id="+node,
 		)
 	}
 	for i, n := range c.NICs {
 		a = append(a,
-			"-netdev", fmt.Sprintf("tap,id=%s,fd=%d", n.ID, fdFirstNIC+i),
+			"-netdev", fmt.Sprintf("tap,id=%s,fd=%d", n.ID, fds.taps[i]),
 			// romfile empty: no iPXE option ROM, the guest never
 			// network-boots.
 			"-device", fmt.Sprintf("virtio-net-pci,netdev=%s,id=%s,mac=%s,romfile=", n.ID, n.ID, n.MAC),
@@ -245,6 +302,12 @@ func (c Config) Args() ([]string, error) {
 	}
 	return a, nil
 }
+
+// procFD names descriptor fd of QEMU's own process as a path.
+func procFD(fd int) string { return "/proc/self/fd/" + strconv.Itoa(fd) }
+
+// fdset names fd set n (QEMU's -add-fd) as a path.
+func fdset(n int) string { return "/dev/fdset/" + strconv.Itoa(n) }
 
 // esc escapes a value for QEMU's option syntax (QemuOpts and keyval), where
 // ',' separates options and ",," is a literal comma.

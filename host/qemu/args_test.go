@@ -12,12 +12,25 @@ import (
 	"spectrum-os.org/netcfg/internal/mac"
 )
 
+// testFile is a stand-in for an open file in Args tests: Args only counts
+// files, it never looks inside them.
+func testFile(t *testing.T) *os.File {
+	t.Helper()
+	f, err := os.Open(os.DevNull)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { f.Close() })
+	return f
+}
+
 func TestArgs(t *testing.T) {
+	f := testFile(t)
 	base := func() Config {
 		return Config{
 			Name:   "app",
-			Kernel: "/data/app/vmlinux",
-			Images: []string{"/data/app/blk/root.img"},
+			Kernel: f,
+			Images: []*os.File{f},
 			Accel:  "tcg",
 		}
 	}
@@ -46,9 +59,10 @@ func TestArgs(t *testing.T) {
 		}
 		return out
 	}
-	disk := func(i, path string) []string {
+	disk := func(i, fd string) []string {
 		return []string{
-			"-blockdev", "driver=raw,node-name=disk" + i + ",read-only=on,file.driver=file,file.filename=" + path + ",file.read-only=on",
+			"-add-fd", "fd=" + fd + ",set=" + fd + ",opaque=disk" + i,
+			"-blockdev", "driver=raw,node-name=disk" + i + ",read-only=on,file.driver=file,file.filename=/dev/fdset/" + fd + ",file.read-only=on",
 			"-device", "virtio-blk-pci,drive=disk" + i + ",id=disk" + i,
 		}
 	}
@@ -60,20 +74,20 @@ func TestArgs(t *testing.T) {
 		{
 			name: "minimal",
 			edit: func(*Config) {},
-			want: cat(common("app", "-kernel", "/data/app/vmlinux", "-append", DefaultCmdline), plumbing, disk("0", "/data/app/blk/root.img")),
+			want: cat(common("app", "-kernel", "/proc/self/fd/6", "-append", DefaultCmdline), plumbing, disk("0", "7")),
 		},
 		{
 			name: "everything",
 			edit: func(c *Config) {
-				c.Initramfs = "/data/app/initramfs"
+				c.Initramfs = f
 				c.Cmdline = "console=ttyS0 quiet spectrum.x=1"
 				c.Accel = "kvm"
 				c.MemoryMiB = 512
 				c.CPUs = 2
-				c.Images = append(c.Images, "/data/app/blk/home.img")
+				c.Images = append(c.Images, f)
 				c.NICs = []NIC{
-					{ID: "link-a546", MAC: mac.LinkID(0xa546).MAC(mac.Client)},
-					{ID: "link-0001", MAC: mac.LinkID(1).MAC(mac.Provider)},
+					{ID: "link-a546", MAC: mac.LinkID(0xa546).MAC(mac.Client), Tap: f},
+					{ID: "link-0001", MAC: mac.LinkID(1).MAC(mac.Provider), Tap: f},
 				}
 			},
 			want: cat([]string{
@@ -81,14 +95,14 @@ func TestArgs(t *testing.T) {
 				"-nodefaults", "-no-user-config", "-display", "none", "-no-reboot",
 				"-machine", "pc", "-accel", "kvm", "-cpu", "max", "-m", "512", "-smp", "2",
 				"-sandbox", "on,obsolete=deny,elevateprivileges=deny,spawn=deny,resourcecontrol=deny",
-				"-kernel", "/data/app/vmlinux", "-initrd", "/data/app/initramfs",
+				"-kernel", "/proc/self/fd/6", "-initrd", "/proc/self/fd/7",
 				"-append", "console=ttyS0 quiet spectrum.x=1",
 			}, plumbing,
-				disk("0", "/data/app/blk/root.img"), disk("1", "/data/app/blk/home.img"),
+				disk("0", "8"), disk("1", "9"),
 				[]string{
-					"-netdev", "tap,id=link-a546,fd=6",
+					"-netdev", "tap,id=link-a546,fd=10",
 					"-device", "virtio-net-pci,netdev=link-a546,id=link-a546,mac=0a:b3:ec:00:a5:46,romfile=",
-					"-netdev", "tap,id=link-0001,fd=7",
+					"-netdev", "tap,id=link-0001,fd=11",
 					"-device", "virtio-net-pci,netdev=link-0001,id=link-0001,mac=0a:b3:ec:80:00:01,romfile=",
 				}),
 		},
@@ -104,20 +118,15 @@ func TestArgs(t *testing.T) {
 				"-machine", "pc", "-accel", "tcg", "-cpu", "max", "-m", "256", "-smp", "1",
 				// QEMU 7.2 installs the filter before it switches user.
 				"-sandbox", "on,obsolete=deny,elevateprivileges=allow,spawn=deny,resourcecontrol=deny",
-				"-kernel", "/data/app/vmlinux",
+				"-kernel", "/proc/self/fd/6",
 				"-runas", "spectrum-vm", "-pidfile", "/run/spectrumd/vms/app/qemu.pid",
 				"-append", DefaultCmdline,
-			}, plumbing, disk("0", "/data/app/blk/root.img")),
+			}, plumbing, disk("0", "7")),
 		},
 		{
-			name: "commas escaped in option values, verbatim elsewhere",
-			edit: func(c *Config) {
-				c.Name = "a,b"
-				c.Kernel = "/d/a,b/vmlinux"
-				c.Images = []string{"/d/a,b/blk/x,,y.img"}
-			},
-			want: cat(common("a,,b", "-kernel", "/d/a,b/vmlinux", "-append", DefaultCmdline), plumbing,
-				disk("0", "/d/a,,b/blk/x,,,,y.img")),
+			name: "commas escaped in option values",
+			edit: func(c *Config) { c.Name = "a,b" },
+			want: cat(common("a,,b", "-kernel", "/proc/self/fd/6", "-append", DefaultCmdline), plumbing, disk("0", "7")),
 		},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
@@ -130,11 +139,19 @@ func TestArgs(t *testing.T) {
 			if diff := cmp.Diff(tt.want, got); diff != "" {
 				t.Errorf("Args (-want +got):\n%s", diff)
 			}
+			// Start hands the files over in the order Args numbers them.
+			files := c.files(nil, nil, nil)
+			for i, x := range files {
+				if i+3 >= fdKernel && x != f {
+					t.Errorf("descriptor %d has no file", i+3)
+				}
+			}
 		})
 	}
 }
 
 func TestArgsRefused(t *testing.T) {
+	f := testFile(t)
 	for _, tt := range []struct {
 		name string
 		edit func(*Config)
@@ -145,25 +162,24 @@ func TestArgsRefused(t *testing.T) {
 		{"runas newline", func(c *Config) { c.RunAs = "vm\n" }, "control character"},
 		{"relative pidfile", func(c *Config) { c.PIDFile = "qemu.pid" }, "not an absolute path"},
 		{"newline in name", func(c *Config) { c.Name = "a\nb" }, "control character"},
-		{"no kernel", func(c *Config) { c.Kernel = "" }, "kernel: empty"},
-		{"relative kernel", func(c *Config) { c.Kernel = "vmlinux" }, "not an absolute path"},
-		{"tab in image", func(c *Config) { c.Images = []string{"/a\tb.img"} }, "control character"},
+		{"no kernel", func(c *Config) { c.Kernel = nil }, "kernel: none"},
 		{"escape in cmdline", func(c *Config) { c.Cmdline = "console=ttyS0\x1b[2J" }, "control character"},
 		{"C1 control", func(c *Config) { c.Cmdline = "a\u0085b" }, "control character"},
-		{"invalid utf8", func(c *Config) { c.Initramfs = "/a\xffb" }, "UTF-8"},
-		{"relative initramfs", func(c *Config) { c.Initramfs = "initramfs" }, "not an absolute path"},
+		{"invalid utf8", func(c *Config) { c.Cmdline = "a\xffb" }, "UTF-8"},
 		{"no images", func(c *Config) { c.Images = nil }, "at least one disk"},
+		{"an image without a file", func(c *Config) { c.Images = []*os.File{f, nil} }, "image 1: no file"},
 		{"bad accel", func(c *Config) { c.Accel = "auto" }, "want kvm or tcg"},
 		{"negative memory", func(c *Config) { c.MemoryMiB = -1 }, "negative"},
-		{"bad nic id", func(c *Config) { c.NICs = []NIC{{ID: "a,b", MAC: mac.LinkID(1).MAC(mac.Client)}} }, "not allowed"},
-		{"nic id not a letter first", func(c *Config) { c.NICs = []NIC{{ID: "1a", MAC: mac.LinkID(1).MAC(mac.Client)}} }, "start with a letter"},
+		{"bad nic id", func(c *Config) { c.NICs = []NIC{{ID: "a,b", MAC: mac.LinkID(1).MAC(mac.Client), Tap: f}} }, "not allowed"},
+		{"nic id not a letter first", func(c *Config) { c.NICs = []NIC{{ID: "1a", MAC: mac.LinkID(1).MAC(mac.Client), Tap: f}} }, "start with a letter"},
 		{"duplicate nic id", func(c *Config) {
-			c.NICs = []NIC{{ID: "n", MAC: mac.LinkID(1).MAC(mac.Client)}, {ID: "n", MAC: mac.LinkID(2).MAC(mac.Client)}}
+			c.NICs = []NIC{{ID: "n", MAC: mac.LinkID(1).MAC(mac.Client), Tap: f}, {ID: "n", MAC: mac.LinkID(2).MAC(mac.Client), Tap: f}}
 		}, "used twice"},
-		{"short mac", func(c *Config) { c.NICs = []NIC{{ID: "n", MAC: []byte{1, 2}}} }, "not 6 octets"},
+		{"short mac", func(c *Config) { c.NICs = []NIC{{ID: "n", MAC: []byte{1, 2}, Tap: f}} }, "not 6 octets"},
+		{"nic without tap", func(c *Config) { c.NICs = []NIC{{ID: "n", MAC: mac.LinkID(1).MAC(mac.Client)}} }, "nic n: no tap"},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
-			c := Config{Name: "vm", Kernel: "/k", Images: []string{"/i.img"}, Accel: "tcg"}
+			c := Config{Name: "vm", Kernel: f, Images: []*os.File{f}, Accel: "tcg"}
 			tt.edit(&c)
 			_, err := c.Args()
 			if err == nil || !strings.Contains(err.Error(), tt.want) {

@@ -18,6 +18,14 @@
 //   - Taps are opened by the caller (link.Net.OpenTap) and passed as fds
 //     (-netdev tap,fd=N): QEMU needs no privilege and no access to
 //     /dev/net/tun, which suits -sandbox.
+//   - The kernel, the initramfs and the disk images are opened by spectrumd
+//     (config.Open: beneath the VM's directory, at every launch) and handed
+//     over as descriptors. Images go into fd sets (-add-fd) that QEMU's block
+//     layer opens as /dev/fdset/N, by dup'ing them. QEMU 7.2 reads -kernel
+//     and -initrd with plain open(2), which knows no fd sets, so those are
+//     named /proc/self/fd/N: the descriptor QEMU inherited, reopened. QEMU
+//     never resolves a path in a VM's directory, so nothing put there after
+//     spectrumd's check (a symlink to a host file) reaches it.
 //   - Disks are read-only, see Config.Images.
 //
 // This package never writes to a guest's serial port and never reads a

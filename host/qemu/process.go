@@ -10,6 +10,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"strconv"
 	"syscall"
 	"time"
 
@@ -22,6 +23,10 @@ import (
 type Process struct {
 	// Argv is the command that was run, binary first; log Quote(Argv).
 	Argv []string
+	// FDs says what each descriptor QEMU inherited is, from 3 on
+	// ("6=/data/app/vmlinux"), to log beside Argv: the command line names
+	// files by descriptor only.
+	FDs []string
 	// Serial is the read end of the guest's serial port (ttyS0): every
 	// byte the guest writes, and EOF once QEMU has exited. The caller must
 	// keep reading it: when the pipe is full the guest's writes to its
@@ -44,7 +49,8 @@ const serialPipeSize = 1 << 20
 // with the sockets, the pipe and every NIC's tap as inherited fds (see
 // Config.Args), and connects to QMP. ctx bounds start-up only (until the QMP
 // handshake), not QEMU's life. QEMU's own messages go to stderr (nil:
-// os.Stderr). The caller may close the NICs' tap files once Start returns.
+// os.Stderr). The caller may close its copies of the files in c (kernel,
+// initramfs, images, taps) once Start returns: QEMU has its own.
 //
 // QEMU is killed if spectrumd dies (PR_SET_PDEATHSIG). Because Linux ties
 // that signal to the thread that forked, QEMU is started and waited for on a
@@ -92,22 +98,13 @@ func Start(ctx context.Context, c Config, stderr io.Writer) (*Process, error) {
 	// blocks the guest.
 	unix.FcntlInt(serialR.Fd(), unix.F_SETPIPE_SZ, serialPipeSize)
 
-	extra := make([]*os.File, fdFirstNIC-3+len(c.NICs))
-	extra[fdQMP-3], extra[fdConsole-3], extra[fdSerial-3] = qmpL, conL, serialW
-	for i, n := range c.NICs {
-		if n.Tap == nil {
-			serialR.Close()
-			removeSockets(c)
-			return nil, fmt.Errorf("qemu %s: NIC %s has no tap", c.Name, n.ID)
-		}
-		extra[fdFirstNIC-3+i] = n.Tap
-	}
+	extra := c.files(qmpL, conL, serialW)
 
 	cmd := exec.Command(bin, args...)
 	cmd.ExtraFiles = extra
 	cmd.Stdout, cmd.Stderr = stderr, stderr
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-	p := &Process{Argv: append([]string{bin}, args...), Serial: serialR, cmd: cmd, done: make(chan struct{})}
+	p := &Process{Argv: append([]string{bin}, args...), FDs: describe(c, extra), Serial: serialR, cmd: cmd, done: make(chan struct{})}
 
 	started := make(chan error, 1)
 	go func() {
@@ -148,6 +145,26 @@ func Start(ctx context.Context, c Config, stderr io.Writer) (*Process, error) {
 		q.Close()
 	}()
 	return p, nil
+}
+
+// describe names the descriptors of extra (descriptor 3 first): the
+// sockets by their paths, the serial pipe as such, the others by their
+// files' names.
+func describe(c Config, extra []*os.File) []string {
+	out := make([]string, len(extra))
+	for i, f := range extra {
+		name := f.Name()
+		switch 3 + i {
+		case fdQMP:
+			name = "QMP socket " + c.QMPSocket
+		case fdConsole:
+			name = "console socket " + c.ConsoleSocket
+		case fdSerial:
+			name = "serial pipe"
+		}
+		out[i] = strconv.Itoa(3+i) + "=" + name
+	}
+	return out
 }
 
 // listen binds a unix socket at path, replacing a stale socket (never any

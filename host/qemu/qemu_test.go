@@ -68,17 +68,43 @@ func testConfig(t *testing.T) Config {
 		}
 	}
 	run := t.TempDir()
-	return Config{
+	c := Config{
 		Name:          "smoke,vm",
-		Kernel:        filepath.Join(dir, "vmlinux"),
-		Initramfs:     filepath.Join(dir, "initramfs"),
-		Images:        []string{filepath.Join(dir, "blk/root,a.img")},
 		Accel:         "tcg", // KVM guests hang on the CI machines: always TCG in tests
 		MemoryMiB:     64,
 		QMPSocket:     filepath.Join(run, "qmp.sock"),
 		ConsoleSocket: filepath.Join(run, "console.sock"),
 	}
+	if err := openFiles(&c, dir); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { closeFiles(c) })
+	return c
 }
+
+// openFiles opens the files testConfig wrote into dir, as config.Open
+// would.
+func openFiles(c *Config, dir string) error {
+	var errs []error
+	open := func(name string) *os.File {
+		f, err := os.Open(filepath.Join(dir, name))
+		errs = append(errs, err)
+		return f
+	}
+	c.Kernel = open("vmlinux")
+	c.Initramfs = open("initramfs")
+	c.Images = []*os.File{open("blk/root,a.img")}
+	return errors.Join(errs...)
+}
+
+func closeFiles(c Config) {
+	for _, f := range append([]*os.File{c.Kernel, c.Initramfs}, c.Images...) {
+		f.Close()
+	}
+}
+
+// testDir is the directory of the files of a testConfig.
+func testDir(c Config) string { return filepath.Dir(c.Kernel.Name()) }
 
 // testContext ends a little before the test's own deadline, so a hang is
 // reported with the serial log rather than by a panic.
@@ -145,7 +171,8 @@ func TestBoot(t *testing.T) {
 	if err != nil || !st.Running {
 		t.Errorf("query-status = %+v, %v; want running", st, err)
 	}
-	// The image with a comma in its path is the right file, read-only.
+	// The image is the descriptor's file (in a directory whose name has a
+	// comma), read-only, reached through its fd set and not by a path.
 	var blocks []struct {
 		Inserted struct {
 			File string `json:"file"`
@@ -155,8 +182,11 @@ func TestBoot(t *testing.T) {
 	if err := p.QMP.Run(ctx, "query-block", nil, &blocks); err != nil {
 		t.Fatal(err)
 	}
-	if len(blocks) != 1 || blocks[0].Inserted.File != c.Images[0] || !blocks[0].Inserted.RO {
-		t.Errorf("query-block = %+v, want one read-only %s", blocks, c.Images[0])
+	if len(blocks) != 1 || !strings.HasPrefix(blocks[0].Inserted.File, "/dev/fdset/") || !blocks[0].Inserted.RO {
+		t.Errorf("query-block = %+v, want one read-only /dev/fdset/N", blocks)
+	}
+	if !holds(t, p.Pid(), c.Images[0]) {
+		t.Errorf("QEMU holds no descriptor of the image %s", c.Images[0].Name())
 	}
 	// The console socket accepts a client.
 	if conn, err := net.Dial("unix", c.ConsoleSocket); err != nil {
@@ -238,14 +268,19 @@ func gone(pid int) bool {
 }
 
 // helperStart is the helper process of startInHelper: it starts QEMU for
-// the Config in SPECTRUM_QEMU_CONFIG (JSON), prints its pid, and exits
-// without stopping it.
+// the Config in SPECTRUM_QEMU_CONFIG (JSON, without its files) with the
+// files of the testConfig directory SPECTRUM_QEMU_DIR, prints its pid, and
+// exits without stopping it.
 const helperStart = "qemu-start"
 
 func startHelper() int {
 	var c Config
 	if err := json.Unmarshal([]byte(os.Getenv("SPECTRUM_QEMU_CONFIG")), &c); err != nil {
 		fmt.Fprintln(os.Stderr, "helper: config:", err)
+		return 1
+	}
+	if err := openFiles(&c, os.Getenv("SPECTRUM_QEMU_DIR")); err != nil {
+		fmt.Fprintln(os.Stderr, "helper:", err)
 		return 1
 	}
 	devnull, err := os.OpenFile(os.DevNull, os.O_WRONLY, 0)
@@ -352,6 +387,25 @@ func testNICs(t *testing.T, runAs string) {
 	}
 }
 
+// holds tells whether process pid has a descriptor of f's file.
+func holds(t *testing.T, pid int, f *os.File) bool {
+	t.Helper()
+	want, err := f.Stat()
+	if err != nil {
+		t.Fatal(err)
+	}
+	ents, err := os.ReadDir(fmt.Sprintf("/proc/%d/fd", pid))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, e := range ents {
+		if fi, err := os.Stat(fmt.Sprintf("/proc/%d/fd/%s", pid, e.Name())); err == nil && os.SameFile(fi, want) {
+			return true
+		}
+	}
+	return false
+}
+
 // carrier lists the taps in ns whose carrier is up (a process holds them).
 func carrier(t *testing.T, ns *nstest.NS) []string {
 	var links []struct {
@@ -375,8 +429,13 @@ func carrier(t *testing.T, ns *nstest.NS) []string {
 // exits at once, and returns QEMU's pid.
 func startInHelper(t *testing.T, ctx context.Context, c Config) int {
 	t.Helper()
-	cfg, _ := json.Marshal(c)
-	cmd := testenv.HelperCommand(ctx, helperStart, "SPECTRUM_QEMU_CONFIG="+string(cfg))
+	dir := testDir(c)
+	c.Kernel, c.Initramfs, c.Images = nil, nil, nil
+	cfg, err := json.Marshal(c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd := testenv.HelperCommand(ctx, helperStart, "SPECTRUM_QEMU_CONFIG="+string(cfg), "SPECTRUM_QEMU_DIR="+dir)
 	cmd.WaitDelay = time.Second // an orphaned QEMU must not keep us reading
 	out, err := cmd.CombinedOutput()
 	if err != nil {

@@ -7,9 +7,11 @@ import (
 	"io"
 	"log/slog"
 	"os"
+	"strings"
 	"sync"
 	"time"
 
+	"spectrum-os.org/netcfg/host/config"
 	"spectrum-os.org/netcfg/host/daemon"
 	"spectrum-os.org/netcfg/host/qemu"
 )
@@ -52,13 +54,24 @@ func New(opt Options) *QEMU {
 }
 
 // Launch starts QEMU for spec and returns once QEMU answers on QMP (at most
-// StartTimeout, or until ctx ends). The full command line is logged, so a
-// failure can be rerun by hand.
+// StartTimeout, or until ctx ends). The full command line is logged, with
+// what each descriptor it names is, so a failure can be rerun by hand.
+//
+// The VM's kernel, initramfs and images are opened here, at every launch,
+// beneath the VM's directory (config.Open), and QEMU gets the descriptors:
+// a file swapped for a symlink out of the directory since the VM was loaded
+// (or since its last launch) fails the launch with an error naming it,
+// and QEMU never opens a path of the VM's directory itself.
 func (q *QEMU) Launch(ctx context.Context, spec daemon.Spec) (daemon.Instance, error) {
+	files, err := config.Open(spec.VM)
+	if err != nil {
+		return nil, err
+	}
+	defer files.Close() // QEMU has its own copies once Start returns
 	c := qemu.Config{
 		Name: spec.VM.Name, Binary: q.opt.Binary,
-		Kernel: spec.VM.Kernel, Initramfs: spec.VM.Initramfs, Cmdline: spec.VM.Cmdline,
-		Accel: q.opt.Accel, MemoryMiB: q.opt.MemoryMiB, Images: spec.VM.Images,
+		Kernel: files.Kernel, Initramfs: files.Initramfs, Cmdline: spec.VM.Cmdline,
+		Accel: q.opt.Accel, MemoryMiB: q.opt.MemoryMiB, Images: files.Images,
 		QMPSocket: spec.QMPPath, ConsoleSocket: spec.ConsolePath,
 		RunAs: q.opt.RunAs, PIDFile: spec.PIDPath,
 	}
@@ -74,7 +87,7 @@ func (q *QEMU) Launch(ctx context.Context, spec daemon.Spec) (daemon.Instance, e
 		stderr.Close()
 		return nil, err
 	}
-	log.Info("QEMU started", "cmd", qemu.Quote(p.Argv))
+	log.Info("QEMU started", "cmd", qemu.Quote(p.Argv), "fds", strings.Join(p.FDs, " "))
 	return &instance{p: p, log: log, nicTimeout: q.opt.NICTimeout, serial: &drainReader{f: p.Serial}, stderr: stderr}, nil
 }
 
