@@ -9,7 +9,6 @@ pkgs=(
   hyperfine         # make bench
   bc                # make bench (scripts/bench-daemon.sh)
   qemu-system-x86   # VMs (TCG where nested virtualisation is missing)
-  lz4               # decompressing Debian's cloud kernel
   kmod              # modinfo, to order the guest's virtio modules
   xz-utils          # compressed (.ko.xz) modules of an override test kernel
   zstd              # compressed (.ko.zst) modules of an override test kernel
