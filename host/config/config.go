@@ -21,6 +21,7 @@ type VM struct {
 	Initramfs string   // absolute path of the optional initramfs; "" means none
 	Cmdline   string   // the optional cmdline file's line; "" (no file, or an empty one) means the default (console on ttyS0)
 	Providers []string // names of the VMs in providers/net, sorted
+	Uplinks   []Uplink // NICs on host bridges (uplinks/net), sorted by interface; their MACs are unique on the host
 }
 
 // Config is the result of loading a data directory: the good VMs and an error
@@ -57,7 +58,8 @@ var (
 	ErrNotELF = errors.New("not an ELF executable")
 	// ErrNotRegular: a file that must be a regular file is something else.
 	ErrNotRegular = errors.New("not a regular file")
-	// ErrNotDir: blk, providers or providers/net is not a directory.
+	// ErrNotDir: blk, providers, providers/net, uplinks or uplinks/net is
+	// not a directory.
 	ErrNotDir = errors.New("not a directory")
 	// ErrNoImages: blk/ holds no *.img.
 	ErrNoImages = errors.New("no *.img disk image")
@@ -78,6 +80,16 @@ var (
 	// ErrProviderInvalid: a provider of the VM is itself invalid, so the VM
 	// could never start.
 	ErrProviderInvalid = errors.New("provider is invalid")
+	// ErrIface: a file name in uplinks/net is not a host interface's name
+	// (see checkIface).
+	ErrIface = errors.New("not a valid host interface name")
+	// ErrMAC: an uplink file holds something other than nothing or one
+	// MAC an uplink NIC may have (unicast, not all zeros, not in the
+	// inter-guest OUI 0a:b3:ec).
+	ErrMAC = errors.New("bad uplink MAC")
+	// ErrMACInUse: an uplink's MAC, given or derived, is another uplink's
+	// already, of this VM or of a VM before it in name order.
+	ErrMACInUse = errors.New("uplink MAC in use")
 )
 
 // VMError is why one VM was rejected. Path is the file at fault (under the

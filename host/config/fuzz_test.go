@@ -9,6 +9,8 @@ import (
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
+
+	"spectrum-os.org/netcfg/internal/mac"
 )
 
 // fuzzNames are the VM names a fuzzed tree is built from: good ones and some
@@ -17,6 +19,15 @@ var fuzzNames = []string{"a", "b", "c", "netvm", "appvm-lynx", "-x", ".h", "a,b"
 
 // fuzzImages are image file names, likewise.
 var fuzzImages = []string{"root.img", "b.img", "x.raw", ".img", "a,b.img", "-c.img", "n\nl.img"}
+
+// fuzzIfaces are uplink interface names, good and bad; fuzzMACs what an
+// uplink file may hold. 3e:53:19:79:9f:e9 is netvm's derived MAC on br0,
+// so an explicit MAC can collide with a derived one.
+var (
+	fuzzIfaces = []string{"br0", "br-lan", "spbr-a546", "br:0", "abcdefghijklmnop", ".x", "eth0"}
+	fuzzMACs   = []string{"", "\n", "52:54:00:12:34:56\n", " 52-54-00-12-34-56 ", "0a:b3:ec:00:a5:46", "01:00:5e:00:00:01",
+		"00:00:00:00:00:00", "zz", "3e:53:19:79:9f:e9", "52:54:00:12:34:56 52:54:00:12:34:57", "\x1b[2J"}
+)
 
 // buildFuzzTree turns b into a tree under data: each pair of bytes is one
 // operation (what, argument) on one of the fuzzNames VMs.
@@ -39,7 +50,8 @@ func buildFuzzTree(data string, b []byte) {
 			os.MkdirAll(filepath.Dir(p), 0o755)
 			os.Symlink(target, p)
 		}
-		switch op % 12 {
+		iface := fuzzIfaces[arg%len(fuzzIfaces)]
+		switch op % 14 {
 		case 0:
 			write("vmlinux", minimalELF())
 		case 1:
@@ -86,6 +98,22 @@ func buildFuzzTree(data string, b []byte) {
 			os.RemoveAll(vm)
 		case 11:
 			write(filepath.Join("providers", "net", other, "deeper"), nil)
+		case 12:
+			write(filepath.Join("uplinks", "net", iface), []byte(fuzzMACs[(arg/len(fuzzIfaces))%len(fuzzMACs)]))
+		case 13:
+			switch arg % 5 {
+			case 0:
+				write("uplinks", nil)
+			case 1:
+				link(filepath.Join("uplinks", "net"), "../..")
+			case 2:
+				os.MkdirAll(filepath.Join(vm, "uplinks", "net", iface), 0o755)
+			case 3:
+				link(filepath.Join("uplinks", "net", iface), filepath.Join("..", "..", "..", other, "uplinks", "net", "br0"))
+			case 4:
+				write(filepath.Join("macs", "m"), []byte(fuzzMACs[arg%len(fuzzMACs)]))
+				link(filepath.Join("uplinks", "net", iface), "../../macs/m")
+			}
 		}
 	}
 }
@@ -97,6 +125,9 @@ func FuzzLoad(f *testing.F) {
 	f.Add([]byte{0, 0, 2, 0, 0, 1, 2, 1, 3, 10, 3, 1})
 	// Symlinks in and out, a broken cmdline, a VM symlinked to another.
 	f.Add([]byte{4, 0, 2, 0, 5, 1, 6, 3, 9, 11, 0, 2, 2, 2, 5, 2, 7, 1})
+	// netvm (3) and appvm-lynx (4) on br0, derived; b (1) on br0 with
+	// netvm's derived MAC: collides.
+	f.Add([]byte{0, 3, 2, 3, 12, 3, 0, 4, 2, 4, 12, 4, 0, 1, 2, 1, 12, 57})
 	f.Fuzz(func(t *testing.T, b []byte) {
 		if len(b) > 200 {
 			return // a bigger tree finds nothing new, only slower
@@ -148,6 +179,7 @@ func checkInvariants(t *testing.T, data string, cfg *Config) {
 	for i, name := range cfg.Order {
 		pos[name] = i
 	}
+	macs := map[string]string{}
 	for _, name := range cfg.Order {
 		vm := cfg.VMs[name]
 		switch {
@@ -180,6 +212,18 @@ func checkInvariants(t *testing.T, data string, cfg *Config) {
 		}
 		if strings.Contains(vm.Cmdline, "\n") || len(vm.Cmdline) > MaxCmdline {
 			t.Errorf("%s: cmdline %q", name, vm.Cmdline)
+		}
+		for i, u := range vm.Uplinks {
+			if checkIface(u.Iface) != nil || mac.CheckUplink(u.MAC) != nil || i > 0 && vm.Uplinks[i-1].Iface >= u.Iface {
+				t.Errorf("%s: uplink %+v accepted", name, u)
+			}
+			if u.Derived && u.MAC.String() != mac.DeriveUplink(name, u.Iface).String() {
+				t.Errorf("%s: derived uplink %+v, want MAC %s", name, u, mac.DeriveUplink(name, u.Iface))
+			}
+			if other, ok := macs[u.MAC.String()]; ok {
+				t.Errorf("%s and %s both have uplink MAC %s", name, other, u.MAC)
+			}
+			macs[u.MAC.String()] = name
 		}
 		for _, p := range vm.Providers {
 			if p == name {

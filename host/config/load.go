@@ -140,6 +140,7 @@ func (l *Loader) load() *Config {
 			ln.vms[e.Name()] = vms[i]
 		}
 	}
+	ln.claimMACs()
 	ln.link()
 	for _, name := range ln.names {
 		if err := ln.errs[name]; err != nil {
@@ -167,7 +168,7 @@ func byDirNames(vms []*VM, ents []fs.DirEntry, dir, self string) string {
 
 // loadVM reads and checks one VM's own directory, dataDir/name (abs is
 // dataDir's real path): a readable ELF vmlinux, at least one blk/*.img,
-// optional initramfs, cmdline and providers/net/*. Nothing it reads may be
+// optional initramfs, cmdline, providers/net/* and uplinks/net/*. Nothing it reads may be
 // reached through a symlink that leads out of the VM's directory. It stops at
 // the first fault. Whether the providers exist is for linker to check.
 //
@@ -291,14 +292,23 @@ func loadVM(dataDir, abs string, e fs.DirEntry, rec *deps) (*VM, *VMError) {
 		return fail("cmdline", err)
 	}
 
-	// providers/net/<vm>: only the names count; the entries are never
-	// opened, so a provider entry may be a symlink to anywhere.
-	prov, mode, ok, err := entry(root, ents, "providers")
-	if err != nil {
-		return fail("providers", err)
+	if vm, err := loadProviders(vm, root, ents, rec, fail); err != nil {
+		return vm, err
 	}
+	return loadUplinks(vm, root, ents, rec, fail)
+}
+
+// loadProviders reads providers/net/<vm> of the VM whose real directory is
+// root into vm.Providers: only the names count; the entries are never
+// opened, so a provider entry may be a symlink to anywhere.
+func loadProviders(vm *VM, root string, ents map[string]fs.FileMode, rec *deps, fail func(string, error) (*VM, *VMError)) (*VM, *VMError) {
+	typ, ok := ents["providers"]
 	if !ok {
 		return vm, nil
+	}
+	prov, mode, err := follow(root, filepath.Join(root, "providers"), typ, rec)
+	if err != nil {
+		return fail("providers", err)
 	}
 	if !mode.IsDir() {
 		return fail("providers", fmt.Errorf("%w: %s", ErrNotDir, kind(mode)))

@@ -80,7 +80,7 @@ func cacheable(err *VMError) bool {
 		return true
 	}
 	for _, why := range []error{ErrName, ErrPath, ErrNotELF, ErrNotRegular, ErrNotDir,
-		ErrNoImages, ErrEscape, ErrCmdline, fs.ErrNotExist} {
+		ErrNoImages, ErrEscape, ErrCmdline, ErrIface, ErrMAC, ErrMACInUse, fs.ErrNotExist} {
 		if errors.Is(err, why) {
 			return true
 		}

@@ -11,14 +11,14 @@ import (
 )
 
 // mutate makes one change to the tree under data, chosen by op and arg:
-// what buildFuzzTree adds (kernels, images, providers, symlinks in and out,
-// cmdlines, VMs symlinked to others, removed VMs) and what takes away or
+// what buildFuzzTree adds (kernels, images, providers, uplinks, symlinks in
+// and out, cmdlines, VMs symlinked to others, removed VMs) and what takes away or
 // changes in place.
 func mutate(data string, op, arg byte) {
 	vm := filepath.Join(data, fuzzNames[int(arg)%len(fuzzNames)])
 	other := fuzzNames[(int(arg)/len(fuzzNames))%len(fuzzNames)]
 	img := fuzzImages[int(arg)%len(fuzzImages)]
-	switch op % 20 {
+	switch op % 22 {
 	case 12:
 		os.Remove(filepath.Join(vm, []string{"cmdline", "vmlinux", "initramfs", "blk", "providers"}[arg%5]))
 	case 13:
@@ -29,7 +29,7 @@ func mutate(data string, op, arg byte) {
 		os.Rename(filepath.Join(vm, "blk", img), filepath.Join(vm, "blk", img+".raw"))
 	case 16:
 		// Rewrite a file in place, keeping its size and mtime.
-		p := filepath.Join(vm, []string{"vmlinux", "cmdline", "real/kernel"}[arg%3])
+		p := filepath.Join(vm, []string{"vmlinux", "cmdline", "real/kernel", "uplinks/net/br0"}[arg%4])
 		fi, err := os.Stat(p)
 		if err != nil || !fi.Mode().IsRegular() || fi.Size() == 0 {
 			return
@@ -51,6 +51,8 @@ func mutate(data string, op, arg byte) {
 		os.Rename(vm, filepath.Join(data, other))
 	case 19:
 		os.Chmod(filepath.Join(vm, "vmlinux"), os.FileMode(0o644&^(int(arg)%2*0o444)))
+	case 20, 21:
+		buildFuzzTree(data, []byte{op - 8, arg}) // the uplinks' operations
 	default:
 		buildFuzzTree(data, []byte{op, arg})
 	}

@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"io"
 	"log/slog"
+	"net"
 	"slices"
 	"testing"
 
@@ -314,4 +315,34 @@ func FuzzParseName(f *testing.F) {
 			t.Errorf("ParseName accepted %q (id %v)", s, id)
 		}
 	})
+}
+
+func TestUplinkTapNames(t *testing.T) {
+	for _, m := range []string{"02:a1:b2:c3:d4:e5", "3e:53:19:79:9f:e9", "00:00:00:00:00:01"} {
+		hw, _ := mac.Parse(m)
+		name := UplinkTapName(hw)
+		if len(name) != 15 {
+			t.Errorf("%q: %d bytes, want 15", name, len(name))
+		}
+		back, ok := ParseUplinkTapName(name)
+		if !ok || back.String() != m {
+			t.Errorf("ParseUplinkTapName(%q) = %v, %v", name, back, ok)
+		}
+		if _, _, ok := ParseName(name); ok || !IsOurs(name) {
+			t.Errorf("%q: taken for a link's name, or not ours", name)
+		}
+	}
+	if got := UplinkTapName(net.HardwareAddr{2, 0xa1, 0xb2, 0xc3, 0xd4, 0xe5}); got != "spu02a1b2c3d4e5" {
+		t.Errorf("UplinkTapName = %q", got)
+	}
+	for _, name := range []string{"spu", "spu02a1b2c3d4e", "spu02a1b2c3d4e5f", "spu02A1B2C3D4E5", "spu-2a1b2c3d4e5", "spuzza1b2c3d4e5", "br0", "eth0", "spbr-zzzz"} {
+		if _, ok := ParseUplinkTapName(name); ok || IsOurs(name) {
+			t.Errorf("%q taken for ours", name)
+		}
+	}
+	for _, name := range []string{"spbr-a546", "spc-0001", "spp-fffe"} {
+		if !IsOurs(name) {
+			t.Errorf("%q not taken for ours", name)
+		}
+	}
 }

@@ -10,16 +10,16 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// lockClientPort makes the bridge accept from the client's tap only frames
-// whose source MAC is the client's own, so a client cannot pass itself off
-// as another client or as the provider (a forged MAC would also poison the
-// bridge's forwarding table and steal their traffic). It uses the bridge's
-// own port locking (Linux 5.18+, no tc or netfilter modules needed): the
-// port does not learn, the client's MAC is a static forwarding entry on it,
-// and a locked port drops every frame whose source MAC has no entry
-// pointing to that port. Each change is logged; applying twice changes
-// nothing.
-func (n *Net) lockClientPort(tap netlink.Link, m net.HardwareAddr) error {
+// lockPort makes the bridge accept from a VM's tap only frames whose source
+// MAC is the VM's own, m, so a VM cannot pass itself off as another VM (a
+// client as another client or as the provider; an uplink as another host of
+// the LAN), and a forged MAC cannot poison the bridge's forwarding table and
+// steal others' traffic. It uses the bridge's own port locking (Linux 5.18+,
+// no tc or netfilter modules needed): the port does not learn, m is a
+// static forwarding entry on it, and a locked port drops every
+// frame whose source MAC has no entry pointing to that port. Each change is
+// logged; applying twice changes nothing.
+func (n *Net) lockPort(tap netlink.Link, m net.HardwareAddr) error {
 	name := tap.Attrs().Name
 	pi, err := n.h.LinkGetProtinfo(tap)
 	if err != nil {

@@ -59,7 +59,7 @@ func (n *Net) Create(id mac.LinkID) error {
 			n.log.Info("link: enslaved tap to bridge", "tap", name, "bridge", br.Attrs().Name)
 		}
 		if k == ClientTap {
-			if err := n.lockClientPort(tap, id.MAC(mac.Client)); err != nil {
+			if err := n.lockPort(tap, id.MAC(mac.Client)); err != nil {
 				errs = append(errs, err)
 				continue
 			}
@@ -162,9 +162,10 @@ func (n *Net) del(name string) error {
 	return nil
 }
 
-// Cleanup deletes every interface whose name is ours (ParseName) and whose
-// link id is not in keep, e.g. strays of a daemon that crashed; each
-// deletion is logged. One failure does not stop the others.
+// Cleanup deletes every interface whose name is ours (IsOurs) but a link's
+// whose id is in keep: strays of a daemon that died, which it calls when no
+// VM runs (every uplink tap is then a stray too). Each deletion is logged.
+// One failure does not stop the others.
 func (n *Net) Cleanup(keep map[mac.LinkID]bool) error {
 	links, err := n.h.LinkList()
 	if err != nil {
@@ -173,8 +174,7 @@ func (n *Net) Cleanup(keep map[mac.LinkID]bool) error {
 	var errs []error
 	for _, l := range links {
 		name := l.Attrs().Name
-		id, _, ok := ParseName(name)
-		if !ok || keep[id] {
+		if id, _, ok := ParseName(name); ok && keep[id] || !IsOurs(name) {
 			continue
 		}
 		if err := n.h.LinkDel(l); err != nil {
@@ -196,7 +196,10 @@ func (n *Net) Cleanup(keep map[mac.LinkID]bool) error {
 // TUNSETIFF would silently create a fresh, non-persistent one; OpenTap
 // detects that (no IFF_PERSIST) and fails instead.
 func (n *Net) OpenTap(id mac.LinkID, side mac.Side) (*os.File, error) {
-	name := TapName(id, side)
+	return n.openTap(TapName(id, side))
+}
+
+func (n *Net) openTap(name string) (*os.File, error) {
 	var f *os.File
 	err := n.inNS(func() error {
 		fd, err := unix.Open("/dev/net/tun", unix.O_RDWR|unix.O_CLOEXEC, 0)

@@ -110,7 +110,8 @@ func TestSides(t *testing.T) {
 
 // FuzzParseClassify checks that parsing never panics, that what parses
 // formats back to the same octets, and that every MAC Classify accepts is
-// rebuilt exactly by LinkID.MAC and derives addresses inside the link nets.
+// rebuilt exactly by LinkID.MAC and derives addresses inside the link nets,
+// and that no MAC CheckUplink accepts is one Classify takes for a link NIC.
 func FuzzParseClassify(f *testing.F) {
 	for _, s := range []string{"0A:B3:EC:00:A5:46", "0a:b3:ec:80:ff:ff", "0a-b3-ec-00-00-00", "52:54:00:12:34:56", "", "zz:zz:zz:zz:zz:zz"} {
 		f.Add(s)
@@ -130,6 +131,10 @@ func FuzzParseClassify(f *testing.F) {
 			t.Fatalf("round trip %q -> %v -> %v, %v", s, hw, again, err)
 		}
 		n, err := Classify(hw)
+		// An uplink MAC is never one the agent would configure.
+		if CheckUplink(hw) == nil && !errors.Is(err, ErrForeign) {
+			t.Fatalf("CheckUplink accepts %v, which Classify takes for a link NIC (%v)", hw, err)
+		}
 		if err != nil {
 			if !errors.Is(err, ErrForeign) && !errors.Is(err, ErrReserved) && !errors.Is(err, ErrLinkID) {
 				t.Fatalf("Classify(%v) unexpected error %v", hw, err)
