@@ -12,6 +12,7 @@ import (
 
 	"spectrum-os.org/netcfg/host/alloc"
 	"spectrum-os.org/netcfg/host/config"
+	"spectrum-os.org/netcfg/host/link"
 	"spectrum-os.org/netcfg/internal/mac"
 )
 
@@ -88,15 +89,24 @@ type checkReport struct {
 }
 
 type vmReport struct {
-	Name      string       `json:"name"`
-	Dir       string       `json:"dir"`
-	Kernel    string       `json:"kernel"`
-	Images    []string     `json:"images"`
-	Initramfs string       `json:"initramfs,omitempty"`
-	Cmdline   string       `json:"cmdline,omitempty"`
-	Providers []string     `json:"providers"`
-	Net       []linkReport `json:"net"`    // links on which it is the client, one per provider
-	Serves    []linkReport `json:"serves"` // links on which it is the provider, one per client
+	Name      string         `json:"name"`
+	Dir       string         `json:"dir"`
+	Kernel    string         `json:"kernel"`
+	Images    []string       `json:"images"`
+	Initramfs string         `json:"initramfs,omitempty"`
+	Cmdline   string         `json:"cmdline,omitempty"`
+	Providers []string       `json:"providers"`
+	Net       []linkReport   `json:"net"`     // links on which it is the client, one per provider
+	Serves    []linkReport   `json:"serves"`  // links on which it is the provider, one per client
+	Uplinks   []uplinkReport `json:"uplinks"` // NICs on host bridges, by interface
+}
+
+// uplinkReport is one NIC of a VM on a host bridge.
+type uplinkReport struct {
+	Iface   string `json:"iface"`   // the host bridge (uplinks/net/<iface>)
+	MAC     string `json:"mac"`     // the VM's NIC on it
+	Derived bool   `json:"derived"` // the file is empty: MAC derived from the VM's and the interface's names
+	Tap     string `json:"tap"`     // spectrumd's tap on the bridge while the VM runs
 }
 
 // linkReport is one link seen from one of its ends: MAC and Address are that
@@ -136,7 +146,10 @@ func report(cfg *config.Config, links []alloc.Link) *checkReport {
 			Name: vm.Name, Dir: vm.Dir, Kernel: vm.Kernel, Images: vm.Images,
 			Initramfs: vm.Initramfs, Cmdline: vm.Cmdline,
 			Providers: append([]string{}, vm.Providers...),
-			Net:       []linkReport{}, Serves: []linkReport{},
+			Net:       []linkReport{}, Serves: []linkReport{}, Uplinks: []uplinkReport{},
+		}
+		for _, u := range vm.Uplinks {
+			v.Uplinks = append(v.Uplinks, uplinkReport{Iface: u.Iface, MAC: u.MAC.String(), Derived: u.Derived, Tap: link.UplinkTapName(u.MAC)})
 		}
 		for _, l := range byClient[name] {
 			v.Net = append(v.Net, linkReport{
@@ -185,6 +198,13 @@ func (r *checkReport) writeText(w io.Writer) error {
 		}
 		for _, l := range v.Serves {
 			fmt.Fprintf(&b, "  serves     %-16s link %s  mac %s  %s\n", l.Client, l.ID, l.MAC, l.Address)
+		}
+		for _, u := range v.Uplinks {
+			how := "given"
+			if u.Derived {
+				how = "derived"
+			}
+			fmt.Fprintf(&b, "  uplink     %-16s tap %s  mac %s  (%s)\n", u.Iface, u.Tap, u.MAC, how)
 		}
 	}
 	if len(r.Errors) > 0 && len(r.VMs) > 0 {

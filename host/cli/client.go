@@ -17,6 +17,8 @@ import (
 
 	"golang.org/x/term"
 	"spectrum-os.org/netcfg/host/control"
+	"spectrum-os.org/netcfg/host/link"
+	"spectrum-os.org/netcfg/internal/mac"
 )
 
 // DefaultRun is the run directory: the control socket and the VMs' sockets.
@@ -82,13 +84,13 @@ func List(args []string, stdout, stderr io.Writer) error {
 		return json.NewEncoder(stdout).Encode(resp.VMs)
 	}
 	tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "NAME\tSTATE\tPID\tRESTARTS\tLINKS")
+	fmt.Fprintln(tw, "NAME\tSTATE\tPID\tRESTARTS\tLINKS\tUPLINKS")
 	for _, v := range resp.VMs {
 		pid := "-"
 		if v.PID != 0 {
 			pid = fmt.Sprint(v.PID)
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%s\n", v.Name, v.State, pid, v.Restarts, linksString(v.Links))
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%s\t%s\n", v.Name, v.State, pid, v.Restarts, linksString(v.Links), uplinksString(v.Uplinks))
 	}
 	return tw.Flush()
 }
@@ -104,6 +106,17 @@ func linksString(ls []control.LinkStatus) string {
 			arrow = "->"
 		}
 		parts = append(parts, arrow+l.Peer+"("+l.MAC+")")
+	}
+	return strings.Join(parts, " ")
+}
+
+func uplinksString(us []control.UplinkStatus) string {
+	if len(us) == 0 {
+		return "-"
+	}
+	var parts []string
+	for _, u := range us {
+		parts = append(parts, u.Iface+"("+u.MAC+")")
 	}
 	return strings.Join(parts, " ")
 }
@@ -162,6 +175,13 @@ func Status(args []string, stdout, stderr io.Writer) error {
 	}
 	for _, l := range v.Links {
 		fmt.Fprintf(stdout, "link %s: %s of %s, NIC %s\n", l.ID, l.Role, l.Peer, l.MAC)
+	}
+	for _, u := range v.Uplinks {
+		tap := "?"
+		if hw, err := mac.Parse(u.MAC); err == nil {
+			tap = link.UplinkTapName(hw)
+		}
+		fmt.Fprintf(stdout, "uplink %s: NIC %s, tap %s\n", u.Iface, u.MAC, tap)
 	}
 	return nil
 }

@@ -29,6 +29,15 @@ type VMStatus struct {
 	// launch time (a guest that does not boot shows here).
 	NoOutputSince time.Time    `json:"no_output_since,omitzero"`
 	Links         []LinkStatus `json:"links,omitempty"`
+	// Uplinks are the VM's NICs on host bridges: those it runs with, or
+	// its configuration's when it does not run.
+	Uplinks []UplinkStatus `json:"uplinks,omitempty"`
+}
+
+// UplinkStatus is one NIC of a VM on a host bridge (uplinks/net).
+type UplinkStatus struct {
+	Iface string `json:"iface"` // the host bridge
+	MAC   string `json:"mac"`   // the VM's NIC on it
 }
 
 // LinkStatus is one network link of a VM as seen from that VM.

@@ -74,7 +74,10 @@ type Daemon struct {
 	cfg   *config.Config
 	ids   map[alloc.Pair]mac.LinkID
 	wired map[alloc.Pair]mac.LinkID // links whose bridge and taps exist (their client is wanted)
-	vms   map[string]*vmState
+	// uplinks maps the MAC of every uplink tap that exists to its VM (its
+	// taps live from its start until it stops, across crash restarts).
+	uplinks map[string]string
+	vms     map[string]*vmState
 }
 
 type vmState struct {
@@ -120,7 +123,7 @@ func New(opt Options) (*Daemon, error) {
 	if opt.SilentAfter == 0 {
 		opt.SilentAfter = DefaultSilentAfter
 	}
-	d := &Daemon{opt: opt, log: opt.Log, wired: map[alloc.Pair]mac.LinkID{}, vms: map[string]*vmState{}}
+	d := &Daemon{opt: opt, log: opt.Log, wired: map[alloc.Pair]mac.LinkID{}, uplinks: map[string]string{}, vms: map[string]*vmState{}}
 	if err := d.reloadLocked(); err != nil {
 		return nil, err
 	}
@@ -231,6 +234,10 @@ func (d *Daemon) startOne(name string) error {
 		d.mu.Unlock()
 		return err
 	}
+	if err := d.createUplinksLocked(name, vm.Uplinks); err != nil {
+		d.mu.Unlock()
+		return err
+	}
 	vs.vm, vs.want, vs.state = vm, true, "starting"
 	vs.kick, vs.done = make(chan struct{}), make(chan struct{})
 	var errs []error
@@ -244,6 +251,52 @@ func (d *Daemon) startOne(name string) error {
 	d.mu.Unlock()
 	if err := <-first; err != nil {
 		errs = append(errs, err)
+	}
+	return errors.Join(errs...)
+}
+
+// createUplinksLocked adds the taps of VM name's uplinks to their host
+// bridges. A bridge that is missing (or not a bridge), or a MAC whose tap
+// another VM holds (one still running with an older configuration), fails
+// the VM's start: what this call created is removed again, and no other VM
+// is touched.
+func (d *Daemon) createUplinksLocked(name string, ups []config.Uplink) error {
+	var made []config.Uplink
+	var err error
+	for _, u := range ups {
+		if other, ok := d.uplinks[u.MAC.String()]; ok && other != name {
+			err = fmt.Errorf("start %s: uplink on %s: MAC %s is VM %s's, which still runs", name, u.Iface, u.MAC, other)
+			break
+		}
+		if err = d.opt.Net.CreateUplink(u.Iface, u.MAC); err != nil {
+			err = fmt.Errorf("start %s: %w", name, err)
+			break
+		}
+		if _, ok := d.uplinks[u.MAC.String()]; !ok {
+			made = append(made, u)
+		}
+		d.uplinks[u.MAC.String()] = name
+		d.log.Info("uplink added", "vm", name, "bridge", u.Iface, "mac", u.MAC.String())
+	}
+	if err != nil {
+		d.deleteUplinksLocked(name, made)
+	}
+	return err
+}
+
+// deleteUplinksLocked removes the taps of VM name's uplinks.
+func (d *Daemon) deleteUplinksLocked(name string, ups []config.Uplink) error {
+	var errs []error
+	for _, u := range ups {
+		if d.uplinks[u.MAC.String()] != name {
+			continue
+		}
+		if err := d.opt.Net.DeleteUplink(u.MAC); err != nil {
+			errs = append(errs, fmt.Errorf("uplink on %s: %w", u.Iface, err))
+			continue
+		}
+		delete(d.uplinks, u.MAC.String())
+		d.log.Info("uplink removed", "vm", name, "bridge", u.Iface, "mac", u.MAC.String())
 	}
 	return errors.Join(errs...)
 }
@@ -321,8 +374,8 @@ func (d *Daemon) unwireLocked(p alloc.Pair) error {
 }
 
 // specLocked gathers the NICs a VM boots with: its client side of every
-// link to its providers, and its provider side of every wired link of a
-// client that is running or wanted.
+// link to its providers, its provider side of every wired link of a client
+// that is running or wanted, then its uplinks.
 func (d *Daemon) specLocked(vs *vmState) (Spec, error) {
 	dir := filepath.Join(d.opt.Run, "vms", vs.name)
 	if err := os.MkdirAll(dir, 0o700); err != nil {
@@ -349,6 +402,23 @@ func (d *Daemon) specLocked(vs *vmState) (Spec, error) {
 			return Spec{}, fmt.Errorf("open %s tap of link %s: %w", side, id, err)
 		}
 		spec.NICs = append(spec.NICs, NIC{ID: NICID(id), MAC: id.MAC(side), Tap: tap})
+	}
+	// The uplinks after the links. Their taps were made at start and
+	// stay across restarts; CreateUplink again puts back what drifted (a
+	// bridge deleted and made again lost its ports), and fails while the
+	// bridge is missing, so the VM waits in backoff instead of running
+	// cut off.
+	for i, u := range vs.vm.Uplinks {
+		err := d.opt.Net.CreateUplink(u.Iface, u.MAC)
+		var tap *os.File
+		if err == nil {
+			tap, err = d.opt.Net.OpenUplink(u.MAC)
+		}
+		if err != nil {
+			closeNICs(spec.NICs)
+			return Spec{}, err
+		}
+		spec.NICs = append(spec.NICs, NIC{ID: UplinkNICID(i), MAC: u.MAC, Tap: tap})
 	}
 	return spec, nil
 }
@@ -441,6 +511,7 @@ func (d *Daemon) supervise(vs *vmState, first chan<- error) {
 			errs = append(errs, d.unwireLocked(p))
 		}
 	}
+	errs = append(errs, d.deleteUplinksLocked(vs.name, vs.vm.Uplinks))
 	if err := errors.Join(errs...); err != nil {
 		log.Error("cleaning up after VM", "err", err)
 	}

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"os"
 	"slices"
 	"sync"
@@ -128,10 +129,55 @@ func (i *fakeInst) NICs() []string {
 	return out
 }
 
-// fakeNet keeps the set of links that exist.
+// fakeNet keeps the set of links that exist, and of uplink taps.
 type fakeNet struct {
 	mu    sync.Mutex
 	links map[mac.LinkID]bool
+	// bridges are the host bridges there are: an uplink on another fails.
+	bridges map[string]bool
+	taps    map[string]string // uplink taps: MAC -> bridge
+	events  []string          // "add MAC bridge", "delete MAC": the uplink taps made and removed
+}
+
+func (n *fakeNet) CreateUplink(br string, m net.HardwareAddr) error {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if !n.bridges[br] {
+		return fmt.Errorf("uplink: host bridge %s: no such interface", br)
+	}
+	if n.taps == nil {
+		n.taps = map[string]string{}
+	}
+	if _, ok := n.taps[m.String()]; !ok {
+		n.events = append(n.events, "add "+m.String()+" "+br)
+	}
+	n.taps[m.String()] = br
+	return nil
+}
+
+func (n *fakeNet) OpenUplink(m net.HardwareAddr) (*os.File, error) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if _, ok := n.taps[m.String()]; !ok {
+		return nil, fmt.Errorf("no uplink tap for %s", m)
+	}
+	return os.Open(os.DevNull)
+}
+
+func (n *fakeNet) DeleteUplink(m net.HardwareAddr) error {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if _, ok := n.taps[m.String()]; ok {
+		n.events = append(n.events, "delete "+m.String())
+	}
+	delete(n.taps, m.String())
+	return nil
+}
+
+func (n *fakeNet) uplinkEvents() []string {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return slices.Clone(n.events)
 }
 
 func (n *fakeNet) Create(id mac.LinkID) error {
@@ -180,7 +226,8 @@ func (n *fakeNet) count() int {
 // staticLinks is a configuration given as a map of VM to providers, with
 // link ids numbered in pair order.
 type staticLinks struct {
-	vms map[string][]string
+	vms     map[string][]string
+	uplinks map[string][]config.Uplink // by VM; a test may change it between calls
 }
 
 func (s staticLinks) Load(held []alloc.Link) (*config.Config, []alloc.Link, error) {
@@ -210,11 +257,23 @@ func (s staticLinks) Load(held []alloc.Link) (*config.Config, []alloc.Link, erro
 	var links []alloc.Link
 	id := mac.LinkID(0x0100)
 	for _, n := range names {
-		cfg.VMs[n] = &config.VM{Name: n, Providers: slices.Sorted(slices.Values(s.vms[n]))}
+		cfg.VMs[n] = &config.VM{Name: n, Providers: slices.Sorted(slices.Values(s.vms[n])), Uplinks: s.uplinks[n]}
 		for _, p := range cfg.VMs[n].Providers {
 			id++
 			links = append(links, alloc.Link{Pair: alloc.Pair{Client: n, Provider: p}, ID: id})
 		}
 	}
 	return cfg, links, nil
+}
+
+// nicIDs are the ids of the instance's NICs, sorted.
+func (i *fakeInst) nicIDs() []string {
+	i.mu.Lock()
+	defer i.mu.Unlock()
+	var out []string
+	for id := range i.nics {
+		out = append(out, id)
+	}
+	slices.Sort(out)
+	return out
 }

@@ -5,6 +5,7 @@ import (
 	"io"
 	"net"
 	"os"
+	"strconv"
 	"time"
 
 	"spectrum-os.org/netcfg/host/config"
@@ -62,7 +63,20 @@ type Network interface {
 	// Cleanup deletes every link of ours not in keep (strays from a
 	// daemon that died).
 	Cleanup(keep map[mac.LinkID]bool) error
+
+	// CreateUplink makes the tap of a VM's uplink NIC with MAC m a port
+	// of the host bridge br; it is idempotent. A br that is missing or not
+	// a bridge is an error naming it.
+	CreateUplink(br string, m net.HardwareAddr) error
+	// OpenUplink opens the tap of the uplink NIC with MAC m for a VMM.
+	OpenUplink(m net.HardwareAddr) (*os.File, error)
+	// DeleteUplink removes that tap; a missing one is not an error.
+	DeleteUplink(m net.HardwareAddr) error
 }
+
+// UplinkNICID is the VMM-side name of a VM's i-th uplink NIC (in its
+// configuration's order, by interface name).
+func UplinkNICID(i int) string { return "uplink" + strconv.Itoa(i) }
 
 // NICID is the VMM-side name of the NIC of link id, the same on both ends.
 func NICID(id mac.LinkID) string {

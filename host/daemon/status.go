@@ -66,6 +66,15 @@ func (d *Daemon) statusLocked(name string) control.VMStatus {
 	slices.SortFunc(st.Links, func(a, b control.LinkStatus) int {
 		return cmp.Or(strings.Compare(a.Role, b.Role), strings.Compare(a.Peer, b.Peer))
 	})
+	vm := d.cfg.VMs[name]
+	if vs := d.vms[name]; vs != nil && vs.done != nil {
+		vm = vs.vm // started: the configuration it runs with
+	}
+	if vm != nil {
+		for _, u := range vm.Uplinks {
+			st.Uplinks = append(st.Uplinks, control.UplinkStatus{Iface: u.Iface, MAC: u.MAC.String()})
+		}
+	}
 	return st
 }
 

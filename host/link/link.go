@@ -1,7 +1,8 @@
 // Package link creates and removes the host side of spectrum's network
 // links: per link (mac.LinkID) one bridge and two persistent taps enslaved
-// to it, one tap for the client VM's QEMU and one for the provider's. It also
-// opens those taps for QEMU.
+// to it, one tap for the client VM's QEMU and one for the provider's. It
+// also makes the taps of VMs' uplinks, ports of a host bridge that is not
+// spectrumd's (see uplink.go), and opens every tap for QEMU.
 //
 // The host takes no part in the traffic: the bridge and taps carry no IPv4
 // address and have IPv6 disabled (disable_ipv6=1 before they go up, so not
