@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"net"
+	"os"
 	"slices"
 	"strings"
 	"testing"
@@ -21,8 +22,8 @@ import (
 // host's NIC (a tap with no reader never has carrier, so nothing is sent).
 
 // hostView is everything of the namespace an uplink must not change: each
-// interface but the uplink's tap as ip -d shows it (timers left out), every
-// address, and every forwarding entry but the tap's own.
+// interface but the uplink's tap as ip -d shows it (timers and carrier left
+// out), every address, and every forwarding entry but the tap's own.
 type hostView struct {
 	Links []map[string]any
 	Addrs []string
@@ -51,7 +52,17 @@ func viewHost(t *testing.T, ns *nstest.NS, tap string) hostView {
 			continue
 		}
 		info, _ := l["linkinfo"].(map[string]any)
-		e := keep(l, "ifname", "address", "mtu", "master", "flags", "operstate", "inet6_addr_gen_mode")
+		// Carrier left out: the bridge has it while any port has (the
+		// uplink's, while QEMU holds the tap), and the kernel updates it
+		// a moment later.
+		e := keep(l, "ifname", "address", "mtu", "master", "inet6_addr_gen_mode")
+		var flags []string
+		for _, f := range l["flags"].([]any) {
+			if f != "NO-CARRIER" && f != "LOWER_UP" {
+				flags = append(flags, f.(string))
+			}
+		}
+		e["flags"] = flags
 		e["data"] = keep(info["info_data"], "bridge_id", "root_id", "stp_state", "vlan_filtering")
 		e["port"] = keep(info["info_slave_data"], "state", "learning", "locked", "flood", "bridge_id", "root_id")
 		v.Links = append(v.Links, e)
@@ -100,14 +111,33 @@ func bridgeFDB(t *testing.T, ns *nstest.NS, br string) []fdbEntry {
 }
 
 // lanBridge makes br-lan with the host's address 192.0.2.1/24 and port
-// lan0 (MAC 02:00:00:00:00:10), both with the given MTU.
-func lanBridge(t *testing.T, ns *nstest.NS, mtu string) {
+// lan0 (MAC 02:00:00:00:00:10), both with the given MTU. lan0 is held open,
+// as a NIC with its cable in: the bridge has carrier, and the link-local
+// address that comes with it, before the test looks (so the uplink's own
+// carrier changes nothing). The returned file reads what reaches the LAN.
+func lanBridge(t *testing.T, n *Net, ns *nstest.NS, mtu string) *os.File {
 	t.Helper()
 	ns.IP("link", "add", "br-lan", "type", "bridge")
+	if out, err := ns.Command(t.Context(), "sysctl", "-w", "net.ipv6.conf.br-lan.accept_dad=0").CombinedOutput(); err != nil {
+		t.Fatalf("%v: %s", err, out)
+	}
 	ns.AddTap("lan0", "02:00:00:00:00:10")
 	ns.IP("link", "set", "lan0", "mtu", mtu, "master", "br-lan", "up")
 	ns.IP("link", "set", "br-lan", "up")
 	ns.IP("addr", "add", "192.0.2.1/24", "dev", "br-lan")
+	lan, err := n.openTap("lan0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { lan.Close() })
+	deadline := time.Now().Add(10 * time.Second)
+	for !strings.Contains(string(ns.IP("-6", "addr", "show", "dev", "br-lan")), "fe80::") {
+		if time.Now().After(deadline) {
+			t.Fatal("br-lan has no link-local address 10 s after its port has carrier")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	return lan
 }
 
 // tapView is the uplink's tap as ip and bridge show it.
@@ -153,7 +183,7 @@ func wantUplinkTap(m net.HardwareAddr, mtu int) []tapView {
 // the bridge's: a tap joining with the default 1500 would lower it.
 func TestUplink(t *testing.T) {
 	n, ns := newNet(t)
-	lanBridge(t, ns, "9000")
+	lanBridge(t, n, ns, "9000")
 	m := mac.DeriveUplink("netvm", "br-lan")
 	tap := UplinkTapName(m)
 	before := viewHost(t, ns, tap)
@@ -233,7 +263,7 @@ func TestUplinkKeepsBridgeMAC(t *testing.T) {
 // error naming it, and no tap left behind.
 func TestUplinkRefuses(t *testing.T) {
 	n, ns := newNet(t)
-	lanBridge(t, ns, "1500")
+	lanBridge(t, n, ns, "1500")
 	ns.AddTap("eth1", "02:00:00:00:00:30")
 	if err := n.Create(0x0001); err != nil {
 		t.Fatal(err)
@@ -270,7 +300,7 @@ func TestUplinkRefuses(t *testing.T) {
 // down, with another MTU: CreateUplink puts it back.
 func TestUplinkRepairs(t *testing.T) {
 	n, ns := newNet(t)
-	lanBridge(t, ns, "1500")
+	lanBridge(t, n, ns, "1500")
 	m := mac.DeriveUplink("netvm", "br-lan")
 	if err := n.CreateUplink("br-lan", m); err != nil {
 		t.Fatal(err)
@@ -292,7 +322,7 @@ func TestUplinkRepairs(t *testing.T) {
 // MACs leave the bridge's forwarding table as it was.
 func TestUplinkCannotForgeMAC(t *testing.T) {
 	n, ns := newNet(t)
-	lanBridge(t, ns, "1500")
+	lan := lanBridge(t, n, ns, "1500")
 	m := mac.DeriveUplink("netvm", "br-lan")
 	if err := n.CreateUplink("br-lan", m); err != nil {
 		t.Fatal(err)
@@ -302,11 +332,6 @@ func TestUplinkCannotForgeMAC(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer vm.Close()
-	lan, err := n.openTap("lan0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer lan.Close()
 	deadline := time.Now().Add(5 * time.Second)
 	for !received(t, lan, "warm-up", 100*time.Millisecond) {
 		if time.Now().After(deadline) {
@@ -347,7 +372,7 @@ func TestUplinkCannotForgeMAC(t *testing.T) {
 
 func TestCleanupUplinks(t *testing.T) {
 	n, ns := newNet(t)
-	lanBridge(t, ns, "1500")
+	lanBridge(t, n, ns, "1500")
 	m := mac.DeriveUplink("netvm", "br-lan")
 	if err := n.CreateUplink("br-lan", m); err != nil {
 		t.Fatal(err)
