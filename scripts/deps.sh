@@ -43,14 +43,4 @@ if [ ${#missing[@]} -gt 0 ]; then
   fi
   apt-get install -y -qq --no-install-recommends "${missing[@]}"
 fi
-# The unprivileged user QEMU switches to (spectrumd serve -runas, default
-# spectrum-vm where it exists): no home, no shell, no password.
-if ! getent passwd spectrum-vm >/dev/null; then
-  if [ "$(id -u)" = 0 ]; then
-    echo "deps: creating system user spectrum-vm"
-    useradd --system --no-create-home --home-dir /nonexistent --shell /usr/sbin/nologin --user-group spectrum-vm
-  else
-    echo "deps: no user spectrum-vm (QEMU would keep spectrumd's user); run as root to create it" >&2
-  fi
-fi
 go mod download

@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
-	"os/user"
 	"path/filepath"
 	"slices"
 	"strconv"
@@ -153,39 +152,21 @@ func processGone(pid int) bool {
 // TestKillServe kills `spectrumd serve` with SIGKILL while a provider and
 // its client run under QEMU (the stub kernel), then starts it again.
 //
-// Without -runas the QEMUs die with it (parent-death signal). With -runas
-// they lose that signal when they switch user and outlive it; the next
-// serve kills them through their pid files. Either way the next serve
-// removes the links left behind, leaves no socket of the old VMs, and the
-// pair gets its old link id back from links.json.
+// Each QEMU runs under a uid of its own from exec on, so the parent-death
+// signal set before exec survives (no uid switch inside QEMU clears it any
+// more): both QEMUs die with spectrumd. The next serve removes the links
+// left behind, leaves no socket or pid file of the old VMs, and the pair
+// gets its old link id back from links.json and each VM its old uid from
+// vm-uids.json.
 func TestKillServe(t *testing.T) {
 	requireQEMU(t)
-	runAs := "spectrum-vm"
-	if _, err := user.Lookup(runAs); err != nil {
-		if testenv.InCI() {
-			t.Fatalf("user %s missing in CI (make deps creates it)", runAs)
-		}
-		runAs = "nobody"
-	}
-	for _, tt := range []struct {
-		name  string
-		runAs string
-	}{
-		{"QEMU as root dies with spectrumd", ""},
-		{"QEMU as " + runAs + " is killed by the next spectrumd", runAs},
-	} {
-		t.Run(tt.name, func(t *testing.T) { testKillServe(t, tt.runAs) })
-	}
-}
-
-func testKillServe(t *testing.T, runAs string) {
 	ns := nstest.New(t)
 	dir := t.TempDir()
 	data := filepath.Join(dir, "data")
 	writeStubData(t, data)
 	state, run, logPath := filepath.Join(dir, "state"), filepath.Join(dir, "run"), filepath.Join(dir, "spectrumd.log")
 	args := []string{"-data", data, "-state", state, "-run", run, "-accel", "tcg", "-memory", "64",
-		"-stop-timeout", "500ms", "-runas", runAs}
+		"-stop-timeout", "500ms", "-vm-uids", testUIDs()}
 
 	first := startServe(t, ns, logPath, append(args, "-start", "app")...)
 	before := first.waitRunning(t, "net", "app")
@@ -195,30 +176,23 @@ func testKillServe(t *testing.T, runAs string) {
 		first.fail(t, "links %v, want a bridge and two taps", links)
 	}
 	pids := []int{before["net"].PID, before["app"].PID}
+	uids := map[string]string{"net": procUID(t, pids[0]), "app": procUID(t, pids[1])}
+	if uids["net"] == uids["app"] || uids["net"] == "0" || uids["app"] == "0" {
+		first.fail(t, "QEMUs run as uids %v, want two of their own", uids)
+	}
 
 	t0 := time.Now()
 	first.cmd.Process.Kill()
 	first.cmd.Wait()
-	if runAs == "" {
-		for _, pid := range pids {
-			for !processGone(pid) {
-				if time.Since(t0) > 5*time.Second {
-					first.fail(t, "QEMU %d still running 5s after spectrumd was killed", pid)
-				}
-				time.Sleep(10 * time.Millisecond)
+	for _, pid := range pids {
+		for !processGone(pid) {
+			if time.Since(t0) > 5*time.Second {
+				first.fail(t, "QEMU %d still running 5s after spectrumd was killed", pid)
 			}
+			time.Sleep(10 * time.Millisecond)
 		}
-		t.Logf("QEMUs gone %v after SIGKILL of spectrumd", time.Since(t0).Round(time.Millisecond))
-	} else {
-		time.Sleep(300 * time.Millisecond)
-		alive := 0
-		for _, pid := range pids {
-			if !processGone(pid) {
-				alive++
-			}
-		}
-		t.Logf("%d of 2 QEMUs under -runas outlived spectrumd", alive)
 	}
+	t.Logf("QEMUs gone %v after SIGKILL of spectrumd", time.Since(t0).Round(time.Millisecond))
 	if got := ourLinks(t, ns); !slices.Equal(got, links) {
 		t.Errorf("links after the kill %v, want %v left behind", got, links)
 	}
@@ -227,11 +201,6 @@ func testKillServe(t *testing.T, runAs string) {
 	second := startServe(t, ns, logPath, args...)
 	second.waitServing(t)
 	t.Logf("second spectrumd answering %v after it started", time.Since(t1).Round(time.Millisecond))
-	for _, pid := range pids {
-		if !processGone(pid) {
-			second.fail(t, "QEMU %d of the dead spectrumd still runs after the next one started", pid)
-		}
-	}
 	if got := ourLinks(t, ns); len(got) != 0 {
 		second.fail(t, "stray links %v after the restart", got)
 	}
@@ -246,6 +215,11 @@ func testKillServe(t *testing.T, runAs string) {
 	after := second.waitRunning(t, "net", "app")
 	if got := after["app"].Links[0].ID; got != id {
 		t.Errorf("link id after the restart %s, want %s (links.json)", got, id)
+	}
+	for _, vm := range []string{"net", "app"} {
+		if got := procUID(t, after[vm].PID); got != uids[vm] {
+			t.Errorf("%s's QEMU runs as uid %s after the restart, want %s (vm-uids.json)", vm, got, uids[vm])
+		}
 	}
 	if got := ourLinks(t, ns); !slices.Equal(got, links) {
 		t.Errorf("links after starting again %v, want %v", got, links)
@@ -262,6 +236,24 @@ func testKillServe(t *testing.T, runAs string) {
 	if got := ourLinks(t, ns); len(got) != 0 {
 		t.Errorf("links %v after a clean stop", got)
 	}
+}
+
+// procUID is the real uid process pid runs as.
+func procUID(t *testing.T, pid int) string {
+	t.Helper()
+	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/status")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, rest, _ := strings.Cut(string(b), "\nUid:")
+	return strings.Fields(rest)[0]
+}
+
+// testUIDs is a -vm-uids range for one test: out of the default range and
+// apart for each test binary, so tests running at once never share a uid.
+func testUIDs() string {
+	first := 420000 + (os.Getpid()%1000)*100
+	return fmt.Sprintf("%d-%d", first, first+99)
 }
 
 // writeStubData writes a data directory of two VMs booting the stub

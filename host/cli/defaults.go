@@ -11,9 +11,6 @@ import "flag"
 const (
 	DefaultData  = "svc/data"
 	DefaultState = "/var/lib/spectrumd"
-	// DefaultRunAs is the user QEMU switches to, where it exists
-	// (scripts/deps.sh creates it).
-	DefaultRunAs = "spectrum-vm"
 )
 
 // ErrInvalid is returned by a command that has already printed why it

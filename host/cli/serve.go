@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/signal"
 	"os/user"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -38,7 +39,7 @@ func Serve(args []string, stdout, stderr io.Writer) error {
 	stopTimeout := fs.Duration("stop-timeout", 10*time.Second, "how long a guest gets to power down before it is killed")
 	memory := fs.Int("memory", qemu.DefaultMemoryMiB, "guest RAM in `MiB`")
 	logJSON := fs.Bool("log-json", false, "log JSON lines instead of text")
-	runAs := fs.String("runas", DefaultRunAs, "`USER` QEMU switches to once it has opened its files; \"\" keeps spectrumd's user (the default "+DefaultRunAs+" only where that user exists)")
+	vmUIDs := fs.String("vm-uids", vmm.DefaultUIDs, "`FIRST-LAST`: the uids (and gids of the same numbers) QEMU runs under, one per VM, kept in STATE/"+vmm.UIDFile+"; no user database entry needed")
 	nicTimeout := fs.Duration("nic-timeout", vmm.DefaultNICTimeout, "how long a NIC hot-plug or unplug waits for the guest (an unplug the guest ignores leaves the device but frees the tap)")
 	silentAfter := fs.Duration("silent-after", daemon.DefaultSilentAfter, "warn about a VM that has written nothing to its serial console this long after launch (0: never)")
 	fs.Usage = func() {
@@ -62,19 +63,9 @@ func Serve(args []string, stdout, stderr io.Writer) error {
 	}
 	log := slog.New(h)
 
-	runAsSet := false
-	fs.Visit(func(f *flag.Flag) { runAsSet = runAsSet || f.Name == "runas" })
-	if *runAs != "" {
-		if _, err := user.Lookup(*runAs); err != nil {
-			if runAsSet {
-				return fmt.Errorf("-runas %s: %w", *runAs, err)
-			}
-			log.Warn("QEMU runs as spectrumd's user: no user "+DefaultRunAs+" (make deps creates it; -runas USER picks another)", "err", err)
-			*runAs = ""
-		}
-	}
-	if *runAs != "" {
-		log.Info("QEMU switches to an unprivileged user once it has opened its files", "user", *runAs)
+	uidRange, err := vmm.ParseUIDRange(*vmUIDs)
+	if err != nil {
+		return fmt.Errorf("-vm-uids: %w", err)
 	}
 	if *silentAfter == 0 {
 		*silentAfter = -1 // the daemon's "never"
@@ -85,6 +76,20 @@ func Serve(args []string, stdout, stderr io.Writer) error {
 		return err
 	}
 	log.Info("accelerator", "accel", acc, "why", why)
+	var kvmGroup uint32
+	if acc == "kvm" {
+		// QEMU opens /dev/kvm itself, as its own uid: the device's group
+		// is its one supplementary group.
+		g, err := user.LookupGroup("kvm")
+		if err != nil {
+			return fmt.Errorf("accel kvm: QEMU needs the group of /dev/kvm: %w", err)
+		}
+		n, err := strconv.ParseUint(g.Gid, 10, 32)
+		if err != nil || n == 0 {
+			return fmt.Errorf("accel kvm: group kvm has gid %q", g.Gid)
+		}
+		kvmGroup = uint32(n)
+	}
 	for _, d := range []string{*state, *run} {
 		if err := os.MkdirAll(d, 0o700); err != nil {
 			return err
@@ -101,9 +106,9 @@ func Serve(args []string, stdout, stderr io.Writer) error {
 		return err
 	}
 	defer nw.Close()
-	// A QEMU that still runs was left by a spectrumd that died: one that
-	// switched user (-runas) lost its parent-death signal. Stop it before
-	// its links go.
+	// A QEMU that still runs was left by a spectrumd that died (its
+	// parent-death signal normally takes it along; this is the backstop).
+	// Stop it before its links go.
 	vmm.KillOrphans(*run, log)
 	// Nothing runs now, so every link of ours is a stray from a daemon that
 	// died (its QEMUs died with it or were just killed).
@@ -115,9 +120,18 @@ func Serve(args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
+	uids, err := vmm.OpenUIDs(*state, uidRange, log)
+	if err != nil {
+		return err
+	}
+	qemus, err := vmm.New(vmm.Options{Accel: acc, MemoryMiB: *memory, UIDs: uids, KVMGroup: kvmGroup, NICTimeout: *nicTimeout, Log: log})
+	if err != nil {
+		return err
+	}
+	log.Info("QEMU runs under a uid of its own per VM, in an empty network namespace", "uids", uidRange.String())
 	d, err := daemon.New(daemon.Options{
 		State: *state, Run: *run, Log: log, StopTimeout: *stopTimeout, SilentAfter: *silentAfter,
-		VMM:   vmm.New(vmm.Options{Accel: acc, MemoryMiB: *memory, RunAs: *runAs, NICTimeout: *nicTimeout, Log: log}),
+		VMM:   qemus,
 		Net:   nw,
 		Links: &configSource{loader: config.NewLoader(*data), alloc: al},
 	})

@@ -7,17 +7,22 @@ import (
 	"testing"
 )
 
-// TestServeRunAsUnknownUser: a -runas naming no user stops serve before it
-// touches anything (a missing default user is only logged).
-func TestServeRunAsUnknownUser(t *testing.T) {
-	dir := t.TempDir()
-	var stderr bytes.Buffer
-	err := Serve([]string{"-data", dir, "-state", filepath.Join(dir, "state"), "-run", filepath.Join(dir, "run"),
-		"-runas", "no-such-user-spectrum"}, &stderr, &stderr)
-	if err == nil || !strings.Contains(err.Error(), "-runas no-such-user-spectrum") {
-		t.Fatalf("Serve with an unknown -runas user = %v, want an error naming it", err)
-	}
-	if m, _ := filepath.Glob(filepath.Join(dir, "*")); len(m) != 0 {
-		t.Errorf("serve created %v before refusing", m)
+// TestServeBadVMUIDs: a -vm-uids that is empty, holds root or nobody, or is
+// not a range stops serve before it touches anything: QEMU never falls back
+// to spectrumd's own user.
+func TestServeBadVMUIDs(t *testing.T) {
+	for _, r := range []string{"", "0-99", "1000", "2000-1000", "60000-70000", "x-y", "4294967000-4294967295"} {
+		t.Run(r, func(t *testing.T) {
+			dir := t.TempDir()
+			var stderr bytes.Buffer
+			err := Serve([]string{"-data", dir, "-state", filepath.Join(dir, "state"), "-run", filepath.Join(dir, "run"),
+				"-vm-uids", r}, &stderr, &stderr)
+			if err == nil || !strings.Contains(err.Error(), "-vm-uids") {
+				t.Fatalf("Serve -vm-uids %q = %v, want an error naming -vm-uids", r, err)
+			}
+			if m, _ := filepath.Glob(filepath.Join(dir, "*")); len(m) != 0 {
+				t.Errorf("serve created %v before refusing", m)
+			}
+		})
 	}
 }

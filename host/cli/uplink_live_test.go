@@ -107,7 +107,7 @@ func TestUplinkQEMU(t *testing.T) {
 	tap := link.UplinkTapName(m)
 	state, run, logPath := filepath.Join(dir, "state"), filepath.Join(dir, "run"), filepath.Join(dir, "spectrumd.log")
 	srv := startServe(t, ns, logPath, "-data", data, "-state", state, "-run", run, "-accel", "tcg", "-memory", "64",
-		"-stop-timeout", "500ms", "-runas", "", "-start", "app")
+		"-stop-timeout", "500ms", "-start", "app")
 	st := srv.waitRunning(t, "net", "app")
 	if diff := cmp.Diff([]control.UplinkStatus{{Iface: "br-lan", MAC: m.String()}}, st["net"].Uplinks); diff != "" {
 		srv.fail(t, "status of net: uplinks (-want +got):\n%s", diff)

@@ -25,8 +25,9 @@ type Spec struct {
 	ConsolePath string
 	// QMPPath is the unix socket of the VMM's control protocol.
 	QMPPath string
-	// PIDPath is where the VMM keeps its pid (locked while it runs), so
-	// a spectrumd started after one that died can find and stop it.
+	// PIDPath is where the launcher records the VMM's pid and start
+	// time (the VMM itself has no descriptor of it), so a spectrumd
+	// started after one that died can find and stop it.
 	PIDPath string
 }
 

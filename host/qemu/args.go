@@ -62,21 +62,21 @@ type Config struct {
 	QMPSocket     string
 	ConsoleSocket string
 
-	// RunAs is the user QEMU switches to (-runas) once it has opened
-	// everything it opens at start-up: the kernel, the initramfs, the
-	// images, /dev/kvm (the sockets, the serial pipe and the taps are
-	// inherited fds). "" keeps spectrumd's user. Under RunAs, the seccomp
-	// sandbox allows set*id calls (the switch itself is one; QEMU 7.2
-	// installs the filter first) — after the switch QEMU holds no
-	// capabilities, so those calls cannot raise its privileges again.
-	//
-	// The switch clears QEMU's parent-death signal (the kernel does so on
-	// any change of effective uid), so a QEMU under RunAs outlives a
-	// spectrumd killed by SIGKILL; PIDFile lets the next spectrumd find and
-	// kill it (KillOrphan).
-	RunAs string
-	// PIDFile is where QEMU writes its pid and holds a lock on it while it
-	// runs (-pidfile); "" means none. Start removes it when QEMU exits.
+	// UID and GID are the user and group QEMU runs as from its first
+	// instruction: Start sets them between fork and exec, so QEMU never
+	// runs as root, not even while it parses the kernel. Never 0. Each VM
+	// gets its own (host/vmm allocates them from a range), so one QEMU
+	// cannot signal, trace or read the memory of another. QEMU needs no
+	// permission on any file: everything it uses is an inherited
+	// descriptor, or arrives over QMP.
+	UID, GID uint32
+	// Groups are QEMU's supplementary groups: the group of /dev/kvm under
+	// KVM (QEMU opens it itself), none under TCG.
+	Groups []uint32
+	// PIDFile is where Start records QEMU's pid and start time, so that a
+	// spectrumd started after one that died can find and kill a QEMU left
+	// running (KillOrphan); "" means none. spectrumd writes and removes it;
+	// QEMU has no descriptor of it.
 	PIDFile string
 }
 
@@ -211,10 +211,12 @@ func (c Config) Args() ([]string, error) {
 			errs = append(errs, fmt.Errorf("nic %s: no tap", n.ID))
 		}
 	}
-	if c.RunAs != "" {
-		check("runas", c.RunAs)
-		if strings.HasPrefix(c.RunAs, "-") {
-			errs = append(errs, fmt.Errorf("runas %q: starts with -", c.RunAs))
+	if c.UID == 0 || c.GID == 0 {
+		errs = append(errs, fmt.Errorf("uid %d, gid %d: QEMU never runs as root", c.UID, c.GID))
+	}
+	for _, g := range c.Groups {
+		if g == 0 {
+			errs = append(errs, errors.New("groups: QEMU never gets the root group"))
 		}
 	}
 	if c.PIDFile != "" {
@@ -224,13 +226,6 @@ func (c Config) Args() ([]string, error) {
 		return nil, fmt.Errorf("qemu config for %q: %w", c.Name, err)
 	}
 	fds := c.layout()
-	// Seccomp: no obsolete syscalls, no fork/exec, no scheduler/affinity
-	// changes, and no setuid/privilege changes unless QEMU must drop to
-	// RunAs (see there).
-	elevate := "deny"
-	if c.RunAs != "" {
-		elevate = "allow"
-	}
 
 	a := []string{
 		"-name", "guest=" + esc(c.Name),
@@ -246,18 +241,15 @@ func (c Config) Args() ([]string, error) {
 		"-cpu", "max",
 		"-m", strconv.Itoa(mem),
 		"-smp", strconv.Itoa(cpus),
-		"-sandbox", "on,obsolete=deny,elevateprivileges=" + elevate + ",spawn=deny,resourcecontrol=deny",
+		// Seccomp: no obsolete syscalls, no set*id or other privilege
+		// changes (QEMU has its uid from the start and never switches),
+		// no fork/exec, no scheduler or affinity changes.
+		"-sandbox", "on,obsolete=deny,elevateprivileges=deny,spawn=deny,resourcecontrol=deny",
 		// -kernel, -initrd and -append take their value verbatim (no
 		// option syntax): no comma escaping. QEMU 7.2 loads the kernel
 		// and initrd with plain open(2), not through its fd sets, so
 		// they are named by the descriptor QEMU inherited.
 		"-kernel", procFD(fdKernel),
-	}
-	if c.RunAs != "" {
-		a = append(a, "-runas", c.RunAs)
-	}
-	if c.PIDFile != "" {
-		a = append(a, "-pidfile", c.PIDFile)
 	}
 	if c.Initramfs != nil {
 		a = append(a, "-initrd", procFD(fds.initramfs))

@@ -32,6 +32,7 @@ func TestArgs(t *testing.T) {
 			Kernel: f,
 			Images: []*os.File{f},
 			Accel:  "tcg",
+			UID:    327680, GID: 327680,
 		}
 	}
 	common := func(name string, extra ...string) []string {
@@ -107,21 +108,14 @@ func TestArgs(t *testing.T) {
 				}),
 		},
 		{
-			name: "unprivileged user and pid file",
+			// Neither appears on the command line: Start sets the
+			// credentials and writes the pid file itself.
+			name: "user, groups and pid file",
 			edit: func(c *Config) {
-				c.RunAs = "spectrum-vm"
+				c.Groups = []uint32{107}
 				c.PIDFile = "/run/spectrumd/vms/app/qemu.pid"
 			},
-			want: cat([]string{
-				"-name", "guest=app",
-				"-nodefaults", "-no-user-config", "-display", "none", "-no-reboot",
-				"-machine", "pc", "-accel", "tcg", "-cpu", "max", "-m", "256", "-smp", "1",
-				// QEMU 7.2 installs the filter before it switches user.
-				"-sandbox", "on,obsolete=deny,elevateprivileges=allow,spawn=deny,resourcecontrol=deny",
-				"-kernel", "/proc/self/fd/6",
-				"-runas", "spectrum-vm", "-pidfile", "/run/spectrumd/vms/app/qemu.pid",
-				"-append", DefaultCmdline,
-			}, plumbing, disk("0", "7")),
+			want: cat(common("app", "-kernel", "/proc/self/fd/6", "-append", DefaultCmdline), plumbing, disk("0", "7")),
 		},
 		{
 			name: "commas escaped in option values",
@@ -158,8 +152,9 @@ func TestArgsRefused(t *testing.T) {
 		want string // substring of the error
 	}{
 		{"no name", func(c *Config) { c.Name = "" }, "name: empty"},
-		{"runas an option", func(c *Config) { c.RunAs = "-daemonize" }, "starts with -"},
-		{"runas newline", func(c *Config) { c.RunAs = "vm\n" }, "control character"},
+		{"root", func(c *Config) { c.UID = 0 }, "never runs as root"},
+		{"root group", func(c *Config) { c.GID = 0 }, "never runs as root"},
+		{"root supplementary group", func(c *Config) { c.Groups = []uint32{107, 0} }, "never gets the root group"},
 		{"relative pidfile", func(c *Config) { c.PIDFile = "qemu.pid" }, "not an absolute path"},
 		{"newline in name", func(c *Config) { c.Name = "a\nb" }, "control character"},
 		{"no kernel", func(c *Config) { c.Kernel = nil }, "kernel: none"},
@@ -179,7 +174,7 @@ func TestArgsRefused(t *testing.T) {
 		{"nic without tap", func(c *Config) { c.NICs = []NIC{{ID: "n", MAC: mac.LinkID(1).MAC(mac.Client)}} }, "nic n: no tap"},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
-			c := Config{Name: "vm", Kernel: f, Images: []*os.File{f}, Accel: "tcg"}
+			c := Config{Name: "vm", Kernel: f, Images: []*os.File{f}, Accel: "tcg", UID: 327680, GID: 327680}
 			tt.edit(&c)
 			_, err := c.Args()
 			if err == nil || !strings.Contains(err.Error(), tt.want) {

@@ -52,9 +52,19 @@ const serialPipeSize = 1 << 20
 // os.Stderr). The caller may close its copies of the files in c (kernel,
 // initramfs, images, taps) once Start returns: QEMU has its own.
 //
-// QEMU is killed if spectrumd dies (PR_SET_PDEATHSIG). Because Linux ties
-// that signal to the thread that forked, QEMU is started and waited for on a
-// goroutine locked to its own OS thread for QEMU's lifetime.
+// QEMU runs from its first instruction as c.UID and c.GID with c.Groups
+// and no capabilities, in a network namespace of its own that holds nothing
+// (CLONE_NEWNET), with no descriptor but those Args names and its standard
+// streams: Start marks every other descriptor of spectrumd close-on-exec
+// first, including any it inherited from its own parent without that flag.
+// A kernel or initramfs that QEMU's uid may not read is handed over as a
+// sealed in-memory copy (see kernelFile). c.PIDFile, if set, is written by
+// Start, never opened by QEMU.
+//
+// QEMU is killed if spectrumd dies (PR_SET_PDEATHSIG, set after the uid
+// switch, so it holds). Because Linux ties that signal to the thread that
+// forked, QEMU is started and waited for on a goroutine locked to its own
+// OS thread for QEMU's lifetime.
 func Start(ctx context.Context, c Config, stderr io.Writer) (*Process, error) {
 	args, err := c.Args()
 	if err != nil {
@@ -98,28 +108,58 @@ func Start(ctx context.Context, c Config, stderr io.Writer) (*Process, error) {
 	// blocks the guest.
 	unix.FcntlInt(serialR.Fd(), unix.F_SETPIPE_SZ, serialPipeSize)
 
+	for _, kf := range []**os.File{&c.Kernel, &c.Initramfs} {
+		if *kf == nil {
+			continue
+		}
+		f, err := kernelFile(*kf, c.UID, append([]uint32{c.GID}, c.Groups...))
+		if err != nil {
+			serialR.Close()
+			removeSockets(c)
+			return nil, fmt.Errorf("qemu %s: %w", c.Name, err)
+		}
+		if f != *kf {
+			files = append(files, f) // the copy is ours to close
+			*kf = f
+		}
+	}
 	extra := c.files(qmpL, conL, serialW)
 
 	cmd := exec.Command(bin, args...)
 	cmd.ExtraFiles = extra
 	cmd.Stdout, cmd.Stderr = stderr, stderr
-	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	cmd.SysProcAttr = &syscall.SysProcAttr{
+		Pdeathsig:  syscall.SIGKILL,
+		Credential: &syscall.Credential{Uid: c.UID, Gid: c.GID, Groups: c.Groups},
+		Cloneflags: syscall.CLONE_NEWNET,
+	}
 	p := &Process{Argv: append([]string{bin}, args...), FDs: describe(c, extra), Serial: serialR, cmd: cmd, done: make(chan struct{})}
 
 	started := make(chan error, 1)
 	go func() {
 		runtime.LockOSThread() // never unlocked: see Start's doc
+		if err := closeInherited(); err != nil {
+			started <- err
+			return
+		}
 		if err := cmd.Start(); err != nil {
 			started <- err
 			return
 		}
-		started <- nil
+		started <- writePIDFile(c.PIDFile, cmd.Process.Pid)
 		p.err = cmd.Wait()
 		removeSockets(c)
 		close(p.done)
 	}()
 	if err := <-started; err != nil {
 		serialR.Close()
+		if cmd.Process != nil { // started, but its pid could not be recorded
+			if kerr := p.Kill(); kerr != nil {
+				return nil, fmt.Errorf("qemu %s: %w; and it keeps running: %w", c.Name, err, kerr)
+			}
+			<-p.done
+			return nil, fmt.Errorf("qemu %s: %w", c.Name, err)
+		}
 		removeSockets(c)
 		return nil, fmt.Errorf("start %s: %w", Quote(p.Argv), err)
 	}
@@ -197,8 +237,7 @@ func listen(path string) (*os.File, error) {
 	return f, nil
 }
 
-// removeSockets removes the files Start made and the pid file (QEMU
-// removes it itself only when it kept its user).
+// removeSockets removes the files Start made: the sockets and the pid file.
 func removeSockets(c Config) {
 	os.Remove(c.QMPSocket)
 	os.Remove(c.ConsoleSocket)

@@ -15,10 +15,13 @@ import (
 	"spectrum-os.org/netcfg/internal/testenv"
 )
 
-// requireQEMU stops the test where QEMU is missing (internal/testenv).
+// requireQEMU stops the test where QEMU is missing (internal/testenv), or
+// where it cannot run as spectrumd runs it (its own uid and network
+// namespace need root).
 func requireQEMU(t *testing.T) {
 	t.Helper()
 	testenv.Tool(t, qemu.DefaultBinary, "make deps installs qemu-system-x86")
+	testenv.Root(t, "to start QEMU under its own uid in a network namespace of its own")
 }
 
 func TestMain(m *testing.M) {
@@ -56,9 +59,25 @@ func testSpec(t *testing.T, name string, kernel []byte) daemon.Spec {
 	}
 }
 
-// testVMM is a VMM as serve makes it (TCG, small guests) logging into log.
-func testVMM(log *syncbuf.Buffer) *QEMU {
-	return New(Options{Accel: "tcg", MemoryMiB: 64, Log: slog.New(slog.NewTextHandler(log, nil))})
+// testVMM is a VMM as serve makes it (TCG, small guests, uids of a test
+// range) logging into log.
+func testVMM(t *testing.T, log *syncbuf.Buffer) *QEMU {
+	q, err := New(Options{Accel: "tcg", MemoryMiB: 64, UIDs: testUIDs(t), Log: slog.New(slog.NewTextHandler(log, nil))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return q
+}
+
+// testUIDs is an allocator over a range of its own for this test binary,
+// kept in memory.
+func testUIDs(t testing.TB) *UIDs {
+	first := uint32(430000 + (os.Getpid()%1000)*100)
+	u, err := OpenUIDs("", UIDRange{first, first + 99}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return u
 }
 
 // testContext ends a little before the test's own deadline.

@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
-	"os/user"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -21,18 +20,6 @@ import (
 	"spectrum-os.org/netcfg/internal/testenv"
 )
 
-// vmUser is the unprivileged user QEMU runs as in these tests.
-func vmUser(t *testing.T) string {
-	t.Helper()
-	testenv.Root(t, "for QEMU to run under another uid")
-	if _, err := user.Lookup("spectrum-vm"); err == nil {
-		return "spectrum-vm"
-	} else if testenv.InCI() {
-		t.Fatalf("user spectrum-vm missing in CI (make deps creates it): %v", err)
-	}
-	return "nobody"
-}
-
 // TestShutdownWithoutCAPKILL: spectrumd without CAP_KILL (as under a unit
 // that forgot it) cannot kill a QEMU running under another uid. Shutdown of
 // a guest that ignores the power button must then fail at once with an
@@ -42,11 +29,10 @@ func vmUser(t *testing.T) string {
 // hung for good.)
 func TestShutdownWithoutCAPKILL(t *testing.T) {
 	requireQEMU(t)
-	runAs := vmUser(t)
 	setpriv := testenv.Tool(t, "setpriv", "util-linux provides it")
 	ctx, cancel := context.WithTimeout(testContext(t, 60*time.Second), 40*time.Second)
 	defer cancel()
-	cmd := testenv.HelperCommand(ctx, helperShutdown, "SPECTRUM_VMM_RUNAS="+runAs, "SPECTRUM_VMM_DIR="+t.TempDir())
+	cmd := testenv.HelperCommand(ctx, helperShutdown, "SPECTRUM_VMM_DIR="+t.TempDir())
 	cmd.Args = append([]string{setpriv, "--bounding-set=-kill", "--inh-caps=-kill", "--"}, cmd.Path)
 	cmd.Path = setpriv
 	cmd.WaitDelay = time.Second
@@ -97,8 +83,12 @@ func shutdownHelper() int {
 		return 1
 	}
 	var log syncbuf.Buffer
-	q := New(Options{Accel: "tcg", MemoryMiB: 64, RunAs: os.Getenv("SPECTRUM_VMM_RUNAS"),
-		Log: slog.New(slog.NewTextHandler(&log, nil))})
+	uids, _ := OpenUIDs("", UIDRange{440000, 440099}, nil)
+	q, err := New(Options{Accel: "tcg", MemoryMiB: 64, UIDs: uids, Log: slog.New(slog.NewTextHandler(&log, nil))})
+	if err != nil {
+		fmt.Println(err)
+		return 1
+	}
 	inst, err := q.Launch(context.Background(), spec)
 	if err != nil {
 		fmt.Printf("Launch: %v\n%s", err, log.String())

@@ -21,7 +21,7 @@ func TestSerialDrainedAfterExit(t *testing.T) {
 	const n = 5000 // about 150 KiB: more than a default pipe, less than ours
 	ctx := testContext(t, 60*time.Second)
 	var log syncbuf.Buffer
-	inst, err := testVMM(&log).Launch(ctx, testSpec(t, "burst", stubkernel.Burst(n)))
+	inst, err := testVMM(t, &log).Launch(ctx, testSpec(t, "burst", stubkernel.Burst(n)))
 	if err != nil {
 		t.Fatalf("Launch: %v\n%s", err, log.String())
 	}

@@ -27,9 +27,13 @@ const StartTimeout = 30 * time.Second
 type Options struct {
 	Accel     string // "kvm" or "tcg" (qemu.DetectAccel resolves "auto"). Required.
 	MemoryMiB int    // guest RAM; 0 means qemu.DefaultMemoryMiB
-	// RunAs is the user QEMU switches to (qemu.Config.RunAs); "" keeps
-	// spectrumd's user.
-	RunAs string
+	// UIDs gives each VM's QEMU its uid (and gid of the same number).
+	// Required: QEMU never runs as spectrumd's user.
+	UIDs *UIDs
+	// KVMGroup is the group that may open /dev/kvm (the kvm group), given
+	// to QEMU as its one supplementary group under KVM. Required with
+	// Accel "kvm"; unused under TCG, where QEMU gets no group.
+	KVMGroup uint32
 	// NICTimeout bounds one hot-plug or unplug; 0 means DefaultNICTimeout.
 	NICTimeout time.Duration
 	// Binary is the QEMU binary; "" means qemu.DefaultBinary from $PATH.
@@ -43,14 +47,20 @@ type QEMU struct {
 }
 
 // New returns a VMM that runs QEMU with opt.
-func New(opt Options) *QEMU {
+func New(opt Options) (*QEMU, error) {
+	if opt.UIDs == nil {
+		return nil, errors.New("vmm: no uid range for QEMU (it never runs as spectrumd's user)")
+	}
+	if opt.Accel == "kvm" && opt.KVMGroup == 0 {
+		return nil, errors.New("vmm: KVM needs the group of /dev/kvm for QEMU")
+	}
 	if opt.NICTimeout == 0 {
 		opt.NICTimeout = DefaultNICTimeout
 	}
 	if opt.Log == nil {
 		opt.Log = slog.Default()
 	}
-	return &QEMU{opt: opt}
+	return &QEMU{opt: opt}, nil
 }
 
 // Launch starts QEMU for spec and returns once QEMU answers on QMP (at most
@@ -68,12 +78,20 @@ func (q *QEMU) Launch(ctx context.Context, spec daemon.Spec) (daemon.Instance, e
 		return nil, err
 	}
 	defer files.Close() // QEMU has its own copies once Start returns
+	uid, err := q.opt.UIDs.Acquire(spec.VM.Name)
+	if err != nil {
+		return nil, err
+	}
+	var groups []uint32
+	if q.opt.Accel == "kvm" {
+		groups = []uint32{q.opt.KVMGroup}
+	}
 	c := qemu.Config{
 		Name: spec.VM.Name, Binary: q.opt.Binary,
 		Kernel: files.Kernel, Initramfs: files.Initramfs, Cmdline: spec.VM.Cmdline,
 		Accel: q.opt.Accel, MemoryMiB: q.opt.MemoryMiB, Images: files.Images,
 		QMPSocket: spec.QMPPath, ConsoleSocket: spec.ConsolePath,
-		RunAs: q.opt.RunAs, PIDFile: spec.PIDPath,
+		UID: uid, GID: uid, Groups: groups, PIDFile: spec.PIDPath,
 	}
 	for _, n := range spec.NICs {
 		c.NICs = append(c.NICs, qemu.NIC{ID: n.ID, MAC: n.MAC, Tap: n.Tap})
@@ -85,9 +103,14 @@ func (q *QEMU) Launch(ctx context.Context, spec daemon.Spec) (daemon.Instance, e
 	p, err := qemu.Start(ctx, c, stderr)
 	if err != nil {
 		stderr.Close()
+		q.opt.UIDs.Release(spec.VM.Name)
 		return nil, err
 	}
-	log.Info("QEMU started", "cmd", qemu.Quote(p.Argv), "fds", strings.Join(p.FDs, " "))
+	go func() {
+		<-p.Done()
+		q.opt.UIDs.Release(spec.VM.Name)
+	}()
+	log.Info("QEMU started", "cmd", qemu.Quote(p.Argv), "fds", strings.Join(p.FDs, " "), "uid", uid)
 	return &instance{p: p, log: log, nicTimeout: q.opt.NICTimeout, serial: &drainReader{f: p.Serial}, stderr: stderr}, nil
 }
 
