@@ -40,7 +40,7 @@ func Serve(args []string, stdout, stderr io.Writer) error {
 	memory := fs.Int("memory", qemu.DefaultMemoryMiB, "guest RAM in `MiB`")
 	logJSON := fs.Bool("log-json", false, "log JSON lines instead of text")
 	vmUIDs := fs.String("vm-uids", vmm.DefaultUIDs, "`FIRST-LAST`: the uids (and gids of the same numbers) QEMU runs under, one per VM, kept in STATE/"+vmm.UIDFile+"; no user database entry needed")
-	nicTimeout := fs.Duration("nic-timeout", vmm.DefaultNICTimeout, "how long a NIC hot-plug or unplug waits for the guest (an unplug the guest ignores leaves the device but frees the tap)")
+	nicTimeout := fs.Duration("nic-timeout", daemon.DefaultNICTimeout, "how long a NIC hot-plug or unplug waits for the guest (an unplug the guest ignores leaves the device but frees the tap)")
 	silentAfter := fs.Duration("silent-after", daemon.DefaultSilentAfter, "warn about a VM that has written nothing to its serial console this long after launch (0: never)")
 	fs.Usage = func() {
 		fmt.Fprintf(stderr, "usage: spectrumd serve [flags]\n\nRun the daemon in the foreground. VMs start with `spectrumd start NAME` (or -start).\nSIGTERM or SIGINT stops every VM and removes their links.\n\nflags:\n")
@@ -124,19 +124,30 @@ func Serve(args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	qemus, err := vmm.New(vmm.Options{Accel: acc, MemoryMiB: *memory, UIDs: uids, KVMGroup: kvmGroup, NICTimeout: *nicTimeout, Log: log})
+	qemus, err := vmm.New(vmm.Options{Accel: acc, MemoryMiB: *memory, UIDs: uids, KVMGroup: kvmGroup, Log: log})
 	if err != nil {
 		return err
 	}
 	log.Info("QEMU runs under a uid of its own per VM, in an empty network namespace", "uids", uidRange.String())
 	d, err := daemon.New(daemon.Options{
-		State: *state, Run: *run, Log: log, StopTimeout: *stopTimeout, SilentAfter: *silentAfter,
+		State: *state, Run: *run, Log: log, StopTimeout: *stopTimeout, SilentAfter: *silentAfter, NICTimeout: *nicTimeout,
 		VMM:   qemus,
 		Net:   nw,
 		Links: &configSource{loader: config.NewLoader(*data), alloc: al},
 	})
 	if err != nil {
 		return err
+	}
+	var startNames []string
+	if *start != "" {
+		startNames = strings.Split(*start, ",")
+	}
+	for _, name := range startNames {
+		// A name no VM directory has is a mistake in the command line
+		// (or the unit), not a VM that failed.
+		if !d.Configured(name) {
+			return fmt.Errorf("-start %s: no VM directory of that name in %s", name, *data)
+		}
 	}
 	ln, err := control.Listen(ControlSocket(*run))
 	if err != nil {
@@ -150,15 +161,19 @@ func Serve(args []string, stdout, stderr io.Writer) error {
 	sigs := make(chan os.Signal, 1)
 	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT)
 	defer signal.Stop(sigs)
-	var startErr error
-	if *start != "" {
-		for _, name := range strings.Split(*start, ",") {
+	// The VMs of -start start in the background, so that a signal meanwhile
+	// is handled. A VM that fails to start does not stop the daemon (nor
+	// the VMs that did start): it is logged and stays "failed", with its
+	// error, in list and status, until a start succeeds.
+	startsDone := make(chan struct{})
+	go func() {
+		defer close(startsDone)
+		for _, name := range startNames {
 			if err := d.Start(name); err != nil {
-				log.Error("start", "vm", name, "err", err)
-				startErr = errors.Join(startErr, err)
+				log.Error("-start: VM failed to start; spectrumd status shows it", "vm", name, "err", err)
 			}
 		}
-	}
+	}()
 	select {
 	case sig := <-sigs:
 		log.Info("stopping every VM", "signal", sig.String())
@@ -166,7 +181,8 @@ func Serve(args []string, stdout, stderr io.Writer) error {
 		log.Error("control socket failed", "err", err)
 	}
 	ln.Close()
-	stopErr := d.StopAll()
+	stopErr := d.Close()
+	<-startsDone // refused by now, if not done
 	if err := nw.Cleanup(nil); err != nil {
 		stopErr = errors.Join(stopErr, err)
 	}

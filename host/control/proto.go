@@ -18,12 +18,19 @@ type Response struct {
 
 // VMStatus is what list and status report of one VM.
 type VMStatus struct {
-	Name     string    `json:"name"`
-	State    string    `json:"state"` // stopped, starting, running, backoff, stopping
+	Name string `json:"name"`
+	// State is one of stopped, starting (links being made, process
+	// launching), running, backoff (waiting to restart after a crash),
+	// stopping, failed (its first launch failed, or it became invalid
+	// before a relaunch: not retried until the next start; Error says why).
+	State    string    `json:"state"`
 	PID      int       `json:"pid,omitempty"`
 	Restarts int       `json:"restarts"`
 	Since    time.Time `json:"since,omitzero"`
 	LastExit string    `json:"last_exit,omitempty"`
+	// Error is why the VM failed, or why its last relaunch failed while it
+	// waits to retry.
+	Error string `json:"error,omitempty"`
 	// NoOutputSince is set while the VM has run for Options.SilentAfter or
 	// longer without writing anything to its serial console: it is the
 	// launch time (a guest that does not boot shows here).

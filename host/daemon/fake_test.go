@@ -9,7 +9,6 @@ import (
 	"os"
 	"slices"
 	"sync"
-	"time"
 
 	"spectrum-os.org/netcfg/host/alloc"
 	"spectrum-os.org/netcfg/host/config"
@@ -26,6 +25,20 @@ type fakeVMM struct {
 	// of one "booted" line; silent launches VMs that write nothing.
 	spew   func(w io.Writer)
 	silent bool
+	// crashAfterSpew, if set, makes each instance exit with it as soon as
+	// spew has written its output.
+	crashAfterSpew error
+	// Hooks a test sets to fail or hold a call; nil hooks do nothing.
+	// launchErr fails a launch; onShutdown runs before a shutdown ends
+	// the instance; onHotplug and onUnplug run before those calls and fail
+	// them with their error.
+	launchErr  func(spec Spec) error
+	onShutdown func(name string)
+	onHotplug  func(ctx context.Context, name string, nic NIC) error
+	onUnplug   func(ctx context.Context, name, id string) error
+	// alive counts each VM's instances that have not exited; maxAlive is
+	// the most there ever were at once.
+	alive, maxAlive map[string]int
 }
 
 func (f *fakeVMM) event(s string) {
@@ -42,13 +55,28 @@ func (f *fakeVMM) Launch(ctx context.Context, spec Spec) (Instance, error) {
 		}
 		macs = append(macs, n.MAC.String())
 	}
-	pr, pw := io.Pipe()
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.launchErr != nil {
+		if err := f.launchErr(spec); err != nil {
+			return nil, err
+		}
+	}
+	// A pipe in the kernel, as QEMU's serial console is: what the guest
+	// wrote stays readable after it exits.
+	pr, pw, err := os.Pipe()
+	if err != nil {
+		return nil, err
+	}
 	inst := &fakeInst{f: f, name: spec.VM.Name, serial: pr, w: pw, exit: make(chan error, 1), nics: map[string]string{}}
 	for _, n := range spec.NICs {
 		inst.nics[n.ID] = n.MAC.String()
 	}
-	f.mu.Lock()
-	defer f.mu.Unlock()
+	if f.alive == nil {
+		f.alive, f.maxAlive = map[string]int{}, map[string]int{}
+	}
+	f.alive[spec.VM.Name]++
+	f.maxAlive[spec.VM.Name] = max(f.maxAlive[spec.VM.Name], f.alive[spec.VM.Name])
 	f.launches = append(f.launches, fmt.Sprintf("%s:%v", spec.VM.Name, macs))
 	f.events = append(f.events, "launch "+spec.VM.Name)
 	if f.insts == nil {
@@ -57,11 +85,37 @@ func (f *fakeVMM) Launch(ctx context.Context, spec Spec) (Instance, error) {
 	f.insts[spec.VM.Name] = inst
 	switch {
 	case f.spew != nil:
-		go f.spew(pw)
+		spew, crash := f.spew, f.crashAfterSpew
+		go func() {
+			spew(pw)
+			if crash != nil {
+				inst.end(crash)
+			}
+		}()
 	case !f.silent:
 		go fmt.Fprintf(pw, "booted %s\n", spec.VM.Name)
 	}
 	return inst, nil
+}
+
+// hook returns the VMM with its hooks as they are now.
+func (f *fakeVMM) hook() fakeVMM {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return fakeVMM{onShutdown: f.onShutdown, onHotplug: f.onHotplug, onUnplug: f.onUnplug}
+}
+
+// set changes the VMM's hooks while VMs run.
+func (f *fakeVMM) set(change func(f *fakeVMM)) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	change(f)
+}
+
+func (f *fakeVMM) launchCount() int {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return len(f.launches)
 }
 
 func (f *fakeVMM) inst(name string) *fakeInst {
@@ -73,8 +127,8 @@ func (f *fakeVMM) inst(name string) *fakeInst {
 type fakeInst struct {
 	f      *fakeVMM
 	name   string
-	serial io.Reader
-	w      *io.PipeWriter
+	serial *os.File
+	w      *os.File
 	exit   chan error
 	once   sync.Once
 	mu     sync.Mutex
@@ -84,13 +138,28 @@ type fakeInst struct {
 	holdNICs bool
 }
 
-func (i *fakeInst) PID() int          { return 4242 }
-func (i *fakeInst) Serial() io.Reader { return i.serial }
-func (i *fakeInst) Wait() error       { return <-i.exit }
+func (i *fakeInst) PID() int              { return 4242 }
+func (i *fakeInst) Serial() io.ReadCloser { return i.serial }
+func (i *fakeInst) Wait() error           { return <-i.exit }
+
+// end makes the instance exit with err: its guest's side of the serial
+// console closes, as a process's does when it exits.
 func (i *fakeInst) end(err error) {
-	i.once.Do(func() { i.w.Close(); i.exit <- err })
+	i.once.Do(func() {
+		i.w.Close()
+		i.f.mu.Lock()
+		i.f.alive[i.name]--
+		i.f.mu.Unlock()
+		i.exit <- err
+	})
 }
-func (i *fakeInst) Hotplug(n NIC) error {
+
+func (i *fakeInst) Hotplug(ctx context.Context, n NIC) error {
+	if h := i.f.hook().onHotplug; h != nil {
+		if err := h(ctx, i.name, n); err != nil {
+			return err
+		}
+	}
 	i.mu.Lock()
 	defer i.mu.Unlock()
 	if _, ok := i.nics[n.ID]; ok {
@@ -100,7 +169,12 @@ func (i *fakeInst) Hotplug(n NIC) error {
 	i.f.event("hotplug " + i.name + " " + n.MAC.String())
 	return nil
 }
-func (i *fakeInst) Unplug(id string) error {
+func (i *fakeInst) Unplug(ctx context.Context, id string) error {
+	if h := i.f.hook().onUnplug; h != nil {
+		if err := h(ctx, i.name, id); err != nil {
+			return err
+		}
+	}
 	i.mu.Lock()
 	defer i.mu.Unlock()
 	if _, ok := i.nics[id]; !ok {
@@ -113,8 +187,11 @@ func (i *fakeInst) Unplug(id string) error {
 	i.f.event("unplug " + i.name + " " + id)
 	return nil
 }
-func (i *fakeInst) Shutdown(time.Duration) error {
+func (i *fakeInst) Shutdown(context.Context) error {
 	i.f.event("shutdown " + i.name)
+	if h := i.f.hook().onShutdown; h != nil {
+		h(i.name)
+	}
 	i.end(nil)
 	return nil
 }
@@ -133,6 +210,9 @@ func (i *fakeInst) NICs() []string {
 type fakeNet struct {
 	mu    sync.Mutex
 	links map[mac.LinkID]bool
+	// createErr, if set, fails Create after it made the bridge (a link
+	// left half made).
+	createErr func(id mac.LinkID) error
 	// bridges are the host bridges there are: an uplink on another fails.
 	bridges map[string]bool
 	taps    map[string]string // uplink taps: MAC -> bridge
@@ -187,6 +267,9 @@ func (n *fakeNet) Create(id mac.LinkID) error {
 		n.links = map[mac.LinkID]bool{}
 	}
 	n.links[id] = true
+	if n.createErr != nil {
+		return n.createErr(id)
+	}
 	return nil
 }
 
@@ -223,8 +306,9 @@ func (n *fakeNet) count() int {
 	return len(n.links)
 }
 
-// staticLinks is a configuration given as a map of VM to providers, with
-// link ids numbered in pair order.
+// staticLinks is a configuration given as a map of VM to providers. Held
+// links keep their ids; other pairs get the lowest free ids from 01:01 on,
+// in pair order.
 type staticLinks struct {
 	vms     map[string][]string
 	uplinks map[string][]config.Uplink // by VM; a test may change it between calls
@@ -237,9 +321,11 @@ func (s staticLinks) Load(held []alloc.Link) (*config.Config, []alloc.Link, erro
 		names = append(names, n)
 	}
 	slices.Sort(names)
-	// Providers first: repeat until every VM is placed (tests have no cycles).
+	// Providers first: repeat until every VM is placed (tests have no
+	// cycles); a VM whose provider is missing is left out.
 	placed := map[string]bool{}
-	for len(cfg.Order) < len(names) {
+	for progress := true; progress; {
+		progress = false
 		for _, n := range names {
 			if placed[n] {
 				continue
@@ -250,20 +336,75 @@ func (s staticLinks) Load(held []alloc.Link) (*config.Config, []alloc.Link, erro
 			}
 			if ok {
 				placed[n] = true
+				progress = true
 				cfg.Order = append(cfg.Order, n)
 			}
 		}
 	}
-	var links []alloc.Link
-	id := mac.LinkID(0x0100)
-	for _, n := range names {
+	ids := map[alloc.Pair]mac.LinkID{}
+	used := map[mac.LinkID]bool{}
+	for _, l := range held {
+		ids[l.Pair], used[l.ID] = l.ID, true
+	}
+	next := mac.LinkID(0x0101)
+	for _, n := range cfg.Order {
 		cfg.VMs[n] = &config.VM{Name: n, Providers: slices.Sorted(slices.Values(s.vms[n])), Uplinks: s.uplinks[n]}
 		for _, p := range cfg.VMs[n].Providers {
-			id++
-			links = append(links, alloc.Link{Pair: alloc.Pair{Client: n, Provider: p}, ID: id})
+			pair := alloc.Pair{Client: n, Provider: p}
+			if _, ok := ids[pair]; ok {
+				continue
+			}
+			for used[next] {
+				next++
+			}
+			ids[pair], used[next] = next, true
 		}
 	}
+	links := make([]alloc.Link, 0, len(ids))
+	for p, id := range ids {
+		links = append(links, alloc.Link{Pair: p, ID: id})
+	}
+	slices.SortFunc(links, func(a, b alloc.Link) int { return int(a.ID) - int(b.ID) })
 	return cfg, links, nil
+}
+
+// liveConfig is a configuration a test changes while the daemon runs:
+// VMs come and go, and a VM in bad is invalid (an error of the
+// configuration, as a broken directory is).
+type liveConfig struct {
+	mu    sync.Mutex
+	vms   map[string][]string
+	bad   map[string]bool
+	loads int // calls of Load
+}
+
+func (c *liveConfig) change(f func(vms map[string][]string, bad map[string]bool)) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.bad == nil {
+		c.bad = map[string]bool{}
+	}
+	f(c.vms, c.bad)
+}
+
+func (c *liveConfig) Load(held []alloc.Link) (*config.Config, []alloc.Link, error) {
+	c.mu.Lock()
+	c.loads++
+	vms := map[string][]string{}
+	var bad []string
+	for n, ps := range c.vms {
+		if c.bad[n] {
+			bad = append(bad, n)
+			continue
+		}
+		vms[n] = slices.Clone(ps)
+	}
+	c.mu.Unlock()
+	cfg, links, err := staticLinks{vms: vms}.Load(held)
+	for _, n := range bad {
+		cfg.Errors = append(cfg.Errors, &config.VMError{VM: n, Path: n + "/blk/root.img", Err: errors.New("a symlink out of the VM's directory")})
+	}
+	return cfg, links, err
 }
 
 // nicIDs are the ids of the instance's NICs, sorted.

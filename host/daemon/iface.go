@@ -6,14 +6,17 @@ import (
 	"net"
 	"os"
 	"strconv"
-	"time"
 
+	"spectrum-os.org/netcfg/host/alloc"
 	"spectrum-os.org/netcfg/host/config"
 	"spectrum-os.org/netcfg/internal/mac"
 )
 
 // VMM launches VM processes. The real one runs QEMU; tests use a fake.
 type VMM interface {
+	// Launch starts one VM's process and returns once it runs and answers
+	// its control protocol, or with an error. It gives up when ctx is done
+	// (the daemon passes Options.LaunchTimeout).
 	Launch(ctx context.Context, spec Spec) (Instance, error)
 }
 
@@ -38,19 +41,27 @@ type NIC struct {
 	Tap *os.File // the launcher passes it on and the caller closes its copy
 }
 
-// Instance is one running VM process.
+// Instance is one running VM process. The daemon bounds every call that
+// waits on the process with a context: a VMM that hangs (a frozen QEMU)
+// costs a timeout, never a blocked daemon.
 type Instance interface {
 	PID() int
-	// Serial is the output of the VM's serial console; EOF when it exits.
-	Serial() io.Reader
+	// Serial is the read end of the VM's serial console. It reaches EOF
+	// once the process has exited and everything it wrote has been read;
+	// the daemon reads it to EOF and then closes it. Nothing else closes
+	// it: lines still in the pipe when the process exits (a crashing
+	// guest's last words) would be lost.
+	Serial() io.ReadCloser
 	// Wait blocks until the process has exited.
 	Wait() error
-	// Hotplug adds a NIC to the running VM; Unplug removes it.
-	Hotplug(nic NIC) error
-	Unplug(id string) error
+	// Hotplug adds a NIC to the running VM; Unplug removes it, waiting for
+	// the guest to release the device. Both give up when ctx is done.
+	Hotplug(ctx context.Context, nic NIC) error
+	Unplug(ctx context.Context, id string) error
 	// Shutdown asks the guest to power down and kills the process if it
-	// has not exited within timeout.
-	Shutdown(timeout time.Duration) error
+	// has not exited when ctx is done. It returns once the process has
+	// exited, or with an error saying why it could not be stopped.
+	Shutdown(ctx context.Context) error
 }
 
 // Network wires links on the host.
@@ -73,6 +84,15 @@ type Network interface {
 	OpenUplink(m net.HardwareAddr) (*os.File, error)
 	// DeleteUplink removes that tap; a missing one is not an error.
 	DeleteUplink(m net.HardwareAddr) error
+}
+
+// LinkSource loads the configuration and gives every (client, provider)
+// pair its stable link id.
+type LinkSource interface {
+	// Load reads the data directory. held are the links that exist now:
+	// their ids must not change even if the pair left the configuration.
+	// The daemon never runs two Loads at once.
+	Load(held []alloc.Link) (*config.Config, []alloc.Link, error)
 }
 
 // UplinkNICID is the VMM-side name of a VM's i-th uplink NIC (in its

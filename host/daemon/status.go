@@ -8,13 +8,33 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"spectrum-os.org/netcfg/host/alloc"
+	"spectrum-os.org/netcfg/host/config"
 	"spectrum-os.org/netcfg/host/control"
 	"spectrum-os.org/netcfg/host/vmlog"
 	"spectrum-os.org/netcfg/internal/mac"
 )
+
+// snapshot is what readers see of a VM, written by its owner under
+// Daemon.mu as its state changes: List, Status, Logs and Console read only
+// this, never the owner, so they answer whatever the owner is waiting for.
+type snapshot struct {
+	state    string
+	pid      int // 0 unless a process runs
+	since    time.Time
+	restarts int
+	lastExit string
+	err      string // why the VM failed, or why its last relaunch failed
+	// output is set by the serial pump once the running instance has
+	// written anything to its serial console.
+	output *atomic.Bool
+	// vm is the configuration the VM was started (or last relaunched)
+	// with, while it is wanted.
+	vm *config.VM
+}
 
 // List reports every configured VM and every VM still running.
 func (d *Daemon) List() []control.VMStatus {
@@ -39,19 +59,20 @@ func (d *Daemon) Status(name string) (control.VMStatus, error) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	if d.cfg.VMs[name] == nil && d.vms[name] == nil {
-		return control.VMStatus{}, d.vmErrorLocked(name)
+		return control.VMStatus{}, d.whyNotLocked(name)
 	}
 	return d.statusLocked(name), nil
 }
 
 func (d *Daemon) statusLocked(name string) control.VMStatus {
-	st := control.VMStatus{Name: name, State: "stopped"}
-	if vs := d.vms[name]; vs != nil {
-		st.State, st.Restarts, st.LastExit = vs.state, vs.restarts, vs.lastExit
-		if vs.inst != nil {
-			st.PID, st.Since = vs.inst.PID(), vs.since
-			if d.opt.SilentAfter > 0 && !vs.output.Load() && time.Since(vs.since) >= d.opt.SilentAfter {
-				st.NoOutputSince = vs.since
+	st := control.VMStatus{Name: name, State: stateStopped}
+	if e := d.vms[name]; e != nil {
+		s := e.snap
+		st.State, st.Restarts, st.LastExit, st.Error = s.state, s.restarts, s.lastExit, s.err
+		if s.pid != 0 {
+			st.PID, st.Since = s.pid, s.since
+			if d.opt.SilentAfter > 0 && s.output != nil && !s.output.Load() && time.Since(s.since) >= d.opt.SilentAfter {
+				st.NoOutputSince = s.since
 			}
 		}
 	}
@@ -67,8 +88,8 @@ func (d *Daemon) statusLocked(name string) control.VMStatus {
 		return cmp.Or(strings.Compare(a.Role, b.Role), strings.Compare(a.Peer, b.Peer))
 	})
 	vm := d.cfg.VMs[name]
-	if vs := d.vms[name]; vs != nil && vs.done != nil {
-		vm = vs.vm // started: the configuration it runs with
+	if e := d.vms[name]; e != nil && e.snap.vm != nil {
+		vm = e.snap.vm // started: the configuration it runs with
 	}
 	if vm != nil {
 		for _, u := range vm.Uplinks {
@@ -91,40 +112,40 @@ func (d *Daemon) LinkID(client, provider string) (mac.LinkID, bool) {
 func (d *Daemon) Logs(name string) (*vmlog.File, error) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	if d.cfg.VMs[name] == nil && d.vms[name] == nil {
-		return nil, d.vmErrorLocked(name)
+	if !d.configuredLocked(name) && d.vms[name] == nil {
+		return nil, d.whyNotLocked(name)
 	}
-	return d.stateLocked(name).log, nil
+	return d.entryLocked(name).log, nil
 }
 
 // Console connects to the VM's virtio-console, one user at a time.
 func (d *Daemon) Console(name string) (io.ReadWriteCloser, error) {
 	d.mu.Lock()
-	vs := d.vms[name]
-	if vs == nil || vs.inst == nil {
+	e := d.vms[name]
+	if e == nil || e.snap.pid == 0 {
 		defer d.mu.Unlock()
-		if d.cfg.VMs[name] == nil && vs == nil {
-			return nil, d.vmErrorLocked(name)
+		if d.cfg.VMs[name] == nil && e == nil {
+			return nil, d.whyNotLocked(name)
 		}
 		return nil, fmt.Errorf("VM %s is not running", name)
 	}
-	if vs.console {
+	if e.console {
 		d.mu.Unlock()
 		return nil, fmt.Errorf("the console of %s is in use by another client; only one at a time", name)
 	}
-	vs.console = true
+	e.console = true
 	path := d.consolePath(name)
 	d.mu.Unlock()
 	c, err := net.DialTimeout("unix", path, 5*time.Second)
 	if err != nil {
 		d.mu.Lock()
-		vs.console = false
+		e.console = false
 		d.mu.Unlock()
 		return nil, fmt.Errorf("console of %s: %w", name, err)
 	}
 	return &consoleConn{Conn: c, release: func() {
 		d.mu.Lock()
-		vs.console = false
+		e.console = false
 		d.mu.Unlock()
 	}}, nil
 }

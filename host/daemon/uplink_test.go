@@ -78,8 +78,8 @@ func TestUplinks(t *testing.T) {
 	}
 }
 
-// TestUplinkMissingBridge: a VM whose bridge is missing does not start, and
-// says which bridge; a VM on a bridge that is there starts, and the VM whose
+// TestUplinkMissingBridge: a VM whose bridge is missing does not start (it
+// is failed, not retried), and says which bridge; a VM on a bridge that is there starts, and the VM whose
 // bridge was missing starts once it is there.
 func TestUplinkMissingBridge(t *testing.T) {
 	vms := map[string][]string{"lonely": nil, "net": nil, "app": {"net"}}
@@ -95,8 +95,8 @@ func TestUplinkMissingBridge(t *testing.T) {
 	if err == nil || !strings.Contains(err.Error(), "br-gone") || !strings.Contains(err.Error(), "lonely") {
 		t.Fatalf("Start(lonely) = %v, want an error naming lonely and br-gone", err)
 	}
-	if st, _ := d.Status("lonely"); st.State != "stopped" || st.Restarts != 0 {
-		t.Errorf("lonely: %+v, want stopped", st)
+	if st, _ := d.Status("lonely"); st.State != stateFailed || st.Restarts != 0 || !strings.Contains(st.Error, "br-gone") {
+		t.Errorf("lonely: %+v, want failed (not retried), naming br-gone", st)
 	}
 	for _, l := range vmm.launches {
 		if strings.HasPrefix(l, "lonely:") {

@@ -85,6 +85,19 @@ func (l *File) Follow() (<-chan string, func()) {
 	}
 }
 
+// Release closes the file while nothing writes to it (its VM is not
+// running): the next WriteLine opens it again. Followers keep following.
+func (l *File) Release() error {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.f == nil {
+		return nil
+	}
+	err := l.f.Close()
+	l.f = nil
+	return err
+}
+
 // Close closes the file; followers are ended.
 func (l *File) Close() error {
 	l.mu.Lock()

@@ -14,9 +14,15 @@ import (
 // refilled at hostLogRate lines a second; the rest go to the VM's own
 // (capped) log file only, and a line in the host's log says how many were
 // held back. A guest printing megabytes a second cannot flood the journal.
+//
+// The last exitTail lines held back before the console ends are logged
+// when it ends: a guest that has been loud and then crashes still gets its
+// last words (a panic's trace) into the host's log, after a line saying
+// they follow.
 const (
 	hostLogRate  = 100
 	hostLogBurst = 1000
+	exitTail     = 64
 )
 
 // Pump reads a VM's serial console until EOF and hands every line to
@@ -29,6 +35,9 @@ const (
 func Pump(r io.Reader, vm string, log *slog.Logger, lf *File) {
 	br := bufio.NewReaderSize(r, maxLine)
 	lim := limiter{tokens: hostLogBurst, last: time.Now()}
+	// tail holds the lines held back since the last one that passed,
+	// the latest exitTail of them.
+	var tail tailRing
 	var cut bool // the current line was cut: drop until its newline
 	for {
 		chunk, err := br.ReadSlice('\n')
@@ -53,6 +62,9 @@ func Pump(r io.Reader, vm string, log *slog.Logger, lf *File) {
 						log.Warn("VM serial output over the host log's rate; lines held back are in the VM's log file", "vm", vm, "held_back", held)
 					}
 					log.Info(s, "vm", vm, "source", "serial")
+					tail.reset()
+				} else {
+					tail.add(s)
 				}
 				if lf != nil {
 					if werr := lf.WriteLine(s); werr != nil && lim.errOK(time.Now()) {
@@ -69,9 +81,43 @@ func Pump(r io.Reader, vm string, log *slog.Logger, lf *File) {
 			if held := lim.held; held > 0 {
 				log.Warn("VM serial output over the host log's rate; lines held back are in the VM's log file", "vm", vm, "held_back", held)
 			}
+			if lines := tail.lines(); len(lines) > 0 {
+				log.Warn("VM serial console ended; its last lines held back follow", "vm", vm, "lines", len(lines))
+				for _, l := range lines {
+					log.Info(l, "vm", vm, "source", "serial")
+				}
+			}
 			return
 		}
 	}
+}
+
+// tailRing keeps the latest exitTail lines added to it.
+type tailRing struct {
+	buf  [exitTail]string
+	next int // where the next line goes
+	n    int // lines kept
+}
+
+func (t *tailRing) add(s string) {
+	t.buf[t.next] = s
+	t.next = (t.next + 1) % exitTail
+	t.n = min(t.n+1, exitTail)
+}
+
+func (t *tailRing) reset() {
+	if t.n > 0 {
+		*t = tailRing{}
+	}
+}
+
+// lines returns the lines kept, oldest first.
+func (t *tailRing) lines() []string {
+	out := make([]string, 0, t.n)
+	for i := range t.n {
+		out = append(out, t.buf[(t.next-t.n+i+exitTail)%exitTail])
+	}
+	return out
 }
 
 // limiter is a token bucket for one VM's serial lines in the host's log.

@@ -2,6 +2,7 @@ package vmlog
 
 import (
 	"bytes"
+	"fmt"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -136,4 +137,53 @@ func TestBootMarkerUnforgeable(t *testing.T) {
 	if len(lines) != 2 || !strings.HasPrefix(lines[0], BootMarkerPrefix) || strings.HasPrefix(lines[1], BootMarkerPrefix) || !strings.HasPrefix(lines[1], `\x3d== spectrumd: `) {
 		t.Errorf("log lines %q: want one real marker, then the guest's escaped", lines)
 	}
+}
+
+// TestPumpLastLinesReachHostLog: a guest floods its console past the host
+// log's burst and then crashes with a trace. Every line is in its log file,
+// and the trace, held back from the host's log by the rate, is logged there
+// when the console ends, in order, after a line saying it follows.
+func TestPumpLastLinesReachHostLog(t *testing.T) {
+	var in strings.Builder
+	for i := range hostLogBurst + 500 {
+		fmt.Fprintf(&in, "noise %d\n", i)
+	}
+	for i := range 40 {
+		fmt.Fprintf(&in, "panic trace %d\n", i)
+	}
+	var hostLog bytes.Buffer
+	lf := &File{Path: filepath.Join(t.TempDir(), "vm.log")}
+	start := time.Now()
+	Pump(strings.NewReader(in.String()), "vm1", slog.New(slog.NewTextHandler(&hostLog, nil)), lf)
+	refill := int(time.Since(start).Seconds()*hostLogRate) + 1
+	lf.Close()
+	b, err := os.ReadFile(lf.Path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if string(b) != in.String() {
+		t.Errorf("log file holds %d bytes, want every line (%d bytes)", len(b), in.Len())
+	}
+	host := hostLog.String()
+	ended := strings.Index(host, "its last lines held back follow")
+	if ended < 0 {
+		t.Fatalf("no line saying the last lines follow:\n%s", lastLines(host, 5))
+	}
+	at := ended
+	for i := range 40 {
+		l := fmt.Sprintf("msg=\"panic trace %d\"", i)
+		j := strings.Index(host[at:], l)
+		if j < 0 {
+			t.Fatalf("%s missing from the host log after the end, or out of order:\n%s", l, lastLines(host, 50))
+		}
+		at += j
+	}
+	if n, most := strings.Count(host, "source=serial"), hostLogBurst+refill+exitTail; n > most {
+		t.Errorf("%d serial records in the host log, want at most the burst, its refill and the tail (%d)", n, most)
+	}
+}
+
+func lastLines(s string, n int) string {
+	l := strings.Split(strings.TrimSuffix(s, "\n"), "\n")
+	return strings.Join(l[max(len(l)-n, 0):], "\n")
 }

@@ -90,3 +90,10 @@ func testContext(t *testing.T, max time.Duration) context.Context {
 	t.Cleanup(cancel)
 	return ctx
 }
+
+// shutdownNow kills inst's QEMU at once (a shutdown whose time is up).
+func shutdownNow(inst daemon.Instance) error {
+	ctx, cancel := context.WithTimeout(context.Background(), 0)
+	defer cancel()
+	return inst.Shutdown(ctx)
+}

@@ -95,7 +95,9 @@ func shutdownHelper() int {
 		return 1
 	}
 	fmt.Printf("qemu-pid=%d\n", inst.PID())
-	err = inst.Shutdown(500 * time.Millisecond)
+	ctx, cancel := context.WithTimeout(context.Background(), 500*time.Millisecond)
+	err = inst.Shutdown(ctx)
+	cancel()
 	fmt.Printf("shutdown error: %v\n", err)
 	fmt.Printf("eperm=%v\n", errors.Is(err, syscall.EPERM))
 	fmt.Printf("alive=%v\n", syscall.Kill(inst.PID(), 0) != syscall.ESRCH)

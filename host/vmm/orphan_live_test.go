@@ -33,7 +33,7 @@ func TestKillOrphans(t *testing.T) {
 	if err != nil {
 		t.Fatalf("Launch: %v\n%s", err, log.String())
 	}
-	defer inst.Shutdown(0)
+	defer shutdownNow(inst)
 	stale := filepath.Join(run, "vms", "gone", daemon.PIDFile)
 	os.MkdirAll(filepath.Dir(stale), 0o700)
 	os.WriteFile(stale, []byte("1 1\n"), 0o600) // pid 1 did not start at tick 1

@@ -33,7 +33,7 @@ func TestSerialDrainedAfterExit(t *testing.T) {
 			t.Errorf("QEMU exit after the guest's triple fault: %v (want status 0: -no-reboot)", err)
 		}
 	case <-ctx.Done():
-		inst.Shutdown(0)
+		shutdownNow(inst)
 		t.Fatalf("the burst guest did not exit\n%s", log.String())
 	}
 	sc := bufio.NewScanner(inst.Serial())

@@ -16,10 +16,6 @@ import (
 	"spectrum-os.org/netcfg/host/qemu"
 )
 
-// DefaultNICTimeout bounds one hot-plug or unplug; an unplug waits for the
-// guest to release the device.
-const DefaultNICTimeout = 20 * time.Second
-
 // StartTimeout bounds one launch: from exec until QEMU answers on QMP.
 const StartTimeout = 30 * time.Second
 
@@ -34,8 +30,6 @@ type Options struct {
 	// to QEMU as its one supplementary group under KVM. Required with
 	// Accel "kvm"; unused under TCG, where QEMU gets no group.
 	KVMGroup uint32
-	// NICTimeout bounds one hot-plug or unplug; 0 means DefaultNICTimeout.
-	NICTimeout time.Duration
 	// Binary is the QEMU binary; "" means qemu.DefaultBinary from $PATH.
 	Binary string
 	Log    *slog.Logger // nil means slog.Default()
@@ -53,9 +47,6 @@ func New(opt Options) (*QEMU, error) {
 	}
 	if opt.Accel == "kvm" && opt.KVMGroup == 0 {
 		return nil, errors.New("vmm: KVM needs the group of /dev/kvm for QEMU")
-	}
-	if opt.NICTimeout == 0 {
-		opt.NICTimeout = DefaultNICTimeout
 	}
 	if opt.Log == nil {
 		opt.Log = slog.Default()
@@ -111,25 +102,24 @@ func (q *QEMU) Launch(ctx context.Context, spec daemon.Spec) (daemon.Instance, e
 		q.opt.UIDs.Release(spec.VM.Name)
 	}()
 	log.Info("QEMU started", "cmd", qemu.Quote(p.Argv), "fds", strings.Join(p.FDs, " "), "uid", uid)
-	return &instance{p: p, log: log, nicTimeout: q.opt.NICTimeout, serial: &drainReader{f: p.Serial}, stderr: stderr}, nil
+	return &instance{p: p, log: log, serial: &drainReader{f: p.Serial}, stderr: stderr}, nil
 }
 
 // instance is one running QEMU.
 type instance struct {
-	p          *qemu.Process
-	log        *slog.Logger
-	nicTimeout time.Duration
-	serial     *drainReader
-	stderr     *stderrLogger
+	p      *qemu.Process
+	log    *slog.Logger
+	serial *drainReader
+	stderr *stderrLogger
 }
 
 func (i *instance) PID() int { return i.p.Pid() }
 
 // Serial is the guest's serial console. The pipe is closed by the reader
-// reaching its end, never by Wait: when QEMU exits the pipe may still hold
-// up to a MiB of the guest's last output (a crashing guest's panic), and all
-// of it is read first.
-func (i *instance) Serial() io.Reader { return i.serial }
+// reaching its end (or by its Close), never by Wait: when QEMU exits the
+// pipe may still hold up to a MiB of the guest's last output (a crashing
+// guest's panic), and all of it is read first.
+func (i *instance) Serial() io.ReadCloser { return i.serial }
 
 // Wait waits for QEMU to exit. It leaves the serial pipe to its reader (see
 // Serial).
@@ -139,22 +129,25 @@ func (i *instance) Wait() error {
 	return err
 }
 
-func (i *instance) Hotplug(n daemon.NIC) error {
-	ctx, cancel := context.WithTimeout(context.Background(), i.nicTimeout)
-	defer cancel()
+// Hotplug and Unplug give up when ctx ends (the daemon bounds them with
+// its NIC timeout).
+func (i *instance) Hotplug(ctx context.Context, n daemon.NIC) error {
 	return i.p.QMP.HotplugNIC(ctx, n.Tap, n.ID, n.MAC)
 }
 
-func (i *instance) Unplug(id string) error {
-	ctx, cancel := context.WithTimeout(context.Background(), i.nicTimeout)
-	defer cancel()
+func (i *instance) Unplug(ctx context.Context, id string) error {
 	return i.p.QMP.UnplugNIC(ctx, id)
 }
 
-// Shutdown presses the power button and kills QEMU after timeout. If the
-// kill itself fails (EPERM: spectrumd lacks CAP_KILL), it says so at once
-// instead of waiting for an exit that will not come.
-func (i *instance) Shutdown(timeout time.Duration) error {
+// Shutdown presses the power button and kills QEMU when ctx ends (the
+// daemon gives it the stop timeout). If the kill itself fails (EPERM:
+// spectrumd lacks CAP_KILL), it says so at once instead of waiting for an
+// exit that will not come.
+func (i *instance) Shutdown(ctx context.Context) error {
+	timeout := 10 * time.Second
+	if dl, ok := ctx.Deadline(); ok {
+		timeout = max(time.Until(dl), 0)
+	}
 	graceful, err := i.p.Stop(timeout)
 	if err != nil {
 		return err
@@ -171,6 +164,13 @@ type drainReader struct {
 	f    *os.File
 	once sync.Once
 	done bool
+}
+
+// Close closes the pipe if its end was not reached (a reader that gives
+// up on it).
+func (r *drainReader) Close() error {
+	r.once.Do(func() { r.f.Close() })
+	return nil
 }
 
 func (r *drainReader) Read(p []byte) (int, error) {
