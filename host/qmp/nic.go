@@ -68,10 +68,11 @@ func (c *Client) HotplugNIC(ctx context.Context, tap *os.File, id string, mac ne
 	return nil
 }
 
-// ignoreMissing drops closefd's complaint that the fd is already gone.
+// ignoreMissing drops closefd's refusal (the fd is already gone: a failed
+// netdev_add may have taken it); a session error is kept.
 func ignoreMissing(err error) error {
-	var qe *Error
-	if errors.As(err, &qe) && qe.Command == "closefd" {
+	var ce *CommandError
+	if errors.As(err, &ce) {
 		return nil
 	}
 	return err
@@ -79,38 +80,52 @@ func ignoreMissing(err error) error {
 
 // UnplugNIC removes the NIC named id (hot- or cold-plugged). device_del only
 // asks the guest to release the device (ACPI hot-unplug); UnplugNIC waits for
-// QEMU's DEVICE_DELETED event until ctx ends, then deletes the netdev, which
-// closes QEMU's tap fd.
+// QEMU's DEVICE_DELETED event, then deletes the netdev, which closes QEMU's
+// tap fd.
 //
-// If the guest never releases the device (ctx ends first), the netdev is
-// deleted anyway, so the host side can be torn down, and the error wraps
+// UnplugNIC returns by ctx's deadline, also when the guest never releases
+// the device: it waits for the guest until a quarter of the time left (at
+// most netdevDelTimeout) remains, and keeps that for netdev_del, so the
+// host side can be torn down. The error then wraps
 // context.DeadlineExceeded: the guest keeps a NIC with no backend until it
-// acts on the request.
+// acts on the request. A ctx with no deadline gets netdevDelTimeout for
+// netdev_del after it is cancelled.
 func (c *Client) UnplugNIC(ctx context.Context, id string) error {
 	if err := CheckID(id); err != nil {
 		return err
 	}
-	sub, cancel := c.subscribe(func(ev Event) bool {
+	sub, cancel := c.subscribe(1, func(ev Event) bool {
 		d, _ := ev.Data["device"].(string)
 		return ev.Event == "DEVICE_DELETED" && d == id
 	})
 	defer cancel()
+
+	waitCtx, delCtx := ctx, ctx
+	if deadline, ok := ctx.Deadline(); ok {
+		reserve := min(time.Until(deadline)/4, netdevDelTimeout)
+		var wcancel context.CancelFunc
+		waitCtx, wcancel = context.WithDeadline(ctx, deadline.Add(-reserve))
+		defer wcancel()
+	} else {
+		var dcancel context.CancelFunc
+		delCtx, dcancel = context.WithTimeout(context.WithoutCancel(ctx), netdevDelTimeout)
+		defer dcancel()
+	}
+
 	var errs []error
-	if err := c.Run(ctx, "device_del", map[string]string{"id": id}, nil); err != nil {
+	if err := c.Run(waitCtx, "device_del", map[string]string{"id": id}, nil); err != nil {
 		errs = append(errs, err)
 	} else {
 		select {
 		case <-sub.ch:
-		case <-ctx.Done():
-			errs = append(errs, fmt.Errorf("guest did not release device: %w", ctx.Err()))
-		case <-c.closed:
-			errs = append(errs, errors.New("qmp connection ended before DEVICE_DELETED"))
+		case <-waitCtx.Done():
+			errs = append(errs, fmt.Errorf("guest did not release device: %w", waitCtx.Err()))
+		case <-c.done:
+			errs = append(errs, fmt.Errorf("waiting for DEVICE_DELETED: %w", c.Err()))
 		}
 	}
-	// A fresh context: the netdev must go even when waiting timed out.
-	dctx, dcancel := context.WithTimeout(context.WithoutCancel(ctx), netdevDelTimeout)
-	defer dcancel()
-	if err := c.Run(dctx, "netdev_del", map[string]string{"id": id}, nil); err != nil {
+	// The netdev goes even when the guest kept the device.
+	if err := c.Run(delCtx, "netdev_del", map[string]string{"id": id}, nil); err != nil {
 		errs = append(errs, err)
 	}
 	if err := errors.Join(errs...); err != nil {
@@ -119,6 +134,6 @@ func (c *Client) UnplugNIC(ctx context.Context, id string) error {
 	return nil
 }
 
-// netdevDelTimeout bounds netdev_del after an unplug: QEMU answers it at
-// once unless its monitor is wedged.
+// netdevDelTimeout is the most UnplugNIC keeps for netdev_del: QEMU answers
+// it at once unless its monitor is wedged.
 const netdevDelTimeout = 5 * time.Second
