@@ -4,7 +4,6 @@ go 1.26.0
 
 require (
 	github.com/cavaliergopher/cpio v1.0.1
-	github.com/digitalocean/go-qemu v0.0.0-20250212194115-ee9b0668d242
 	github.com/google/go-cmp v0.7.0
 	github.com/jsimonetti/rtnetlink/v2 v2.3.0
 	github.com/mdlayher/netlink v1.11.2
@@ -17,7 +16,6 @@ require (
 )
 
 require (
-	github.com/digitalocean/go-libvirt v0.0.0-20220804181439-8648fbde413e // indirect
 	github.com/mdlayher/socket v0.6.0 // indirect
 	golang.org/x/sync v0.24.0 // indirect
 )

@@ -2,7 +2,6 @@ package vmtest
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"os"
 	"os/exec"
@@ -11,9 +10,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/digitalocean/go-qemu/qmp"
-
 	"spectrum-os.org/netcfg/guest"
+	"spectrum-os.org/netcfg/host/qmp"
 	"spectrum-os.org/netcfg/internal/mac"
 	"spectrum-os.org/netcfg/vmtest/distinit"
 	"spectrum-os.org/netcfg/vmtest/kernel"
@@ -267,24 +265,24 @@ func (p *bootProc) wait(t *testing.T, ctx context.Context, event string) string 
 // plug hot-plugs a virtio-net NIC with MAC hw through QMP.
 func (p *bootProc) plug(t *testing.T, id, hw string) {
 	t.Helper()
-	mon, err := qmp.NewSocketMonitor("unix", p.qmp, 10*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	mon, err := qmp.Dial(ctx, p.qmp)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := mon.Connect(); err != nil {
-		t.Fatal(err)
-	}
-	defer mon.Disconnect()
-	for _, c := range []map[string]any{
-		{"execute": "netdev_add", "arguments": map[string]any{"type": "user", "id": id, "restrict": true}},
-		{"execute": "device_add", "arguments": map[string]any{
-			"driver": "virtio-net-pci", "id": "dev-" + id, "netdev": id, "mac": hw, "romfile": ""}},
+	defer mon.Close()
+	for _, c := range []struct {
+		cmd  string
+		args map[string]any
+	}{
+		{"netdev_add", map[string]any{"type": "user", "id": id, "restrict": true}},
+		{"device_add", map[string]any{"driver": "virtio-net-pci", "id": "dev-" + id, "netdev": id, "mac": hw, "romfile": ""}},
 	} {
-		cmd, _ := json.Marshal(c)
-		if _, err := mon.Run(cmd); err != nil {
-			t.Fatalf("QMP %s: %v", cmd, err)
+		if err := mon.Run(ctx, c.cmd, c.args, nil); err != nil {
+			t.Fatalf("QMP %s %v: %v", c.cmd, c.args, err)
 		}
-		t.Logf("QMP %s", cmd)
+		t.Logf("QMP %s %v", c.cmd, c.args)
 	}
 }
 
