@@ -5,7 +5,7 @@ set -euo pipefail
 pkgs=(
   iproute2          # ip, for tests and make run
   procps            # sysctl, for tests
-  busybox-static    # the baseline the guest benchmark compares against
+  busybox-static    # the test guests' console shell; the guest benchmark's baseline
   hyperfine         # make bench
   bc                # make bench (scripts/bench-daemon.sh)
   qemu-system-x86   # VMs (TCG where nested virtualisation is missing)
@@ -23,6 +23,10 @@ pkgs=(
   udev              # needed by both; pinned below to the installed systemd
   e2fsprogs         # mke2fs -d: the boot test's root file system
   cpio              # the generators' archiver
+  # The VM tests' LAN and make run (vmtest/lan, vmtest/vm):
+  dnsmasq-base      # the LAN's DHCP and DNS servers
+  lynx              # appvm-lynx's browser, copied with its libraries into its initramfs
+  tmux              # a real terminal for the console test
 )
 missing=()
 for p in "${pkgs[@]}"; do
