@@ -86,6 +86,14 @@ func TestDocumentedExample(t *testing.T) {
 	}
 
 	pingBoth(t, ctx, app, netvm, gw, addr)
+	// Every test guest has a shell on its virtio-console (hvc0), for
+	// `spectrumd console NAME`.
+	for _, p := range []*vm.Proc{netvm, app} {
+		want := "hvc0-42 " + p.Name
+		if out, err := d.ConsoleRun(ctx, p.Name, "echo hvc0-$((6*7)) $(hostname)", want); err != nil {
+			t.Errorf("%v\nconsole showed:\n%s", err, out)
+		}
+	}
 	for _, p := range []*vm.Proc{netvm, app} {
 		bt, _ := d.BootTime(p)
 		t.Logf("%s: QEMU started → agent done %.2fs (spectrumd's clock); %v", p.Name, bt.Seconds(), p.Timing())

@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"sync"
 	"testing"
 	"time"
@@ -21,10 +22,51 @@ import (
 type Assets struct {
 	Kernel kernel.Kernel
 	// Initramfs is the newc cpio archive with the test init
-	// (vmtest/cmd/testinit), the static spectrum-netcfg and the kernel's
-	// guest modules, cached in .cache/vmtest/ by content.
+	// (vmtest/cmd/testinit), the static spectrum-netcfg, the kernel's
+	// guest modules, busybox (the console's shell) and the guest's /etc
+	// (GuestFiles), cached in .cache/vmtest/ by content.
 	Initramfs string
+	// Lynx is Initramfs with Debian's lynx appended (initramfs.Lynx: the
+	// binary, its libraries, its configuration, terminal descriptions),
+	// for appvm-lynx (Spec.Lynx).
+	Lynx string
 }
+
+// Resolver is the provider's virtual DNS resolver that every client's
+// /etc/resolv.conf names (router.Resolver of the guest's router).
+const Resolver = "100.127.255.53"
+
+// GuestFiles are the guest's /etc and /root: the same for every test VM,
+// as one client image must work behind any provider (the resolver is the
+// provider's virtual one; a VM with an uplink replaces resolv.conf from its
+// DHCP lease), and what busybox's shell and lynx look up.
+func GuestFiles() []initramfs.File {
+	return []initramfs.File{
+		{Path: "etc/resolv.conf", Data: []byte("# the provider's virtual resolver (spectrum-netcfg -route)\nnameserver " + Resolver + "\n")},
+		{Path: "etc/hosts", Data: []byte("127.0.0.1\tlocalhost\n::1\tlocalhost\n")},
+		{Path: "etc/nsswitch.conf", Data: []byte("passwd: files\ngroup: files\nhosts: files dns\n")},
+		{Path: "etc/passwd", Data: []byte("root:x:0:0:root:/root:/bin/sh\n")},
+		{Path: "etc/group", Data: []byte("root:x:0:\n")},
+		{Path: "etc/profile", Data: []byte(profile)},
+	}
+}
+
+// profile is the console shell's start-up file: a prompt with the VM's
+// name, and the motd of an image that has one (the lynx VM's).
+const profile = `PS1='\h:\w\$ '
+export PS1
+[ -r /etc/motd ] && cat /etc/motd
+`
+
+// lynxMotd greets the user of appvm-lynx's console.
+const lynxMotd = `
+This is appvm-lynx's console (virtio-console hvc0): a busybox shell.
+Its network comes from netvm, which routes it to the LAN.
+  lynx http://www.lan.test/        browse the LAN's web site (q quits)
+  lynx -dump http://www.lan.test/  print the page
+Ctrl-] detaches from the console.
+
+`
 
 var (
 	assetsOnce sync.Once
@@ -72,42 +114,64 @@ func buildAssets(k kernel.Kernel) (*Assets, error) {
 			return nil, err
 		}
 	}
-	mods, err := kernel.Modules(k.Modules, append(kernel.GuestModules, kernel.PowerModules...)...)
+	required := append(append([]string(nil), kernel.GuestModules...), kernel.RouterModules...)
+	mods, err := kernel.Modules(k.Modules, append(required, kernel.PowerModules...)...)
 	if err != nil {
 		// A kernel without the power button drivers still boots the
 		// tests; its VMs are killed at spectrumd's stop timeout.
-		mods, err = kernel.Modules(k.Modules, kernel.GuestModules...)
+		mods, err = kernel.Modules(k.Modules, required...)
 	}
 	if err != nil {
 		return nil, err
 	}
-	cpio, err := initramfs.Bytes(initramfs.Spec{Init: init, Agent: agent, Modules: mods})
+	bb, err := initramfs.Busybox()
+	if err != nil {
+		return nil, err
+	}
+	base, err := initramfs.Bytes(initramfs.Spec{Init: init, Agent: agent, Modules: mods, Files: append(bb, GuestFiles()...)})
 	if err != nil {
 		return nil, fmt.Errorf("initramfs: %w", err)
 	}
-	sum := sha256.Sum256(cpio)
-	a.Initramfs = filepath.Join(cache, "initramfs-"+hex.EncodeToString(sum[:8])+".cpio")
-	if _, err := os.Stat(a.Initramfs); err == nil {
-		now := time.Now()
-		return a, os.Chtimes(a.Initramfs, now, now)
-	}
-	tmp := a.Initramfs + ".tmp" + filepath.Base(bin)
-	if err := os.WriteFile(tmp, cpio, 0o644); err != nil {
+	if a.Initramfs, err = cacheFile(cache, "initramfs", base, filepath.Base(bin)); err != nil {
 		return nil, err
 	}
-	if err := os.Rename(tmp, a.Initramfs); err != nil {
+	lynx, err := initramfs.Lynx()
+	if err != nil {
 		return nil, err
 	}
-	pruneOld(cache, a.Initramfs)
+	var add bytes.Buffer
+	if err := initramfs.WriteFiles(&add, append(lynx, initramfs.File{Path: "etc/motd", Data: []byte(lynxMotd)})); err != nil {
+		return nil, fmt.Errorf("initramfs with lynx: %w", err)
+	}
+	if a.Lynx, err = cacheFile(cache, "initramfs-lynx", append(base, add.Bytes()...), filepath.Base(bin)); err != nil {
+		return nil, err
+	}
+	pruneOld(cache, a.Initramfs, a.Lynx)
 	return a, nil
+}
+
+// cacheFile writes b as cache/PREFIX-HASH.cpio, named by its content, unless
+// it is there already (then only its time is updated, for pruneOld).
+func cacheFile(cache, prefix string, b []byte, tmpTag string) (string, error) {
+	sum := sha256.Sum256(b)
+	p := filepath.Join(cache, prefix+"-"+hex.EncodeToString(sum[:8])+".cpio")
+	if _, err := os.Stat(p); err == nil {
+		now := time.Now()
+		return p, os.Chtimes(p, now, now)
+	}
+	tmp := p + ".tmp" + tmpTag
+	if err := os.WriteFile(tmp, b, 0o644); err != nil {
+		return "", err
+	}
+	return p, os.Rename(tmp, p)
 }
 
 // pruneOld removes archives of earlier builds, except those used in the
 // last hour: another test binary may be booting one right now.
-func pruneOld(cache, keep string) {
+func pruneOld(cache string, keep ...string) {
 	old, _ := filepath.Glob(filepath.Join(cache, "initramfs-*.cpio"))
 	for _, f := range old {
-		if fi, err := os.Stat(f); err == nil && f != keep && time.Since(fi.ModTime()) > time.Hour {
+		if fi, err := os.Stat(f); err == nil && !slices.Contains(keep, f) && time.Since(fi.ModTime()) > time.Hour {
 			os.Remove(f)
 		}
 	}

@@ -17,6 +17,11 @@ type Spec struct {
 	Test string
 	// Cmdline is appended to the kernel command line.
 	Cmdline string
+	// Uplinks are host bridges (in spectrumd's namespace) the VM gets a
+	// NIC on: uplinks/net/<bridge>, empty (spectrumd derives the MAC).
+	Uplinks []string
+	// Lynx boots the initramfs with Debian's lynx (Assets.Lynx).
+	Lynx bool
 }
 
 // DefaultCmdline puts the kernel console on the serial port and makes a
@@ -25,7 +30,7 @@ const DefaultCmdline = "console=ttyS0 panic=-1"
 
 // WriteDir writes s as data/<name>/ in the svc/data layout: vmlinux,
 // blk/root.img (1 MiB whose first line is a marker the guest reports),
-// initramfs, cmdline and providers/net/<provider>. The kernel and initramfs
+// initramfs, cmdline, providers/net/<provider> and uplinks/net/<bridge>. The kernel and initramfs
 // are hard links to the cached assets (copies across file systems): the
 // daemon refuses symlinks that lead out of a VM's directory.
 func WriteDir(data string, s Spec, a *Assets) (string, error) {
@@ -38,7 +43,11 @@ func WriteDir(data string, s Spec, a *Assets) (string, error) {
 	if err := linkOrCopy(a.Kernel.Vmlinux, filepath.Join(dir, "vmlinux")); err != nil {
 		return "", err
 	}
-	if err := linkOrCopy(a.Initramfs, filepath.Join(dir, "initramfs")); err != nil {
+	initrd := a.Initramfs
+	if s.Lynx {
+		initrd = a.Lynx
+	}
+	if err := linkOrCopy(initrd, filepath.Join(dir, "initramfs")); err != nil {
 		return "", err
 	}
 	img := make([]byte, 1<<20)
@@ -54,6 +63,16 @@ func WriteDir(data string, s Spec, a *Assets) (string, error) {
 			return "", err
 		}
 	}
+	if len(s.Uplinks) > 0 {
+		if err := os.MkdirAll(filepath.Join(dir, "uplinks", "net"), 0o755); err != nil {
+			return "", err
+		}
+	}
+	for _, b := range s.Uplinks {
+		if err := os.WriteFile(filepath.Join(dir, "uplinks", "net", b), nil, 0o644); err != nil {
+			return "", err
+		}
+	}
 	return dir, nil
 }
 
@@ -61,7 +80,7 @@ func WriteDir(data string, s Spec, a *Assets) (string, error) {
 // spectrumd reads it at every start, so a test can change a VM's steps
 // between starts (once it knows the link ids the daemon gave).
 func WriteCmdline(dir string, s Spec) error {
-	cmdline := []string{DefaultCmdline}
+	cmdline := []string{DefaultCmdline, "spectrum.hostname=" + s.Name}
 	if s.Test != "" {
 		cmdline = append(cmdline, "spectrum.test="+s.Test)
 	}

@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -370,4 +371,37 @@ func (d *Spectrumd) Relaunched(t testing.TB, ctx context.Context, name string, o
 		case <-time.After(100 * time.Millisecond):
 		}
 	}
+}
+
+// ConsoleRun attaches to name's virtio-console with `spectrumd console`
+// (its standard input a pipe, not a terminal), types line into the shell
+// the test init keeps there, waits until the console's output holds want,
+// and detaches with Ctrl-]. It returns what the console showed.
+func (d *Spectrumd) ConsoleRun(ctx context.Context, name, line, want string) (string, error) {
+	cmd := exec.CommandContext(ctx, d.Bin, "console", "-run", d.Run, name)
+	stdin, err := cmd.StdinPipe()
+	if err != nil {
+		return "", err
+	}
+	out := &syncbuf.Buffer{}
+	cmd.Stdout, cmd.Stderr = out, out
+	if err := cmd.Start(); err != nil {
+		return "", err
+	}
+	defer cmd.Wait()
+	defer stdin.Close()
+	// The shell's prompt went out before anyone listened: a new line
+	// brings one, then the command.
+	if _, err := io.WriteString(stdin, "\n"+line+"\n"); err != nil {
+		return out.String(), err
+	}
+	for !strings.Contains(out.String(), want) {
+		select {
+		case <-ctx.Done():
+			return out.String(), fmt.Errorf("console of %s: no %q after %q: %w", name, want, line, ctx.Err())
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+	_, err = stdin.Write([]byte{0x1d})
+	return out.String(), err
 }

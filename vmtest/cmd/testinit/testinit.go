@@ -24,16 +24,45 @@
 //	    spoof:SRC>DST  send UDP datagrams to DST's echo port with the forged
 //	                source SRC (raw socket), then a genuine UDP echo to DST
 //	                as a barrier
+//	    noreach:ADDR  as noping, after adding a host route to ADDR via the
+//	                default route's gateway: ADDR stays unreachable even
+//	                when the provider is asked to forward to it
 //	    sysctl:KEY=VALUE  write a sysctl, e.g.
 //	                net.ipv4.ip_forward=1 for a provider that routes
+//	    dhcp        run the DHCP client (vmtest/dhcpc) on every NIC without
+//	                the OUI (uplinks), for as long as the VM runs, and wait
+//	                for each one's first lease: address, default route and
+//	                /etc/resolv.conf from the lease, renewals and new
+//	                leases followed ("dhcp IFACE lease ...", "dhcp ok n=N")
+//	    resolve:NAME  look NAME up through /etc/resolv.conf until it
+//	                answers ("resolve NAME ok addrs=...")
+//	    fetch:URL   HTTP GET until it answers 200 ("fetch URL ok status=200
+//	                addr=IP bytes=N sha256=HEX title=...")
+//	    fetchwatch:URL  in the background, GET every second for as long as
+//	                the VM runs, reporting "fetchwatch URL up n=N addr=IP
+//	                ..." when it answers again or from another address and
+//	                "fetchwatch URL down n=N" after 3 misses
+//	    lynx:URL    `lynx -dump URL` (archives with lynx) until it works: the
+//	                page as lynx renders it on the console between "lynx
+//	                -dump URL" and "lynx URL ok lines=N"
+//	    tput:ADDR[/SECONDS]  TCP throughput to a receiver (vmtest/tput) at
+//	                ADDR (port 5001 unless given), default 5 s
+//	    rtt:ADDR[/N]  N UDP echo round trips to ADDR (default 20): min,
+//	                median and max
 //	    serve       stay up (the UDP echo server keeps answering) until killed
 //	    poweroff    power the VM off (also done after the last step)
-//	spectrum.timeout=SECONDS      per ping step (default 120)
+//	spectrum.timeout=SECONDS      per ping, resolve, fetch, lynx or dhcp
+//	                              step (default 120)
 //	spectrum.disks=N              disks expected as /dev/vd* (default 1)
 //	spectrum.agent=ARG[,ARG...]   arguments for spectrum-netcfg (default none)
 //	spectrum.watch                after the agent's run as an init hook, keep
 //	                              `spectrum-netcfg -watch` running for
 //	                              hot-plugged NICs
+//	spectrum.route                run it as `-watch -route`: the provider's
+//	                              router (forwarding, NAT, isolation, DNS)
+//	spectrum.hostname=NAME        the guest's host name (the shell's prompt)
+//	spectrum.term=TERM            TERM of the console shell (default
+//	                              xterm-256color)
 //	spectrum.baseline             before the agent's run and again after
 //	                              it ("agent baseline warm ..."), time a
 //	                              run that exits at once (an unknown flag):
@@ -51,7 +80,13 @@
 // again (n=2, ...) whenever it changes.
 //
 // The UDP echo server (port 7) runs from the state report on, and reports
-// the first datagram from each source as "echo from ADDR".
+// the first datagram from each source as "echo from ADDR" and every
+// barrier datagram as "barrier TOKEN from ADDR"; a TCP throughput receiver
+// (vmtest/tput, port 5001) runs beside it.
+//
+// A shell (busybox sh) runs on the virtio-console (hvc0) from the start,
+// for `spectrumd console NAME`; /etc/resolv.conf names the provider's
+// virtual resolver.
 //
 // Every report is one line "SPECTRUM-TEST: <event> [fields] t=<uptime>",
 // where t is the kernel's uptime in seconds; see package vmtest/vm.
@@ -84,8 +119,12 @@ func main() {
 	}
 	p := parseCmdline(string(cmdline))
 
+	if p.hostname != "" {
+		unix.Sethostname([]byte(p.hostname))
+	}
 	loadModules()
 	go powerButton()
+	go consoleShell(p.term)
 	if p.baseline {
 		agentBaseline("")
 	}
@@ -98,13 +137,14 @@ func main() {
 		agentBaseline("warm ")
 	}
 	if p.watch {
-		watchAgent()
+		watchAgent(p.route)
 	}
 	checkDisks(p.disks)
 	var st stateReporter
 	st.check()
 	go st.follow(time.Second)
 	go serveUDPEcho()
+	go serveTput()
 
 	for _, step := range p.steps {
 		switch {
@@ -114,6 +154,22 @@ func main() {
 			go pingWatch(strings.TrimPrefix(step, "pingwatch:"))
 		case strings.HasPrefix(step, "noping:"):
 			noping(strings.TrimPrefix(step, "noping:"), p.notimeout)
+		case strings.HasPrefix(step, "noreach:"):
+			noreach(strings.TrimPrefix(step, "noreach:"), p.notimeout)
+		case step == "dhcp":
+			dhcp(p.timeout)
+		case strings.HasPrefix(step, "resolve:"):
+			resolve(strings.TrimPrefix(step, "resolve:"), p.timeout)
+		case strings.HasPrefix(step, "fetch:") && validURL(strings.TrimPrefix(step, "fetch:")):
+			fetch(strings.TrimPrefix(step, "fetch:"), p.timeout)
+		case strings.HasPrefix(step, "fetchwatch:") && validURL(strings.TrimPrefix(step, "fetchwatch:")):
+			go fetchWatch(strings.TrimPrefix(step, "fetchwatch:"))
+		case strings.HasPrefix(step, "lynx:") && validURL(strings.TrimPrefix(step, "lynx:")):
+			lynxDump(strings.TrimPrefix(step, "lynx:"), p.timeout)
+		case strings.HasPrefix(step, "tput:"):
+			throughput(strings.TrimPrefix(step, "tput:"))
+		case strings.HasPrefix(step, "rtt:"):
+			rtt(strings.TrimPrefix(step, "rtt:"))
 		case strings.HasPrefix(step, "spoof:"):
 			src, dst, _ := strings.Cut(strings.TrimPrefix(step, "spoof:"), ">")
 			spoof(src, dst, p.timeout)
@@ -138,11 +194,14 @@ type params struct {
 	disks     int
 	agentArgs []string
 	watch     bool
+	route     bool
 	baseline  bool
+	hostname  string
+	term      string
 }
 
 func parseCmdline(s string) params {
-	p := params{timeout: 120 * time.Second, notimeout: 5 * time.Second, disks: 1}
+	p := params{timeout: 120 * time.Second, notimeout: 5 * time.Second, disks: 1, term: "xterm-256color"}
 	for _, f := range strings.Fields(s) {
 		k, v, _ := strings.Cut(f, "=")
 		switch k {
@@ -166,6 +225,12 @@ func parseCmdline(s string) params {
 			p.watch = v == "" || v == "1"
 		case "spectrum.baseline":
 			p.baseline = v == "" || v == "1"
+		case "spectrum.route":
+			p.route = v == "" || v == "1"
+		case "spectrum.hostname":
+			p.hostname = v
+		case "spectrum.term":
+			p.term = v
 		}
 	}
 	return p
@@ -295,15 +360,20 @@ func sysctl(kv string) {
 	report("sysctl %s", kv)
 }
 
-// watchAgent keeps `spectrum-netcfg -watch` running in the background.
-func watchAgent() {
-	cmd := exec.Command(agentPath, "-watch")
+// watchAgent keeps `spectrum-netcfg -watch` (with -route: the router)
+// running in the background.
+func watchAgent(route bool) {
+	args := []string{"-watch"}
+	if route {
+		args = append(args, "-route")
+	}
+	cmd := exec.Command(agentPath, args...)
 	cmd.Stdout, cmd.Stderr = os.Stdout, os.Stderr
 	if err := cmd.Start(); err != nil {
 		report("fail agent watch: %v", err)
 		return
 	}
-	report("agent watch pid=%d", cmd.Process.Pid)
+	report("agent watch pid=%d args=%q", cmd.Process.Pid, strings.Join(args, " "))
 	go func() {
 		err := cmd.Wait()
 		report("fail agent watch exited: %v", err)
