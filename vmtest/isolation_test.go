@@ -82,10 +82,10 @@ func TestOneProviderThreeClients(t *testing.T) {
 	if e, _ := vm.Event(l.Text); vm.Field(e, "barrier") != "ok" {
 		t.Fatalf("client1: %s", e)
 	}
-	// The barrier echo was answered after any forged datagram that got
-	// through was reported; give the provider's console a moment to reach
-	// the host.
-	time.Sleep(2 * time.Second)
+	// The barrier datagram followed the forged ones on the same path:
+	// once netvm's echo server has reported it, it had read (and
+	// reported) any forged datagram that got through.
+	netvm.Wait(t, ctx, "barrier spoof-"+addr(1)+" from "+addr(0)+" ")
 	if got := netvm.Serial.Events("echo from " + addr(1) + " "); len(got) != 0 {
 		t.Errorf("netvm accepted datagrams forged with client2's address: %q", got)
 	}
