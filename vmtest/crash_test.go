@@ -30,7 +30,12 @@ func TestQEMUKilled(t *testing.T) {
 
 	hostLinks := func(t *testing.T) {
 		t.Helper()
-		out, err := e.ns.TryIP("-br", "link")
+		// Nothing of ours in spectrumd's own namespace; the link in the
+		// links' namespace.
+		if out, err := e.ns.TryIP("-br", "link"); err != nil || strings.Contains(string(out), "sp") {
+			t.Errorf("spectrumd's own namespace: %v\n%s", err, out)
+		}
+		out, err := d.LinksIP("-br", "link")
 		if err != nil {
 			t.Fatal(err)
 		}

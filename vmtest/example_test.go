@@ -107,8 +107,8 @@ func TestDocumentedExample(t *testing.T) {
 	if took > vm.StopTimeout {
 		t.Errorf("spectrumd stop appvm-lynx took %v: the guest was killed, not powered off", took)
 	}
-	if _, err := e.ns.TryIP("link", "show", link.Name(id, link.Bridge)); err == nil {
-		t.Errorf("link %s's bridge still exists after appvm-lynx stopped", id)
+	if out, err := d.LinksIP("-br", "link"); err != nil || strings.Contains(string(out), link.Name(id, link.Bridge)) {
+		t.Errorf("link %s's bridge still exists after appvm-lynx stopped (%v):\n%s", id, err, out)
 	}
 	t.Logf("stop took %v; wall time %.1fs", took, time.Since(start).Seconds())
 }

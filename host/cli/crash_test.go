@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"spectrum-os.org/netcfg/host/control"
+	"spectrum-os.org/netcfg/host/link"
 	"spectrum-os.org/netcfg/internal/nstest"
 	"spectrum-os.org/netcfg/internal/stubkernel"
 	"spectrum-os.org/netcfg/internal/testenv"
@@ -119,25 +120,42 @@ func (p *serveProc) waitRunning(t *testing.T, names ...string) map[string]contro
 	}
 }
 
-// ourLinks lists the namespace's links that spectrumd makes.
-func ourLinks(t *testing.T, ns *nstest.NS) []string {
+// ourLinks lists the links spectrumd made, in the links' namespace of
+// serve (nil: no spectrumd runs), and fails the test if a link is in
+// spectrumd's own namespace ns, where none belongs.
+func ourLinks(t *testing.T, ns *nstest.NS, serve *serveProc) []string {
 	t.Helper()
-	var links []struct {
-		Ifname string `json:"ifname"`
-	}
-	if err := json.Unmarshal(ns.IP("-j", "link", "show"), &links); err != nil {
-		t.Fatal(err)
-	}
-	var out []string
-	for _, l := range links {
-		for _, p := range []string{"spbr-", "spc-", "spp-"} {
-			if strings.HasPrefix(l.Ifname, p) {
+	names := func(b []byte) []string {
+		var links []struct {
+			Ifname string `json:"ifname"`
+		}
+		if err := json.Unmarshal(b, &links); err != nil {
+			t.Fatal(err)
+		}
+		var out []string
+		for _, l := range links {
+			if _, _, ok := link.ParseName(l.Ifname); ok {
 				out = append(out, l.Ifname)
 			}
 		}
+		slices.Sort(out)
+		return out
 	}
-	slices.Sort(out)
-	return out
+	if own := names(ns.IP("-j", "link", "show")); len(own) != 0 {
+		t.Errorf("links %v in spectrumd's own namespace", own)
+	}
+	if serve == nil {
+		return nil
+	}
+	path, err := nstest.HeldNetns(serve.cmd.Process.Pid)
+	if err != nil || path == "" {
+		serve.fail(t, "spectrumd holds no links' namespace (%v)", err)
+	}
+	b, err := nstest.IPAt(path, "-j", "link", "show")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return names(b)
 }
 
 func processGone(pid int) bool {
@@ -154,8 +172,9 @@ func processGone(pid int) bool {
 //
 // Each QEMU runs under a uid of its own from exec on, so the parent-death
 // signal set before exec survives (no uid switch inside QEMU clears it any
-// more): both QEMUs die with spectrumd. The next serve removes the links
-// left behind, leaves no socket or pid file of the old VMs, and the pair
+// more): both QEMUs die with spectrumd, and the links' namespace with its
+// links goes with the last of them. The next serve starts with an empty
+// one, leaves no socket or pid file of the old VMs, and the pair
 // gets its old link id back from links.json and each VM its old uid from
 // vm-uids.json.
 func TestKillServe(t *testing.T) {
@@ -171,7 +190,7 @@ func TestKillServe(t *testing.T) {
 	first := startServe(t, ns, logPath, append(args, "-start", "app")...)
 	before := first.waitRunning(t, "net", "app")
 	id := before["app"].Links[0].ID
-	links := ourLinks(t, ns)
+	links := ourLinks(t, ns, first)
 	if len(links) != 3 {
 		first.fail(t, "links %v, want a bridge and two taps", links)
 	}
@@ -193,16 +212,17 @@ func TestKillServe(t *testing.T) {
 		}
 	}
 	t.Logf("QEMUs gone %v after SIGKILL of spectrumd", time.Since(t0).Round(time.Millisecond))
-	if got := ourLinks(t, ns); !slices.Equal(got, links) {
-		t.Errorf("links after the kill %v, want %v left behind", got, links)
-	}
+	// The links' namespace goes with the last that held it, spectrumd
+	// and its QEMUs, and its links with it: nothing of them is left in
+	// spectrumd's own.
+	ourLinks(t, ns, nil)
 
 	t1 := time.Now()
 	second := startServe(t, ns, logPath, args...)
 	second.waitServing(t)
 	t.Logf("second spectrumd answering %v after it started", time.Since(t1).Round(time.Millisecond))
-	if got := ourLinks(t, ns); len(got) != 0 {
-		second.fail(t, "stray links %v after the restart", got)
+	if got := ourLinks(t, ns, second); len(got) != 0 {
+		second.fail(t, "links %v in the new links' namespace before any start", got)
 	}
 	left, _ := filepath.Glob(filepath.Join(run, "vms", "*", "*"))
 	if len(left) != 0 {
@@ -221,7 +241,7 @@ func TestKillServe(t *testing.T) {
 			t.Errorf("%s's QEMU runs as uid %s after the restart, want %s (vm-uids.json)", vm, got, uids[vm])
 		}
 	}
-	if got := ourLinks(t, ns); !slices.Equal(got, links) {
+	if got := ourLinks(t, ns, second); !slices.Equal(got, links) {
 		t.Errorf("links after starting again %v, want %v", got, links)
 	}
 	// The provider first: the stub guest never lets go of a hot-plugged
@@ -233,9 +253,7 @@ func TestKillServe(t *testing.T) {
 	if err := second.cmd.Wait(); err != nil {
 		second.fail(t, "second spectrumd exit: %v", err)
 	}
-	if got := ourLinks(t, ns); len(got) != 0 {
-		t.Errorf("links %v after a clean stop", got)
-	}
+	ourLinks(t, ns, nil)
 }
 
 // procUID is the real uid process pid runs as.

@@ -100,12 +100,16 @@ func Serve(args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return fmt.Errorf("own network namespace: %w", err)
 	}
-	nw, err := link.Open(self, log)
+	// The links get a network namespace of their own, so nothing of the
+	// host meets a guest's frames; uplinks join the user's bridges here.
+	nw, err := link.OpenHost(self, log)
 	self.Close()
 	if err != nil {
 		return err
 	}
 	defer nw.Close()
+	log.Info("links live in a network namespace of their own", "netns_fd", int(nw.Namespace()),
+		"inspect", fmt.Sprintf("nsenter --net=/proc/%d/fd/%d ip link", os.Getpid(), int(nw.Namespace())))
 	// A QEMU that still runs was left by a spectrumd that died (its
 	// parent-death signal normally takes it along; this is the backstop).
 	// Stop it before its links go.

@@ -68,7 +68,7 @@ func TestSoakServe(t *testing.T) {
 			s.fail(t, "cycle %d: start app: %+v, %v", i, r, err)
 		}
 		s.waitRunning(t, "net", "app")
-		if got := ourLinks(t, ns); len(got) != 3 {
+		if got := ourLinks(t, ns, s); len(got) != 3 {
 			s.fail(t, "cycle %d: links %v while app runs", i, got)
 		}
 		for _, n := range []string{"net", "app"} {
@@ -102,7 +102,7 @@ func TestSoakServe(t *testing.T) {
 	if ch != ch0 {
 		t.Errorf("spectrumd has %d child processes after, %d before", ch, ch0)
 	}
-	if got := ourLinks(t, ns); len(got) != 0 {
+	if got := ourLinks(t, ns, s); len(got) != 0 {
 		t.Errorf("links %v after the cycles", got)
 	}
 	if rss > rss0+16<<10 {

@@ -4,20 +4,20 @@
 // also makes the taps of VMs' uplinks, ports of a host bridge that is not
 // spectrumd's (see uplink.go), and opens every tap for QEMU.
 //
-// The host takes no part in the traffic: the bridge and taps carry no IPv4
-// address and have IPv6 disabled (disable_ipv6=1 before they go up, so not
-// even a link-local address appears). Everything is done in the network
-// namespace passed to Open, never implicitly in the caller's.
+// The host takes no part in the traffic: links live in a network namespace
+// of their own (NewNamespace, OpenHost) that holds nothing else, and the
+// bridges and taps carry no address, generate none, and forward nothing
+// (devconf.go), all through rtnetlink, so it holds with /proc/sys
+// read-only. Everything is done in the network namespace passed to Open,
+// never implicitly in the caller's.
 //
 // Names are derived from the link id (see Name) and carry a prefix, so
 // Cleanup can find links left behind by a crashed daemon.
 package link
 
 import (
-	"errors"
 	"fmt"
 	"log/slog"
-	"os"
 	"runtime"
 	"strings"
 
@@ -132,26 +132,4 @@ func (n *Net) inNS(fn func() error) error {
 		errc <- err
 	}()
 	return <-errc
-}
-
-// disableIPv6 sets net.ipv6.conf.<name>.disable_ipv6=1. Must run in the
-// namespace (inNS). A kernel without IPv6 has no such file: nothing to do.
-func disableIPv6(name string) (changed bool, err error) {
-	p := "/proc/sys/net/ipv6/conf/" + name + "/disable_ipv6"
-	cur, err := os.ReadFile(p)
-	if errors.Is(err, os.ErrNotExist) {
-		if _, serr := os.Stat("/proc/sys/net/ipv6"); errors.Is(serr, os.ErrNotExist) {
-			return false, nil
-		}
-	}
-	if err != nil {
-		return false, fmt.Errorf("read %s: %w", p, err)
-	}
-	if strings.TrimSpace(string(cur)) == "1" {
-		return false, nil
-	}
-	if err := os.WriteFile(p, []byte("1\n"), 0o644); err != nil {
-		return false, fmt.Errorf("write %s: %w", p, err)
-	}
-	return true, nil
 }

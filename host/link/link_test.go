@@ -77,9 +77,13 @@ type iface struct {
 	Name, Kind, Master, TunType string
 	Up, PI, VnetHdr, Persist    bool
 	Addrs                       int
-	DisableIPv6                 string
-	// Bridge port flags: the client's tap learns nothing and is locked
-	// to its MAC.
+	MTU                         int
+	// IPv6 is "absent" when the interface has no IPv6 at all, else its
+	// address generation mode ("none": no address made).
+	IPv6       string
+	Forwarding bool // IPv4 forwarding, as ip netconf reads it
+	// Bridge port flags: each tap learns nothing and is locked to its
+	// VM's MAC.
 	Learning, Locked bool
 	StaticMACs       []string // static forwarding entries on the port
 }
@@ -91,6 +95,8 @@ func readBack(t *testing.T, ns *nstest.NS) []iface {
 		Ifname   string   `json:"ifname"`
 		Flags    []string `json:"flags"`
 		Master   string   `json:"master"`
+		MTU      int      `json:"mtu"`
+		AddrGen  string   `json:"inet6_addr_gen_mode"`
 		Linkinfo struct {
 			InfoKind string `json:"info_kind"`
 			InfoData struct {
@@ -124,9 +130,25 @@ func readBack(t *testing.T, ns *nstest.NS) []iface {
 			Name: l.Ifname, Kind: l.Linkinfo.InfoKind, Master: l.Master,
 			TunType: l.Linkinfo.InfoData.Type, PI: l.Linkinfo.InfoData.PI,
 			VnetHdr: l.Linkinfo.InfoData.VnetHdr, Persist: l.Linkinfo.InfoData.Persist,
-			Up:          slices.Contains(l.Flags, "UP"),
-			DisableIPv6: ns.Sysctl("net.ipv6.conf." + l.Ifname + ".disable_ipv6"),
-			Learning:    l.Linkinfo.InfoSlaveData.Learning, Locked: l.Linkinfo.InfoSlaveData.Locked,
+			Up:       slices.Contains(l.Flags, "UP"),
+			MTU:      l.MTU,
+			IPv6:     "absent",
+			Learning: l.Linkinfo.InfoSlaveData.Learning, Locked: l.Linkinfo.InfoSlaveData.Locked,
+		}
+		var conf []struct {
+			Family     string `json:"family"`
+			Forwarding bool   `json:"forwarding"`
+		}
+		if err := json.Unmarshal(ns.IP("-j", "netconf", "show", "dev", l.Ifname), &conf); err != nil {
+			t.Fatal(err)
+		}
+		for _, c := range conf {
+			switch c.Family {
+			case "inet":
+				i.Forwarding = c.Forwarding
+			case "inet6":
+				i.IPv6 = l.AddrGen
+			}
 		}
 		if l.Master != "" {
 			var fdb []struct {
@@ -165,12 +187,12 @@ func readBack(t *testing.T, ns *nstest.NS) []iface {
 func wantLink(id mac.LinkID) []iface {
 	br := Name(id, Bridge)
 	tap := func(k Kind) iface {
-		return iface{Name: Name(id, k), Kind: "tun", Master: br, TunType: "tap", Up: true, VnetHdr: true, Persist: true, DisableIPv6: "1"}
+		return iface{Name: Name(id, k), Kind: "tun", Master: br, TunType: "tap", Up: true, VnetHdr: true, Persist: true, MTU: 1500, IPv6: "none"}
 	}
 	client, provider := tap(ClientTap), tap(ProviderTap)
 	client.Locked, client.StaticMACs = true, []string{id.MAC(mac.Client).String()}
-	provider.Learning = true
-	return []iface{{Name: br, Kind: "bridge", Up: true, DisableIPv6: "1"}, client, provider}
+	provider.Locked, provider.StaticMACs = true, []string{id.MAC(mac.Provider).String()}
+	return []iface{{Name: br, Kind: "bridge", Up: true, MTU: 1279, IPv6: "absent"}, client, provider}
 }
 
 func sorted(ifs ...[]iface) []iface {
@@ -213,17 +235,20 @@ func TestCreateDelete(t *testing.T) {
 	}
 }
 
-// Create repairs what drifted: a host address, IPv6 re-enabled, a tap
-// taken off the bridge and down.
+// Create repairs what drifted: a host address, IPv6 addresses generated
+// again, the bridge's MTU back to IPv6's, forwarding on, a tap taken off
+// the bridge and down.
 func TestCreateRepairs(t *testing.T) {
 	n, ns := newNet(t)
 	if err := n.Create(0x0102); err != nil {
 		t.Fatal(err)
 	}
 	ns.IP("addr", "add", "192.0.2.1/24", "dev", "spbr-0102")
+	ns.IP("link", "set", "spbr-0102", "mtu", "1500")
 	ns.IP("link", "set", "spc-0102", "nomaster")
 	ns.IP("link", "set", "spp-0102", "down")
-	if out, err := ns.Command(t.Context(), "sysctl", "-w", "net.ipv6.conf.spc-0102.disable_ipv6=0").CombinedOutput(); err != nil {
+	ns.IP("link", "set", "spp-0102", "addrgenmode", "eui64")
+	if out, err := ns.Command(t.Context(), "sysctl", "-w", "net.ipv4.conf.spc-0102.forwarding=1").CombinedOutput(); err != nil {
 		t.Fatalf("%v: %s", err, out)
 	}
 	if err := n.Create(0x0102); err != nil {

@@ -18,8 +18,9 @@ import (
 const tapFlags = unix.IFF_TAP | unix.IFF_NO_PI | unix.IFF_VNET_HDR
 
 // Create makes link id's bridge and taps exist as they should: the bridge
-// and both taps present, the taps enslaved to the bridge, no addresses,
-// IPv6 disabled, all up. It reads the current state first and changes only
+// and both taps present, the taps enslaved to the bridge, no addresses, no
+// IPv6 address generated and the bridge below IPv6's MTU, IPv4 forwarding
+// off (devconf.go), both ports locked to their VM's MAC, all up. It reads the current state first and changes only
 // what differs, logging each change, so calling it again changes nothing.
 // An interface with one of our names that is of the wrong type is an error,
 // not replaced.
@@ -32,6 +33,12 @@ func (n *Net) Create(id mac.LinkID) error {
 	})
 	if err != nil {
 		return err
+	}
+	if br.Attrs().MTU != noIPv6MTU {
+		if err := n.h.LinkSetMTU(br, noIPv6MTU); err != nil {
+			return fmt.Errorf("set %s's MTU to %d (no IPv6): %w", br.Attrs().Name, noIPv6MTU, err)
+		}
+		n.log.Info("link: bridge MTU below IPv6's minimum, so it has no IPv6", "name", br.Attrs().Name, "mtu", noIPv6MTU)
 	}
 	var errs []error
 	for _, k := range []Kind{ClientTap, ProviderTap} {
@@ -58,11 +65,17 @@ func (n *Net) Create(id mac.LinkID) error {
 			}
 			n.log.Info("link: enslaved tap to bridge", "tap", name, "bridge", br.Attrs().Name)
 		}
-		if k == ClientTap {
-			if err := n.lockPort(tap, id.MAC(mac.Client)); err != nil {
-				errs = append(errs, err)
-				continue
-			}
+		// Both ports: a client could pose as another VM, and a provider
+		// (or a guest that broke into its QEMU) could move the client's
+		// entry onto its own port with one forged frame, or fill the
+		// table with random MACs.
+		side := mac.Client
+		if k == ProviderTap {
+			side = mac.Provider
+		}
+		if err := n.lockPort(tap, id.MAC(side)); err != nil {
+			errs = append(errs, err)
+			continue
 		}
 		if err := n.setUp(tap); err != nil {
 			errs = append(errs, err)
@@ -78,7 +91,8 @@ func (n *Net) Create(id mac.LinkID) error {
 }
 
 // ensure returns the interface called name, creating it with add when
-// missing, and brings it to the no-address, no-IPv6 state. It must be of
+// missing, and brings it to the state where the host takes no part in its
+// traffic (noHostPart) and it has no address. It must be of
 // type typ (netlink's Link.Type()).
 func (n *Net) ensure(name, typ string, add func(string) error) (netlink.Link, error) {
 	l, err := n.h.LinkByName(name)
@@ -98,14 +112,10 @@ func (n *Net) ensure(name, typ string, add func(string) error) (netlink.Link, er
 	if t, ok := l.(*netlink.Tuntap); ok && t.Mode != netlink.TUNTAP_MODE_TAP {
 		return nil, fmt.Errorf("%s is a tun, want a tap: not touching it", name)
 	}
-	// Disable IPv6 before the interface is ever up: no link-local address
-	// is generated, and the host never answers on the link.
-	var changed bool
-	if err := n.inNS(func() (err error) { changed, err = disableIPv6(name); return err }); err != nil {
+	// Before the interface is ever up: no address is generated, so the
+	// host never answers on the link.
+	if err := n.noHostPart(l); err != nil {
 		return nil, err
-	}
-	if changed {
-		n.log.Info("link: disabled IPv6", "name", name)
 	}
 	addrs, err := n.h.AddrList(l, netlink.FAMILY_ALL)
 	if err != nil {

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -126,6 +127,19 @@ func (d *Spectrumd) Terminate() error {
 		<-d.exited
 		return fmt.Errorf("did not stop within a minute of SIGTERM; killed")
 	}
+}
+
+// LinksIP runs `ip args...` in spectrumd's links' namespace (a namespace of
+// its own that only spectrumd and its QEMUs hold) and returns its output.
+func (d *Spectrumd) LinksIP(args ...string) ([]byte, error) {
+	path, err := nstest.HeldNetns(d.cmd.Process.Pid)
+	if err == nil && path == "" {
+		err = errors.New("spectrumd holds no links' namespace")
+	}
+	if err != nil {
+		return nil, err
+	}
+	return nstest.IPAt(path, args...)
 }
 
 // Exited is closed when the serve process has ended.
