@@ -114,7 +114,7 @@ func TestUplinkQEMU(t *testing.T) {
 	}
 	// net started before app: its link NIC was hot-plugged, so its
 	// command line has the uplink only.
-	want := []string{"virtio-net-pci,netdev=uplink0,id=uplink0,mac=" + m.String() + ",romfile="}
+	want := []string{"virtio-net-pci,netdev=uplink0,id=uplink0,mac=" + m.String() + ",romfile=,bus=nics0,addr=0x0"}
 	if diff := cmp.Diff(want, qemuNetDevices(t, st["net"].PID)); diff != "" {
 		srv.fail(t, "net's QEMU NICs (-want +got):\n%s", diff)
 	}
@@ -139,8 +139,8 @@ func TestUplinkQEMU(t *testing.T) {
 	}
 	linkMAC := st["net"].Links[0].MAC
 	want = []string{
-		"virtio-net-pci,netdev=" + "net" + strings.ReplaceAll(st["net"].Links[0].ID, ":", "") + ",id=net" + strings.ReplaceAll(st["net"].Links[0].ID, ":", "") + ",mac=" + linkMAC + ",romfile=",
-		"virtio-net-pci,netdev=uplink0,id=uplink0,mac=" + m.String() + ",romfile=",
+		"virtio-net-pci,netdev=" + "net" + strings.ReplaceAll(st["net"].Links[0].ID, ":", "") + ",id=net" + strings.ReplaceAll(st["net"].Links[0].ID, ":", "") + ",mac=" + linkMAC + ",romfile=,bus=nics0,addr=0x0",
+		"virtio-net-pci,netdev=uplink0,id=uplink0,mac=" + m.String() + ",romfile=,bus=nics0,addr=0x1",
 	}
 	if diff := cmp.Diff(want, qemuNetDevices(t, again.PID)); diff != "" {
 		srv.fail(t, "relaunched QEMU's NICs (-want +got):\n%s", diff)

@@ -2,6 +2,7 @@ package qemu
 
 import (
 	"errors"
+	"fmt"
 	"os"
 	"os/exec"
 	"strings"
@@ -39,7 +40,7 @@ func TestArgs(t *testing.T) {
 		return append([]string{
 			"-name", "guest=" + name,
 			"-nodefaults", "-no-user-config", "-display", "none", "-no-reboot",
-			"-machine", "pc", "-accel", "tcg", "-cpu", "max", "-m", "256", "-smp", "1",
+			"-machine", "q35,vmport=off,sata=off,smbus=off,i8042=off", "-accel", "tcg", "-cpu", "max", "-m", "256", "-smp", "1",
 			"-sandbox", "on,obsolete=deny,elevateprivileges=deny,spawn=deny,resourcecontrol=deny",
 		}, extra...)
 	}
@@ -67,6 +68,13 @@ func TestArgs(t *testing.T) {
 			"-device", "virtio-blk-pci,drive=disk" + i + ",id=disk" + i,
 		}
 	}
+	bridges := func(n int) []string {
+		var out []string
+		for i := range n {
+			out = append(out, "-device", fmt.Sprintf("pcie-pci-bridge,id=nics%d,bus=pcie.0", i))
+		}
+		return out
+	}
 	for _, tt := range []struct {
 		name string
 		edit func(*Config)
@@ -75,7 +83,7 @@ func TestArgs(t *testing.T) {
 		{
 			name: "minimal",
 			edit: func(*Config) {},
-			want: cat(common("app", "-kernel", "/proc/self/fd/6", "-append", DefaultCmdline), plumbing, disk("0", "7")),
+			want: cat(common("app", "-kernel", "/proc/self/fd/6", "-append", DefaultCmdline), plumbing, disk("0", "7"), bridges(1)),
 		},
 		{
 			name: "everything",
@@ -94,17 +102,17 @@ func TestArgs(t *testing.T) {
 			want: cat([]string{
 				"-name", "guest=app",
 				"-nodefaults", "-no-user-config", "-display", "none", "-no-reboot",
-				"-machine", "pc", "-accel", "kvm", "-cpu", "max", "-m", "512", "-smp", "2",
+				"-machine", "q35,vmport=off,sata=off,smbus=off,i8042=off", "-accel", "kvm", "-cpu", "max", "-m", "512", "-smp", "2",
 				"-sandbox", "on,obsolete=deny,elevateprivileges=deny,spawn=deny,resourcecontrol=deny",
 				"-kernel", "/proc/self/fd/6", "-initrd", "/proc/self/fd/7",
 				"-append", "console=ttyS0 quiet spectrum.x=1",
 			}, plumbing,
-				disk("0", "8"), disk("1", "9"),
+				disk("0", "8"), disk("1", "9"), bridges(2),
 				[]string{
 					"-netdev", "tap,id=link-a546,fd=10",
-					"-device", "virtio-net-pci,netdev=link-a546,id=link-a546,mac=0a:b3:ec:00:a5:46,romfile=",
+					"-device", "virtio-net-pci,netdev=link-a546,id=link-a546,mac=0a:b3:ec:00:a5:46,romfile=,bus=nics0,addr=0x0",
 					"-netdev", "tap,id=link-0001,fd=11",
-					"-device", "virtio-net-pci,netdev=link-0001,id=link-0001,mac=0a:b3:ec:80:00:01,romfile=",
+					"-device", "virtio-net-pci,netdev=link-0001,id=link-0001,mac=0a:b3:ec:80:00:01,romfile=,bus=nics0,addr=0x1",
 				}),
 		},
 		{
@@ -115,12 +123,31 @@ func TestArgs(t *testing.T) {
 				c.Groups = []uint32{107}
 				c.PIDFile = "/run/spectrumd/vms/app/qemu.pid"
 			},
-			want: cat(common("app", "-kernel", "/proc/self/fd/6", "-append", DefaultCmdline), plumbing, disk("0", "7")),
+			want: cat(common("app", "-kernel", "/proc/self/fd/6", "-append", DefaultCmdline), plumbing, disk("0", "7"), bridges(1)),
 		},
 		{
 			name: "commas escaped in option values",
 			edit: func(c *Config) { c.Name = "a,b" },
-			want: cat(common("a,,b", "-kernel", "/proc/self/fd/6", "-append", DefaultCmdline), plumbing, disk("0", "7")),
+			want: cat(common("a,,b", "-kernel", "/proc/self/fd/6", "-append", DefaultCmdline), plumbing, disk("0", "7"), bridges(1)),
+		},
+		{
+			// 33 NICs fill a bridge and start the next; a third
+			// keeps 31 slots free for hot-plug.
+			name: "a bridge per 32 NICs",
+			edit: func(c *Config) {
+				for i := range 33 {
+					c.NICs = append(c.NICs, NIC{ID: fmt.Sprintf("n%d", i), MAC: mac.LinkID(i + 1).MAC(mac.Provider), Tap: f})
+				}
+			},
+			want: func() []string {
+				w := cat(common("app", "-kernel", "/proc/self/fd/6", "-append", DefaultCmdline), plumbing, disk("0", "7"), bridges(3))
+				for i := range 33 {
+					w = append(w, "-netdev", fmt.Sprintf("tap,id=n%d,fd=%d", i, 8+i),
+						"-device", fmt.Sprintf("virtio-net-pci,netdev=n%d,id=n%d,mac=%s,romfile=,bus=nics%d,addr=%#x",
+							i, i, mac.LinkID(i+1).MAC(mac.Provider), i/32, i%32))
+				}
+				return w
+			}(),
 		},
 	} {
 		t.Run(tt.name, func(t *testing.T) {

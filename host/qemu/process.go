@@ -35,9 +35,10 @@ type Process struct {
 	// QMP is the connected monitor. It is closed when QEMU exits.
 	QMP *qmp.Client
 
-	cmd  *exec.Cmd
-	done chan struct{}
-	err  error
+	cmd   *exec.Cmd
+	slots *slots // NIC slots taken on each bridge
+	done  chan struct{}
+	err   error
 }
 
 // serialPipeSize is how much serial output the pipe buffers before the
@@ -133,7 +134,7 @@ func Start(ctx context.Context, c Config, stderr io.Writer) (*Process, error) {
 		Credential: &syscall.Credential{Uid: c.UID, Gid: c.GID, Groups: c.Groups},
 		Cloneflags: syscall.CLONE_NEWNET,
 	}
-	p := &Process{Argv: append([]string{bin}, args...), FDs: describe(c, extra), Serial: serialR, cmd: cmd, done: make(chan struct{})}
+	p := &Process{Argv: append([]string{bin}, args...), FDs: describe(c, extra), Serial: serialR, cmd: cmd, slots: newSlots(c), done: make(chan struct{})}
 
 	started := make(chan error, 1)
 	go func() {

@@ -350,7 +350,7 @@ func TestNICs(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := p.QMP.HotplugNIC(ctx, providerTap, "provider", id.MAC(mac.Provider)); err != nil {
+	if err := p.HotplugNIC(ctx, NIC{ID: "provider", MAC: id.MAC(mac.Provider), Tap: providerTap}); err != nil {
 		t.Fatal(err)
 	}
 	providerTap.Close()
@@ -377,7 +377,7 @@ func TestNICs(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := p.QMP.HotplugNIC(ctx, other, "client", mac.LinkID(2).MAC(mac.Provider)); err == nil {
+	if err := p.HotplugNIC(ctx, NIC{ID: "client", MAC: mac.LinkID(2).MAC(mac.Provider), Tap: other}); err == nil {
 		t.Error("hot-plugging a second NIC named client succeeded")
 	}
 	other.Close()
@@ -389,7 +389,7 @@ func TestNICs(t *testing.T) {
 	// but the netdev goes, so QEMU lets go of the tap.
 	uctx, cancel := context.WithTimeout(ctx, time.Second)
 	defer cancel()
-	err = p.QMP.UnplugNIC(uctx, "provider")
+	err = p.UnplugNIC(uctx, "provider")
 	if !errors.Is(err, context.DeadlineExceeded) {
 		t.Errorf("UnplugNIC with a guest that ignores it = %v, want DeadlineExceeded", err)
 	}

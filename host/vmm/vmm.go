@@ -132,11 +132,11 @@ func (i *instance) Wait() error {
 // Hotplug and Unplug give up when ctx ends (the daemon bounds them with
 // its NIC timeout).
 func (i *instance) Hotplug(ctx context.Context, n daemon.NIC) error {
-	return i.p.QMP.HotplugNIC(ctx, n.Tap, n.ID, n.MAC)
+	return i.p.HotplugNIC(ctx, qemu.NIC{ID: n.ID, MAC: n.MAC, Tap: n.Tap})
 }
 
 func (i *instance) Unplug(ctx context.Context, id string) error {
-	return i.p.QMP.UnplugNIC(ctx, id)
+	return i.p.UnplugNIC(ctx, id)
 }
 
 // Shutdown presses the power button and kills QEMU when ctx ends (the

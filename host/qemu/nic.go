@@ -1,0 +1,172 @@
+package qemu
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"strings"
+	"sync"
+
+	"spectrum-os.org/netcfg/host/qmp"
+)
+
+// NIC is a virtio-net device backed by an open tap.
+type NIC struct {
+	// ID names the netdev and the device in QEMU (qmp.CheckID), the same
+	// name Process.UnplugNIC takes.
+	ID  string
+	MAC net.HardwareAddr
+	// Tap is the open tap (link.Net.OpenTap); Start passes it to QEMU.
+	// Args does not look at it.
+	Tap *os.File
+}
+
+// opt is one option of a QEMU device or netdev, in the order QEMU gets
+// them. The same options become a -device/-netdev argument at start-up and
+// a device_add/netdev_add command for hot-plug, so a hot-plugged NIC is
+// exactly what a cold-plugged one is.
+type opt struct {
+	key string
+	val any // string, or bool (on/off)
+}
+
+// nicNetdev is the tap netdev of NIC id whose tap descriptor is fd: a
+// number on the command line, a getfd name over QMP.
+func nicNetdev(id, fd string) []opt {
+	return []opt{{"type", "tap"}, {"id", id}, {"fd", fd}}
+}
+
+// nicDevice is the virtio-net device of n on bus; addr < 0 lets QEMU pick
+// the bus's first free slot.
+func nicDevice(n NIC, bus string, addr int) []opt {
+	o := []opt{{"driver", "virtio-net-pci"}, {"netdev", n.ID}, {"id", n.ID}, {"mac", n.MAC.String()},
+		// No iPXE option ROM: the guest never network-boots.
+		{"romfile", ""}, {"bus", bus}}
+	if addr >= 0 {
+		o = append(o, opt{"addr", fmt.Sprintf("%#x", addr)})
+	}
+	return o
+}
+
+// cli renders options for the command line: the first one's value alone
+// (the driver or type), then key=value, commas escaped.
+func cli(o []opt) string {
+	var b strings.Builder
+	for i, x := range o {
+		if i > 0 {
+			b.WriteString("," + x.key + "=")
+		}
+		switch v := x.val.(type) {
+		case bool:
+			b.WriteString(map[bool]string{true: "on", false: "off"}[v])
+		case string:
+			b.WriteString(esc(v))
+		}
+	}
+	return b.String()
+}
+
+// qmpArgs renders options as a QMP command's arguments.
+func qmpArgs(o []opt) map[string]any {
+	m := make(map[string]any, len(o))
+	for _, x := range o {
+		m[x.key] = x.val
+	}
+	return m
+}
+
+// slots tracks how full each of a VM's NIC bridges is.
+type slots struct {
+	mu     sync.Mutex
+	used   []int          // NICs on each bridge
+	bridge map[string]int // NIC id -> its bridge
+}
+
+func newSlots(c Config) *slots {
+	s := &slots{used: make([]int, c.nicBridges()), bridge: map[string]int{}}
+	for i, n := range c.NICs {
+		s.used[i/BridgeSlots]++
+		s.bridge[n.ID] = i / BridgeSlots
+	}
+	return s
+}
+
+// take reserves a slot for id on the first bridge that has one.
+func (s *slots) take(id string) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if _, ok := s.bridge[id]; ok {
+		return 0, fmt.Errorf("hotplug %s: a NIC of that id is plugged", id)
+	}
+	for b, n := range s.used {
+		if n < BridgeSlots {
+			s.used[b]++
+			s.bridge[id] = b
+			return b, nil
+		}
+	}
+	return 0, fmt.Errorf("hotplug %s: every one of the VM's %d NIC slots is taken (a NIC the guest never released keeps its slot until the VM restarts)",
+		id, len(s.used)*BridgeSlots)
+}
+
+// give frees id's slot.
+func (s *slots) give(id string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if b, ok := s.bridge[id]; ok {
+		s.used[b]--
+		delete(s.bridge, id)
+	}
+}
+
+// HotplugNIC gives the running VM the NIC n in a free slot of one of its
+// bridges: its tap goes to QEMU with getfd (the caller still owns and
+// closes n.Tap), then netdev_add and device_add with the options a
+// cold-plugged NIC has. On failure nothing is left behind in QEMU.
+func (p *Process) HotplugNIC(ctx context.Context, n NIC) error {
+	if len(n.MAC) != 6 || n.Tap == nil {
+		return fmt.Errorf("hotplug %s: want a 6-octet MAC and a tap", n.ID)
+	}
+	if err := qmp.CheckID(n.ID); err != nil {
+		return err
+	}
+	b, err := p.slots.take(n.ID)
+	if err != nil {
+		return err
+	}
+	if err := p.hotplug(ctx, n, bridgeID(b)); err != nil {
+		p.slots.give(n.ID)
+		return fmt.Errorf("hotplug %s: %w", n.ID, err)
+	}
+	return nil
+}
+
+func (p *Process) hotplug(ctx context.Context, n NIC, bus string) error {
+	fdname := "tap-" + n.ID
+	if err := p.QMP.GetFD(ctx, fdname, n.Tap); err != nil {
+		return err
+	}
+	// A successful netdev_add takes the named descriptor out of the
+	// monitor's table; after a failure it may still be there.
+	if err := p.QMP.Run(ctx, "netdev_add", qmpArgs(nicNetdev(n.ID, fdname)), nil); err != nil {
+		p.QMP.Run(ctx, "closefd", map[string]string{"fdname": fdname}, nil)
+		return err
+	}
+	if err := p.QMP.Run(ctx, "device_add", qmpArgs(nicDevice(n, bus, -1)), nil); err != nil {
+		return errors.Join(err, p.QMP.Run(ctx, "netdev_del", map[string]string{"id": n.ID}, nil))
+	}
+	return nil
+}
+
+// UnplugNIC removes the NIC id, hot- or cold-plugged (qmp.Client.UnplugNIC:
+// device_del, DEVICE_DELETED, netdev_del). Its slot is free again only once
+// the guest has released the device.
+func (p *Process) UnplugNIC(ctx context.Context, id string) error {
+	if err := p.QMP.UnplugNIC(ctx, id); err != nil {
+		return err
+	}
+	p.slots.give(id)
+	return nil
+}
