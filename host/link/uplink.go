@@ -73,10 +73,11 @@ func uplinkTapMAC(m net.HardwareAddr) net.HardwareAddr {
 var ErrNotBridge = errors.New("not a bridge")
 
 // CreateUplink makes the tap of the uplink NIC with MAC m exist as a port of
-// the host bridge br, in n's namespace: a persistent tap with no address and
-// IPv6 disabled, with br's MTU (so joining does not lower br's), enslaved to
-// br, locked to m (see lockPort: the VM can send on the LAN only with its own
-// MAC, and learns the bridge nothing), up. A bridge that is missing, not a
+// the host bridge br, in n's namespace: a persistent tap with no address,
+// generating none, forwarding nothing (noHostPart), with br's MTU (so
+// joining does not lower br's), enslaved to br, locked to m (see lockPort:
+// the VM can send on the LAN only with its own MAC, and teaches the bridge
+// nothing), up. A bridge that is missing, not a
 // bridge, or one of spectrumd's own is an error naming it, and nothing is
 // created. Calling it again changes nothing; it repairs what drifted.
 func (n *Net) CreateUplink(br string, m net.HardwareAddr) error {
