@@ -431,18 +431,19 @@ func (o *owner) launch() error {
 		return fmt.Errorf("launch %s: %w", o.name, err)
 	}
 	o.inst, o.plugged, o.stuck, o.started = inst, plugged, map[string]bool{}, time.Now()
-	output := new(atomic.Bool)
-	o.publish(func(s *snapshot) {
-		s.state, s.pid, s.since, s.output, s.err = stateRunning, inst.PID(), o.started, output, ""
-	})
 	macs := make([]string, len(spec.NICs))
 	for i, n := range spec.NICs {
 		macs[i] = n.MAC.String()
 	}
 	o.log.Info("VM launched", "pid", inst.PID(), "nics", macs)
+	// The marker first: whoever sees the new pid in status finds it.
 	if err := o.e.log.WriteLine(vmlog.BootMarker(inst.PID(), o.started)); err != nil {
 		o.log.Warn("writing VM log file", "err", err)
 	}
+	output := new(atomic.Bool)
+	o.publish(func(s *snapshot) {
+		s.state, s.pid, s.since, s.output, s.err = stateRunning, inst.PID(), o.started, output, ""
+	})
 	go o.watch(inst, output)
 	return nil
 }

@@ -8,6 +8,7 @@ import (
 	"strconv"
 	"strings"
 	"time"
+	"unicode/utf8"
 )
 
 // The host's log gets at most hostLogBurst serial lines of one VM at once,
@@ -45,6 +46,9 @@ func Pump(r io.Reader, vm string, log *slog.Logger, lf *File) {
 			full := bytes.HasSuffix(chunk, []byte{'\n'})
 			if !cut {
 				line := bytes.TrimRight(chunk, "\r\n")
+				if err == bufio.ErrBufferFull {
+					line = trimPartialRune(line) // the rest of it is dropped
+				}
 				s := Sanitize(string(line))
 				if strings.HasPrefix(s, BootMarkerPrefix) {
 					s = `\x3d` + s[1:] // only spectrumd writes boot markers
@@ -90,6 +94,23 @@ func Pump(r io.Reader, vm string, log *slog.Logger, lf *File) {
 			return
 		}
 	}
+}
+
+// trimPartialRune drops a UTF-8 sequence cut short at the end of b, so a
+// line cut at the buffer's size ends with a whole character, not an escape
+// of half of one.
+func trimPartialRune(b []byte) []byte {
+	for i := 1; i <= min(utf8.UTFMax-1, len(b)); i++ {
+		c := b[len(b)-i]
+		if !utf8.RuneStart(c) {
+			continue
+		}
+		if !utf8.FullRune(b[len(b)-i:]) {
+			return b[:len(b)-i]
+		}
+		break
+	}
+	return b
 }
 
 // tailRing keeps the latest exitTail lines added to it.

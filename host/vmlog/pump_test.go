@@ -9,18 +9,38 @@ import (
 	"strings"
 	"testing"
 	"time"
+	"unicode/utf8"
 )
 
 func TestSanitize(t *testing.T) {
+	a := func(n int) string { return strings.Repeat("a", n) }
 	for _, tt := range []struct{ name, in, want string }{
 		{"plain", "spectrum-netcfg: eth0 up", "spectrum-netcfg: eth0 up"},
 		{"escape sequence", "\x1b[2Jcleared", `\x1b[2Jcleared`},
 		{"carriage return forging a line", "ok\rlevel=INFO msg=fake", `ok\x0dlevel=INFO msg=fake`},
 		{"tab", "a\tb", `a\tb`},
 		{"invalid utf8", "a\xffb", `a\xffb`},
-		{"C1 control", "a\u009bb", `a\x9bb`},
+		{"C1 control, not an invalid byte", "a\u009bb\x9b", `a\u009bb\x9b`},
 		{"line separator", "a\u2028b", `a\u2028b`},
-		{"unicode kept", "héllo ✓", "héllo ✓"},
+		{"unicode kept", "héllo ✓ 日本", "héllo ✓ 日本"},
+		// Format characters: invisible, yet they change what a line reads as.
+		{"zero-width space before a marker", "\u200b=== spectrumd: VM launched", `\u200b=== spectrumd: VM launched`},
+		{"zero-width joiner and non-joiner", "a\u200db\u200cc", `a\u200db\u200cc`},
+		{"right-to-left override", "user\u202etxt.exe", `user\u202etxt.exe`},
+		{"bidi isolates", "\u2066a\u2069\u2067b\u2069\u2068c", `\u2066a\u2069\u2067b\u2069\u2068c`},
+		{"marks", "\u200e\u200f\u061c", `\u200e\u200f\u061c`},
+		{"BOM and word joiner", "\ufeffa\u2060b", `\ufeffa\u2060b`},
+		{"soft hyphen", "pass\u00adword", `pass\u00adword`},
+		{"tag characters", "x\U000e0041\U000e007f", `x\U000e0041\U000e007f`},
+		// Cut at maxLine bytes: never inside a character or an escape.
+		{"fits exactly", a(maxLine), a(maxLine)},
+		{"escape fits exactly", a(maxLine-4) + "\x1b", a(maxLine-4) + `\x1b`},
+		{"one byte over", a(maxLine + 1), a(maxLine) + cutMark},
+		{"rune across the cut", a(maxLine-1) + "✓", a(maxLine-1) + cutMark},
+		{"rune just fits", a(maxLine-3) + "✓", a(maxLine-3) + "✓"},
+		{"escape across the cut", a(maxLine-2) + "\x1b", a(maxLine-2) + cutMark},
+		{"long escape across the cut", a(maxLine-5) + "\U000e0041", a(maxLine-5) + cutMark},
+		{"invalid byte across the cut", a(maxLine-3) + "\xff", a(maxLine-3) + cutMark},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			if got := Sanitize(tt.in); got != tt.want {
@@ -30,6 +50,77 @@ func TestSanitize(t *testing.T) {
 	}
 	if got := Sanitize(strings.Repeat("a", 10000)); len(got) > maxLine+len("…[cut]") {
 		t.Errorf("long line kept %d bytes", len(got))
+	}
+}
+
+// FuzzSanitize: whatever a guest writes, the result is valid UTF-8 with no
+// character that Sanitize escapes, within maxLine bytes and the cut mark,
+// and a line that comes out unchanged is a fixed point.
+func FuzzSanitize(f *testing.F) {
+	for _, s := range []string{"plain", "\x1b[31m", "\u200b=== spectrumd:", "a\xffb\u202e", strings.Repeat("✓", 1400), strings.Repeat("\x00", 1100)} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, in string) {
+		out := Sanitize(in)
+		if !utf8.ValidString(out) {
+			t.Fatalf("Sanitize(%q) = %q: invalid UTF-8", in, out)
+		}
+		for _, r := range out {
+			if unsafeRune(r) {
+				t.Fatalf("Sanitize(%q) = %q keeps %U", in, out, r)
+			}
+		}
+		body, cut := strings.CutSuffix(out, cutMark)
+		if len(body) > maxLine || (cut && len(in) <= maxLine/6 && !strings.HasSuffix(in, cutMark)) {
+			t.Fatalf("Sanitize(%q): %d bytes before the mark, cut %v", in, len(body), cut)
+		}
+		if out == in && Sanitize(out) != out {
+			t.Fatalf("Sanitize(%q) is not a fixed point", in)
+		}
+	})
+}
+
+// TestPumpCutLine: a line cut at the buffer's size in the middle of a
+// character keeps the whole characters before it, and nothing of that one.
+func TestPumpCutLine(t *testing.T) {
+	lf := &File{Path: filepath.Join(t.TempDir(), "vm.log")}
+	in := strings.Repeat("a", maxLine-1) + "✓ and the rest\nnext\n"
+	Pump(strings.NewReader(in), "vm1", slog.New(slog.DiscardHandler), lf)
+	lf.Close()
+	b, err := os.ReadFile(lf.Path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := strings.Repeat("a", maxLine-1) + cutMark + "\nnext\n"
+	if string(b) != want {
+		t.Errorf("log file ends %q, want %q", b[max(0, len(b)-40):], want[len(want)-40:])
+	}
+}
+
+// TestBootMarkerZeroWidth: a zero-width character (or a bidi control)
+// before a boot marker's text does not make a line that reads as one.
+func TestBootMarkerZeroWidth(t *testing.T) {
+	lf := &File{Path: filepath.Join(t.TempDir(), "vm.log")}
+	marker := BootMarker(43, time.Unix(0, 0))
+	var in strings.Builder
+	for _, pre := range []string{"\u200b", "\ufeff", "\u2060", "\u202d", "\u2066"} {
+		in.WriteString(pre + marker + "\n")
+	}
+	Pump(strings.NewReader(in.String()), "vm1", slog.New(slog.DiscardHandler), lf)
+	lf.Close()
+	b, err := os.ReadFile(lf.Path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, l := range strings.Split(strings.TrimSuffix(string(b), "\n"), "\n") {
+		if !strings.HasPrefix(l, `\u`) || !strings.HasSuffix(l, marker) {
+			t.Errorf("guest line %q: want its invisible first character escaped", l)
+		}
+		for _, r := range l {
+			if r >= 0x80 {
+				t.Errorf("guest line %q keeps %U", l, r)
+			}
+		}
 	}
 }
 
