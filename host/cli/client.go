@@ -27,34 +27,67 @@ const DefaultRun = "/run/spectrumd"
 // ControlSocket is the control socket's path inside the run directory.
 func ControlSocket(run string) string { return filepath.Join(run, "control.sock") }
 
-// dial connects to the daemon, sends req and reads the first reply line.
-func dial(run string, req control.Request) (control.Response, *bufio.Reader, net.Conn, error) {
-	resp, br, c, err := control.Dial(ControlSocket(run), req)
-	if errors.Is(err, control.ErrNoDaemon) {
+// How long a command waits for the daemon's reply, unless -timeout says:
+// list, status, logs and console are answered from what the daemon knows
+// at once; start and stop wait for the work (a launch, a guest's power
+// down, unplugs), each step of which the daemon bounds itself.
+const (
+	DefaultTimeout     = 10 * time.Second
+	DefaultWorkTimeout = 2 * time.Minute
+)
+
+// dial connects to the daemon, sends req and reads the first reply line,
+// waiting at most wait.
+func dial(run string, req control.Request, wait time.Duration) (control.Response, *bufio.Reader, net.Conn, error) {
+	resp, br, c, err := control.Dial(ControlSocket(run), req, wait)
+	var nr *control.NoReplyError
+	switch {
+	case errors.Is(err, control.ErrNoDaemon):
 		return resp, nil, nil, fmt.Errorf("spectrumd is not running (no daemon at %s); start it with: spectrumd serve -run %s", ControlSocket(run), run)
+	case errors.As(err, &nr) && req.Name != "" && (req.Op == "start" || req.Op == "stop"):
+		return resp, nil, nil, fmt.Errorf("%w; it may still be at it: spectrumd status %s shows where it is (-timeout waits longer)", err, req.Name)
+	case errors.As(err, &nr):
+		return resp, nil, nil, fmt.Errorf("%w; is it hung? (-timeout waits longer)", err)
 	}
 	return resp, br, c, err
 }
 
-func call(run string, req control.Request) (control.Response, error) {
-	resp, _, c, err := dial(run, req)
+func call(run string, req control.Request, wait time.Duration) (control.Response, error) {
+	resp, _, c, err := dial(run, req, wait)
 	if c != nil {
 		c.Close()
 	}
 	return resp, err
 }
 
-// newFlags makes a subcommand's flag set with the common -run flag and a
-// usage line.
-func newFlags(name, args, what string, stderr io.Writer) (*flag.FlagSet, *string) {
+// daemonFlags are the flags of every command that talks to the daemon.
+type daemonFlags struct {
+	run  *string
+	wait *time.Duration
+}
+
+func (f daemonFlags) dial(req control.Request) (control.Response, *bufio.Reader, net.Conn, error) {
+	return dial(*f.run, req, *f.wait)
+}
+
+func (f daemonFlags) call(req control.Request) (control.Response, error) {
+	return call(*f.run, req, *f.wait)
+}
+
+// newFlags makes a subcommand's flag set with the common -run and
+// -timeout flags (wait is -timeout's default) and a usage line.
+func newFlags(name, args, what string, wait time.Duration, stderr io.Writer) (*flag.FlagSet, daemonFlags) {
 	fs := flag.NewFlagSet("spectrumd "+name, flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	run := fs.String("run", DefaultRun, "run `DIR` of the daemon (its control socket)")
+	f := daemonFlags{
+		run:  fs.String("run", DefaultRun, "run `DIR` of the daemon (its control socket)"),
+		wait: fs.Duration("timeout", wait, "how long to wait for the daemon's reply"),
+	}
 	fs.Usage = func() {
 		fmt.Fprintf(stderr, "usage: spectrumd %s [flags] %s\n\n%s\n\nflags:\n", name, args, what)
 		fs.PrintDefaults()
 	}
-	return fs, run
+	return fs, f
 }
 
 // oneName parses flags and the single VM name argument.
@@ -71,12 +104,12 @@ func oneName(fs *flag.FlagSet, args []string) (string, error) {
 
 // List implements `spectrumd list`.
 func List(args []string, stdout, stderr io.Writer) error {
-	fs, run := newFlags("list", "", "List every VM the daemon knows, with its state.", stderr)
+	fs, df := newFlags("list", "", "List every VM the daemon knows, with its state.", DefaultTimeout, stderr)
 	asJSON := fs.Bool("json", false, "print JSON")
 	if err := parse(fs, args); err != nil {
 		return err
 	}
-	resp, err := call(*run, control.Request{Op: "list"})
+	resp, err := df.call(control.Request{Op: "list"})
 	if err != nil {
 		return err
 	}
@@ -123,35 +156,35 @@ func uplinksString(us []control.UplinkStatus) string {
 
 // Start implements `spectrumd start NAME`.
 func Start(args []string, stdout, stderr io.Writer) error {
-	fs, run := newFlags("start", "NAME", "Start VM NAME, after the VMs that provide its network.", stderr)
+	fs, df := newFlags("start", "NAME", "Start VM NAME, after the VMs that provide its network.", DefaultWorkTimeout, stderr)
 	name, err := oneName(fs, args)
 	if err != nil {
 		return err
 	}
-	_, err = call(*run, control.Request{Op: "start", Name: name})
+	_, err = df.call(control.Request{Op: "start", Name: name})
 	return err
 }
 
 // Stop implements `spectrumd stop NAME`.
 func Stop(args []string, stdout, stderr io.Writer) error {
-	fs, run := newFlags("stop", "NAME", "Power VM NAME down (killed after a timeout) and remove its links.", stderr)
+	fs, df := newFlags("stop", "NAME", "Power VM NAME down (killed after a timeout) and remove its links.", DefaultWorkTimeout, stderr)
 	name, err := oneName(fs, args)
 	if err != nil {
 		return err
 	}
-	_, err = call(*run, control.Request{Op: "stop", Name: name})
+	_, err = df.call(control.Request{Op: "stop", Name: name})
 	return err
 }
 
 // Status implements `spectrumd status NAME`.
 func Status(args []string, stdout, stderr io.Writer) error {
-	fs, run := newFlags("status", "NAME", "Show VM NAME's state and links.", stderr)
+	fs, df := newFlags("status", "NAME", "Show VM NAME's state and links.", DefaultTimeout, stderr)
 	asJSON := fs.Bool("json", false, "print JSON")
 	name, err := oneName(fs, args)
 	if err != nil {
 		return err
 	}
-	resp, err := call(*run, control.Request{Op: "status", Name: name})
+	resp, err := df.call(control.Request{Op: "status", Name: name})
 	if err != nil {
 		return err
 	}
@@ -188,13 +221,13 @@ func Status(args []string, stdout, stderr io.Writer) error {
 
 // Logs implements `spectrumd logs [-f] NAME`.
 func Logs(args []string, stdout, stderr io.Writer) error {
-	fs, run := newFlags("logs", "NAME", "Print VM NAME's serial console log.", stderr)
+	fs, df := newFlags("logs", "NAME", "Print VM NAME's serial console log.", DefaultTimeout, stderr)
 	follow := fs.Bool("f", false, "keep printing new lines as they arrive")
 	name, err := oneName(fs, args)
 	if err != nil {
 		return err
 	}
-	_, br, c, err := dial(*run, control.Request{Op: "logs", Name: name, Follow: *follow})
+	_, br, c, err := df.dial(control.Request{Op: "logs", Name: name, Follow: *follow})
 	if err != nil {
 		return err
 	}
@@ -208,12 +241,12 @@ const consoleEscape = 0x1d
 
 // Console implements `spectrumd console NAME`.
 func Console(args []string, stdin *os.File, stdout, stderr io.Writer) error {
-	fs, run := newFlags("console", "NAME", "Attach this terminal to VM NAME's console (virtio-console). Ctrl-] detaches.", stderr)
+	fs, df := newFlags("console", "NAME", "Attach this terminal to VM NAME's console (virtio-console). Ctrl-] detaches.", DefaultTimeout, stderr)
 	name, err := oneName(fs, args)
 	if err != nil {
 		return err
 	}
-	_, br, c, err := dial(*run, control.Request{Op: "console", Name: name})
+	_, br, c, err := df.dial(control.Request{Op: "console", Name: name})
 	if err != nil {
 		return err
 	}

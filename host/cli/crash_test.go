@@ -74,8 +74,10 @@ func (p *serveProc) fail(t *testing.T, format string, args ...any) {
 	t.Fatalf(format+"\nspectrumd's log:\n%s", append(args, b)...)
 }
 
+// ask sends req as the CLI does, waiting as long as the CLI waits for start
+// and stop.
 func (p *serveProc) ask(req control.Request) (control.Response, error) {
-	r, _, c, err := dial(p.run, req)
+	r, _, c, err := dial(p.run, req, DefaultWorkTimeout)
 	if c != nil {
 		c.Close()
 	}

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"sync"
 	"testing"
 	"time"
 
@@ -13,7 +14,8 @@ import (
 // fakeHandler answers without a daemon behind it: one VM, "net", running,
 // whose log is logs (none if nil).
 type fakeHandler struct {
-	logs *vmlog.File
+	logs    *vmlog.File
+	console io.ReadWriteCloser // nil: no console
 }
 
 func (*fakeHandler) List() []VMStatus { return []VMStatus{{Name: "net", State: "running"}} }
@@ -36,9 +38,33 @@ func (h *fakeHandler) Logs(name string) (*vmlog.File, error) {
 	}
 	return h.logs, nil
 }
-func (*fakeHandler) Console(string) (io.ReadWriteCloser, error) {
-	return nil, errors.New("no console here")
+func (h *fakeHandler) Console(string) (io.ReadWriteCloser, error) {
+	if h.console == nil {
+		return nil, errors.New("no console here")
+	}
+	return h.console, nil
 }
+
+// spewConsole is a guest's console that writes without end until closed.
+type spewConsole struct {
+	closed chan struct{}
+	once   sync.Once
+}
+
+func (c *spewConsole) Read(p []byte) (int, error) {
+	select {
+	case <-c.closed:
+		return 0, io.EOF
+	default:
+	}
+	for i := range p {
+		p[i] = 'x'
+	}
+	return len(p), nil
+}
+
+func (c *spewConsole) Write(p []byte) (int, error) { return len(p), nil }
+func (c *spewConsole) Close() error                { c.once.Do(func() { close(c.closed) }); return nil }
 
 func waitFor(t *testing.T, what string, cond func() bool) {
 	t.Helper()

@@ -129,6 +129,25 @@ func TestControlClientNeverReadsLogs(t *testing.T) {
 	}
 }
 
+// TestControlConsoleClientNeverReads: a console client that stops reading
+// while its guest writes is dropped by the write deadline, and the console
+// is closed (so released for the next user).
+func TestControlConsoleClientNeverReads(t *testing.T) {
+	con := &spewConsole{closed: make(chan struct{})}
+	path := serveControlWith(t, &Server{Handler: &fakeHandler{console: con}, AllowUID: os.Getuid(), ReplyTimeout: 300 * time.Millisecond})
+	c, err := net.Dial("unix", path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	io.WriteString(c, `{"op":"console","name":"net"}`+"\n")
+	select {
+	case <-con.closed:
+	case <-time.After(20 * time.Second):
+		t.Fatal("the console of a client that never reads was not closed")
+	}
+}
+
 // TestControlIdleClientTimesOut: a client that connects and sends nothing
 // gets a reply naming the timeout and is hung up on.
 func TestControlIdleClientTimesOut(t *testing.T) {

@@ -303,8 +303,22 @@ func (s *Server) serveConsole(c *net.UnixConn, br *bufio.Reader, req Request) {
 	if s.reply(c, Response{OK: true}) != nil {
 		return
 	}
+	// A client that stops reading while the guest writes is dropped after
+	// the reply timeout, which releases the console; one that only stops
+	// typing is an idle terminal, and stays.
 	done := make(chan struct{}, 2)
 	go func() { io.Copy(con, io.MultiReader(br, c)); done <- struct{}{} }()
-	go func() { io.Copy(c, con); done <- struct{}{} }()
+	go func() { io.Copy(&deadlineWriter{c: c, d: s.replyTimeout()}, con); done <- struct{}{} }()
 	<-done
+}
+
+// deadlineWriter bounds each write to a client.
+type deadlineWriter struct {
+	c net.Conn
+	d time.Duration
+}
+
+func (w *deadlineWriter) Write(p []byte) (int, error) {
+	w.c.SetWriteDeadline(time.Now().Add(w.d))
+	return w.c.Write(p)
 }

@@ -8,9 +8,14 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"spectrum-os.org/netcfg/host/control"
 )
+
+// wait bounds a test's wait for the daemon's reply: far more than it
+// needs, so only a daemon that does not answer fails on it.
+const wait = 20 * time.Second
 
 // serveControl serves the daemon's control socket as spectrumd serve does
 // and returns its path.
@@ -38,21 +43,21 @@ func serveControl(t testing.TB, d *Daemon) string {
 func TestDaemonControlSocket(t *testing.T) {
 	d, _, _ := newTestDaemon(t, map[string][]string{"netvm": nil, "appvm-lynx": {"netvm"}})
 	path := serveControl(t, d)
-	if _, err := control.Call(path, control.Request{Op: "start", Name: "appvm-lynx"}); err != nil {
+	if _, err := control.Call(path, control.Request{Op: "start", Name: "appvm-lynx"}, wait); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := control.Call(path, control.Request{Op: "start", Name: "ghost"}); err == nil || !strings.Contains(err.Error(), "ghost") {
+	if _, err := control.Call(path, control.Request{Op: "start", Name: "ghost"}, wait); err == nil || !strings.Contains(err.Error(), "ghost") {
 		t.Errorf("start ghost: %v, want an error naming it", err)
 	}
-	r, err := control.Call(path, control.Request{Op: "list"})
+	r, err := control.Call(path, control.Request{Op: "list"}, wait)
 	if err != nil || len(r.VMs) != 2 || r.VMs[0].Name != "appvm-lynx" || r.VMs[0].State != "running" || r.VMs[1].State != "running" {
 		t.Errorf("list = %+v, %v", r.VMs, err)
 	}
-	r, err = control.Call(path, control.Request{Op: "status", Name: "appvm-lynx"})
+	r, err = control.Call(path, control.Request{Op: "status", Name: "appvm-lynx"}, wait)
 	if err != nil || len(r.VMs) != 1 || len(r.VMs[0].Links) != 1 || r.VMs[0].Links[0].Peer != "netvm" || !strings.HasPrefix(r.VMs[0].Links[0].MAC, "0a:b3:ec:00:") {
 		t.Errorf("status = %+v, %v", r.VMs, err)
 	}
-	if _, err := control.Call(path, control.Request{Op: "stop", Name: "appvm-lynx"}); err != nil {
+	if _, err := control.Call(path, control.Request{Op: "stop", Name: "appvm-lynx"}, wait); err != nil {
 		t.Errorf("stop: %v", err)
 	}
 }
@@ -78,7 +83,7 @@ func TestControlConsoleOneUser(t *testing.T) {
 		}
 	}()
 	path := serveControl(t, d)
-	_, br, c, err := control.Dial(path, control.Request{Op: "console", Name: "net"})
+	_, br, c, err := control.Dial(path, control.Request{Op: "console", Name: "net"}, wait)
 	if err != nil {
 		t.Fatalf("console: %v", err)
 	}
@@ -87,7 +92,7 @@ func TestControlConsoleOneUser(t *testing.T) {
 	if l, _ := br.ReadString('\n'); l != "hi\n" {
 		t.Errorf("echo %q", l)
 	}
-	if _, err := control.Call(path, control.Request{Op: "console", Name: "net"}); err == nil || !strings.Contains(err.Error(), "in use") {
+	if _, err := control.Call(path, control.Request{Op: "console", Name: "net"}, wait); err == nil || !strings.Contains(err.Error(), "in use") {
 		t.Errorf("second console user got %v, want in-use error", err)
 	}
 	c.Close()

@@ -85,11 +85,11 @@ func TestReadersAnswerWhileUnplugHangs(t *testing.T) {
 			errs = append(errs, fmt.Errorf("status net: %+v, %v; want running", st, err))
 		}
 		for _, req := range []control.Request{{Op: "list"}, {Op: "status", Name: "net"}, {Op: "logs", Name: "net"}} {
-			if _, err := control.Call(path, req); err != nil {
+			if _, err := control.Call(path, req, wait); err != nil {
 				errs = append(errs, fmt.Errorf("%s over the socket: %w", req.Op, err))
 			}
 		}
-		if _, err := control.Call(path, control.Request{Op: "console", Name: "net"}); err == nil || !strings.Contains(err.Error(), "console of net") {
+		if _, err := control.Call(path, control.Request{Op: "console", Name: "net"}, wait); err == nil || !strings.Contains(err.Error(), "console of net") {
 			errs = append(errs, fmt.Errorf("console of net (no console socket in the fake): %v", err))
 		}
 		return errors.Join(errs...)

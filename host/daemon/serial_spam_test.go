@@ -78,7 +78,7 @@ func TestDaemonSerialSpam(t *testing.T) {
 	}
 	waitFor(t, "serial output", func() bool { return spewed.Load() > want })
 	el := time.Since(start)
-	r, err := control.Call(path, control.Request{Op: "status", Name: "noisy"})
+	r, err := control.Call(path, control.Request{Op: "status", Name: "noisy"}, wait)
 	if err != nil || !r.OK || r.VMs[0].State != "running" {
 		t.Errorf("status while spamming: %+v, %v", r, err)
 	}
