@@ -162,9 +162,10 @@ func TestUnplugEndsByDeadline(t *testing.T) {
 	}
 }
 
-// A hot-plug whose QEMU never answers ends at its deadline, with the
-// session closed and the error saying which command went unanswered.
-func TestHotplugEndsByDeadline(t *testing.T) {
+// The first step of a hot-plug (getfd, with the tap) whose QEMU never
+// answers ends at its deadline, with the session closed and the error
+// saying which command went unanswered.
+func TestGetFDEndsByDeadline(t *testing.T) {
 	_, c := newPeer(t, func(p *peer, cmd command) {
 		if cmd.Execute == "qmp_capabilities" {
 			p.reply(cmd, map[string]any{})
@@ -173,8 +174,8 @@ func TestHotplugEndsByDeadline(t *testing.T) {
 	})
 	ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
 	defer cancel()
-	err := c.HotplugNIC(ctx, tapStandIn(t), "n1", []byte{0x0a, 0xb3, 0xec, 0x80, 0, 1})
+	err := c.GetFD(ctx, "tap-n1", tapStandIn(t))
 	if !errors.Is(err, context.DeadlineExceeded) || !errors.Is(err, ErrClosed) || !strings.Contains(err.Error(), "getfd") {
-		t.Errorf("HotplugNIC with no answer = %v, want DeadlineExceeded and ErrClosed, naming getfd", err)
+		t.Errorf("GetFD with no answer = %v, want DeadlineExceeded and ErrClosed, naming getfd", err)
 	}
 }

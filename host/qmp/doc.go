@@ -35,9 +35,10 @@
 // error with an empty description as success, and takes no context. None
 // of that can be bounded from outside it, and QMP is plain JSON lines.
 //
-// File descriptors go to QEMU as SCM_RIGHTS with the command that uses
-// them (getfd), which QEMU's monitor accepts on any unix socket: that is how
-// a tap is hot-plugged (getfd, then netdev_add and device_add).
+// File descriptors go to QEMU as SCM_RIGHTS with the command that names
+// them (GetFD), which QEMU's monitor accepts on any unix socket without
+// the "oob" capability: that is how host/qemu hot-plugs a tap (GetFD, then
+// netdev_add and device_add; UnplugNIC here undoes it).
 //
 // A Client never writes to the guest: QMP talks to QEMU, not to the VM.
 package qmp

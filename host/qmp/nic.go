@@ -4,8 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net"
-	"os"
 	"time"
 )
 
@@ -27,55 +25,6 @@ func CheckID(id string) error {
 		}
 	}
 	return nil
-}
-
-// HotplugNIC gives the running VM a virtio-net NIC backed by tap (an open
-// tap, e.g. from link.Net.OpenTap) with the given MAC. id names both the
-// netdev and the device, exactly as a NIC cold-plugged with qemu.NIC.ID is
-// named, so UnplugNIC works on either. The tap is sent to QEMU with getfd
-// (SCM_RIGHTS); the caller still owns and closes its own tap file.
-//
-// On failure nothing is left behind in QEMU: a netdev added before a failed
-// device_add is deleted again.
-func (c *Client) HotplugNIC(ctx context.Context, tap *os.File, id string, mac net.HardwareAddr) error {
-	if err := CheckID(id); err != nil {
-		return err
-	}
-	if len(mac) != 6 {
-		return fmt.Errorf("hotplug %s: MAC %v is not 6 octets", id, mac)
-	}
-	fdname := "tap-" + id
-	if err := c.run(ctx, "getfd", map[string]string{"fdname": fdname}, tap, nil); err != nil {
-		return fmt.Errorf("hotplug %s: %w", id, err)
-	}
-	// A successful netdev_add takes the named fd out of the monitor's
-	// table; after a failure it may still be there, so close it.
-	if err := c.Run(ctx, "netdev_add", map[string]any{"type": "tap", "id": id, "fd": fdname}, nil); err != nil {
-		cerr := c.Run(ctx, "closefd", map[string]string{"fdname": fdname}, nil)
-		return fmt.Errorf("hotplug %s: %w", id, errors.Join(err, ignoreMissing(cerr)))
-	}
-	dev := map[string]any{
-		"driver":  "virtio-net-pci",
-		"id":      id,
-		"netdev":  id,
-		"mac":     mac.String(),
-		"romfile": "", // no iPXE option ROM: the guest never network-boots
-	}
-	if err := c.Run(ctx, "device_add", dev, nil); err != nil {
-		derr := c.Run(ctx, "netdev_del", map[string]string{"id": id}, nil)
-		return fmt.Errorf("hotplug %s: %w", id, errors.Join(err, derr))
-	}
-	return nil
-}
-
-// ignoreMissing drops closefd's refusal (the fd is already gone: a failed
-// netdev_add may have taken it); a session error is kept.
-func ignoreMissing(err error) error {
-	var ce *CommandError
-	if errors.As(err, &ce) {
-		return nil
-	}
-	return err
 }
 
 // UnplugNIC removes the NIC named id (hot- or cold-plugged). device_del only

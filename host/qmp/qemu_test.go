@@ -88,7 +88,7 @@ func TestRealQEMU(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer null.Close()
-	if err := c.run(ctx, "getfd", map[string]string{"fdname": "probe"}, null, nil); err != nil {
+	if err := c.GetFD(ctx, "probe", null); err != nil {
 		t.Fatal(err)
 	}
 	if err := c.Run(ctx, "closefd", map[string]string{"fdname": "probe"}, nil); err != nil {
