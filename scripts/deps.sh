@@ -26,7 +26,8 @@ pkgs=(
   # The VM tests' LAN and make run (vmtest/lan, vmtest/vm):
   dnsmasq-base      # the LAN's DHCP and DNS servers
   lynx              # appvm-lynx's browser, copied with its libraries into its initramfs
-  tmux              # a real terminal for the console test
+  tmux              # a real terminal for the console tests (host/cli, host/termfilter)
+  vim               # a full-screen program replayed through the console filter
 )
 missing=()
 for p in "${pkgs[@]}"; do

@@ -2,20 +2,17 @@ package cli
 
 import (
 	"bufio"
-	"bytes"
 	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
 	"io"
 	"net"
-	"os"
 	"path/filepath"
 	"strings"
 	"text/tabwriter"
 	"time"
 
-	"golang.org/x/term"
 	"spectrum-os.org/netcfg/host/control"
 	"spectrum-os.org/netcfg/host/link"
 	"spectrum-os.org/netcfg/internal/mac"
@@ -234,53 +231,4 @@ func Logs(args []string, stdout, stderr io.Writer) error {
 	defer c.Close()
 	_, err = io.Copy(stdout, br)
 	return err
-}
-
-// consoleEscape detaches from a console: Ctrl-], as in telnet and virsh.
-const consoleEscape = 0x1d
-
-// Console implements `spectrumd console NAME`.
-func Console(args []string, stdin *os.File, stdout, stderr io.Writer) error {
-	fs, df := newFlags("console", "NAME", "Attach this terminal to VM NAME's console (virtio-console). Ctrl-] detaches.", DefaultTimeout, stderr)
-	name, err := oneName(fs, args)
-	if err != nil {
-		return err
-	}
-	_, br, c, err := df.dial(control.Request{Op: "console", Name: name})
-	if err != nil {
-		return err
-	}
-	defer c.Close()
-	fmt.Fprintf(stderr, "connected to %s's console; Ctrl-] to detach\r\n", name)
-	if term.IsTerminal(int(stdin.Fd())) {
-		old, err := term.MakeRaw(int(stdin.Fd()))
-		if err != nil {
-			return fmt.Errorf("raw mode: %w", err)
-		}
-		defer term.Restore(int(stdin.Fd()), old)
-	}
-	done := make(chan struct{}, 2)
-	go func() { io.Copy(stdout, br); done <- struct{}{} }()
-	go func() {
-		buf := make([]byte, 1024)
-		for {
-			n, err := stdin.Read(buf)
-			if i := bytes.IndexByte(buf[:n], consoleEscape); i >= 0 {
-				c.Write(buf[:i])
-				break
-			}
-			if n > 0 {
-				if _, werr := c.Write(buf[:n]); werr != nil {
-					break
-				}
-			}
-			if err != nil {
-				break
-			}
-		}
-		done <- struct{}{}
-	}()
-	<-done
-	fmt.Fprintf(stderr, "\r\ndetached from %s\r\n", name)
-	return nil
 }

@@ -22,7 +22,7 @@ import (
 )
 
 func TestMain(m *testing.M) {
-	testenv.RunHelper(map[string]func() int{helperServe: serveHelper})
+	testenv.RunHelper(map[string]func() int{helperServe: serveHelper, helperConsole: consoleHelper})
 	os.Exit(m.Run())
 }
 
