@@ -90,6 +90,19 @@ func Serve(args []string, stdout, stderr io.Writer) error {
 		}
 		kvmGroup = uint32(n)
 	}
+	// Under KVM, virtio-net goes through the kernel's vhost-net when
+	// spectrumd can open it (the unit allows the device); otherwise QEMU's
+	// own backend carries the packets, slower, and that is said once.
+	vhost := false
+	if acc == "kvm" {
+		if f, err := vmm.OpenVhostNet(); err != nil {
+			log.Warn("virtio-net without vhost-net: QEMU's userspace backend carries every packet", "err", err)
+		} else {
+			f.Close()
+			vhost = true
+			log.Info("virtio-net with vhost-net", "device", vmm.VhostNetDevice)
+		}
+	}
 	for _, d := range []string{*state, *run} {
 		if err := os.MkdirAll(d, 0o700); err != nil {
 			return err
@@ -128,7 +141,7 @@ func Serve(args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	qemus, err := vmm.New(vmm.Options{Accel: acc, MemoryMiB: *memory, UIDs: uids, KVMGroup: kvmGroup, Log: log})
+	qemus, err := vmm.New(vmm.Options{Accel: acc, MemoryMiB: *memory, UIDs: uids, KVMGroup: kvmGroup, VhostNet: vhost, Log: log})
 	if err != nil {
 		return err
 	}

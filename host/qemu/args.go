@@ -94,7 +94,8 @@ type fdLayout struct {
 	initramfs int // 0: none
 	images    []int
 	taps      []int
-	n         int // descriptors 3 to n-1 are used
+	vhosts    []int // 0: that NIC has none
+	n         int   // descriptors 3 to n-1 are used
 }
 
 // layout numbers c's files from fdKernel on: kernel, initramfs (if any),
@@ -108,8 +109,13 @@ func (c Config) layout() fdLayout {
 	for range c.Images {
 		l.images = append(l.images, next())
 	}
-	for range c.NICs {
+	for _, n := range c.NICs {
 		l.taps = append(l.taps, next())
+		v := 0
+		if n.Vhost != nil {
+			v = next()
+		}
+		l.vhosts = append(l.vhosts, v)
 	}
 	return l
 }
@@ -128,6 +134,9 @@ func (c Config) files(qmp, console, serial *os.File) []*os.File {
 	}
 	for i, fd := range l.taps {
 		f[fd-3] = c.NICs[i].Tap
+		if v := l.vhosts[i]; v != 0 {
+			f[v-3] = c.NICs[i].Vhost
+		}
 	}
 	return f
 }
@@ -197,6 +206,9 @@ func (c Config) Args() ([]string, error) {
 		}
 		if n.Tap == nil {
 			errs = append(errs, fmt.Errorf("nic %s: no tap", n.ID))
+		}
+		if n.Vhost != nil && c.Accel != "kvm" {
+			errs = append(errs, fmt.Errorf("nic %s: vhost-net needs KVM (accel %s)", n.ID, c.Accel))
 		}
 	}
 	if c.UID == 0 || c.GID == 0 {
@@ -280,7 +292,7 @@ func (c Config) Args() ([]string, error) {
 	}
 	for i, n := range c.NICs {
 		a = append(a,
-			"-netdev", cli(nicNetdev(n.ID, strconv.Itoa(fds.taps[i]))),
+			"-netdev", cli(nicNetdev(n.ID, strconv.Itoa(fds.taps[i]), vhostFD(fds.vhosts[i]))),
 			"-device", cli(nicDevice(n, bridgeID(i/BridgeSlots), i%BridgeSlots)),
 		)
 	}
@@ -300,6 +312,14 @@ const BridgeSlots = 32
 
 // nicBridges is how many bridges c's VM gets.
 func (c Config) nicBridges() int { return (len(c.NICs)+BridgeSlots-1)/BridgeSlots + 1 }
+
+// vhostFD is the vhostfd option's value for descriptor fd, "" for none.
+func vhostFD(fd int) string {
+	if fd == 0 {
+		return ""
+	}
+	return strconv.Itoa(fd)
+}
 
 // bridgeID names the i-th bridge.
 func bridgeID(i int) string { return "nics" + strconv.Itoa(i) }

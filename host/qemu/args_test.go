@@ -131,6 +131,34 @@ func TestArgs(t *testing.T) {
 			want: cat(common("a,,b", "-kernel", "/proc/self/fd/6", "-append", DefaultCmdline), plumbing, disk("0", "7"), bridges(1)),
 		},
 		{
+			// Under KVM each NIC may bring its /dev/vhost-net: its
+			// descriptor follows its tap's.
+			name: "vhost-net under KVM",
+			edit: func(c *Config) {
+				c.Accel = "kvm"
+				c.NICs = []NIC{
+					{ID: "a", MAC: mac.LinkID(1).MAC(mac.Client), Tap: f, Vhost: f},
+					{ID: "b", MAC: mac.LinkID(2).MAC(mac.Provider), Tap: f},
+					{ID: "c", MAC: mac.LinkID(3).MAC(mac.Provider), Tap: f, Vhost: f},
+				}
+			},
+			want: cat([]string{
+				"-name", "guest=app",
+				"-nodefaults", "-no-user-config", "-display", "none", "-no-reboot",
+				"-machine", "q35,vmport=off,sata=off,smbus=off,i8042=off", "-accel", "kvm", "-cpu", "max", "-m", "256", "-smp", "1",
+				"-sandbox", "on,obsolete=deny,elevateprivileges=deny,spawn=deny,resourcecontrol=deny",
+				"-kernel", "/proc/self/fd/6", "-append", DefaultCmdline,
+			}, plumbing, disk("0", "7"), bridges(2),
+				[]string{
+					"-netdev", "tap,id=a,fd=8,vhost=on,vhostfd=9",
+					"-device", "virtio-net-pci,netdev=a,id=a,mac=0a:b3:ec:00:00:01,romfile=,bus=nics0,addr=0x0",
+					"-netdev", "tap,id=b,fd=10",
+					"-device", "virtio-net-pci,netdev=b,id=b,mac=0a:b3:ec:80:00:02,romfile=,bus=nics0,addr=0x1",
+					"-netdev", "tap,id=c,fd=11,vhost=on,vhostfd=12",
+					"-device", "virtio-net-pci,netdev=c,id=c,mac=0a:b3:ec:80:00:03,romfile=,bus=nics0,addr=0x2",
+				}),
+		},
+		{
 			// 33 NICs fill a bridge and start the next; a third
 			// keeps 31 slots free for hot-plug.
 			name: "a bridge per 32 NICs",
@@ -199,6 +227,7 @@ func TestArgsRefused(t *testing.T) {
 		}, "used twice"},
 		{"short mac", func(c *Config) { c.NICs = []NIC{{ID: "n", MAC: []byte{1, 2}, Tap: f}} }, "not 6 octets"},
 		{"nic without tap", func(c *Config) { c.NICs = []NIC{{ID: "n", MAC: mac.LinkID(1).MAC(mac.Client)}} }, "nic n: no tap"},
+		{"vhost-net under TCG", func(c *Config) { c.NICs = []NIC{{ID: "n", MAC: mac.LinkID(1).MAC(mac.Client), Tap: f, Vhost: f}} }, "vhost-net needs KVM"},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			c := Config{Name: "vm", Kernel: f, Images: []*os.File{f}, Accel: "tcg", UID: 327680, GID: 327680}

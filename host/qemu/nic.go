@@ -21,6 +21,13 @@ type NIC struct {
 	// Tap is the open tap (link.Net.OpenTap); Start passes it to QEMU.
 	// Args does not look at it.
 	Tap *os.File
+	// Vhost, under KVM, is an open /dev/vhost-net for this NIC: the
+	// kernel moves its packets between the tap and the guest's queues
+	// (vhost=on,vhostfd=N), instead of QEMU's own userspace backend.
+	// spectrumd opens it, so QEMU needs no access to the device. nil
+	// keeps QEMU's backend, the only one under TCG (vhost needs KVM's
+	// eventfds).
+	Vhost *os.File
 }
 
 // opt is one option of a QEMU device or netdev, in the order QEMU gets
@@ -32,10 +39,15 @@ type opt struct {
 	val any // string, or bool (on/off)
 }
 
-// nicNetdev is the tap netdev of NIC id whose tap descriptor is fd: a
-// number on the command line, a getfd name over QMP.
-func nicNetdev(id, fd string) []opt {
-	return []opt{{"type", "tap"}, {"id", id}, {"fd", fd}}
+// nicNetdev is the tap netdev of NIC id whose tap descriptor is fd, and
+// whose vhost-net descriptor is vhostfd ("" for none): numbers on the
+// command line, getfd names over QMP.
+func nicNetdev(id, fd, vhostfd string) []opt {
+	o := []opt{{"type", "tap"}, {"id", id}, {"fd", fd}}
+	if vhostfd != "" {
+		o = append(o, opt{"vhost", true}, opt{"vhostfd", vhostfd})
+	}
+	return o
 }
 
 // nicDevice is the virtio-net device of n on bus; addr < 0 lets QEMU pick
@@ -129,6 +141,9 @@ func (p *Process) HotplugNIC(ctx context.Context, n NIC) error {
 	if len(n.MAC) != 6 || n.Tap == nil {
 		return fmt.Errorf("hotplug %s: want a 6-octet MAC and a tap", n.ID)
 	}
+	if n.Vhost != nil && p.accel != "kvm" {
+		return fmt.Errorf("hotplug %s: vhost-net needs KVM", n.ID)
+	}
 	if err := qmp.CheckID(n.ID); err != nil {
 		return err
 	}
@@ -144,14 +159,28 @@ func (p *Process) HotplugNIC(ctx context.Context, n NIC) error {
 }
 
 func (p *Process) hotplug(ctx context.Context, n NIC, bus string) error {
-	fdname := "tap-" + n.ID
+	fdname, vhostname := "tap-"+n.ID, ""
+	names := []string{fdname}
+	// A successful netdev_add takes the named descriptors out of the
+	// monitor's table; after a failure they may still be there.
+	closeFDs := func() {
+		for _, name := range names {
+			p.QMP.Run(ctx, "closefd", map[string]string{"fdname": name}, nil)
+		}
+	}
 	if err := p.QMP.GetFD(ctx, fdname, n.Tap); err != nil {
 		return err
 	}
-	// A successful netdev_add takes the named descriptor out of the
-	// monitor's table; after a failure it may still be there.
-	if err := p.QMP.Run(ctx, "netdev_add", qmpArgs(nicNetdev(n.ID, fdname)), nil); err != nil {
-		p.QMP.Run(ctx, "closefd", map[string]string{"fdname": fdname}, nil)
+	if n.Vhost != nil {
+		vhostname = "vhost-" + n.ID
+		if err := p.QMP.GetFD(ctx, vhostname, n.Vhost); err != nil {
+			closeFDs()
+			return err
+		}
+		names = append(names, vhostname)
+	}
+	if err := p.QMP.Run(ctx, "netdev_add", qmpArgs(nicNetdev(n.ID, fdname, vhostname)), nil); err != nil {
+		closeFDs()
 		return err
 	}
 	if err := p.QMP.Run(ctx, "device_add", qmpArgs(nicDevice(n, bus, -1)), nil); err != nil {

@@ -17,8 +17,14 @@ import (
 func TestHotplugArgs(t *testing.T) {
 	n := NIC{ID: "neta546", MAC: mac.LinkID(0xa546).MAC(mac.Provider)}
 	if diff := cmp.Diff(map[string]any{"type": "tap", "id": "neta546", "fd": "tap-neta546"},
-		qmpArgs(nicNetdev(n.ID, "tap-neta546"))); diff != "" {
+		qmpArgs(nicNetdev(n.ID, "tap-neta546", ""))); diff != "" {
 		t.Errorf("netdev_add arguments (-want +got):\n%s", diff)
+	}
+	// Under KVM with vhost-net: vhost is a boolean in QMP, "on" on the
+	// command line (TestArgs).
+	if diff := cmp.Diff(map[string]any{"type": "tap", "id": "neta546", "fd": "tap-neta546", "vhost": true, "vhostfd": "vhost-neta546"},
+		qmpArgs(nicNetdev(n.ID, "tap-neta546", "vhost-neta546"))); diff != "" {
+		t.Errorf("netdev_add arguments with vhost-net (-want +got):\n%s", diff)
 	}
 	want := map[string]any{"driver": "virtio-net-pci", "netdev": "neta546", "id": "neta546",
 		"mac": "0a:b3:ec:80:a5:46", "romfile": "", "bus": "nics1"}

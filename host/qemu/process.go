@@ -37,6 +37,7 @@ type Process struct {
 
 	cmd   *exec.Cmd
 	slots *slots // NIC slots taken on each bridge
+	accel string
 	done  chan struct{}
 	err   error
 }
@@ -134,7 +135,7 @@ func Start(ctx context.Context, c Config, stderr io.Writer) (*Process, error) {
 		Credential: &syscall.Credential{Uid: c.UID, Gid: c.GID, Groups: c.Groups},
 		Cloneflags: syscall.CLONE_NEWNET,
 	}
-	p := &Process{Argv: append([]string{bin}, args...), FDs: describe(c, extra), Serial: serialR, cmd: cmd, slots: newSlots(c), done: make(chan struct{})}
+	p := &Process{Argv: append([]string{bin}, args...), FDs: describe(c, extra), Serial: serialR, cmd: cmd, slots: newSlots(c), accel: c.Accel, done: make(chan struct{})}
 
 	started := make(chan error, 1)
 	go func() {

@@ -30,6 +30,12 @@ type Options struct {
 	// to QEMU as its one supplementary group under KVM. Required with
 	// Accel "kvm"; unused under TCG, where QEMU gets no group.
 	KVMGroup uint32
+	// VhostNet, under KVM, gives every NIC an open /dev/vhost-net
+	// (qemu.NIC.Vhost), opened by spectrumd at each launch and hot-plug.
+	// Ignored under TCG.
+	VhostNet bool
+	// OpenVhost opens /dev/vhost-net; nil means OpenVhostNet.
+	OpenVhost func() (*os.File, error)
 	// Binary is the QEMU binary; "" means qemu.DefaultBinary from $PATH.
 	Binary string
 	Log    *slog.Logger // nil means slog.Default()
@@ -51,7 +57,46 @@ func New(opt Options) (*QEMU, error) {
 	if opt.Log == nil {
 		opt.Log = slog.Default()
 	}
+	if opt.OpenVhost == nil {
+		opt.OpenVhost = OpenVhostNet
+	}
+	opt.VhostNet = opt.VhostNet && opt.Accel == "kvm"
 	return &QEMU{opt: opt}, nil
+}
+
+// VhostNetDevice is the kernel's virtio-net backend device.
+const VhostNetDevice = "/dev/vhost-net"
+
+// OpenVhostNet opens VhostNetDevice for one NIC: each open is one
+// vhost-net instance, owned by the QEMU that gets it.
+func OpenVhostNet() (*os.File, error) {
+	f, err := os.OpenFile(VhostNetDevice, os.O_RDWR, 0)
+	if err != nil {
+		return nil, fmt.Errorf("vhost-net: %w", err)
+	}
+	return f, nil
+}
+
+// nic turns the daemon's NIC into QEMU's, with a vhost-net descriptor when
+// the VMM uses them; the caller closes it (vhost) once QEMU has its own.
+func (q *QEMU) nic(n daemon.NIC) (qemu.NIC, error) {
+	out := qemu.NIC{ID: n.ID, MAC: n.MAC, Tap: n.Tap}
+	if q.opt.VhostNet {
+		v, err := q.opt.OpenVhost()
+		if err != nil {
+			return out, fmt.Errorf("NIC %s: %w", n.ID, err)
+		}
+		out.Vhost = v
+	}
+	return out, nil
+}
+
+func closeVhosts(nics []qemu.NIC) {
+	for _, n := range nics {
+		if n.Vhost != nil {
+			n.Vhost.Close()
+		}
+	}
 }
 
 // Launch starts QEMU for spec and returns once QEMU answers on QMP (at most
@@ -84,8 +129,14 @@ func (q *QEMU) Launch(ctx context.Context, spec daemon.Spec) (daemon.Instance, e
 		QMPSocket: spec.QMPPath, ConsoleSocket: spec.ConsolePath,
 		UID: uid, GID: uid, Groups: groups, PIDFile: spec.PIDPath,
 	}
+	defer func() { closeVhosts(c.NICs) }() // QEMU has its own copies once Start returns
 	for _, n := range spec.NICs {
-		c.NICs = append(c.NICs, qemu.NIC{ID: n.ID, MAC: n.MAC, Tap: n.Tap})
+		qn, err := q.nic(n)
+		if err != nil {
+			q.opt.UIDs.Release(spec.VM.Name)
+			return nil, err
+		}
+		c.NICs = append(c.NICs, qn)
 	}
 	ctx, cancel := context.WithTimeout(ctx, StartTimeout)
 	defer cancel()
@@ -102,11 +153,12 @@ func (q *QEMU) Launch(ctx context.Context, spec daemon.Spec) (daemon.Instance, e
 		q.opt.UIDs.Release(spec.VM.Name)
 	}()
 	log.Info("QEMU started", "cmd", qemu.Quote(p.Argv), "fds", strings.Join(p.FDs, " "), "uid", uid)
-	return &instance{p: p, log: log, serial: &drainReader{f: p.Serial}, stderr: stderr}, nil
+	return &instance{q: q, p: p, log: log, serial: &drainReader{f: p.Serial}, stderr: stderr}, nil
 }
 
 // instance is one running QEMU.
 type instance struct {
+	q      *QEMU
 	p      *qemu.Process
 	log    *slog.Logger
 	serial *drainReader
@@ -132,7 +184,12 @@ func (i *instance) Wait() error {
 // Hotplug and Unplug give up when ctx ends (the daemon bounds them with
 // its NIC timeout).
 func (i *instance) Hotplug(ctx context.Context, n daemon.NIC) error {
-	return i.p.HotplugNIC(ctx, qemu.NIC{ID: n.ID, MAC: n.MAC, Tap: n.Tap})
+	qn, err := i.q.nic(n)
+	if err != nil {
+		return err
+	}
+	defer closeVhosts([]qemu.NIC{qn})
+	return i.p.HotplugNIC(ctx, qn)
 }
 
 func (i *instance) Unplug(ctx context.Context, id string) error {
