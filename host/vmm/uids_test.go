@@ -87,9 +87,9 @@ func TestUIDs(t *testing.T) {
 	}
 
 	u = open(r) // spectrumd restarts
-	for vm, want := range got {
-		if uid, err := u.Acquire(vm); err != nil || uid != want {
-			t.Errorf("%s after a restart: uid %d, %v; want %d", vm, uid, err, want)
+	for _, vm := range []string{"a", "b", "c"} { // in this order: b is launched before c
+		if uid, err := u.Acquire(vm); err != nil || uid != got[vm] {
+			t.Errorf("%s after a restart: uid %d, %v; want %d", vm, uid, err, got[vm])
 		}
 	}
 	// a, b, c run; d takes the last free uid.
