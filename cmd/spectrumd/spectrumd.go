@@ -16,6 +16,7 @@ import (
 	"os"
 
 	"spectrum-os.org/netcfg/host/cli"
+	"spectrum-os.org/netcfg/internal/printable"
 )
 
 // commands is the subcommand table; each entry parses its own flags.
@@ -75,7 +76,9 @@ func run(args []string, stdout, stderr io.Writer) int {
 		case errors.Is(err, cli.ErrInvalid):
 			return 1
 		}
-		fmt.Fprintf(stderr, "spectrumd %s: %v\n", c.name, err)
+		// Escaped: an error may quote a name or a path anyone could
+		// choose, or a daemon's reply.
+		fmt.Fprintf(stderr, "spectrumd %s: %s\n", c.name, printable.Lines(err.Error()))
 		return 1
 	}
 	fmt.Fprintf(stderr, "spectrumd: unknown command %q\n", args[0])

@@ -1,12 +1,18 @@
 package main
 
 import (
+	"bufio"
 	"bytes"
 	"encoding/binary"
+	"encoding/json"
+	"net"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
+
+	"spectrum-os.org/netcfg/internal/printable"
 )
 
 // TestCheckExitStatus runs `spectrumd check` through the dispatcher: 0 when
@@ -64,5 +70,61 @@ func TestCheckExitStatus(t *testing.T) {
 	}
 	if !strings.Contains(o.String(), kernel) {
 		t.Errorf("output does not name %s:\n%s", kernel, o.String())
+	}
+}
+
+// TestOutputEscaped: what the daemon sends (an error quoting a name, the
+// names in list and status) is printed escaped, whatever daemon answers:
+// here a stand-in that sends raw control and format characters.
+func TestOutputEscaped(t *testing.T) {
+	dir := t.TempDir()
+	ln, err := net.Listen("unix", filepath.Join(dir, "control.sock"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	const evil = "evil\x1b]52;c;ZWNobyBwd25lZA==\x07\x1b[2J\u202e\u009b6n"
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			req, _ := bufio.NewReader(c).ReadString('\n')
+			var resp any = map[string]any{"ok": false, "error": "VM " + evil + ": no such\nthing"}
+			if strings.Contains(req, `"list"`) || strings.Contains(req, `"status"`) {
+				resp = map[string]any{"ok": true, "vms": []map[string]any{{"name": evil, "state": "running\x1b[8m",
+					"last_exit": "exit\x1b]0;t\x07", "links": []map[string]any{{"peer": evil, "role": "client", "id": "a5:46", "mac": "0a:b3:ec:00:a5:46"}}}}}
+			}
+			b, _ := json.Marshal(resp)
+			c.Write(append(b, '\n'))
+			c.Close()
+		}
+	}()
+	for _, args := range [][]string{
+		{"start", "-run", dir, "evil"},
+		{"stop", "-run", dir, "evil"},
+		{"list", "-run", dir},
+		{"list", "-run", dir, "-json"},
+		{"status", "-run", dir, "evil"},
+		{"status", "-run", dir, "-json", "evil"},
+	} {
+		var o, e bytes.Buffer
+		run(args, &o, &e)
+		out := o.String() + e.String()
+		if i := strings.IndexFunc(out, func(r rune) bool { return r != '\n' && printable.Unsafe(r) }); i >= 0 {
+			t.Errorf("spectrumd %s printed %q raw:\n%s", strings.Join(args, " "), []rune(out[i:])[0], out)
+		}
+		want := `evil\x1b]52;c;ZWNobyBwd25lZA==\x07\x1b[2J\u202e\u009b6n`
+		if slices.Contains(args, "-json") {
+			b, _ := json.Marshal(want)
+			want = string(b[1 : len(b)-1])
+		}
+		if !strings.Contains(out, want) {
+			t.Errorf("spectrumd %s does not show the name escaped:\n%s", strings.Join(args, " "), out)
+		}
+		if args[0] == "start" && !strings.Contains(e.String(), ": no such\nthing\n") {
+			t.Errorf("spectrumd start: the message's own newline is lost:\n%s", e.String())
+		}
 	}
 }

@@ -14,6 +14,7 @@ import (
 	"spectrum-os.org/netcfg/host/config"
 	"spectrum-os.org/netcfg/host/link"
 	"spectrum-os.org/netcfg/internal/mac"
+	"spectrum-os.org/netcfg/internal/printable"
 )
 
 // Check implements `spectrumd check [-data DIR] [-state DIR] [-json]`: it
@@ -139,21 +140,32 @@ func report(cfg *config.Config, links []alloc.Link) *checkReport {
 	for _, ls := range byProvider {
 		slices.SortFunc(ls, func(a, b alloc.Link) int { return strings.Compare(a.Client, b.Client) })
 	}
+	// Every string from the file system is escaped, in the text and in
+	// the JSON: a directory's name or a symlink's target is anyone's to
+	// choose, and both are shown on terminals (jq -r prints a JSON string
+	// raw).
+	p := printable.String
 	r := &checkReport{VMs: []vmReport{}, Errors: []errorReport{}}
 	for _, name := range cfg.Order {
 		vm := cfg.VMs[name]
 		v := vmReport{
-			Name: vm.Name, Dir: vm.Dir, Kernel: vm.Kernel, Images: vm.Images,
-			Initramfs: vm.Initramfs, Cmdline: vm.Cmdline,
-			Providers: append([]string{}, vm.Providers...),
+			Name: p(vm.Name), Dir: p(vm.Dir), Kernel: p(vm.Kernel), Images: []string{},
+			Initramfs: p(vm.Initramfs), Cmdline: p(vm.Cmdline),
+			Providers: []string{},
 			Net:       []linkReport{}, Serves: []linkReport{}, Uplinks: []uplinkReport{},
 		}
+		for _, img := range vm.Images {
+			v.Images = append(v.Images, p(img))
+		}
+		for _, pv := range vm.Providers {
+			v.Providers = append(v.Providers, p(pv))
+		}
 		for _, u := range vm.Uplinks {
-			v.Uplinks = append(v.Uplinks, uplinkReport{Iface: u.Iface, MAC: u.MAC.String(), Derived: u.Derived, Tap: link.UplinkTapName(u.MAC)})
+			v.Uplinks = append(v.Uplinks, uplinkReport{Iface: p(u.Iface), MAC: u.MAC.String(), Derived: u.Derived, Tap: link.UplinkTapName(u.MAC)})
 		}
 		for _, l := range byClient[name] {
 			v.Net = append(v.Net, linkReport{
-				Client: l.Client, Provider: l.Provider, ID: l.ID.String(),
+				Client: p(l.Client), Provider: p(l.Provider), ID: l.ID.String(),
 				MAC:     l.ID.MAC(mac.Client).String(),
 				Address: l.ID.ClientPrefix().String(),
 				Gateway: l.ID.Gateway().String(),
@@ -161,7 +173,7 @@ func report(cfg *config.Config, links []alloc.Link) *checkReport {
 		}
 		for _, l := range byProvider[name] {
 			v.Serves = append(v.Serves, linkReport{
-				Client: l.Client, Provider: l.Provider, ID: l.ID.String(),
+				Client: p(l.Client), Provider: p(l.Provider), ID: l.ID.String(),
 				MAC:     l.ID.MAC(mac.Provider).String(),
 				Address: l.ID.Gateway().String() + "/32",
 			})
@@ -169,10 +181,10 @@ func report(cfg *config.Config, links []alloc.Link) *checkReport {
 		r.VMs = append(r.VMs, v)
 	}
 	for _, err := range cfg.Errors {
-		e := errorReport{Error: err.Error()}
+		e := errorReport{Error: p(err.Error())}
 		var ve *config.VMError
 		if errors.As(err, &ve) {
-			e = errorReport{VM: ve.VM, Path: ve.Path, Error: ve.Err.Error()}
+			e = errorReport{VM: p(ve.VM), Path: p(ve.Path), Error: p(ve.Err.Error())}
 		}
 		r.Errors = append(r.Errors, e)
 	}

@@ -8,12 +8,14 @@ import (
 	"flag"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
 
 	"spectrum-os.org/netcfg/host/alloc"
+	"spectrum-os.org/netcfg/internal/printable"
 )
 
 // writeVM writes a minimal valid VM directory under data.
@@ -228,5 +230,105 @@ func TestCheckUsage(t *testing.T) {
 		if !strings.Contains(stderr, "usage: spectrumd check") {
 			t.Errorf("check %v: no usage in %q", args, stderr)
 		}
+	}
+}
+
+// TestCheckEscapesNames: names and symlink targets are anyone's to choose;
+// check shows them escaped, in text and in JSON, so a VM directory's name
+// cannot drive the terminal or fake a line of the report.
+func TestCheckEscapesNames(t *testing.T) {
+	dir := t.TempDir()
+	data, state := filepath.Join(dir, "data"), filepath.Join(dir, "state")
+	hostile := []string{
+		"clip\x1b]52;c;ZWNobyBwd25lZA==\x07",
+		"title\x1b]2;pwned\x1b\\\x1b[2J",
+		"two\nok: 9 VMs valid, 0 invalid",
+		"bidi\u202egnp.exe",
+		"zw\u200bsp",
+		"c1\u009b6n",
+	}
+	for _, n := range hostile {
+		writeVM(t, data, n)
+	}
+	// A valid VM whose kernel is a symlink, inside its directory, to a
+	// file with a bidi control in its name: its path is shown escaped.
+	writeVM(t, data, "ok")
+	if err := os.Rename(filepath.Join(data, "ok", "vmlinux"), filepath.Join(data, "ok", "k\u202e")); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink("k\u202e", filepath.Join(data, "ok", "vmlinux")); err != nil {
+		t.Fatal(err)
+	}
+	// A symlink out of its VM to a hostile target.
+	writeVM(t, data, "out")
+	if err := os.WriteFile(filepath.Join(dir, "\x1b]0;x\x07"), elfHeader(), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	os.Remove(filepath.Join(data, "out", "vmlinux"))
+	if err := os.Symlink("../../\x1b]0;x\x07", filepath.Join(data, "out", "vmlinux")); err != nil {
+		t.Fatal(err)
+	}
+
+	out, _, err := check(t, "-data", data, "-state", state)
+	if !errors.Is(err, ErrInvalid) {
+		t.Fatalf("check: %v, want ErrInvalid\n%s", err, out)
+	}
+	if i := strings.IndexFunc(out, func(r rune) bool { return r != '\n' && printable.Unsafe(r) }); i >= 0 {
+		t.Errorf("output holds %q raw:\n%s", []rune(out[i:])[0], out)
+	}
+	for _, want := range []string{
+		`invalid clip\x1b]52;c;ZWNobyBwd25lZA==\x07: `,
+		`invalid two\nok: 9 VMs valid, 0 invalid: `,
+		`invalid bidi\u202egnp.exe: `,
+		`invalid c1\u009b6n: `,
+		`invalid out: ` + filepath.Join(data, "out", "vmlinux") + `: symlink leads out of the VM's directory (to ../../\x1b]0;x\x07)`,
+		`  kernel     ` + filepath.Join(data, "ok", `k\u202e`) + "\n",
+		"1 VMs valid, 7 invalid\n",
+	} {
+		if !strings.Contains(out, want) {
+			t.Errorf("output lacks %q:\n%s", want, out)
+		}
+	}
+	if n := strings.Count(out, "\n"); n != 1+2+1+7+1 {
+		t.Errorf("%d lines, want 12 (a name made a line of its own?):\n%s", n, out)
+	}
+
+	js, _, err := check(t, "-data", data, "-state", state, "-json")
+	if !errors.Is(err, ErrInvalid) {
+		t.Fatalf("check -json: %v", err)
+	}
+	var r checkReport
+	if err := json.Unmarshal([]byte(js), &r); err != nil {
+		t.Fatalf("check -json: %v\n%s", err, js)
+	}
+	var walk func(v any)
+	walk = func(v any) {
+		switch v := v.(type) {
+		case string:
+			if strings.IndexFunc(v, printable.Unsafe) >= 0 {
+				t.Errorf("JSON string %q holds an unsafe character", v)
+			}
+		case []any:
+			for _, x := range v {
+				walk(x)
+			}
+		case map[string]any:
+			for _, x := range v {
+				walk(x)
+			}
+		}
+	}
+	var generic any
+	json.Unmarshal([]byte(js), &generic)
+	walk(generic)
+	var vms []string
+	for _, e := range r.Errors {
+		vms = append(vms, e.VM)
+	}
+	slices.Sort(vms)
+	want := []string{`bidi\u202egnp.exe`, `c1\u009b6n`, `clip\x1b]52;c;ZWNobyBwd25lZA==\x07`, "out",
+		`title\x1b]2;pwned\x1b\\x1b[2J`, `two\nok: 9 VMs valid, 0 invalid`, `zw\u200bsp`}
+	if diff := cmp.Diff(want, vms); diff != "" {
+		t.Errorf("JSON errors' VMs (-want +got):\n%s", diff)
 	}
 }

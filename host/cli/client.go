@@ -16,6 +16,7 @@ import (
 	"spectrum-os.org/netcfg/host/control"
 	"spectrum-os.org/netcfg/host/link"
 	"spectrum-os.org/netcfg/internal/mac"
+	"spectrum-os.org/netcfg/internal/printable"
 )
 
 // DefaultRun is the run directory: the control socket and the VMs' sockets.
@@ -110,6 +111,9 @@ func List(args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
+	for i := range resp.VMs {
+		escapeStatus(&resp.VMs[i])
+	}
 	if *asJSON {
 		return json.NewEncoder(stdout).Encode(resp.VMs)
 	}
@@ -123,6 +127,22 @@ func List(args []string, stdout, stderr io.Writer) error {
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%s\t%s\n", v.Name, v.State, pid, v.Restarts, linksString(v.Links), uplinksString(v.Uplinks))
 	}
 	return tw.Flush()
+}
+
+// escapeStatus escapes every string of a status the daemon sent
+// (printable.String), for the terminal it is printed on: the daemon is
+// trusted, the names it passes on came from the file system.
+func escapeStatus(v *control.VMStatus) {
+	p := printable.String
+	v.Name, v.State, v.LastExit = p(v.Name), p(v.State), p(v.LastExit)
+	for i := range v.Links {
+		l := &v.Links[i]
+		l.Peer, l.Role, l.ID, l.MAC = p(l.Peer), p(l.Role), p(l.ID), p(l.MAC)
+	}
+	for i := range v.Uplinks {
+		u := &v.Uplinks[i]
+		u.Iface, u.MAC = p(u.Iface), p(u.MAC)
+	}
 }
 
 func linksString(ls []control.LinkStatus) string {
@@ -189,6 +209,7 @@ func Status(args []string, stdout, stderr io.Writer) error {
 		return fmt.Errorf("status of %s: daemon sent %d VMs", name, len(resp.VMs))
 	}
 	v := resp.VMs[0]
+	escapeStatus(&v)
 	if *asJSON {
 		return json.NewEncoder(stdout).Encode(v)
 	}

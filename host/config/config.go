@@ -8,6 +8,8 @@ import (
 	"errors"
 	"slices"
 	"strings"
+
+	"spectrum-os.org/netcfg/internal/printable"
 )
 
 // VM is one valid VM directory. Its paths are absolute and real (symlinks
@@ -48,8 +50,8 @@ func (c *Config) Clients(vm string) []string {
 // Why a VM is rejected. Each is wrapped in a *VMError; compare with errors.Is.
 var (
 	// ErrName: a VM name or file name that is empty, over its length limit,
-	// not UTF-8, or holds '/', ',', a control or space character, or starts
-	// with '.' or '-'.
+	// not UTF-8, or holds '/', ',', a control, format (bidi, zero-width) or
+	// space character, or starts with '.' or '-'.
 	ErrName = errors.New("unsafe name")
 	// ErrPath: an absolute path handed to QEMU holds ',' or a control
 	// character (QEMU's option syntax would misread it).
@@ -101,16 +103,19 @@ type VMError struct {
 	Err  error
 }
 
+// Error says which VM and file, escaped (printable.String): a directory's
+// name, a file's or a symlink's target is anyone's to choose, and the
+// message is shown on terminals.
 func (e *VMError) Error() string {
 	var b strings.Builder
 	if e.VM != "" {
 		b.WriteString("VM ")
-		b.WriteString(e.VM)
+		b.WriteString(printable.String(e.VM))
 		b.WriteString(": ")
 	}
-	b.WriteString(e.Path)
+	b.WriteString(printable.String(e.Path))
 	b.WriteString(": ")
-	b.WriteString(e.Err.Error())
+	b.WriteString(printable.Lines(e.Err.Error()))
 	return b.String()
 }
 

@@ -13,6 +13,7 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 
+	"spectrum-os.org/netcfg/internal/printable"
 	"spectrum-os.org/netcfg/internal/testenv"
 )
 
@@ -180,6 +181,11 @@ func TestLoadRejects(t *testing.T) {
 		{name: "VM name leading dot", tree: tree{}.vm(".v"), vm: ".v", path: ".v", wantErr: ErrName},
 		{name: "VM name leading dash", tree: tree{}.vm("-v"), vm: "-v", path: "-v", wantErr: ErrName},
 		{name: "VM name not UTF-8", tree: tree{}.vm("v\xff"), vm: "v\xff", path: "v\xff", wantErr: ErrName},
+		{name: "VM name with bidi override", tree: tree{}.vm("app\u202egnp.exe"), vm: "app\u202egnp.exe", path: "app\u202egnp.exe", wantErr: ErrName, msg: `app\u202egnp.exe`},
+		{name: "VM name with zero-width space", tree: tree{}.vm("net\u200bvm"), vm: "net\u200bvm", path: "net\u200bvm", wantErr: ErrName},
+		{name: "VM name with terminal escapes", tree: tree{}.vm("v\x1b]52;c;eA==\x07\x1b[2J"), vm: "v\x1b]52;c;eA==\x07\x1b[2J", path: "v\x1b]52;c;eA==\x07\x1b[2J", wantErr: ErrName, msg: `VM v\x1b]52;c;eA==\x07\x1b[2J: `},
+		{name: "VM name with newline", tree: tree{}.vm("v\nspectrumd: fake"), vm: "v\nspectrumd: fake", path: "v\nspectrumd: fake", wantErr: ErrName, msg: `VM v\nspectrumd: fake: `},
+		{name: "symlink out to a hostile target", tree: tree{}.vm("w").add(tree{"w/\x1b]2;x\x07\u202e": "ELF", "v/vmlinux": "-> ../w/\x1b]2;x\x07\u202e", "v/blk/a.img": "x"}), vm: "v", path: "v/vmlinux", wantErr: ErrEscape, msg: `(to ../w/\x1b]2;x\x07\u202e)`, valid: []string{"w"}},
 		{name: "VM name overlong", tree: tree{}.vm(strings.Repeat("v", MaxName+1)), vm: strings.Repeat("v", MaxName+1), path: strings.Repeat("v", MaxName+1), wantErr: ErrName},
 		{name: "VM name at the limit is fine", tree: tree{}.vm(strings.Repeat("v", MaxName)).vm("x").add(tree{"x/vmlinux": ""}), vm: "x", path: "x/vmlinux", wantErr: ErrNotELF, valid: []string{strings.Repeat("v", MaxName)}},
 		{name: "VM symlink to a file", tree: tree{"f": "x", "v": "-> f"}, vm: "v", path: "v", wantErr: nil, msg: "not a directory"},
@@ -232,8 +238,12 @@ func TestLoadRejects(t *testing.T) {
 			if want := filepath.Join(dir, filepath.FromSlash(tt.path)); got.Path != want {
 				t.Errorf("error %v names %q, want %q", got, got.Path, want)
 			}
-			if !strings.Contains(got.Error(), tt.msg) || !strings.Contains(got.Error(), got.Path) || !strings.Contains(got.Error(), tt.vm) {
+			// The message names them escaped, as a terminal must show them.
+			if msg := got.Error(); !strings.Contains(msg, tt.msg) || !strings.Contains(msg, printable.String(got.Path)) || !strings.Contains(msg, printable.String(tt.vm)) {
 				t.Errorf("message %q does not name %q, the path and the VM", got.Error(), tt.msg)
+			}
+			if i := strings.IndexFunc(got.Error(), printable.Unsafe); i >= 0 {
+				t.Errorf("message %q holds %q raw", got.Error(), []rune(got.Error()[i:])[0])
 			}
 			if _, ok := cfg.VMs[tt.vm]; ok {
 				t.Errorf("rejected VM %q is in VMs", tt.vm)

@@ -11,6 +11,7 @@ import (
 	"github.com/google/go-cmp/cmp"
 
 	"spectrum-os.org/netcfg/internal/mac"
+	"spectrum-os.org/netcfg/internal/printable"
 )
 
 func hw(s string) net.HardwareAddr {
@@ -164,7 +165,7 @@ func TestLoadUplinksRejects(t *testing.T) {
 				if want := filepath.Join(dir, filepath.FromSlash(tt.path)); got.Path != want {
 					t.Errorf("load #%d: error %v names %q, want %q", i+1, got, got.Path, want)
 				}
-				if !strings.Contains(got.Error(), tt.msg) || !strings.Contains(got.Error(), got.Path) {
+				if !strings.Contains(got.Error(), tt.msg) || !strings.Contains(got.Error(), printable.String(got.Path)) {
 					t.Errorf("load #%d: message %q does not name %q and the path", i+1, got.Error(), tt.msg)
 				}
 				if strings.ContainsAny(got.Err.Error(), "\x1b\n") {

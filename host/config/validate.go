@@ -11,6 +11,8 @@ import (
 	"strings"
 	"unicode"
 	"unicode/utf8"
+
+	"spectrum-os.org/netcfg/internal/printable"
 )
 
 const (
@@ -43,8 +45,10 @@ func checkName(s string, max int) error {
 		switch {
 		case r == '/' || r == ',':
 			return fmt.Errorf("%w %q: holds %q", ErrName, s, r)
-		case unicode.IsControl(r) || unicode.IsSpace(r):
-			return fmt.Errorf("%w %q: holds a control or space character", ErrName, s)
+		case unicode.IsControl(r) || unicode.IsSpace(r) || printable.Unsafe(r):
+			// Format characters too (bidi overrides, zero-width spaces): a
+			// name must read as what it is wherever it is shown.
+			return fmt.Errorf("%w %q: holds a control, format or space character", ErrName, s)
 		}
 	}
 	return nil

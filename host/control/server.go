@@ -16,6 +16,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"spectrum-os.org/netcfg/host/vmlog"
+	"spectrum-os.org/netcfg/internal/printable"
 )
 
 // Handler is what the control socket asks of the daemon.
@@ -181,7 +182,10 @@ func (s *Server) replyTimeout() time.Duration {
 	return DefaultReplyTimeout
 }
 
+// reply writes r, its error escaped (printable.Lines): it quotes names and
+// paths anyone could choose, and any client may print it as it is.
 func (s *Server) reply(c net.Conn, r Response) error {
+	r.Error = printable.Lines(r.Error)
 	c.SetWriteDeadline(time.Now().Add(s.replyTimeout()))
 	b, err := json.Marshal(r)
 	if err != nil {

@@ -3,6 +3,7 @@ package control
 import (
 	"bufio"
 	"encoding/json"
+	"errors"
 	"io"
 	"log/slog"
 	"net"
@@ -165,5 +166,25 @@ func TestControlLogsFollow(t *testing.T) {
 	lf.WriteLine("new line")
 	if l, _ := br.ReadString('\n'); l != "new line\n" {
 		t.Errorf("followed line %q", l)
+	}
+}
+
+// hostileHandler fails every start with a message quoting a name as a VM
+// directory could be named.
+type hostileHandler struct{ fakeHandler }
+
+func (*hostileHandler) Start(string) error {
+	return errors.New("VM evil\x1b]52;c;ZWNobyBwd25lZA==\x07\x1b[2J: bad\nsecond line \u202egnp.exe\u009b6n")
+}
+
+// TestControlRepliesEscaped: an error reply quotes what the handler said
+// with its control and format characters escaped, newlines kept, so a
+// client printing it as it is (nc, a script) shows text, not escapes.
+func TestControlRepliesEscaped(t *testing.T) {
+	path := serveControl(t, &hostileHandler{})
+	r, _, _ := roundTrip(t, path, `{"op":"start","name":"evil"}`+"\n")
+	want := `VM evil\x1b]52;c;ZWNobyBwd25lZA==\x07\x1b[2J: bad` + "\n" + `second line \u202egnp.exe\u009b6n`
+	if r.OK || r.Error != want {
+		t.Errorf("reply %+v, want the error %q", r, want)
 	}
 }

@@ -3,12 +3,12 @@
 // terminal: what could drive the terminal, or hide, reorder or fake the
 // text around it, is written as a visible escape instead.
 //
-// Escaped: malformed UTF-8 (\xNN, per byte), C0 and C1 controls and DEL
-// (\t, \n, \r or \xNN), Unicode format characters (category Cf: the bidi
+// Escaped: malformed UTF-8 (\xNN, per byte), C0 controls and DEL (\t, \n,
+// \r or \xNN), C1 controls (\u0080 to \u009f), Unicode format characters (category Cf: the bidi
 // embeddings, overrides and isolates, zero-width spaces and joiners, the
 // byte-order mark, soft hyphen, tag characters) and every white space but
 // the plain space (no-break and other-width spaces, line and paragraph
-// separators) as \uXXXX or \UXXXXXXXX. Everything else, backslashes
+// separators) as \uXXXX or \UXXXXXXXX: the forms of vmlog.Sanitize. Everything else, backslashes
 // included, is left as it is: the escapes are for a person to read, so an
 // escaped string is not meant to be parsed back. Escaping twice changes
 // nothing more.
@@ -67,7 +67,7 @@ func escape(s string, keepNewlines bool) string {
 			b = append(b, '\\', 'r')
 		case !Unsafe(r):
 			b = append(b, s[i:i+size]...)
-		case r <= 0xff:
+		case r < 0x80: // \x only for ASCII: \x80 and up are bytes of malformed UTF-8
 			b = append(b, '\\', 'x', hex[r>>4], hex[r&0xf])
 		case r <= 0xffff:
 			b = append(b, '\\', 'u', hex[r>>12&0xf], hex[r>>8&0xf], hex[r>>4&0xf], hex[r&0xf])
