@@ -6,13 +6,18 @@ import (
 )
 
 // Usage is the agent's command line synopsis.
-const Usage = "usage: spectrum-netcfg [-watch] [-console PATH]"
+const Usage = "usage: spectrum-netcfg [-watch [-route]] [-console PATH]"
 
 // Config is what the command line asks for.
 type Config struct {
 	// Watch keeps the agent running after the first pass to configure NICs
 	// as they appear. False: configure what is there and exit.
 	Watch bool
+	// Route makes the agent the provider's router too (package
+	// guest/router): forwarding, NAT, isolation and DNS for the clients
+	// of its provider NICs. Only with Watch: the router's rules live as
+	// long as the agent that keeps them up to date.
+	Route bool
 	// Console is the path the log is written to. Empty means DefaultConsole.
 	Console string
 }
@@ -21,7 +26,7 @@ type Config struct {
 var ErrHelp = errors.New("help requested")
 
 // ParseArgs parses the arguments after the program name. It accepts the
-// flag package's syntax (-name, --name, -name=value, -name value) for the two
+// flag package's syntax (-name, --name, -name=value, -name value) for the
 // flags the agent has; it does not use package flag because that alone would
 // add about 57 KB to a binary with a size budget.
 func ParseArgs(args []string) (Config, error) {
@@ -46,18 +51,21 @@ func ParseArgs(args []string) (Config, error) {
 		switch name {
 		case "h", "help":
 			return cfg, ErrHelp
-		case "watch":
-			if !hasValue {
-				cfg.Watch = true
-				continue
+		case "watch", "route":
+			on := true
+			if hasValue {
+				switch value {
+				case "true", "1", "t", "T", "TRUE", "True":
+				case "false", "0", "f", "F", "FALSE", "False":
+					on = false
+				default:
+					return cfg, errors.New("invalid value " + quote(value) + " for -" + name)
+				}
 			}
-			switch value {
-			case "true", "1", "t", "T", "TRUE", "True":
-				cfg.Watch = true
-			case "false", "0", "f", "F", "FALSE", "False":
-				cfg.Watch = false
-			default:
-				return cfg, errors.New("invalid value " + quote(value) + " for -watch")
+			if name == "watch" {
+				cfg.Watch = on
+			} else {
+				cfg.Route = on
 			}
 		case "console":
 			if !hasValue {
@@ -74,6 +82,9 @@ func ParseArgs(args []string) (Config, error) {
 		default:
 			return cfg, errors.New("flag provided but not defined: " + quote(a))
 		}
+	}
+	if cfg.Route && !cfg.Watch {
+		return cfg, errors.New("-route needs -watch: the router's rules must follow the NICs as they come and go")
 	}
 	return cfg, nil
 }

@@ -67,10 +67,14 @@ type Agent struct {
 	// known remembers, per ifindex, the MAC a NIC had and how configuring it
 	// went, so that watch mode reacts only to NICs that are new or changed.
 	known map[uint32]known
+	// router, when not nil, is told about provider NICs (-route).
+	router Router
 }
 
 type known struct {
 	mac     string
+	hw      net.HardwareAddr // the same, and name, for the log when the NIC goes
+	name    string
 	outcome Outcome
 }
 
@@ -80,12 +84,48 @@ func NewAgent(c *netlink.Conn, log *Log) *Agent {
 	return &Agent{c: c, log: log, allRPFilter: -1, known: make(map[uint32]known)}
 }
 
+// SetRouter makes the agent keep r up to date with its provider NICs.
+func (a *Agent) SetRouter(r Router) { a.router = r }
+
+// route tells the router about a provider NIC before it is brought up,
+// and logs what that changed (or the error) under the NIC's name and MAC.
+func (a *Agent) route(l Link, nic mac.NIC) error {
+	if nic.Side != mac.Provider || a.router == nil {
+		return nil
+	}
+	msgs, err := a.router.Provider(l.Index, nic.Link.ClientAddr())
+	for _, m := range msgs {
+		a.log.NIC(l.Name, l.MAC, "router: "+m)
+	}
+	if err != nil {
+		a.log.NIC(l.Name, l.MAC, "error: router: "+err.Error())
+	}
+	return err
+}
+
+// routerGone tells the router that the NIC at l.Index is no longer a
+// provider NIC it must route for, and logs what that changed under the
+// NIC's name and MAC. For a NIC the router does not route for nothing
+// changes, so the callers only spare it the NICs that cannot be one.
+func (a *Agent) routerGone(l Link) {
+	if a.router == nil {
+		return
+	}
+	for _, m := range a.router.Gone(l.Index) {
+		a.log.NIC(l.Name, l.MAC, "router: "+m)
+	}
+}
+
 // ConfigureNIC brings link l to the state its MAC asks for, logs one line
 // per change and one outcome line, and returns the errors it met, joined.
 func (a *Agent) ConfigureNIC(l Link, addrs []Addr, routes []Route) (Outcome, error) {
 	nic, err := mac.Classify(l.MAC)
+	if _, ok := a.known[l.Index]; ok && (err != nil || nic.Side != mac.Provider) {
+		a.routerGone(l) // its MAC changed
+	}
 	if errors.Is(err, mac.ErrForeign) {
 		delete(a.known, l.Index)
+		a.log.Flush()
 		return Foreign, nil
 	}
 	defer a.log.Flush()
@@ -96,12 +136,19 @@ func (a *Agent) ConfigureNIC(l Link, addrs []Addr, routes []Route) (Outcome, err
 			reason = re.Err
 		}
 		a.log.NIC(l.Name, l.MAC, "error: refused, left unconfigured: "+reason.Error())
-		a.known[l.Index] = known{mac: l.MAC.String(), outcome: Refused}
+		a.known[l.Index] = known{mac: l.MAC.String(), hw: l.MAC, name: l.Name, outcome: Refused}
 		return Refused, &NICError{Name: l.Name, MAC: l.MAC, Err: err}
 	}
+	desc := Want(nic, l.Index).Describe(nic.Side)
 	var errs []error
 	n := 0
-	for _, act := range Plan(l, nic, addrs, routes) {
+	acts := Plan(l, nic, addrs, routes)
+	if err := a.route(l, nic); err != nil {
+		// Fail closed: the NIC stays as it is (down when new).
+		errs = append(errs, err)
+		acts = nil
+	}
+	for _, act := range acts {
 		changed, err := Apply(a.c, act)
 		if errors.Is(err, unix.ENODEV) {
 			// Unplugged under our feet (a provider's NIC goes when its
@@ -109,6 +156,7 @@ func (a *Agent) ConfigureNIC(l Link, addrs []Addr, routes []Route) (Outcome, err
 			// Said here or at the link's removal notice, whichever
 			// comes first, once.
 			a.log.NIC(l.Name, l.MAC, "removed")
+			a.routerGone(l)
 			delete(a.known, l.Index)
 			return Gone, nil
 		}
@@ -137,7 +185,6 @@ func (a *Agent) ConfigureNIC(l Link, addrs []Addr, routes []Route) (Outcome, err
 		a.log.NIC(l.Name, l.MAC, "error: "+err.Error())
 		errs = append(errs, err)
 	}
-	desc := Want(nic, l.Index).Describe(nic.Side)
 	out := Configured
 	switch {
 	case len(errs) > 0:
@@ -148,7 +195,7 @@ func (a *Agent) ConfigureNIC(l Link, addrs []Addr, routes []Route) (Outcome, err
 	default:
 		a.log.NIC(l.Name, l.MAC, desc+": configured")
 	}
-	a.known[l.Index] = known{mac: l.MAC.String(), outcome: out}
+	a.known[l.Index] = known{mac: l.MAC.String(), hw: l.MAC, name: l.Name, outcome: out}
 	if len(errs) > 0 {
 		return out, &NICError{Name: l.Name, MAC: l.MAC, Err: errors.Join(errs...)}
 	}
@@ -175,10 +222,12 @@ func (a *Agent) ConfigureAll(s State) (configured, failed int, err error) {
 }
 
 // Run is the whole agent: it logs to cfg.Console, configures every NIC and,
-// with cfg.Watch, keeps configuring NICs as they appear until ctx ends. It
-// returns the exit status: 0 when every inter-guest NIC is configured, 1
+// with cfg.Watch, keeps configuring NICs as they appear until ctx ends;
+// with cfg.Route it starts the router with startRouter first and stops it
+// at the end. It returns the exit status: 0 when every inter-guest NIC is
+// configured (and, with cfg.Route, the router ran and stopped cleanly), 1
 // otherwise.
-func Run(ctx context.Context, cfg Config, stderr io.Writer) int {
+func Run(ctx context.Context, cfg Config, stderr io.Writer, startRouter StartRouter) int {
 	console := cfg.Console
 	if console == "" {
 		console = DefaultConsole
@@ -220,6 +269,23 @@ func Run(ctx context.Context, cfg Config, stderr io.Writer) int {
 		log.Line("spectrum-netcfg: error: ", err.Error())
 		status = 1
 	}
+	if cfg.Route {
+		// Before the first pass, so that a provider NIC is never up
+		// without the router's rules for it.
+		log.Flush()
+		var r Router
+		if startRouter == nil {
+			err = errors.New("this build has no router")
+		} else {
+			r, err = startRouter(ctx, w, s.Links)
+		}
+		if err != nil {
+			log.Line("spectrum-netcfg: router: error: ", err.Error(), "; not routing")
+			status = 1
+		} else {
+			a.SetRouter(r)
+		}
+	}
 	configured, failed, _ := a.ConfigureAll(s)
 	if failed > 0 {
 		status = 1
@@ -229,5 +295,21 @@ func Run(ctx context.Context, cfg Config, stderr io.Writer) int {
 	if !cfg.Watch {
 		return status
 	}
-	return a.Watch(ctx, nc)
+	// With -watch the status is what holds at the end: a NIC that failed
+	// and was configured later counts as configured. A router that did
+	// not start is a failure to the end.
+	routerFailed := cfg.Route && a.router == nil
+	status = a.Watch(ctx, nc)
+	if routerFailed {
+		status = 1
+	}
+	if a.router != nil {
+		if err := a.router.Stop(); err != nil {
+			log.Line("spectrum-netcfg: router: error: ", err.Error())
+			status = 1
+		}
+	}
+	log.Line("spectrum-netcfg: stopped, status ", strconv.Itoa(status))
+	log.Flush()
+	return status
 }

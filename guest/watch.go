@@ -5,7 +5,6 @@ import (
 	"encoding/binary"
 	"errors"
 	"slices"
-	"strconv"
 	"time"
 
 	"github.com/mdlayher/netlink"
@@ -17,7 +16,8 @@ import (
 // Watch configures NICs as link notifications arrive on nc, which must have
 // joined RTMGRP_LINK before the first scan. It returns when ctx ends, with
 // status 0 when every inter-guest NIC it knows of is configured, and 1
-// otherwise or when notifications cannot be read.
+// otherwise or when notifications cannot be read. The caller logs the
+// final "stopped" line.
 func (a *Agent) Watch(ctx context.Context, nc *netlink.Conn) int {
 	stop := make(chan struct{})
 	defer close(stop)
@@ -46,14 +46,20 @@ func (a *Agent) Watch(ctx context.Context, nc *netlink.Conn) int {
 			if err != nil {
 				a.log.Line("spectrum-netcfg: error: ", err.Error())
 			}
+			present := make(map[uint32]bool, len(links))
 			for _, l := range links {
+				present[l.Index] = true
 				if a.needs(l) {
 					pending = append(pending, l)
 				}
 			}
+			if err == nil {
+				// A removal among the lost notifications.
+				a.vanished(present)
+			}
 		case err != nil:
 			a.log.Line("spectrum-netcfg: error: receive link notifications: ", err.Error())
-			a.log.Line("spectrum-netcfg: stopped, status 1")
+			a.log.Flush()
 			return 1
 		}
 		for _, m := range msgs {
@@ -74,10 +80,21 @@ func (a *Agent) Watch(ctx context.Context, nc *netlink.Conn) int {
 			_, _ = a.ConfigureNIC(l, addrs, routes)
 		}
 	}
-	status := a.status()
-	a.log.Line("spectrum-netcfg: stopped, status ", strconv.Itoa(status))
 	a.log.Flush()
-	return status
+	return a.status()
+}
+
+// vanished forgets the NICs it knows that are not present any more, as if
+// their removal had been notified.
+func (a *Agent) vanished(present map[uint32]bool) {
+	for index, k := range a.known {
+		if present[index] {
+			continue
+		}
+		a.log.NIC(k.name, k.hw, "removed")
+		a.routerGone(Link{Index: index, Name: k.name, MAC: k.hw})
+		delete(a.known, index)
+	}
 }
 
 // notified adds the link a notification is about to pending when it needs
@@ -89,10 +106,13 @@ func (a *Agent) notified(pending []Link, m netlink.Message) []Link {
 			return pending
 		}
 		index := binary.NativeEndian.Uint32(m.Data[4:8])
-		if _, ok := a.known[index]; ok {
-			if l, err := ParseLink(m.Data); err == nil {
-				a.log.NIC(l.Name, l.MAC, "removed")
+		if k, ok := a.known[index]; ok {
+			l, err := ParseLink(m.Data)
+			if err != nil {
+				l = Link{Index: index, Name: k.name, MAC: k.hw}
 			}
+			a.log.NIC(l.Name, l.MAC, "removed")
+			a.routerGone(l)
 			delete(a.known, index)
 		}
 		// A NIC going away is first reported down: drop that too.
@@ -123,6 +143,9 @@ func (a *Agent) notified(pending []Link, m netlink.Message) []Link {
 func (a *Agent) needs(l Link) bool {
 	nic, err := mac.Classify(l.MAC)
 	if errors.Is(err, mac.ErrForeign) {
+		if _, ok := a.known[l.Index]; ok {
+			a.routerGone(l) // its MAC changed
+		}
 		delete(a.known, l.Index)
 		return false
 	}

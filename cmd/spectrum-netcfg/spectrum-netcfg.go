@@ -1,6 +1,7 @@
 // Binary spectrum-netcfg configures the guest's inter-guest NICs (MAC OUI
 // 0A:B3:EC) through rtnetlink, as an init hook, and with -watch keeps
-// configuring NICs as they are hot-plugged. It logs only to the serial
+// configuring NICs as they are hot-plugged; with -watch -route it is also
+// the provider's router (package guest/router). It logs only to the serial
 // console. See package spectrum-os.org/netcfg/guest for what it does and logs.
 package main
 
@@ -41,5 +42,5 @@ func run() int {
 		ctx, stop = signal.NotifyContext(ctx, unix.SIGTERM, unix.SIGINT)
 		defer stop()
 	}
-	return guest.Run(ctx, cfg, os.Stderr)
+	return guest.Run(ctx, cfg, os.Stderr, nil)
 }

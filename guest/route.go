@@ -1,0 +1,40 @@
+package guest
+
+import (
+	"context"
+	"io"
+	"net/netip"
+)
+
+// Router is the provider's router the agent keeps up to date with
+// -route (package guest/router implements it; the main wires it in, so
+// this package does not depend on it). The agent calls it from its one
+// goroutine: Provider for each provider NIC it configures, Gone as NICs
+// go, and Stop at the end.
+type Router interface {
+	// Provider is called for the provider NIC at ifindex index, whose
+	// link's client is client (100.64.A.B), each time the agent
+	// configures it, before it brings the NIC up: the rules for the
+	// link must be in place before its client can send through it. It
+	// returns what it changed, as lines for the NIC's log (after the
+	// NIC's name and MAC). On an error the agent does not configure the
+	// NIC: with forwarding on, a provider link the rules do not know
+	// would be neither isolated nor filtered.
+	Provider(index uint32, client netip.Addr) ([]string, error)
+	// Gone is called when a NIC the agent knew goes, or stops being a
+	// provider NIC (its MAC changed); it returns what it changed, for
+	// the NIC's log. A NIC the router does not route for is no change.
+	Gone(index uint32) []string
+	// Stop removes everything the router added and returns what could
+	// not be undone.
+	Stop() error
+}
+
+// StartRouter starts the router, logging its own lines (those that are
+// about no one NIC) to w, the agent's console, until Stop; ctx ending
+// stops nothing by itself. links is every link of the agent's first scan:
+// the router's first ruleset covers the provider NICs among them at
+// once, so that when the agent restarts, the NICs that are up stay
+// covered while it goes through them. An error means the router is not
+// running and IPv4 forwarding is not on.
+type StartRouter func(ctx context.Context, w io.Writer, links []Link) (Router, error)
