@@ -1,6 +1,8 @@
 package guest_test
 
 import (
+	"bytes"
+	"encoding/binary"
 	"fmt"
 	"net"
 	"net/netip"
@@ -136,4 +138,91 @@ func readFileB(b *testing.B, path string) string {
 		b.Fatal(err)
 	}
 	return string(s)
+}
+
+// BenchmarkRouteHotplug measures how long `spectrum-netcfg -watch -route`
+// takes from a provider NIC appearing (a tap given a 0A:B3:EC provider
+// MAC, when the clock starts) to the router's rules for it being in
+// place: the commit of the nftables transaction whose set "clients" has
+// the NIC's ifindex and client address, as a socket of this process on
+// the nftables notification group in the namespace sees it. The agent
+// puts them in before it brings the NIC up; the figure is also the
+// router's share of a hot-plug, on top of BenchmarkWatchHotplug's.
+func BenchmarkRouteHotplug(b *testing.B) {
+	ns := nstest.New(b)
+	nsFD, err := unix.Open(ns.Path(), unix.O_RDONLY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer unix.Close(nsFD)
+	var mon, nft *netlink.Conn
+	var rc *rtnetlink.Conn
+	var agent *exec.Cmd
+	console := filepath.Join(b.TempDir(), "console")
+	if err := os.WriteFile(console, nil, 0o600); err != nil {
+		b.Fatal(err)
+	}
+	inNS(b, nsFD, func() {
+		if mon, err = netlink.Dial(unix.NETLINK_ROUTE, &netlink.Config{Groups: unix.RTMGRP_LINK}); err != nil {
+			return
+		}
+		if nft, err = netlink.Dial(unix.NETLINK_NETFILTER, &netlink.Config{Groups: 1 << (unix.NFNLGRP_NFTABLES - 1)}); err != nil {
+			return
+		}
+		if rc, err = rtnetlink.Dial(nil); err != nil {
+			return
+		}
+		// The machine's resolv.conf is only read.
+		agent = exec.Command(agentBin, "-watch", "-route", "-console", console)
+		err = agent.Start()
+	})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer mon.Close()
+	defer nft.Close()
+	defer rc.Close()
+	defer func() {
+		_ = agent.Process.Signal(syscall.SIGTERM)
+		if err := agent.Wait(); err != nil {
+			b.Errorf("agent after SIGTERM: %v\n%s", err, readFileB(b, console))
+		}
+	}()
+	waitConsole(b, console, "spectrum-netcfg: watching for new NICs")
+
+	newSetElem := netlink.HeaderType(unix.NFNL_SUBSYS_NFTABLES<<8 | unix.NFT_MSG_NEWSETELEM)
+	var lat []time.Duration
+	b.StopTimer()
+	b.ResetTimer()
+	for i := 1; i <= b.N; i++ {
+		name := fmt.Sprintf("p%d", i)
+		hw := net.HardwareAddr{0x0a, 0xb3, 0xec, 0x80, byte(i >> 8), byte(i)}
+		ipBatch(b, ns, "tuntap add mode tap name "+name+"\n")
+		var index uint32
+		watchFor(b, mon, func(m netlink.Message) bool {
+			if m.Header.Type == unix.RTM_NEWLINK {
+				if l, err := guest.ParseLink(m.Data); err == nil && l.Name == name {
+					index = l.Index
+				}
+			}
+			return index != 0
+		})
+		// The element of set "clients": ifindex (host order), then
+		// 100.64.A.B.
+		key := binary.NativeEndian.AppendUint32(nil, index)
+		key = append(key, 100, 64, byte(i>>8), byte(i))
+		b.StartTimer()
+		start := time.Now()
+		if err := rc.Link.Set(&rtnetlink.LinkMessage{Index: index, Attributes: &rtnetlink.LinkAttributes{Address: hw}}); err != nil {
+			b.Fatalf("set %s address %s: %v", name, hw, err)
+		}
+		watchFor(b, nft, func(m netlink.Message) bool {
+			return m.Header.Type == newSetElem && bytes.Contains(m.Data, []byte("clients\x00")) && bytes.Contains(m.Data, key)
+		})
+		lat = append(lat, time.Since(start))
+		b.StopTimer()
+	}
+	slices.Sort(lat)
+	b.ReportMetric(float64(lat[len(lat)/2].Microseconds())/1000, "median-ms")
+	b.ReportMetric(float64(lat[len(lat)-1].Microseconds())/1000, "max-ms")
 }

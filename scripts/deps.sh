@@ -28,6 +28,8 @@ pkgs=(
   lynx              # appvm-lynx's browser, copied with its libraries into its initramfs
   tmux              # a real terminal for the console tests (host/cli, host/termfilter)
   vim               # a full-screen program replayed through the console filter
+  nftables          # nft -j: the router's tests read its ruleset back
+  conntrack         # the router's tests create and read conntrack entries
 )
 missing=()
 for p in "${pkgs[@]}"; do

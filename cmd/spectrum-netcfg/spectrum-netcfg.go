@@ -15,6 +15,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"spectrum-os.org/netcfg/guest"
+	"spectrum-os.org/netcfg/guest/router"
 )
 
 func main() { os.Exit(run()) }
@@ -42,5 +43,9 @@ func run() int {
 		ctx, stop = signal.NotifyContext(ctx, unix.SIGTERM, unix.SIGINT)
 		defer stop()
 	}
-	return guest.Run(ctx, cfg, os.Stderr, nil)
+	var start guest.StartRouter
+	if cfg.Route {
+		start = router.Start
+	}
+	return guest.Run(ctx, cfg, os.Stderr, start)
 }

@@ -1,7 +1,102 @@
-// Package router is the provider's router of spectrum-netcfg -watch -route:
-// IPv4 forwarding, masquerading of client traffic, isolation between
-// clients, anti-spoofing per provider link, and a virtual DNS resolver
-// address for clients (docs/DESIGN.md, "The provider's router").
+// Package router is the provider's router of spectrum-netcfg -watch
+// -route (docs/DESIGN.md, "The provider's router"): IPv4 forwarding,
+// masquerading of client traffic, isolation between clients,
+// anti-spoofing per provider link, and a virtual DNS resolver address for
+// clients. The agent (package guest) tells it about provider NICs through
+// guest.Router; the main wires Start in only with -route, so the one-shot
+// init hook runs none of this.
+//
+// # What it does
+//
+// Start installs the table inet spectrum-router (TableName; writeTable
+// has it in nft syntax) for the provider NICs present, and only then turns
+// net.ipv4.ip_forward on, so that nothing is ever forwarded without the
+// rules. From then on:
+//
+//   - A provider NIC is in the table before the agent brings it up; the
+//     agent leaves a NIC the table could not take down (fail closed).
+//   - From a provider link only IPv4 from the link's own client address
+//     (100.64.A.B of its MAC) is forwarded: a concatenated set of ifindex .
+//     address, beside the strict rp_filter the agent sets; nothing goes
+//     from one provider link to another; to a provider link only replies
+//     (conntrack established/related); IPv6 from a provider link never.
+//   - Client traffic leaving through any other interface (an uplink, or
+//     a chained provider's own client link) is masqueraded.
+//   - DNS to Resolver goes to the provider's own resolver (see DNS).
+//   - When a provider NIC comes, goes or changes its MAC, the conntrack
+//     entries from or to its client address are deleted (ctnetlink), so
+//     no NAT state of an earlier client with the same address carries
+//     over.
+//   - SIGTERM (the agent's Stop) deletes the table and sets
+//     net.ipv4.ip_forward back to what it was before the first run; the
+//     table records that value in the name of an empty chain
+//     (ip_forward-was-0), so a router restarted after a crash still knows
+//     it. Nothing else of the provider's ruleset is touched.
+//
+// Every change is one nftables transaction that replaces the whole table
+// (a few dozen messages; tables are small), so packets see the old rules
+// or the new, a restart that finds its own table converges to the same
+// ruleset, and a table someone else changed is set right at the next
+// change. The sets and rules name NICs by ifindex, not by name, so a NIC
+// that udev renames stays covered.
+//
+// The router never runs nft or iptables, never touches another table,
+// and never forwards IPv6.
+//
+// # DNS
+//
+// A client names Resolver (100.127.255.53) in its resolv.conf, whatever
+// its provider and link id. The address is routed, not on-link, from every
+// client, so it reaches the client's provider, whose router DNATs UDP and
+// TCP port 53 sent to it from a provider link to the first IPv4
+// nameserver of the provider's own /etc/resolv.conf, as it is now: the
+// file is followed with inotify on its directory (a DHCP client renames a
+// new file over it) and through symlinks, and the DNAT is swapped in one
+// transaction, with the conntrack entries of DNS to Resolver deleted so
+// that a client querying from a fixed port reaches the new resolver.
+//
+// A provider whose own resolver is Resolver (a VPN VM that is itself a
+// client) forwards and masquerades DNS to its provider, which resolves. A
+// resolver on the provider's loopback (127.0.0.53, systemd-resolved's
+// stub; 127.0.0.1) cannot be a DNAT target without route_localnet, which
+// would open every loopback service of the provider to its clients; with
+// one, or with no IPv4 nameserver at all (no lease yet), DNS to Resolver
+// is rejected (ICMP port unreachable, so client resolvers fail at once)
+// and the console says why. With systemd-resolved, /etc/resolv.conf should
+// point at /run/systemd/resolve/resolv.conf, which lists its upstream
+// servers.
+//
+// # Console
+//
+// Lines about one NIC come with that NIC's other lines; the router's own
+// start with "spectrum-netcfg: router: ":
+//
+//	spectrum-netcfg: router: added table inet spectrum-router (1 provider NICs)
+//	spectrum-netcfg: router: set net.ipv4.ip_forward 1, was 0
+//	spectrum-netcfg: router: DNS to 100.127.255.53 goes to 192.0.2.53 (first IPv4 nameserver of /etc/resolv.conf)
+//	eth1 0a:b3:ec:80:12:34: router: routing for client 100.64.18.52
+//	eth1 0a:b3:ec:80:12:34: router: flushed 2 conntrack entries of 100.64.18.52
+//	eth1 0a:b3:ec:80:12:34: router: stopped routing for client 100.64.18.52
+//	spectrum-netcfg: router: DNS to 100.127.255.53 is refused: /etc/resolv.conf names no IPv4 nameserver
+//	spectrum-netcfg: router: removed table inet spectrum-router
+//	spectrum-netcfg: router: set net.ipv4.ip_forward 0 again
+//
+// # Kernel
+//
+// The ruleset needs nf_tables with the inet family, NAT chains
+// (nft_chain_nat, nf_nat), masquerade and DNAT (nft_masq, nft_nat),
+// conntrack state (nft_ct, nf_conntrack), reject (nft_reject_inet), and
+// ctnetlink (nf_conntrack_netlink). A kernel that builds them as modules
+// loads them on demand through modprobe; an initramfs without one must
+// load them first.
+//
+// # Size
+//
+// The agent is one static binary with a size budget, so the router keeps
+// to what the agent links anyway: ctnetlink is spoken directly over
+// mdlayher/netlink (a conntrack library would add about 110 KB), files
+// are read with plain system calls, the ruleset's expressions are a table
+// of data, and nothing is read back from nftables but one probe.
 package router
 
 // Resolver is the virtual DNS resolver address every client names in its

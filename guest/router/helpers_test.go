@@ -1,0 +1,518 @@
+package router_test
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"slices"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"spectrum-os.org/netcfg/internal/nstest"
+)
+
+// agentBin is the real static spectrum-netcfg, built once by TestMain
+// with the guest's flags; the tests run it as a process in their
+// namespaces.
+var agentBin string
+
+func TestMain(m *testing.M) {
+	dir, err := os.MkdirTemp("", "spectrum-router-test-")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	agentBin = filepath.Join(dir, "spectrum-netcfg")
+	// The Makefile's GUESTFLAGS.
+	cmd := exec.Command("go", "build", "-trimpath", "-ldflags=-s -w", "-gcflags=github.com/google/nftables/...=-l",
+		"-o", agentBin, "spectrum-os.org/netcfg/cmd/spectrum-netcfg")
+	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
+	if out, err := cmd.CombinedOutput(); err != nil {
+		fmt.Fprintf(os.Stderr, "build spectrum-netcfg: %v\n%s", err, out)
+		os.RemoveAll(dir)
+		os.Exit(1)
+	}
+	code := m.Run()
+	os.RemoveAll(dir)
+	os.Exit(code)
+}
+
+// deadline is when a test's waits give up: 60 s from now (a loaded
+// machine), or earlier when the test's own deadline is nearer.
+func deadline(t *testing.T) time.Time {
+	d := time.Now().Add(60 * time.Second)
+	if td, ok := t.Deadline(); ok && td.Add(-5*time.Second).Before(d) {
+		d = td.Add(-5 * time.Second)
+	}
+	return d
+}
+
+// agent is one spectrum-netcfg -watch -route (or whatever args) running
+// in a namespace with a private /etc (an empty tmpfs in its own mount
+// namespace), so that its /etc/resolv.conf is the test's to write and the
+// machine's is never touched.
+type agent struct {
+	t       *testing.T
+	ns      *nstest.NS
+	cmd     *exec.Cmd
+	console string
+	done    chan struct{}
+	err     error // cmd.Wait's, once done is closed
+}
+
+// noResolvConf, as startAgent's resolv, leaves /etc/resolv.conf missing.
+const noResolvConf = "-missing-"
+
+// startAgent starts the agent in ns with resolv as its /etc/resolv.conf
+// and waits for it to be watching. It is stopped (SIGKILL) when the test
+// ends, if it still runs.
+func startAgent(t *testing.T, ns *nstest.NS, resolv string, args ...string) *agent {
+	t.Helper()
+	a := startAgentNoWait(t, ns, resolv, args...)
+	a.waitLine("spectrum-netcfg: watching for new NICs")
+	return a
+}
+
+func startAgentNoWait(t *testing.T, ns *nstest.NS, resolv string, args ...string) *agent {
+	t.Helper()
+	return startAgentSh(t, ns, "", resolv, args...)
+}
+
+// startAgentSh is startAgentNoWait with shell commands run first in the
+// agent's mount namespace (after /etc is made private).
+func startAgentSh(t *testing.T, ns *nstest.NS, sh0, resolv string, args ...string) *agent {
+	t.Helper()
+	console := filepath.Join(t.TempDir(), "console")
+	if err := os.WriteFile(console, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	// $1 is the agent, $2 resolv.conf's contents, the rest its args.
+	script := `set -e
+mount -t tmpfs none /etc
+` + sh0 + `
+if [ "$2" != "` + noResolvConf + `" ]; then printf '%s' "$2" >/etc/resolv.conf; fi
+agent=$1; shift 2
+exec "$agent" "$@"`
+	sh := []string{"--mount", "--propagation", "private", "sh", "-c", script, "sh", agentBin, resolv}
+	sh = append(sh, append([]string{"-console", console}, args...)...)
+	a := &agent{t: t, ns: ns, console: console, done: make(chan struct{})}
+	a.cmd = ns.Command(context.Background(), "unshare", sh...)
+	var stderr bytes.Buffer
+	a.cmd.Stderr = &stderr
+	if err := a.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	go func() {
+		a.err = a.cmd.Wait()
+		if stderr.Len() > 0 {
+			t.Logf("agent's stderr: %s", stderr.String())
+		}
+		close(a.done)
+	}()
+	t.Cleanup(func() {
+		select {
+		case <-a.done:
+		default:
+			_ = a.cmd.Process.Kill()
+			<-a.done
+			t.Logf("agent killed at the end of the test; console:\n%s", a.log())
+		}
+	})
+	return a
+}
+
+// etc is the agent's /etc as the test sees it.
+func (a *agent) etc() string { return "/proc/" + strconv.Itoa(a.cmd.Process.Pid) + "/root/etc" }
+
+// setResolv replaces the agent's /etc/resolv.conf as a DHCP client does:
+// a new file renamed over it.
+func (a *agent) setResolv(s string) {
+	a.t.Helper()
+	tmp := filepath.Join(a.etc(), ".resolv.conf.tmp")
+	if err := os.WriteFile(tmp, []byte(s), 0o644); err != nil {
+		a.t.Fatal(err)
+	}
+	if err := os.Rename(tmp, filepath.Join(a.etc(), "resolv.conf")); err != nil {
+		a.t.Fatal(err)
+	}
+}
+
+func (a *agent) log() string {
+	b, err := os.ReadFile(a.console)
+	if err != nil {
+		a.t.Fatal(err)
+	}
+	return string(b)
+}
+
+func (a *agent) lines() []string { return strings.Split(strings.TrimSuffix(a.log(), "\n"), "\n") }
+
+// waitLine waits until the console has line, the whole line; it fails
+// the test if the agent exits first.
+func (a *agent) waitLine(line string) {
+	a.t.Helper()
+	end := deadline(a.t)
+	for {
+		sc := bufio.NewScanner(strings.NewReader(a.log()))
+		for sc.Scan() {
+			if sc.Text() == line {
+				return
+			}
+		}
+		select {
+		case <-a.done:
+			a.t.Fatalf("agent exited (%v) before logging %q; console:\n%s", a.err, line, a.log())
+		default:
+		}
+		if time.Now().After(end) {
+			a.t.Fatalf("no line %q on the console in time; console:\n%s", line, a.log())
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// linesSince returns the console's lines after the first n.
+func (a *agent) linesSince(n int) []string { return a.lines()[n:] }
+
+// stop sends SIGTERM and returns the exit status.
+func (a *agent) stop() int {
+	a.t.Helper()
+	if err := a.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		a.t.Fatal(err)
+	}
+	select {
+	case <-a.done:
+	case <-time.After(30 * time.Second):
+		a.t.Fatalf("agent did not end within 30 s of SIGTERM; console:\n%s", a.log())
+	}
+	var ee *exec.ExitError
+	switch {
+	case a.err == nil:
+		return 0
+	case errors.As(a.err, &ee):
+		return ee.ExitCode()
+	}
+	a.t.Fatalf("agent: %v", a.err)
+	return -1
+}
+
+// kill ends the agent with SIGKILL, as a crash would: it cleans up
+// nothing.
+func (a *agent) kill() {
+	a.t.Helper()
+	_ = a.cmd.Process.Kill()
+	<-a.done
+}
+
+// ruleset is the router's table as nft -j shows it, in comparable form.
+type ruleset struct {
+	Sets   map[string]nftSet
+	Chains map[string]nftChain
+	Rules  []nftRule
+}
+
+type nftSet struct {
+	Type  string   // "iface_index", or "iface_index . ipv4_addr"
+	Elems []string // sorted; a concatenation as "eth1 . 100.64.18.52"
+}
+
+type nftChain struct {
+	Type, Hook, Policy string
+	Prio               int
+}
+
+type nftRule struct {
+	Chain, Comment string
+	Expr           string // the expressions in a text form (render)
+}
+
+// readRuleset reads the router's table with nft -j in ns; ok is false
+// when there is no such table.
+func readRuleset(t *testing.T, ns *nstest.NS) (rs ruleset, ok bool) {
+	t.Helper()
+	out, err := ns.Command(context.Background(), "nft", "-j", "list", "ruleset").Output()
+	if err != nil {
+		t.Fatalf("nft -j list ruleset: %v", err)
+	}
+	var doc struct {
+		Nftables []map[string]json.RawMessage `json:"nftables"`
+	}
+	if err := json.Unmarshal(out, &doc); err != nil {
+		t.Fatalf("nft -j: %v\n%s", err, out)
+	}
+	rs = ruleset{Sets: map[string]nftSet{}, Chains: map[string]nftChain{}}
+	for _, o := range doc.Nftables {
+		for kind, raw := range o {
+			var obj struct {
+				Family, Table, Name, Chain, Comment string
+				Type                                json.RawMessage
+				Hook, Policy                        string
+				Prio                                int
+				Elem                                []json.RawMessage
+				Expr                                []json.RawMessage
+			}
+			if err := json.Unmarshal(raw, &obj); err != nil {
+				t.Fatalf("nft -j %s: %v", kind, err)
+			}
+			tbl := obj.Table
+			if kind == "table" {
+				tbl = obj.Name
+			}
+			if kind == "metainfo" || obj.Family != "inet" || tbl != "spectrum-router" {
+				continue
+			}
+			switch kind {
+			case "table":
+				ok = true
+			case "set":
+				var s nftSet
+				var types []string
+				if json.Unmarshal(obj.Type, &s.Type) != nil {
+					if err := json.Unmarshal(obj.Type, &types); err != nil {
+						t.Fatalf("set %s type %s", obj.Name, obj.Type)
+					}
+					s.Type = strings.Join(types, " . ")
+				}
+				s.Elems = []string{}
+				for _, e := range obj.Elem {
+					s.Elems = append(s.Elems, render(e))
+				}
+				slices.Sort(s.Elems)
+				rs.Sets[obj.Name] = s
+			case "chain":
+				var typ string
+				_ = json.Unmarshal(obj.Type, &typ)
+				rs.Chains[obj.Name] = nftChain{Type: typ, Hook: obj.Hook, Policy: obj.Policy, Prio: obj.Prio}
+			case "rule":
+				parts := make([]string, len(obj.Expr))
+				for i, e := range obj.Expr {
+					parts[i] = render(e)
+				}
+				rs.Rules = append(rs.Rules, nftRule{Chain: obj.Chain, Comment: obj.Comment, Expr: strings.Join(parts, " ")})
+			}
+		}
+	}
+	return rs, ok
+}
+
+// render is nft's JSON for an expression or statement in a text form
+// close to nft's own ("meta iif @links", "ip saddr != @clients", "dnat ip
+// to 192.0.2.53"); anything it does not know stays JSON, so nothing
+// unexpected can pass unseen.
+func render(raw json.RawMessage) string {
+	var v any
+	if err := json.Unmarshal(raw, &v); err != nil {
+		return string(raw)
+	}
+	return renderValue(v)
+}
+
+func renderValue(v any) string {
+	switch x := v.(type) {
+	case string:
+		return x
+	case float64:
+		return strconv.FormatFloat(x, 'f', -1, 64)
+	case []any:
+		parts := make([]string, len(x))
+		for i, e := range x {
+			parts[i] = renderValue(e)
+		}
+		return strings.Join(parts, ",")
+	case map[string]any:
+		if len(x) == 1 {
+			for k, val := range x {
+				m, _ := val.(map[string]any)
+				switch k {
+				case "match":
+					op := m["op"].(string)
+					s := renderValue(m["left"])
+					if op != "==" && op != "in" {
+						s += " " + op
+					}
+					return s + " " + renderValue(m["right"])
+				case "meta":
+					return "meta " + m["key"].(string)
+				case "ct":
+					return "ct " + m["key"].(string)
+				case "payload":
+					return m["protocol"].(string) + " " + m["field"].(string)
+				case "concat":
+					parts := make([]string, 0)
+					for _, e := range val.([]any) {
+						parts = append(parts, renderValue(e))
+					}
+					return strings.Join(parts, " . ")
+				case "prefix":
+					return renderValue(m["addr"]) + "/" + renderValue(m["len"])
+				case "drop", "accept", "masquerade":
+					if val == nil {
+						return k
+					}
+				case "reject":
+					return "reject with " + m["type"].(string) + " " + m["expr"].(string)
+				case "dnat":
+					return "dnat " + m["family"].(string) + " to " + m["addr"].(string)
+				}
+			}
+		}
+	}
+	b, _ := json.Marshal(v)
+	return string(b)
+}
+
+// DNS modes of the ruleset, as wantRuleset takes them.
+const (
+	dnsNAT     = "nat"
+	dnsRefused = "refused"
+	dnsForward = "forward"
+)
+
+// wantRuleset is the table for the provider NICs in clients (name →
+// client address), DNS in mode (to resolver when dnsNAT), and
+// net.ipv4.ip_forward as it was before ("0" or "1").
+func wantRuleset(clients map[string]string, mode, resolver, forwardWas string) ruleset {
+	links := []string{}
+	concat := []string{}
+	for name, addr := range clients {
+		links = append(links, name)
+		concat = append(concat, name+" . "+addr)
+	}
+	slices.Sort(links)
+	slices.Sort(concat)
+	rs := ruleset{
+		Sets: map[string]nftSet{
+			"links":   {Type: "iface_index", Elems: links},
+			"clients": {Type: "iface_index . ipv4_addr", Elems: concat},
+		},
+		Chains: map[string]nftChain{
+			"prerouting":                   {Type: "nat", Hook: "prerouting", Policy: "accept", Prio: -100},
+			"forward":                      {Type: "filter", Hook: "forward", Policy: "accept", Prio: 0},
+			"postrouting":                  {Type: "nat", Hook: "postrouting", Policy: "accept", Prio: 100},
+			"ip_forward-was-" + forwardWas: {},
+		},
+	}
+	if mode == dnsNAT {
+		for _, p := range []string{"udp", "tcp"} {
+			rs.Rules = append(rs.Rules, nftRule{"prerouting", "DNS to the virtual resolver goes to this provider's own",
+				"meta iif @links ip daddr 100.127.255.53 " + p + " dport 53 dnat ip to " + resolver})
+		}
+	}
+	rs.Rules = append(rs.Rules,
+		nftRule{"forward", "IPv6 from clients is never forwarded", "meta iif @links meta nfproto != ipv4 drop"},
+		nftRule{"forward", "from a provider link only its client's address", "meta iif @links meta iif . ip saddr != @clients drop"},
+		nftRule{"forward", "no client reaches another", "meta iif @links meta oif @links drop"})
+	if mode != dnsForward {
+		rs.Rules = append(rs.Rules, nftRule{"forward", "only DNS to the virtual resolver, and only while there is a resolver",
+			"meta iif @links ip daddr 100.127.255.53 reject with icmpx port-unreachable"})
+	}
+	rs.Rules = append(rs.Rules,
+		nftRule{"forward", "clients reach everything else", "meta iif @links accept"},
+		nftRule{"forward", "replies reach clients", "meta oif @links ct state established,related accept"},
+		nftRule{"forward", "nothing else reaches a client", "meta oif @links drop"},
+		nftRule{"postrouting", "clients leave with this provider's address", "meta oif != @links ip saddr 100.64.0.0/16 masquerade"})
+	return rs
+}
+
+// conntrackEntries lists ns's IPv4 conntrack entries with the conntrack
+// tool, one line each, for the addresses given (-s or -d).
+func conntrackEntries(t *testing.T, ns *nstest.NS, args ...string) []string {
+	t.Helper()
+	out, err := ns.Command(context.Background(), "conntrack", append([]string{"-L", "-f", "ipv4"}, args...)...).Output()
+	if err != nil {
+		var ee *exec.ExitError
+		if errors.As(err, &ee) {
+			t.Fatalf("conntrack -L %v: %v\n%s", args, err, ee.Stderr)
+		}
+		t.Fatal(err)
+	}
+	var lines []string
+	for _, l := range strings.Split(strings.TrimSpace(string(out)), "\n") {
+		if l != "" {
+			lines = append(lines, l)
+		}
+	}
+	return lines
+}
+
+// addConntrack creates a UDP conntrack entry src:1234 -> dst:53 in ns with
+// the conntrack tool.
+func addConntrack(t *testing.T, ns *nstest.NS, src, dst string) {
+	t.Helper()
+	out, err := ns.Command(context.Background(), "conntrack", "-I", "-p", "udp", "-s", src, "-d", dst,
+		"--sport", "1234", "--dport", "53", "--timeout", "600").CombinedOutput()
+	if err != nil {
+		t.Fatalf("conntrack -I %s -> %s: %v\n%s", src, dst, err, out)
+	}
+}
+
+// sysctl sets a sysctl in ns.
+func sysctl(t *testing.T, ns *nstest.NS, kv string) {
+	t.Helper()
+	if out, err := ns.Command(context.Background(), "sysctl", "-qw", kv).CombinedOutput(); err != nil {
+		t.Fatalf("sysctl -w %s: %v\n%s", kv, err, out)
+	}
+}
+
+// inNS runs f on a thread in the namespace ns: sockets f creates belong
+// to it for good, whichever thread uses them later.
+func inNS(t *testing.T, ns *nstest.NS, f func()) {
+	t.Helper()
+	fd, err := unix.Open(ns.Path(), unix.O_RDONLY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer unix.Close(fd)
+	self, err := unix.Open("/proc/thread-self/ns/net", unix.O_RDONLY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer unix.Close(self)
+	done := make(chan error)
+	go func() {
+		runtime.LockOSThread()
+		if err := unix.Setns(fd, unix.CLONE_NEWNET); err != nil {
+			runtime.UnlockOSThread()
+			done <- err
+			return
+		}
+		f()
+		if err := unix.Setns(self, unix.CLONE_NEWNET); err != nil {
+			// Leave the thread locked: it dies with this goroutine
+			// rather than carry the namespace to other code.
+			done <- err
+			return
+		}
+		runtime.UnlockOSThread()
+		done <- nil
+	}()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+}
+
+// link is the ifindex of a link in ns.
+func link(t *testing.T, ns *nstest.NS, name string) int {
+	t.Helper()
+	var ls []struct {
+		Index int `json:"ifindex"`
+	}
+	if err := json.Unmarshal(ns.IP("-j", "link", "show", "dev", name), &ls); err != nil || len(ls) != 1 {
+		t.Fatalf("ip link show %s: %v", name, err)
+	}
+	return ls[0].Index
+}
+
+func itoa(i int) string { return strconv.Itoa(i) }

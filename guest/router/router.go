@@ -1,0 +1,333 @@
+package router
+
+import (
+	"context"
+	"errors"
+	"io"
+	"net/netip"
+	"strconv"
+
+	"github.com/google/nftables"
+
+	"spectrum-os.org/netcfg/guest"
+	"spectrum-os.org/netcfg/internal/mac"
+)
+
+// Router is the provider's router. One goroutine owns its state and makes
+// every change, in the order requests arrive: the agent's (a provider NIC
+// came, changed or went) and the resolver watcher's (resolv.conf changed).
+type Router struct {
+	reqs    chan func()
+	done    chan struct{} // closed when the owner has stopped
+	stopped bool          // set by stop, on the owner
+
+	// Owned by the owner goroutine.
+	nft        *nftables.Conn
+	ct         *conntrack
+	watch      *resolvWatch
+	log        *guest.Log // lines about no one NIC
+	links      []Link     // in no order: the kernel's sets have none
+	dns        DNS
+	forwardWas byte // what Stop sets net.ipv4.ip_forward back to
+}
+
+var _ guest.Router = (*Router)(nil)
+
+// Start is the agent's guest.StartRouter: it installs the router's table
+// for the provider NICs among links (replacing one an earlier run left),
+// turns IPv4 forwarding on, decides DNS from the provider's resolv.conf
+// and follows it. The table goes in before forwarding is turned on, so no
+// packet is ever forwarded without the rules.
+//
+// The conntrack entries of the clients of those first NICs are left
+// alone: at boot there are none, and when the agent restarts, flushing
+// them would cut every client's connections for nothing. A link that
+// came or went while no agent ran has its entries flushed when it comes
+// next.
+func Start(_ context.Context, w io.Writer, links []guest.Link) (guest.Router, error) {
+	r := &Router{reqs: make(chan func()), done: make(chan struct{}), log: guest.NewLog(w)}
+	for _, l := range links {
+		if nic, err := mac.Classify(l.MAC); err == nil && nic.Side == mac.Provider {
+			r.links = append(r.links, Link{Index: l.Index, Client: nic.Link.ClientAddr(), unsaid: true})
+		}
+	}
+	if err := r.open(); err != nil {
+		r.closeConns()
+		return nil, err
+	}
+	go r.own()
+	go r.watchResolv()
+	return r, nil
+}
+
+// open does start's work: see Start.
+func (r *Router) open() error {
+	var err error
+	if r.nft, err = nftables.New(nftables.AsLasting()); err != nil {
+		return wrap("open nftables", err)
+	}
+	if r.ct, err = dialConntrack(); err != nil {
+		return wrap("open ctnetlink", err)
+	}
+	if r.watch, err = newResolvWatch(); err != nil {
+		return wrap("inotify", err)
+	}
+	prev, found, err := readForwardWas(r.nft)
+	if err != nil {
+		return wrap("read table inet "+TableName, err)
+	}
+	cur, err := readForward()
+	if err != nil {
+		return err
+	}
+	verb := "added"
+	r.forwardWas = cur
+	if found {
+		// An earlier run's table: forwarding is as that run left it,
+		// and the table says how it was before.
+		r.forwardWas, verb = prev, "replaced the earlier run's"
+	}
+	var ferr error
+	r.dns, ferr = r.decideDNS()
+	if err := r.write(); err != nil {
+		return wrap("add table inet "+TableName, err)
+	}
+	if cur != '1' {
+		if err := writeForward('1'); err != nil {
+			deleteTable(r.nft)
+			_ = r.nft.Flush()
+			return wrap("turn IPv4 forwarding on", err)
+		}
+	}
+	r.say(verb + " table inet " + TableName + " (" + strconv.Itoa(len(r.links)) + " provider NICs)")
+	if cur != '1' {
+		r.say("set net.ipv4.ip_forward 1, was " + string(cur))
+	} else {
+		r.say("net.ipv4.ip_forward already 1")
+	}
+	if ferr != nil {
+		r.say("error: " + ferr.Error())
+	}
+	r.say(r.dns.describe())
+	return nil
+}
+
+// wrap is err with what was being done in front.
+//
+//go:noinline
+func wrap(what string, err error) error { return errors.New(what + ": " + err.Error()) }
+
+// say logs one line of the router's own (about no one NIC).
+//
+//go:noinline
+func (r *Router) say(msg string) {
+	r.log.Line("spectrum-netcfg: router: ", msg)
+	r.log.Flush()
+}
+
+// decideDNS watches resolv.conf (and what it links to) and then decides
+// DNS from it: watching first, so that a change in between is not missed.
+// The watch is the watcher goroutine's (and start's, before it runs).
+func (r *Router) decideDNS() (DNS, error) {
+	err := r.watch.follow(ResolvConf)
+	if err != nil {
+		err = wrap("follow "+ResolvConf, err)
+	}
+	return decideDNS(ResolvConf), err
+}
+
+// watchResolv runs until the watch is closed: after each change to the
+// resolver file it decides DNS again and hands the decision to the owner.
+func (r *Router) watchResolv() {
+	for r.watch.wait() == nil {
+		d, err := r.decideDNS()
+		r.call(func() {
+			if err != nil {
+				r.say("error: " + err.Error())
+			}
+			r.setDNS(d)
+		})
+	}
+}
+
+func (r *Router) own() {
+	for f := range r.reqs {
+		f()
+		if r.stopped {
+			close(r.done)
+			return
+		}
+	}
+}
+
+// call runs f on the owner and waits for it; after Stop it does nothing.
+func (r *Router) call(f func()) {
+	ran := make(chan struct{})
+	select {
+	case r.reqs <- func() { f(); close(ran) }:
+	case <-r.done:
+		return
+	}
+	select {
+	case <-ran:
+	case <-r.done:
+	}
+}
+
+// write replaces the table with the one for the current state, in one
+// transaction.
+func (r *Router) write() error {
+	if err := writeTable(r.nft, spec{links: r.links, dns: r.dns, forwardWas: r.forwardWas}); err != nil {
+		return err
+	}
+	return r.nft.Flush()
+}
+
+// Provider implements guest.Router: the link's rules go in (a new link,
+// or a new client address on it), and the conntrack entries of its
+// client address, which may be a previous client's, are flushed.
+func (r *Router) Provider(index uint32, client netip.Addr) (msgs []string, err error) {
+	r.call(func() { msgs, err = r.change(index, client) })
+	return msgs, err
+}
+
+// Gone implements guest.Router.
+func (r *Router) Gone(index uint32) (msgs []string) {
+	r.call(func() { msgs, _ = r.change(index, netip.Addr{}) })
+	return msgs
+}
+
+// change makes client the client of the provider NIC at index; the zero
+// Addr removes the NIC. It writes the table when that changes it, flushes
+// the conntrack entries of the client addresses concerned, and returns
+// what it did, for the NIC's log.
+func (r *Router) change(index uint32, client netip.Addr) ([]string, error) {
+	var old netip.Addr
+	next := make([]Link, 0, len(r.links)+1)
+	for i, l := range r.links {
+		if l.Index != index {
+			next = append(next, l)
+		} else if old = l.Client; old == client && l.unsaid {
+			// In the first table already: nothing to change.
+			r.links[i].unsaid = false
+			return []string{"routing for client " + client.String()}, nil
+		}
+	}
+	if old == client {
+		return nil, nil
+	}
+	if client.IsValid() {
+		next = append(next, Link{Index: index, Client: client})
+	}
+	prev := r.links
+	r.links = next
+	msg := "routing for client " + client.String()
+	if !client.IsValid() {
+		msg = "stopped routing for client " + old.String()
+	} else if old.IsValid() {
+		msg += " (was " + old.String() + ")"
+	}
+	msgs := []string{msg}
+	if err := r.write(); err != nil {
+		err = wrap("table inet "+TableName, err)
+		if client.IsValid() {
+			// Fail closed: the NIC is not brought up.
+			r.links = prev
+			return nil, err
+		}
+		msgs = append(msgs, "error: "+err.Error())
+	}
+	for _, a := range [...]netip.Addr{client, old} {
+		if a.IsValid() {
+			msgs = r.flushClient(msgs, a)
+		}
+	}
+	return msgs, nil
+}
+
+// flushClient deletes the conntrack entries from or to a client address,
+// so that no NAT state of an earlier use of the address carries over, and
+// appends what it did to msgs.
+func (r *Router) flushClient(msgs []string, a netip.Addr) []string {
+	return r.flush(msgs, a.String(), a, true)
+}
+
+// flush deletes the conntrack entries to a (or from it, with either)
+// and appends what it did to msgs; what is a for the log.
+func (r *Router) flush(msgs []string, what string, a netip.Addr, either bool) []string {
+	n, err := r.ct.flush(a, either)
+	if n > 0 {
+		msgs = append(msgs, "flushed "+strconv.Itoa(n)+" conntrack entries of "+what)
+	}
+	if err != nil {
+		msgs = append(msgs, "error: flush conntrack entries of "+what+": "+err.Error())
+	}
+	return msgs
+}
+
+// setDNS makes d the DNS decision. The conntrack entries of DNS to
+// Resolver are flushed when the rules change: a client that sends its
+// queries from one port (a caching resolver does) would otherwise keep
+// reaching the old resolver until the entry times out.
+func (r *Router) setDNS(d DNS) {
+	if d == r.dns {
+		return
+	}
+	old := r.dns
+	r.dns = d
+	msgs := []string{d.describe()}
+	if d.Mode != old.Mode || d.Addr != old.Addr {
+		if err := r.write(); err != nil {
+			r.dns = old
+			msgs[0] = "error: " + msgs[0] + ": " + err.Error()
+		} else {
+			msgs = r.flush(msgs, "DNS to "+Resolver, resolverAddr, false)
+		}
+	}
+	for _, m := range msgs {
+		r.say(m)
+	}
+}
+
+// Stop implements guest.Router: the table goes, forwarding goes back to
+// what it was before the router (the first one, when an earlier run
+// crashed) turned it on, and the resolver watch ends.
+func (r *Router) Stop() (err error) {
+	r.call(func() { err = r.stop() })
+	return err
+}
+
+func (r *Router) stop() error {
+	r.stopped = true
+	var errs []error
+	deleteTable(r.nft)
+	if err := r.nft.Flush(); err != nil {
+		errs = append(errs, wrap("remove table inet "+TableName, err))
+	} else {
+		r.say("removed table inet " + TableName)
+	}
+	was := string(r.forwardWas)
+	if cur, err := readForward(); err != nil {
+		errs = append(errs, err)
+	} else if cur == r.forwardWas {
+		r.say("left net.ipv4.ip_forward " + was + ", as it was")
+	} else if err := writeForward(r.forwardWas); err != nil {
+		errs = append(errs, wrap("set net.ipv4.ip_forward back to "+was, err))
+	} else {
+		r.say("set net.ipv4.ip_forward " + was + " again")
+	}
+	r.closeConns()
+	return errors.Join(errs...)
+}
+
+func (r *Router) closeConns() {
+	if r.watch != nil {
+		_ = r.watch.close()
+	}
+	if r.ct != nil {
+		_ = r.ct.close()
+	}
+	if r.nft != nil {
+		_ = r.nft.CloseLasting()
+	}
+}

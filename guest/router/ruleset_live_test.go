@@ -1,0 +1,384 @@
+package router_test
+
+import (
+	"context"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/google/go-cmp/cmp"
+
+	"spectrum-os.org/netcfg/guest"
+	"spectrum-os.org/netcfg/internal/nstest"
+)
+
+// checkRuleset compares the router's table in ns, read back with nft -j,
+// with want.
+func checkRuleset(t *testing.T, ns *nstest.NS, want ruleset) {
+	t.Helper()
+	got, ok := readRuleset(t, ns)
+	if !ok {
+		t.Fatal("no table inet spectrum-router")
+	}
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Errorf("ruleset mismatch (-want +got):\n%s", diff)
+	}
+}
+
+func checkNoRuleset(t *testing.T, ns *nstest.NS) {
+	t.Helper()
+	if got, ok := readRuleset(t, ns); ok {
+		t.Errorf("table inet spectrum-router still there: %+v", got)
+	}
+}
+
+func checkSysctl(t *testing.T, ns *nstest.NS, key, want string) {
+	t.Helper()
+	if got := ns.Sysctl(key); got != want {
+		t.Errorf("%s = %s, want %s", key, got, want)
+	}
+}
+
+// TestRuleset: a provider that is also a client (a VPN VM between a
+// network VM and an app VM) and has an uplink. The router's table covers
+// its provider NIC only, forwarding goes on, DNS goes to the resolver of
+// its resolv.conf; SIGTERM removes the table and turns forwarding off
+// again, and nothing else of the ruleset is touched.
+func TestRuleset(t *testing.T) {
+	ns := nstest.New(t)
+	ns.AddTap("eth1", "0a:b3:ec:80:12:34")
+	ns.AddTap("up0", "0a:b3:ec:00:00:07")
+	ns.AddTap("lan0", "52:54:00:12:34:56")
+	// Somebody else's table: the router must leave it alone.
+	if out, err := ns.Command(context.Background(), "nft", "add table inet other; add chain inet other c { type filter hook input priority 0; }").CombinedOutput(); err != nil {
+		t.Fatalf("nft: %v\n%s", err, out)
+	}
+	checkSysctl(t, ns, "net.ipv4.ip_forward", "0")
+
+	a := startAgent(t, ns, "nameserver 192.0.2.53\n", "-watch", "-route")
+	checkRuleset(t, ns, wantRuleset(map[string]string{"eth1": "100.64.18.52"}, dnsNAT, "192.0.2.53", "0"))
+	checkSysctl(t, ns, "net.ipv4.ip_forward", "1")
+	up0 := itoa(link(t, ns, "up0"))
+	want := []string{
+		"spectrum-netcfg: router: added table inet spectrum-router (1 provider NICs)",
+		"spectrum-netcfg: router: set net.ipv4.ip_forward 1, was 0",
+		"spectrum-netcfg: router: DNS to 100.127.255.53 goes to 192.0.2.53 (first IPv4 nameserver of /etc/resolv.conf)",
+		"eth1 0a:b3:ec:80:12:34: router: routing for client 100.64.18.52",
+		"eth1 0a:b3:ec:80:12:34: set rp_filter 1 (strict), was 0",
+		"eth1 0a:b3:ec:80:12:34: set link up",
+		"eth1 0a:b3:ec:80:12:34: added 169.254.18.52/32",
+		"eth1 0a:b3:ec:80:12:34: added route 100.64.18.52/32 scope link",
+		"eth1 0a:b3:ec:80:12:34: provider 169.254.18.52/32 for client 100.64.18.52: configured",
+		"up0 0a:b3:ec:00:00:07: set link up",
+		"up0 0a:b3:ec:00:00:07: added 100.64.0.7/16",
+		"up0 0a:b3:ec:00:00:07: added route default via 169.254.0.7 metric " + up0 + " onlink",
+		"up0 0a:b3:ec:00:00:07: added route 169.254.0.7/32 scope link",
+		"up0 0a:b3:ec:00:00:07: client 100.64.0.7/16 via 169.254.0.7: configured",
+		guest.DoneLine(2, 0, 0),
+		"spectrum-netcfg: watching for new NICs",
+	}
+	if diff := cmp.Diff(want, a.lines()); diff != "" {
+		t.Errorf("console mismatch (-want +got):\n%s", diff)
+	}
+
+	n := len(a.lines())
+	if code := a.stop(); code != 0 {
+		t.Errorf("exit status %d after SIGTERM, want 0", code)
+	}
+	want = []string{
+		"spectrum-netcfg: router: removed table inet spectrum-router",
+		"spectrum-netcfg: router: set net.ipv4.ip_forward 0 again",
+		"spectrum-netcfg: stopped, status 0",
+	}
+	if diff := cmp.Diff(want, a.linesSince(n)); diff != "" {
+		t.Errorf("console after SIGTERM mismatch (-want +got):\n%s", diff)
+	}
+	checkNoRuleset(t, ns)
+	checkSysctl(t, ns, "net.ipv4.ip_forward", "0")
+	if out, err := ns.Command(context.Background(), "nft", "list", "table", "inet", "other").CombinedOutput(); err != nil {
+		t.Errorf("the other table is gone: %v\n%s", err, out)
+	}
+}
+
+// TestRulesetRestart: running the router again, after a clean stop or
+// after a crash that left its table behind, gives the same ruleset; the
+// restarted router keeps the clients' connections, and still puts
+// forwarding back to what it was before the first run.
+func TestRulesetRestart(t *testing.T) {
+	for _, forwardBefore := range []string{"0", "1"} {
+		t.Run("ip_forward="+forwardBefore, func(t *testing.T) {
+			ns := nstest.New(t)
+			ns.AddTap("eth1", "0a:b3:ec:80:12:34")
+			ns.AddTap("eth2", "0a:b3:ec:80:00:09")
+			sysctl(t, ns, "net.ipv4.ip_forward="+forwardBefore)
+			want := wantRuleset(map[string]string{"eth1": "100.64.18.52", "eth2": "100.64.0.9"}, dnsNAT, "192.0.2.53", forwardBefore)
+
+			// Twice, each stopped cleanly.
+			for range 2 {
+				a := startAgent(t, ns, "nameserver 192.0.2.53\n", "-watch", "-route")
+				checkRuleset(t, ns, want)
+				if code := a.stop(); code != 0 {
+					t.Errorf("exit status %d, want 0", code)
+				}
+				checkNoRuleset(t, ns)
+				checkSysctl(t, ns, "net.ipv4.ip_forward", forwardBefore)
+			}
+
+			// A crash: the table stays (and keeps the clients
+			// isolated) until the next run replaces it.
+			a := startAgent(t, ns, "nameserver 192.0.2.53\n", "-watch", "-route")
+			a.kill()
+			checkRuleset(t, ns, want)
+			checkSysctl(t, ns, "net.ipv4.ip_forward", "1")
+			addConntrack(t, ns, "100.64.18.52", "192.0.2.10")
+
+			a = startAgent(t, ns, "nameserver 192.0.2.53\n", "-watch", "-route")
+			checkRuleset(t, ns, want)
+			wantLog := []string{
+				"spectrum-netcfg: router: replaced the earlier run's table inet spectrum-router (2 provider NICs)",
+				"spectrum-netcfg: router: net.ipv4.ip_forward already 1",
+				"spectrum-netcfg: router: DNS to 100.127.255.53 goes to 192.0.2.53 (first IPv4 nameserver of /etc/resolv.conf)",
+				"eth1 0a:b3:ec:80:12:34: router: routing for client 100.64.18.52",
+				"eth1 0a:b3:ec:80:12:34: provider 169.254.18.52/32 for client 100.64.18.52: already configured",
+				"eth2 0a:b3:ec:80:00:09: router: routing for client 100.64.0.9",
+				"eth2 0a:b3:ec:80:00:09: provider 169.254.0.9/32 for client 100.64.0.9: already configured",
+				guest.DoneLine(2, 0, 0),
+				"spectrum-netcfg: watching for new NICs",
+			}
+			if diff := cmp.Diff(wantLog, a.lines()); diff != "" {
+				t.Errorf("console after the restart mismatch (-want +got):\n%s", diff)
+			}
+			if got := conntrackEntries(t, ns, "-s", "100.64.18.52"); len(got) != 1 {
+				t.Errorf("conntrack entries of 100.64.18.52 after the restart: %q, want the one there was", got)
+			}
+			n := len(a.lines())
+			if code := a.stop(); code != 0 {
+				t.Errorf("exit status %d, want 0", code)
+			}
+			restore := "spectrum-netcfg: router: set net.ipv4.ip_forward 0 again"
+			if forwardBefore == "1" {
+				restore = "spectrum-netcfg: router: left net.ipv4.ip_forward 1, as it was"
+			}
+			wantLog = []string{"spectrum-netcfg: router: removed table inet spectrum-router", restore, "spectrum-netcfg: stopped, status 0"}
+			if diff := cmp.Diff(wantLog, a.linesSince(n)); diff != "" {
+				t.Errorf("console after SIGTERM mismatch (-want +got):\n%s", diff)
+			}
+			checkNoRuleset(t, ns)
+			checkSysctl(t, ns, "net.ipv4.ip_forward", forwardBefore)
+		})
+	}
+}
+
+// TestRulesetHotplug: provider NICs that come, change and go update the
+// table at once; the conntrack entries of a link's client address are
+// flushed when the link comes and when it goes, and no other entry is.
+func TestRulesetHotplug(t *testing.T) {
+	ns := nstest.New(t)
+	a := startAgent(t, ns, "nameserver 192.0.2.53\n", "-watch", "-route")
+	checkRuleset(t, ns, wantRuleset(nil, dnsNAT, "192.0.2.53", "0"))
+	// Stale state of an earlier client with the same address, and
+	// another client's, which must stay.
+	addConntrack(t, ns, "100.64.18.52", "192.0.2.10")
+	addConntrack(t, ns, "192.0.2.10", "100.64.18.52")
+	addConntrack(t, ns, "100.64.0.99", "192.0.2.10")
+
+	n := len(a.lines())
+	ns.AddTap("eth1", "0a:b3:ec:80:12:34")
+	a.waitLine("eth1 0a:b3:ec:80:12:34: provider 169.254.18.52/32 for client 100.64.18.52: configured")
+	checkRuleset(t, ns, wantRuleset(map[string]string{"eth1": "100.64.18.52"}, dnsNAT, "192.0.2.53", "0"))
+	want := []string{
+		"eth1 0a:b3:ec:80:12:34: router: routing for client 100.64.18.52",
+		"eth1 0a:b3:ec:80:12:34: router: flushed 2 conntrack entries of 100.64.18.52",
+		"eth1 0a:b3:ec:80:12:34: set rp_filter 1 (strict), was 0",
+		"eth1 0a:b3:ec:80:12:34: set link up",
+		"eth1 0a:b3:ec:80:12:34: added 169.254.18.52/32",
+		"eth1 0a:b3:ec:80:12:34: added route 100.64.18.52/32 scope link",
+		"eth1 0a:b3:ec:80:12:34: provider 169.254.18.52/32 for client 100.64.18.52: configured",
+	}
+	if diff := cmp.Diff(want, a.linesSince(n)); diff != "" {
+		t.Errorf("console mismatch (-want +got):\n%s", diff)
+	}
+	if got := conntrackEntries(t, ns, "-s", "100.64.18.52"); len(got) != 0 {
+		t.Errorf("conntrack entries from 100.64.18.52 after its link came: %q", got)
+	}
+	if got := conntrackEntries(t, ns, "-d", "100.64.18.52"); len(got) != 0 {
+		t.Errorf("conntrack entries to 100.64.18.52 after its link came: %q", got)
+	}
+	if got := conntrackEntries(t, ns, "-s", "100.64.0.99"); len(got) != 1 {
+		t.Errorf("another client's conntrack entries: %q, want the one there was", got)
+	}
+
+	ns.AddTap("eth2", "0a:b3:ec:80:00:09")
+	a.waitLine("eth2 0a:b3:ec:80:00:09: provider 169.254.0.9/32 for client 100.64.0.9: configured")
+	checkRuleset(t, ns, wantRuleset(map[string]string{"eth1": "100.64.18.52", "eth2": "100.64.0.9"}, dnsNAT, "192.0.2.53", "0"))
+
+	// The link goes (its client stopped).
+	addConntrack(t, ns, "100.64.18.52", "192.0.2.10")
+	n = len(a.lines())
+	ns.IP("link", "del", "eth1")
+	a.waitLine("eth1 0a:b3:ec:80:12:34: removed")
+	want = []string{
+		"eth1 0a:b3:ec:80:12:34: removed",
+		"eth1 0a:b3:ec:80:12:34: router: stopped routing for client 100.64.18.52",
+		"eth1 0a:b3:ec:80:12:34: router: flushed 1 conntrack entries of 100.64.18.52",
+	}
+	a.waitLine(want[len(want)-1])
+	if diff := cmp.Diff(want, a.linesSince(n)); diff != "" {
+		t.Errorf("console mismatch (-want +got):\n%s", diff)
+	}
+	checkRuleset(t, ns, wantRuleset(map[string]string{"eth2": "100.64.0.9"}, dnsNAT, "192.0.2.53", "0"))
+	if got := conntrackEntries(t, ns, "-s", "100.64.18.52"); len(got) != 0 {
+		t.Errorf("conntrack entries of 100.64.18.52 after its link went: %q", got)
+	}
+
+	// Renamed (udev's predictable names): the rules name the ifindex,
+	// so they stay as they are and nft shows the new name. A link must
+	// be down to be renamed, and the agent brings it up again as soon
+	// as it sees it down: try until the rename comes first.
+	for i := 0; ; i++ {
+		ns.IP("link", "set", "eth2", "down")
+		if _, err := ns.TryIP("link", "set", "eth2", "name", "ens5"); err == nil {
+			break
+		} else if i == 100 {
+			t.Fatalf("rename eth2: %v", err)
+		}
+	}
+	checkRuleset(t, ns, wantRuleset(map[string]string{"ens5": "100.64.0.9"}, dnsNAT, "192.0.2.53", "0"))
+
+	// Its MAC changes to another link's, then to a client's.
+	n = len(a.lines())
+	ns.IP("link", "set", "ens5", "address", "0a:b3:ec:80:00:0a")
+	a.waitLine("ens5 0a:b3:ec:80:00:0a: provider 169.254.0.10/32 for client 100.64.0.10: configured")
+	if got := a.linesSince(n)[0]; got != "ens5 0a:b3:ec:80:00:0a: router: routing for client 100.64.0.10 (was 100.64.0.9)" {
+		t.Errorf("first line after the MAC change: %q", got)
+	}
+	checkRuleset(t, ns, wantRuleset(map[string]string{"ens5": "100.64.0.10"}, dnsNAT, "192.0.2.53", "0"))
+	ns.IP("link", "set", "ens5", "address", "0a:b3:ec:00:00:0a")
+	a.waitLine("ens5 0a:b3:ec:00:00:0a: router: stopped routing for client 100.64.0.10")
+	checkRuleset(t, ns, wantRuleset(nil, dnsNAT, "192.0.2.53", "0"))
+
+	if code := a.stop(); code != 0 {
+		t.Errorf("exit status %d, want 0", code)
+	}
+	checkNoRuleset(t, ns)
+}
+
+// TestRulesetDNS: the DNAT follows the provider's resolv.conf however it
+// changes (renamed over, written in place, removed, a symlink into a
+// directory made later), and says why when there is no resolver clients
+// can be sent to.
+func TestRulesetDNS(t *testing.T) {
+	ns := nstest.New(t)
+	ns.AddTap("eth1", "0a:b3:ec:80:12:34")
+	a := startAgent(t, ns, noResolvConf, "-watch", "-route")
+	const prefix = "spectrum-netcfg: router: DNS to 100.127.255.53 "
+	a.waitLine(prefix + "is refused: cannot read /etc/resolv.conf: no such file or directory")
+	links := map[string]string{"eth1": "100.64.18.52"}
+	checkRuleset(t, ns, wantRuleset(links, dnsRefused, "", "0"))
+
+	// The DHCP client's first lease.
+	a.setResolv("# generated by the DHCP client\nnameserver 198.51.100.53\n")
+	a.waitLine(prefix + "goes to 198.51.100.53 (first IPv4 nameserver of /etc/resolv.conf)")
+	checkRuleset(t, ns, wantRuleset(links, dnsNAT, "198.51.100.53", "0"))
+
+	// A new lease: a client that reuses its source port must reach the
+	// new resolver, so the old DNAT's state goes.
+	addConntrack(t, ns, "100.64.18.52", "100.127.255.53")
+	n := len(a.lines())
+	a.setResolv("nameserver 203.0.113.53\n")
+	a.waitLine(prefix + "goes to 203.0.113.53 (first IPv4 nameserver of /etc/resolv.conf)")
+	a.waitLine("spectrum-netcfg: router: flushed 1 conntrack entries of DNS to 100.127.255.53")
+	if got := a.linesSince(n); len(got) != 2 {
+		t.Errorf("console after the change: %q, want the two lines", got)
+	}
+	checkRuleset(t, ns, wantRuleset(links, dnsNAT, "203.0.113.53", "0"))
+
+	// Written in place.
+	if err := os.WriteFile(filepath.Join(a.etc(), "resolv.conf"), []byte("nameserver 192.0.2.53\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	a.waitLine(prefix + "goes to 192.0.2.53 (first IPv4 nameserver of /etc/resolv.conf)")
+
+	for _, tt := range []struct{ conf, line, mode, addr string }{
+		{"", "is refused: /etc/resolv.conf names no IPv4 nameserver", dnsRefused, ""},
+		{"nameserver 2001:db8::53\n", "", dnsRefused, ""}, // the same reason: no new line
+		{"nameserver 127.0.0.53\noptions edns0 trust-ad\n", "is refused: /etc/resolv.conf names 127.0.0.53, on this provider's loopback, which clients cannot reach", dnsRefused, ""},
+		{"nameserver 100.127.255.53\n", "is forwarded as is (/etc/resolv.conf names it too: this provider is a client of another)", dnsForward, ""},
+		{"nameserver 192.0.2.54\n", "goes to 192.0.2.54 (first IPv4 nameserver of /etc/resolv.conf)", dnsNAT, "192.0.2.54"},
+	} {
+		a.setResolv(tt.conf)
+		if tt.line != "" {
+			a.waitLine(prefix + tt.line)
+		}
+		checkRuleset(t, ns, wantRuleset(links, tt.mode, tt.addr, "0"))
+	}
+
+	if err := os.Remove(filepath.Join(a.etc(), "resolv.conf")); err != nil {
+		t.Fatal(err)
+	}
+	a.waitLine(prefix + "is refused: cannot read /etc/resolv.conf: no such file or directory")
+	checkRuleset(t, ns, wantRuleset(links, dnsRefused, "", "0"))
+
+	// A symlink into a directory that appears later, as
+	// /run/NetworkManager/resolv.conf does at boot.
+	if err := os.Symlink("nm/resolv.conf", filepath.Join(a.etc(), "resolv.conf")); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Mkdir(filepath.Join(a.etc(), "nm"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(a.etc(), "nm", "resolv.conf"), []byte("nameserver 198.51.100.1\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	a.waitLine(prefix + "goes to 198.51.100.1 (first IPv4 nameserver of /etc/resolv.conf)")
+	checkRuleset(t, ns, wantRuleset(links, dnsNAT, "198.51.100.1", "0"))
+
+	if code := a.stop(); code != 0 {
+		t.Errorf("exit status %d, want 0", code)
+	}
+}
+
+// TestRouterWithoutProc: without /proc the router cannot turn
+// forwarding on; it says so, installs nothing, and the NICs are still
+// configured; the status says it failed.
+func TestRouterWithoutProc(t *testing.T) {
+	ns := nstest.New(t)
+	ns.AddTap("eth1", "0a:b3:ec:80:12:34")
+	a := startAgentSh(t, ns, "mount -t tmpfs none /proc", "nameserver 192.0.2.53\n", "-watch", "-route")
+	a.waitLine("spectrum-netcfg: watching for new NICs")
+	want := []string{
+		"spectrum-netcfg: router: error: read /proc/sys/net/ipv4/ip_forward (the router needs /proc): no such file or directory; not routing",
+		"eth1 0a:b3:ec:80:12:34: set rp_filter 1 (strict), was 0",
+		"eth1 0a:b3:ec:80:12:34: set link up",
+		"eth1 0a:b3:ec:80:12:34: added 169.254.18.52/32",
+		"eth1 0a:b3:ec:80:12:34: added route 100.64.18.52/32 scope link",
+		"eth1 0a:b3:ec:80:12:34: provider 169.254.18.52/32 for client 100.64.18.52: configured",
+		guest.DoneLine(1, 0, 1),
+		"spectrum-netcfg: watching for new NICs",
+	}
+	if diff := cmp.Diff(want, a.lines()); diff != "" {
+		t.Errorf("console mismatch (-want +got):\n%s", diff)
+	}
+	checkNoRuleset(t, ns)
+	checkSysctl(t, ns, "net.ipv4.ip_forward", "0")
+	if code := a.stop(); code != 1 {
+		t.Errorf("exit status %d, want 1", code)
+	}
+}
+
+// TestRouteNeedsWatch: -route alone is a usage error, before anything is
+// touched.
+func TestRouteNeedsWatch(t *testing.T) {
+	out, err := exec.Command(agentBin, "-route").CombinedOutput()
+	ee, ok := err.(*exec.ExitError)
+	if !ok || ee.ExitCode() != 2 {
+		t.Fatalf("spectrum-netcfg -route: %v, want exit status 2\n%s", err, out)
+	}
+	for _, s := range []string{"-route needs -watch", guest.Usage} {
+		if !strings.Contains(string(out), s) {
+			t.Errorf("output %q lacks %q", out, s)
+		}
+	}
+}
