@@ -15,8 +15,9 @@ import (
 // beside a client NIC: the init loads its modules, finds its disk, the agent
 // succeeds, configures the client NIC and leaves the foreign one alone
 // (down, no address), its -watch instance keeps running, and the guest
-// powers itself off. QEMU is launched by hand here: spectrumd only ever
-// gives a VM 0A:B3:EC NICs.
+// powers itself off. QEMU is launched without spectrumd here (vm.Launch,
+// still host/qemu's command line): spectrumd only ever gives a VM 0A:B3:EC
+// NICs.
 func TestBootForeignNIC(t *testing.T) {
 	k := vm.Require(t)
 	a := vm.BuildAssets(t, k)
@@ -31,7 +32,7 @@ func TestBootForeignNIC(t *testing.T) {
 		t.Fatal(err)
 	}
 	const foreign = "52:54:00:12:34:56"
-	p := vm.Launch(t, ns, dir, t.TempDir(), []vm.NIC{{Tap: "spf-0", MAC: foreign}, client})
+	p := vm.Launch(t, ns, dir, []vm.NIC{{Tap: "spf-0", MAC: foreign}, client})
 	p.Wait(t, ctx, "poweroff")
 	t.Logf("%v", p.Timing())
 

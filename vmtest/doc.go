@@ -3,6 +3,8 @@
 // (`make kernel`) with an initramfs that runs spectrum-netcfg, launched,
 // wired and supervised by the real `spectrumd serve` in each test's own
 // network namespace and driven through its command line. The harness is in
-// vmtest/vm, the guests' init in vmtest/cmd/testinit. Only TestBootForeignNIC
-// launches QEMU by hand: spectrumd never gives a VM a NIC without the OUI.
+// vmtest/vm, the guests' init in vmtest/cmd/testinit. TestBootForeignNIC
+// (spectrumd never gives a VM a NIC without the OUI) and the distribution
+// initramfs tests start QEMU without spectrumd, through vm.Boot: still
+// host/qemu's command line and qemu.Start, as spectrumd boots a VM.
 package vmtest

@@ -3,6 +3,7 @@ package vmtest
 import (
 	"context"
 	"fmt"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -11,8 +12,9 @@ import (
 	"time"
 
 	"spectrum-os.org/netcfg/guest"
-	"spectrum-os.org/netcfg/host/qmp"
+	"spectrum-os.org/netcfg/host/qemu"
 	"spectrum-os.org/netcfg/internal/mac"
+	"spectrum-os.org/netcfg/internal/nstest"
 	"spectrum-os.org/netcfg/vmtest/distinit"
 	"spectrum-os.org/netcfg/vmtest/kernel"
 	"spectrum-os.org/netcfg/vmtest/vm"
@@ -117,7 +119,7 @@ func (b *rootBoot) checkRootBoot(initrd string) {
 	boot := mac.LinkID(0xa546) // the reference documentation's example
 	plug := mac.LinkID(0x1234)
 	v := bootVM{
-		Kernel: b.k.Vmlinux, Initrd: initrd, Disk: b.rootImg, QMP: filepath.Join(b.work, "qmp.sock"),
+		Kernel: b.k.Vmlinux, Initrd: initrd, Disk: b.rootImg,
 		Cmdline: fmt.Sprintf("root=/dev/vda console=ttyS0 panic=-1 rd.shell=0 spectrum.watch spectrum.expect=%s,%s spectrum.timeout=180",
 			boot.MAC(mac.Client), plug.MAC(mac.Client)),
 		MACs: []string{boot.MAC(mac.Client).String()},
@@ -186,69 +188,36 @@ func (b *rootBoot) checkRootBoot(initrd string) {
 }
 
 // bootVM is a VM booted the way a distribution boots: kernel, initramfs
-// and a root disk, one virtio-net NIC per MAC (QEMU's user network,
-// restricted: the guest reaches nothing), a QMP socket for hot-plug. It is
-// not a svc/data VM directory, so it is launched here, not by vm.Launch.
+// and a root disk, one virtio-net NIC per MAC, each on a tap of its own in
+// a fresh namespace (no traffic: the guest only configures them), hot-plug
+// through QMP. It is not a svc/data VM directory, so it is a vm.Boot of
+// its files rather than a vm.Launch: the same host/qemu command line.
 type bootVM struct {
-	Kernel, Initrd, Disk, QMP, Cmdline string
-	MACs                               []string
-}
-
-// Args is QEMU's command line for b (TCG).
-func (b bootVM) Args() []string {
-	args := []string{vm.QEMU,
-		"-M", "pc", "-accel", "tcg", "-m", "512", "-smp", "1",
-		"-nodefaults", "-no-user-config", "-display", "none", "-no-reboot",
-		"-kernel", b.Kernel, "-initrd", b.Initrd, "-append", b.Cmdline,
-		// Written only: nothing ever goes into the guest's serial port.
-		"-chardev", "file,id=serial0,path=/dev/stdout", "-serial", "chardev:serial0",
-		"-drive", "file=" + b.Disk + ",format=raw,if=none,id=blk0", "-device", "virtio-blk-pci,drive=blk0",
-		"-qmp", "unix:" + b.QMP + ",server=on,wait=off",
-	}
-	for i, m := range b.MACs {
-		args = append(args,
-			"-netdev", fmt.Sprintf("user,id=net%d,restrict=on", i),
-			"-device", fmt.Sprintf("virtio-net-pci,netdev=net%d,mac=%s,romfile=", i, m))
-	}
-	return args
+	Kernel, Initrd, Disk, Cmdline string
+	MACs                          []string
 }
 
 type bootProc struct {
-	args   []string
+	*vm.Proc
+	ns     *nstest.NS
 	serial *vm.Serial
-	qmp    string
-	exited chan struct{}
+	exited <-chan struct{}
 }
 
 // launch starts QEMU; it is killed when the test ends, and on failure its
 // command line, stderr and serial console are logged.
 func (b bootVM) launch(t *testing.T) *bootProc {
 	t.Helper()
-	args := b.Args()
-	cmd := exec.Command(args[0], args[1:]...)
-	r, w, err := os.Pipe()
-	if err != nil {
-		t.Fatal(err)
+	ns := nstest.New(t)
+	var nics []vm.NIC
+	for i, m := range b.MACs {
+		tap := fmt.Sprintf("spb-%d", i)
+		ns.AddTap(tap, "")
+		nics = append(nics, vm.NIC{Tap: tap, MAC: m})
 	}
-	var stderr strings.Builder
-	cmd.Stdout, cmd.Stderr = w, &stderr
-	t.Logf("%s", strings.Join(args, " "))
-	start := time.Now()
-	if err := cmd.Start(); err != nil {
-		t.Fatalf("start QEMU: %v", err)
-	}
-	w.Close()
-	p := &bootProc{args: args, serial: vm.NewSerial(r, start), qmp: b.QMP, exited: make(chan struct{})}
-	go func() { cmd.Wait(); close(p.exited) }()
-	t.Cleanup(func() {
-		cmd.Process.Kill()
-		<-p.exited
-		r.Close()
-		if t.Failed() {
-			t.Logf("QEMU command:\n%s\nQEMU stderr: %s\nserial console:\n%s", strings.Join(args, " "), stderr.String(), p.serial)
-		}
-	})
-	return p
+	p := vm.Boot{Name: "boot", Kernel: b.Kernel, Initramfs: b.Initrd, Images: []string{b.Disk}, Cmdline: b.Cmdline,
+		MemoryMiB: 512, NICs: nics, NS: ns}.Start(t)
+	return &bootProc{Proc: p, ns: ns, serial: p.Serial, exited: p.Exited()}
 }
 
 // wait waits for a sentinel line and returns it without the prefix.
@@ -262,28 +231,26 @@ func (p *bootProc) wait(t *testing.T, ctx context.Context, event string) string 
 	return e
 }
 
-// plug hot-plugs a virtio-net NIC with MAC hw through QMP.
+// plug hot-plugs a virtio-net NIC with MAC hw, on a new tap, through QMP
+// (as spectrumd hot-plugs a provider's NIC).
 func (p *bootProc) plug(t *testing.T, id, hw string) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
-	mon, err := qmp.Dial(ctx, p.qmp)
+	p.ns.AddTap("spb-"+id, "")
+	tap, err := vm.OpenTap(p.ns, "spb-"+id)
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer mon.Close()
-	for _, c := range []struct {
-		cmd  string
-		args map[string]any
-	}{
-		{"netdev_add", map[string]any{"type": "user", "id": id, "restrict": true}},
-		{"device_add", map[string]any{"driver": "virtio-net-pci", "id": "dev-" + id, "netdev": id, "mac": hw, "romfile": ""}},
-	} {
-		if err := mon.Run(ctx, c.cmd, c.args, nil); err != nil {
-			t.Fatalf("QMP %s %v: %v", c.cmd, c.args, err)
-		}
-		t.Logf("QMP %s %v", c.cmd, c.args)
+	defer tap.Close()
+	m, err := net.ParseMAC(hw)
+	if err != nil {
+		t.Fatal(err)
 	}
+	if err := p.QEMU.HotplugNIC(ctx, qemu.NIC{ID: id, MAC: m, Tap: tap}); err != nil {
+		t.Fatalf("hot-plug %s: %v", hw, err)
+	}
+	t.Logf("hot-plugged %s (%s)", id, hw)
 }
 
 // plainInit is the /init of a plain busybox initramfs, with the documented
@@ -375,7 +342,7 @@ func TestAppendedAgentBoot(t *testing.T) {
 	if err := os.WriteFile(img, make([]byte, 1<<20), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	b := bootVM{Kernel: k.Vmlinux, Initrd: initrd, Disk: img, QMP: filepath.Join(work, "qmp.sock"),
+	b := bootVM{Kernel: k.Vmlinux, Initrd: initrd, Disk: img,
 		Cmdline: "console=ttyS0 panic=-1", MACs: []string{id.MAC(mac.Client).String()}}
 	p := b.launch(t)
 	if got := p.wait(t, ctx, "plain agent exit="); got != "plain agent exit=0" {

@@ -86,8 +86,10 @@ func TestUIDs(t *testing.T) {
 		t.Errorf("a's second launch: uid %d, want %d", again, got["a"])
 	}
 
-	u = open(r) // spectrumd restarts
-	for _, vm := range []string{"a", "b", "c"} { // in this order: b is launched before c
+	// spectrumd restarts; the VMs start again in this order, so b is
+	// launched before c.
+	u = open(r)
+	for _, vm := range []string{"a", "b", "c"} {
 		if uid, err := u.Acquire(vm); err != nil || uid != got[vm] {
 			t.Errorf("%s after a restart: uid %d, %v; want %d", vm, uid, err, got[vm])
 		}

@@ -251,9 +251,10 @@ func (d *Spectrumd) TryStart(t testing.TB, name string) error {
 		if v.PID == 0 || v.PID == before[v.Name] {
 			continue
 		}
-		p := &Proc{Name: v.Name, PID: v.PID, exited: make(chan struct{})}
+		exited := make(chan struct{})
+		p := &Proc{Name: v.Name, PID: v.PID, exited: exited}
 		p.Serial = NewSerial(&follower{path: d.logPath(v.Name), off: offsets[v.Name], pid: v.PID,
-			stop: d.done, eof: p.exited}, at)
+			stop: d.done, eof: exited}, at)
 		d.mu.Lock()
 		d.procs[v.Name] = p
 		d.mu.Unlock()
@@ -371,9 +372,10 @@ func (d *Spectrumd) Relaunched(t testing.TB, ctx context.Context, name string, o
 			if i < 0 {
 				t.Fatalf("%s: no boot marker %q in its log", name, marker)
 			}
-			p := &Proc{Name: name, PID: st.PID, exited: make(chan struct{})}
+			exited := make(chan struct{})
+			p := &Proc{Name: name, PID: st.PID, exited: exited}
 			p.Serial = NewSerial(&follower{path: d.logPath(name), off: int64(i), pid: st.PID,
-				stop: d.done, eof: p.exited}, st.Since)
+				stop: d.done, eof: exited}, st.Since)
 			d.mu.Lock()
 			d.procs[name] = p
 			d.mu.Unlock()

@@ -5,9 +5,11 @@
 // spectrumd writes, and waits for the test init's sentinel lines with
 // deadlines derived from the test's own.
 //
-// Launch and AddLink start QEMU and wire links by hand, for what
-// spectrumd cannot do (a NIC without the OUI). The serial console is only
-// ever read, never written.
+// Boot, Launch and AddLink start QEMU and wire links without spectrumd, for
+// what spectrumd cannot do (a NIC without the OUI, a distribution's
+// initramfs): Boot builds QEMU's command line with host/qemu's Config and
+// starts it with qemu.Start, exactly as spectrumd does. The serial console is
+// only ever read, never written.
 package vm
 
 import (
