@@ -45,7 +45,7 @@ type serveProc struct {
 	run string
 }
 
-func startServe(t *testing.T, ns *nstest.NS, logPath string, args ...string) *serveProc {
+func startServe(t testing.TB, ns *nstest.NS, logPath string, args ...string) *serveProc {
 	t.Helper()
 	lf, err := os.OpenFile(logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
 	if err != nil {
@@ -68,7 +68,7 @@ func startServe(t *testing.T, ns *nstest.NS, logPath string, args ...string) *se
 	return p
 }
 
-func (p *serveProc) fail(t *testing.T, format string, args ...any) {
+func (p *serveProc) fail(t testing.TB, format string, args ...any) {
 	t.Helper()
 	b, _ := os.ReadFile(p.log)
 	t.Fatalf(format+"\nspectrumd's log:\n%s", append(args, b)...)
@@ -85,7 +85,7 @@ func (p *serveProc) ask(req control.Request) (control.Response, error) {
 }
 
 // waitServing waits until the daemon answers on its control socket.
-func (p *serveProc) waitServing(t *testing.T) {
+func (p *serveProc) waitServing(t testing.TB) {
 	t.Helper()
 	deadline := time.Now().Add(30 * time.Second)
 	for {
@@ -101,7 +101,7 @@ func (p *serveProc) waitServing(t *testing.T) {
 
 // waitRunning waits until every VM in names runs and returns their
 // statuses.
-func (p *serveProc) waitRunning(t *testing.T, names ...string) map[string]control.VMStatus {
+func (p *serveProc) waitRunning(t testing.TB, names ...string) map[string]control.VMStatus {
 	t.Helper()
 	deadline := time.Now().Add(60 * time.Second)
 	for {
@@ -125,7 +125,7 @@ func (p *serveProc) waitRunning(t *testing.T, names ...string) map[string]contro
 // ourLinks lists the links spectrumd made, in the links' namespace of
 // serve (nil: no spectrumd runs), and fails the test if a link is in
 // spectrumd's own namespace ns, where none belongs.
-func ourLinks(t *testing.T, ns *nstest.NS, serve *serveProc) []string {
+func ourLinks(t testing.TB, ns *nstest.NS, serve *serveProc) []string {
 	t.Helper()
 	names := func(b []byte) []string {
 		var links []struct {
@@ -299,7 +299,7 @@ func writeStubData(t *testing.T, data string) {
 }
 
 // requireQEMU stops the test where QEMU is missing (internal/testenv).
-func requireQEMU(t *testing.T) {
+func requireQEMU(t testing.TB) {
 	t.Helper()
 	testenv.Tool(t, "qemu-system-x86_64", "make deps installs qemu-system-x86")
 }

@@ -14,7 +14,7 @@ import (
 
 // newTestDaemon returns a daemon on a fake VMM and network; each of opts
 // may change its options (and the fake VMM) before it is made.
-func newTestDaemon(t *testing.T, vms map[string][]string, opts ...func(*Options, *fakeVMM)) (*Daemon, *fakeVMM, *fakeNet) {
+func newTestDaemon(t testing.TB, vms map[string][]string, opts ...func(*Options, *fakeVMM)) (*Daemon, *fakeVMM, *fakeNet) {
 	t.Helper()
 	vmm, nw := &fakeVMM{}, &fakeNet{}
 	opt := Options{

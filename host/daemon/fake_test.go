@@ -9,6 +9,7 @@ import (
 	"os"
 	"slices"
 	"sync"
+	"time"
 
 	"spectrum-os.org/netcfg/host/alloc"
 	"spectrum-os.org/netcfg/host/config"
@@ -32,10 +33,12 @@ type fakeVMM struct {
 	// launchErr fails a launch; onShutdown runs before a shutdown ends
 	// the instance; onHotplug and onUnplug run before those calls and fail
 	// them with their error.
-	launchErr  func(spec Spec) error
-	onShutdown func(name string)
-	onHotplug  func(ctx context.Context, name string, nic NIC) error
-	onUnplug   func(ctx context.Context, name, id string) error
+	launchErr func(spec Spec) error
+	// launchDelay is how long each launch takes (QEMU's start-up).
+	launchDelay time.Duration
+	onShutdown  func(name string)
+	onHotplug   func(ctx context.Context, name string, nic NIC) error
+	onUnplug    func(ctx context.Context, name, id string) error
 	// alive counts each VM's instances that have not exited; maxAlive is
 	// the most there ever were at once.
 	alive, maxAlive map[string]int
@@ -55,6 +58,10 @@ func (f *fakeVMM) Launch(ctx context.Context, spec Spec) (Instance, error) {
 		}
 		macs = append(macs, n.MAC.String())
 	}
+	f.mu.Lock()
+	delay := f.launchDelay
+	f.mu.Unlock()
+	time.Sleep(delay)
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	if f.launchErr != nil {
