@@ -107,25 +107,35 @@ func (o *owner) run() {
 		if o.retry != nil {
 			retry = o.retry.C
 		}
+		// A request's answer goes out after the owner has decided whether
+		// it ends, so whoever sees a stop return sees the VM's entry as
+		// it now is (gone, if the VM left the configuration).
+		var reply chan<- error
+		var err error
 		select {
 		case r := <-o.ctl:
 			o.inflight.Add(-1)
+			reply = r.reply
 			switch r.op {
 			case opStart:
-				r.reply <- o.start()
+				err = o.start()
 			case opStop:
-				r.reply <- o.stop()
+				err = o.stop()
 			}
 		case r := <-o.nic:
 			o.inflight.Add(-1)
-			r.reply <- o.plug(r)
+			reply, err = r.reply, o.plug(r)
 		case x := <-o.exited:
 			o.exitedByItself(x)
 		case <-retry:
 			o.retry = nil
 			o.relaunch()
 		}
-		if o.retire() {
+		done := o.retire()
+		if reply != nil {
+			reply <- err
+		}
+		if done {
 			return
 		}
 	}
