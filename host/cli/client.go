@@ -134,7 +134,7 @@ func List(args []string, stdout, stderr io.Writer) error {
 // trusted, the names it passes on came from the file system.
 func escapeStatus(v *control.VMStatus) {
 	p := printable.String
-	v.Name, v.State, v.LastExit = p(v.Name), p(v.State), p(v.LastExit)
+	v.Name, v.State, v.LastExit, v.Error = p(v.Name), p(v.State), p(v.LastExit), p(v.Error)
 	for i := range v.Links {
 		l := &v.Links[i]
 		l.Peer, l.Role, l.ID, l.MAC = p(l.Peer), p(l.Role), p(l.ID), p(l.MAC)
@@ -223,6 +223,9 @@ func Status(args []string, stdout, stderr io.Writer) error {
 	fmt.Fprintf(stdout, "restarts: %d\n", v.Restarts)
 	if v.LastExit != "" {
 		fmt.Fprintf(stdout, "last exit: %s\n", v.LastExit)
+	}
+	if v.Error != "" {
+		fmt.Fprintf(stdout, "error:    %s\n", v.Error)
 	}
 	for _, l := range v.Links {
 		fmt.Fprintf(stdout, "link %s: %s of %s, NIC %s\n", l.ID, l.Role, l.Peer, l.MAC)

@@ -2,11 +2,16 @@ package cli
 
 import (
 	"bytes"
+	"io"
+	"log/slog"
 	"net"
+	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
+
+	"spectrum-os.org/netcfg/host/control"
 )
 
 // TestClientDaemonHangs: a daemon that takes the request and never answers
@@ -63,5 +68,29 @@ func TestClientDaemonHangs(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// TestStatusShowsFailure: a VM whose start failed shows as failed, with
+// the daemon's reason (escaped, as every string the daemon passes on).
+func TestStatusShowsFailure(t *testing.T) {
+	run := t.TempDir()
+	ln, err := control.Listen(ControlSocket(run))
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := &control.Server{Handler: statusHandler{vms: []control.VMStatus{
+		{Name: "app", State: "failed", Error: "start app: link 01:01 (net -> app): create bridge: no buffer space\x1b[2J"},
+	}}, Log: slog.New(slog.DiscardHandler), AllowUID: os.Getuid()}
+	go srv.Serve(ln)
+	t.Cleanup(func() { ln.Close() })
+	var out bytes.Buffer
+	if err := Status([]string{"-run", run, "app"}, &out, io.Discard); err != nil {
+		t.Fatal(err)
+	}
+	for _, line := range []string{"state:    failed\n", `error:    start app: link 01:01 (net -> app): create bridge: no buffer space\x1b[2J` + "\n"} {
+		if !strings.Contains(out.String(), line) {
+			t.Errorf("status lacks %q:\n%s", line, out.String())
+		}
 	}
 }
