@@ -8,8 +8,6 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
-	"os/user"
-	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -79,16 +77,12 @@ func Serve(args []string, stdout, stderr io.Writer) error {
 	var kvmGroup uint32
 	if acc == "kvm" {
 		// QEMU opens /dev/kvm itself, as its own uid: the device's group
-		// is its one supplementary group.
-		g, err := user.LookupGroup("kvm")
+		// (kvm) is its one supplementary group, if it needs one.
+		g, err := vmm.DeviceGroup(vmm.KVMDevice)
 		if err != nil {
-			return fmt.Errorf("accel kvm: QEMU needs the group of /dev/kvm: %w", err)
+			return fmt.Errorf("accel kvm: %w", err)
 		}
-		n, err := strconv.ParseUint(g.Gid, 10, 32)
-		if err != nil || n == 0 {
-			return fmt.Errorf("accel kvm: group kvm has gid %q", g.Gid)
-		}
-		kvmGroup = uint32(n)
+		kvmGroup = g
 	}
 	// Under KVM, virtio-net goes through the kernel's vhost-net when
 	// spectrumd can open it (the unit allows the device); otherwise QEMU's

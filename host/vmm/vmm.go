@@ -26,9 +26,10 @@ type Options struct {
 	// UIDs gives each VM's QEMU its uid (and gid of the same number).
 	// Required: QEMU never runs as spectrumd's user.
 	UIDs *UIDs
-	// KVMGroup is the group that may open /dev/kvm (the kvm group), given
-	// to QEMU as its one supplementary group under KVM. Required with
-	// Accel "kvm"; unused under TCG, where QEMU gets no group.
+	// KVMGroup is the group that may open /dev/kvm (the kvm group,
+	// DeviceGroup), given to QEMU as its one supplementary group under
+	// KVM; 0 when every user may open it. Unused under TCG, where QEMU
+	// gets no group.
 	KVMGroup uint32
 	// VhostNet, under KVM, gives every NIC an open /dev/vhost-net
 	// (qemu.NIC.Vhost), opened by spectrumd at each launch and hot-plug.
@@ -50,9 +51,6 @@ type QEMU struct {
 func New(opt Options) (*QEMU, error) {
 	if opt.UIDs == nil {
 		return nil, errors.New("vmm: no uid range for QEMU (it never runs as spectrumd's user)")
-	}
-	if opt.Accel == "kvm" && opt.KVMGroup == 0 {
-		return nil, errors.New("vmm: KVM needs the group of /dev/kvm for QEMU")
 	}
 	if opt.Log == nil {
 		opt.Log = slog.Default()
@@ -119,7 +117,7 @@ func (q *QEMU) Launch(ctx context.Context, spec daemon.Spec) (daemon.Instance, e
 		return nil, err
 	}
 	var groups []uint32
-	if q.opt.Accel == "kvm" {
+	if q.opt.Accel == "kvm" && q.opt.KVMGroup != 0 {
 		groups = []uint32{q.opt.KVMGroup}
 	}
 	c := qemu.Config{
