@@ -16,8 +16,11 @@
 //     is no path by which the host could type into the guest's serial port,
 //     which DESIGN.md forbids. The read end is Process.Serial.
 //   - Taps are opened by the caller (link.Net.OpenTap) and passed as fds
-//     (-netdev tap,fd=N): QEMU needs no privilege and no access to
-//     /dev/net/tun, which suits -sandbox.
+//     (-netdev tap,fd=N), and so is /dev/vhost-net under KVM (NIC.Vhost):
+//     QEMU needs no privilege and no access to /dev/net/tun, which suits
+//     -sandbox. Every NIC sits behind a PCIe-to-PCI bridge (q35's root bus
+//     takes no hot-plug); Process.HotplugNIC gives a hot-plugged NIC the
+//     options a cold-plugged one has.
 //   - The kernel, the initramfs and the disk images are opened by spectrumd
 //     (config.Open: beneath the VM's directory, at every launch) and handed
 //     over as descriptors. Images go into fd sets (-add-fd) that QEMU's block
@@ -27,6 +30,10 @@
 //     never resolves a path in a VM's directory, so nothing put there after
 //     spectrumd's check (a symlink to a host file) reaches it.
 //   - Disks are read-only, see Config.Images.
+//   - QEMU runs as a uid and gid of its own (Config.UID) from exec on, with
+//     no capabilities, in an empty network namespace, with no descriptor but
+//     those listed here: nothing in it needs root or a network, so nothing
+//     in it gets either, and one QEMU cannot signal another.
 //
 // This package never writes to a guest's serial port and never reads a
 // guest's disks.
