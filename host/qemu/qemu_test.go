@@ -260,7 +260,10 @@ func TestStopKills(t *testing.T) {
 }
 
 // TestDiesWithParent: when spectrumd dies, even by SIGKILL, its QEMUs die
-// too. A child test process starts QEMU and exits at once.
+// too. A child test process starts QEMU and exits at once. QEMU runs under
+// a uid of its own: the parent-death signal is set after the uid switch
+// (before exec), so nothing clears it. (With -runas, QEMU's own switch to
+// its user cleared it and QEMU outlived its parent.)
 func TestDiesWithParent(t *testing.T) {
 	requireQEMU(t)
 	ctx := testContext(t, 15*time.Second)
