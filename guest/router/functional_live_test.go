@@ -487,21 +487,21 @@ func TestFunctional(t *testing.T) {
 		if a, err := query(t, c1, false, 5353); err != nil || a != netip.MustParseAddr("192.0.2.1") {
 			t.Errorf("query: %v, %v; want 192.0.2.1", a, err)
 		}
-		pa.setResolv("nameserver " + dns2Addr + "\n")
-		pa.waitLine("spectrum-netcfg: router: DNS to 100.127.255.53 goes to " + dns2Addr + " (first IPv4 nameserver of /etc/resolv.conf)")
+		n := pa.setResolv("nameserver " + dns2Addr + "\n")
+		pa.waitLineAfter(n, "spectrum-netcfg: router: DNS to 100.127.255.53 goes to "+dns2Addr+" (first IPv4 nameserver of /etc/resolv.conf)")
 		for _, tcp := range []bool{false, true} {
 			if a, err := query(t, c1, tcp, 5353); err != nil || a != netip.MustParseAddr("192.0.2.2") {
 				t.Errorf("query after the change (tcp %v): %v, %v; want 192.0.2.2 from %s", tcp, a, err, dns2Addr)
 			}
 		}
 		// No resolver: refused at once, not a timeout.
-		pa.setResolv("")
-		pa.waitLine("spectrum-netcfg: router: DNS to 100.127.255.53 is refused: /etc/resolv.conf names no IPv4 nameserver")
+		n = pa.setResolv("")
+		pa.waitLineAfter(n, "spectrum-netcfg: router: DNS to 100.127.255.53 is refused: /etc/resolv.conf names no IPv4 nameserver")
 		if _, err := query(t, c1, false, 0); !errors.Is(err, syscall.ECONNREFUSED) {
 			t.Errorf("query without a resolver: %v, want connection refused", err)
 		}
-		pa.setResolv("nameserver " + dns1Addr + "\n")
-		pa.waitLine("spectrum-netcfg: router: DNS to 100.127.255.53 goes to " + dns1Addr + " (first IPv4 nameserver of /etc/resolv.conf)")
+		n = pa.setResolv("nameserver " + dns1Addr + "\n")
+		pa.waitLineAfter(n, "spectrum-netcfg: router: DNS to 100.127.255.53 goes to "+dns1Addr+" (first IPv4 nameserver of /etc/resolv.conf)")
 	})
 
 	t.Run("chained provider", func(t *testing.T) {

@@ -137,9 +137,11 @@ exec "$agent" "$@"`
 func (a *agent) etc() string { return "/proc/" + strconv.Itoa(a.cmd.Process.Pid) + "/root/etc" }
 
 // setResolv replaces the agent's /etc/resolv.conf as a DHCP client does:
-// a new file renamed over it.
-func (a *agent) setResolv(s string) {
+// a new file renamed over it. It returns how many lines the console had
+// before, for waitLineAfter.
+func (a *agent) setResolv(s string) int {
 	a.t.Helper()
+	n := len(a.lines())
 	tmp := filepath.Join(a.etc(), ".resolv.conf.tmp")
 	if err := os.WriteFile(tmp, []byte(s), 0o644); err != nil {
 		a.t.Fatal(err)
@@ -147,6 +149,7 @@ func (a *agent) setResolv(s string) {
 	if err := os.Rename(tmp, filepath.Join(a.etc(), "resolv.conf")); err != nil {
 		a.t.Fatal(err)
 	}
+	return n
 }
 
 func (a *agent) log() string {
@@ -163,11 +166,19 @@ func (a *agent) lines() []string { return strings.Split(strings.TrimSuffix(a.log
 // the test if the agent exits first.
 func (a *agent) waitLine(line string) {
 	a.t.Helper()
+	a.waitLineAfter(0, line)
+}
+
+// waitLineAfter waits for line among the console's lines after the first
+// n (a line that comes again after a change must not be taken for the one
+// before it).
+func (a *agent) waitLineAfter(n int, line string) {
+	a.t.Helper()
 	end := deadline(a.t)
 	for {
 		sc := bufio.NewScanner(strings.NewReader(a.log()))
-		for sc.Scan() {
-			if sc.Text() == line {
+		for i := 0; sc.Scan(); i++ {
+			if i >= n && sc.Text() == line {
 				return
 			}
 		}
