@@ -304,3 +304,31 @@ func BenchmarkKernelCopy(b *testing.B) {
 	}
 	b.ReportMetric(float64(fi.Size())/(1<<20), "MiB/copy")
 }
+
+// TestStartWithoutCapabilities: a spectrumd that may not make QEMU's
+// network namespace (no CAP_SYS_ADMIN) or switch to its uid (no
+// CAP_SETUID) fails the start with an error that says what it needs,
+// rather than run QEMU with less isolation.
+func TestStartWithoutCapabilities(t *testing.T) {
+	requireQEMU(t)
+	setpriv := testenv.Tool(t, "setpriv", "util-linux provides it")
+	for _, c := range []string{"sys_admin", "setuid"} {
+		t.Run(c, func(t *testing.T) {
+			ctx := testContext(t, 30*time.Second)
+			cfg := testConfig(t)
+			dir := testDir(cfg)
+			cfg.Kernel, cfg.Initramfs, cfg.Images = nil, nil, nil
+			b, _ := json.Marshal(cfg)
+			cmd := testenv.HelperCommand(ctx, helperStart, "SPECTRUM_QEMU_CONFIG="+string(b), "SPECTRUM_QEMU_DIR="+dir)
+			cmd.Args = []string{setpriv, "--bounding-set=-" + c, "--inh-caps=-" + c, "--", cmd.Path}
+			cmd.Path = setpriv
+			out, err := cmd.CombinedOutput()
+			if err == nil {
+				t.Fatalf("QEMU started without CAP_%s:\n%s", strings.ToUpper(c), out)
+			}
+			if !strings.Contains(string(out), "operation not permitted") || !strings.Contains(string(out), "CAP_SYS_ADMIN") {
+				t.Errorf("the error does not say what spectrumd needs:\n%s", out)
+			}
+		})
+	}
+}

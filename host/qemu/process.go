@@ -163,6 +163,9 @@ func Start(ctx context.Context, c Config, stderr io.Writer) (*Process, error) {
 			return nil, fmt.Errorf("qemu %s: %w", c.Name, err)
 		}
 		removeSockets(c)
+		if errors.Is(err, syscall.EPERM) {
+			err = fmt.Errorf("%w (spectrumd needs CAP_SETUID and CAP_SETGID for QEMU's uid, CAP_SYS_ADMIN for its network namespace)", err)
+		}
 		return nil, fmt.Errorf("start %s: %w", Quote(p.Argv), err)
 	}
 	for _, f := range files {
