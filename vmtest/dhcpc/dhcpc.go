@@ -30,7 +30,10 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// Config is one client's NIC and where its lease goes.
+// Config is one client's NIC and where its lease goes. The client logs
+// "dhcp IFACE lease addr=... router=... dns=... n=N" for each lease that
+// changes the configuration (not for a renewal that changes nothing),
+// "dhcp IFACE nak|expired|released ..." and the first failure of a run.
 type Config struct {
 	Iface string
 	// Handle is rtnetlink in the NIC's network namespace.
@@ -302,12 +305,13 @@ func (r *run) apply(l *nclient4.Lease) {
 	if err := r.configure(old, nl); err != nil {
 		r.cfg.Log("dhcp %s fail: apply %v: %v", r.cfg.Iface, nl.Addr, err)
 	}
-	what := "lease"
-	if old.Addr.IsValid() && old.same(nl) {
-		what = "renewed"
-	}
+	renewed := old.Addr.IsValid() && old.same(nl)
 	r.lease = nl
-	r.cfg.Log("dhcp %s %s %v", r.cfg.Iface, what, nl)
+	// A renewal that changes nothing is not logged: at the LAN's short
+	// T1 it would be a line every few seconds.
+	if !renewed {
+		r.cfg.Log("dhcp %s lease %v", r.cfg.Iface, nl)
+	}
 	if r.cfg.OnLease != nil {
 		r.cfg.OnLease(nl)
 	}

@@ -12,9 +12,10 @@ import (
 	"strings"
 )
 
-// GuestModules are the drivers a test guest needs: its NICs, its disks and
-// its virtio console. Their dependencies are added by Modules.
-var GuestModules = []string{"virtio_pci", "virtio_net", "virtio_blk", "virtio_console"}
+// GuestModules are the drivers a test guest needs: its NICs, its disks,
+// its virtio console, and packet sockets (the DHCP client's on an uplink).
+// Their dependencies are added by Modules.
+var GuestModules = []string{"virtio_pci", "virtio_net", "virtio_blk", "virtio_console", "af_packet"}
 
 // RouterModules are what a provider's router (spectrum-netcfg -watch
 // -route) needs from the kernel: nf_tables with the expressions its

@@ -22,6 +22,7 @@ import (
 	"github.com/insomniacslk/dhcp/dhcpv4/nclient4"
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
+	"golang.org/x/sys/unix"
 
 	"spectrum-os.org/netcfg/internal/nstest"
 	"spectrum-os.org/netcfg/vmtest/dhcpc"
@@ -56,7 +57,7 @@ func newClientWith(t *testing.T, ctx context.Context, host *nstest.NS, bridge st
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { nsh.Close() })
-	h, err := netlink.NewHandleAt(nsh)
+	h, err := netlink.NewHandleAt(nsh, unix.NETLINK_ROUTE)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -42,7 +42,7 @@ const Resolver = "100.127.255.53"
 // DHCP lease), and what busybox's shell and lynx look up.
 func GuestFiles() []initramfs.File {
 	return []initramfs.File{
-		{Path: "etc/resolv.conf", Data: []byte("# the provider's virtual resolver (spectrum-netcfg -route)\nnameserver " + Resolver + "\n")},
+		{Path: "etc/resolv.conf", Data: []byte("# the provider's virtual resolver (spectrum-netcfg -route)\nnameserver " + Resolver + "\noptions timeout:2 attempts:2\n")},
 		{Path: "etc/hosts", Data: []byte("127.0.0.1\tlocalhost\n::1\tlocalhost\n")},
 		{Path: "etc/nsswitch.conf", Data: []byte("passwd: files\ngroup: files\nhosts: files dns\n")},
 		{Path: "etc/passwd", Data: []byte("root:x:0:0:root:/root:/bin/sh\n")},

@@ -98,29 +98,37 @@ func Event(line string) (string, bool) {
 // closes (QEMU exited) first.
 func (s *Serial) Wait(ctx context.Context, events ...string) (Line, error) {
 	event := strings.Join(events, `" or "`+Prefix)
+	return s.WaitMatch(ctx, `"`+Prefix+event+`"`, func(e string) bool {
+		for _, want := range events {
+			if strings.HasPrefix(e, want) {
+				return true
+			}
+		}
+		return false
+	})
+}
+
+// WaitMatch returns the first sentinel line (already read or still to
+// come) whose event (without the prefix) match accepts; what describes it
+// in the error.
+func (s *Serial) WaitMatch(ctx context.Context, what string, match func(event string) bool) (Line, error) {
 	for i := 0; ; {
 		s.mu.Lock()
 		for ; i < len(s.lines); i++ {
-			e, ok := Event(s.lines[i].Text)
-			if !ok {
-				continue
-			}
-			for _, want := range events {
-				if strings.HasPrefix(e, want) {
-					l := s.lines[i]
-					s.mu.Unlock()
-					return l, nil
-				}
+			if e, ok := Event(s.lines[i].Text); ok && match(e) {
+				l := s.lines[i]
+				s.mu.Unlock()
+				return l, nil
 			}
 		}
 		done, changed := s.done, s.changed
 		s.mu.Unlock()
 		if done {
-			return Line{}, fmt.Errorf("serial console closed (QEMU exited) before %q", Prefix+event)
+			return Line{}, fmt.Errorf("serial console closed (QEMU exited) before %s", what)
 		}
 		select {
 		case <-ctx.Done():
-			return Line{}, fmt.Errorf("waiting for %q: %w", Prefix+event, ctx.Err())
+			return Line{}, fmt.Errorf("waiting for %s: %w", what, ctx.Err())
 		case <-changed:
 		}
 	}

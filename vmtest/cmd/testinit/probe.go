@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/vishvananda/netlink"
+	"golang.org/x/sys/unix"
 	"golang.org/x/net/icmp"
 	"golang.org/x/net/ipv4"
 )
@@ -87,7 +88,7 @@ func noreach(addr string, d time.Duration) {
 		report("fail noreach %s: not an IPv4 address", addr)
 		return
 	}
-	h, err := netlink.NewHandle()
+	h, err := netlink.NewHandle(unix.NETLINK_ROUTE)
 	if err != nil {
 		report("fail noreach %s: %v", addr, err)
 		return

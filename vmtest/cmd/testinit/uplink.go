@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/vishvananda/netlink"
+	"golang.org/x/sys/unix"
 
 	"spectrum-os.org/netcfg/internal/mac"
 	"spectrum-os.org/netcfg/vmtest/dhcpc"
@@ -38,8 +39,8 @@ func uplinks() []string {
 
 // dhcp starts the DHCP client (package dhcpc) on every uplink, for as long
 // as the VM runs, and waits up to timeout for each one's first lease. Each
-// client reports its leases and changes as "dhcp IFACE lease addr=...
-// dns=... n=N" (a renewal: "dhcp IFACE renewed ..."); then the step reports
+// client reports every lease that changes something as "dhcp IFACE lease
+// addr=... dns=... n=N" (N counts renewals too); then the step reports
 // "dhcp ok n=NICS" or "fail dhcp ...".
 func dhcp(timeout time.Duration) {
 	// The uplinks' drivers have probed by now (the agent and the disks
@@ -49,7 +50,7 @@ func dhcp(timeout time.Duration) {
 		report("fail dhcp: no NIC without the OUI")
 		return
 	}
-	h, err := netlink.NewHandle()
+	h, err := netlink.NewHandle(unix.NETLINK_ROUTE)
 	if err != nil {
 		report("fail dhcp: %v", err)
 		return
