@@ -120,7 +120,9 @@ func (b *rootBoot) checkRootBoot(initrd string) {
 	plug := mac.LinkID(0x1234)
 	v := bootVM{
 		Kernel: b.k.Vmlinux, Initrd: initrd, Disk: b.rootImg,
-		Cmdline: fmt.Sprintf("root=/dev/vda console=ttyS0 panic=-1 rd.shell=0 spectrum.watch spectrum.expect=%s,%s spectrum.timeout=180",
+		// rd.skipfsck: the disk is read-only, as spectrumd gives every
+		// image, and dracut's fsck of the root wants it writable.
+		Cmdline: fmt.Sprintf("root=/dev/vda console=ttyS0 panic=-1 rd.shell=0 rd.skipfsck spectrum.watch spectrum.expect=%s,%s spectrum.timeout=180",
 			boot.MAC(mac.Client), plug.MAC(mac.Client)),
 		MACs: []string{boot.MAC(mac.Client).String()},
 	}
