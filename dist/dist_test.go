@@ -198,3 +198,17 @@ func TestUnitVerifies(t *testing.T) {
 		t.Errorf("systemd-analyze verify warns about the unit:\n%s", out)
 	}
 }
+
+// TestUnitExposure: systemd-analyze security rates the installed unit at
+// most 3.0 (it rated the unit before issue 13 4.8).
+func TestUnitExposure(t *testing.T) {
+	testenv.Tool(t, "systemd-analyze", "make deps installs systemd")
+	dest := install(t, "INITRAMFS=")
+	unit := filepath.Join(dest, "usr/local/lib/systemd/system/spectrumd.service")
+	out, err := exec.Command("systemd-analyze", "security", "--offline=true", "--threshold=30", "--no-pager", unit).CombinedOutput()
+	lines := strings.Split(strings.TrimSpace(string(out)), "\n")
+	t.Log(lines[len(lines)-1])
+	if err != nil {
+		t.Errorf("systemd-analyze security --threshold=30: %v\n%s", err, out)
+	}
+}

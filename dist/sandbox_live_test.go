@@ -1,0 +1,379 @@
+package dist
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"spectrum-os.org/netcfg/host/control"
+	"spectrum-os.org/netcfg/internal/nstest"
+	"spectrum-os.org/netcfg/internal/stubkernel"
+	"spectrum-os.org/netcfg/internal/testenv"
+	"spectrum-os.org/netcfg/vmtest/distinit"
+)
+
+// sandboxEnv is one `make install` and a data directory, for lifecycles
+// under the installed unit's sandbox. It lives under /run, not /tmp: the
+// sandbox's PrivateTmp hides /tmp.
+type sandboxEnv struct {
+	root, bin, data string
+	unit            unitKeys
+	runs            int
+}
+
+func newSandboxEnv(t *testing.T) *sandboxEnv {
+	t.Helper()
+	testenv.Root(t, "to run spectrumd under its unit's sandbox (namespaces, taps, QEMU as other users)")
+	testenv.Tool(t, "qemu-system-x86_64", "make deps installs qemu-system-x86")
+	testenv.Tool(t, "ip", "make deps installs iproute2")
+	root, err := os.MkdirTemp("/run", "spectrum-sandbox-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(root) })
+	dest := filepath.Join(root, "dest")
+	if out, err := distinit.Install(repoRoot(t), bins(t), dest, "INITRAMFS="); err != nil {
+		t.Fatalf("%v\n%s", err, out)
+	}
+	env := &sandboxEnv{root: root, bin: filepath.Join(dest, "usr/local/bin/spectrumd"), data: filepath.Join(root, "data")}
+	env.unit = parseUnit(readFile(t, filepath.Join(dest, "usr/local/lib/systemd/system/spectrumd.service")))
+
+	// The VM directories belong to their user, as on a user partition:
+	// 0700 directories and 0600 files of uid 65534, which root reads only
+	// with CAP_DAC_READ_SEARCH.
+	for _, f := range []struct {
+		path string
+		body []byte
+	}{
+		{"net/vmlinux", stubkernel.ELF()},
+		{"net/blk/root.img", make([]byte, 1<<20)},
+		{"app/vmlinux", stubkernel.ELF()},
+		{"app/blk/root.img", make([]byte, 1<<20)},
+		{"app/providers/net/net", nil},
+	} {
+		p := filepath.Join(env.data, f.path)
+		if err := os.MkdirAll(filepath.Dir(p), 0o700); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(p, f.body, 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	filepath.Walk(env.data, func(p string, _ os.FileInfo, err error) error {
+		if err == nil {
+			err = os.Lchown(p, 65534, 65534)
+		}
+		return err
+	})
+	return env
+}
+
+// serve is one `spectrumd serve` under the sandbox.
+type serve struct {
+	cmd    *exec.Cmd
+	log    string
+	run    string
+	exited chan error
+}
+
+func (s *serve) logTail() string {
+	b, _ := os.ReadFile(s.log)
+	if len(b) > 60000 {
+		b = b[len(b)-60000:]
+	}
+	return string(b)
+}
+
+// errorf is an error of the lifecycle, with spectrumd's log.
+func (s *serve) errorf(format string, args ...any) error {
+	return fmt.Errorf(format+"\nspectrumd's log (the end):\n%s", append(args, s.logTail())...)
+}
+
+func (s *serve) call(req control.Request, wait time.Duration) (control.Response, error) {
+	return control.Call(filepath.Join(s.run, "control.sock"), req, wait)
+}
+
+// startServe starts spectrumd serve in ns under sb.
+func (e *sandboxEnv) startServe(t *testing.T, ns *nstest.NS, sb sandbox, state, run string) (*serve, error) {
+	b, err := json.Marshal(sb)
+	if err != nil {
+		return nil, err
+	}
+	s := &serve{log: filepath.Join(e.root, fmt.Sprintf("serve-%d.log", e.runs)), run: run, exited: make(chan error, 1)}
+	e.runs++
+	lf, err := os.Create(s.log)
+	if err != nil {
+		return nil, err
+	}
+	defer lf.Close()
+	s.cmd = ns.Command(context.Background(), os.Args[0])
+	s.cmd.Env = testenv.HelperEnv(helperSandbox, "SPECTRUM_SANDBOX="+string(b))
+	s.cmd.Stdout, s.cmd.Stderr = lf, lf
+	if err := s.cmd.Start(); err != nil {
+		return nil, err
+	}
+	go func() { s.exited <- s.cmd.Wait() }()
+	t.Cleanup(func() {
+		if s.cmd.ProcessState == nil {
+			s.cmd.Process.Signal(syscall.SIGTERM)
+			select {
+			case <-s.exited:
+			case <-time.After(30 * time.Second):
+				s.cmd.Process.Kill()
+			}
+		}
+	})
+	deadline := time.Now().Add(60 * time.Second)
+	for {
+		if _, err := s.call(control.Request{Op: "list"}, 5*time.Second); err == nil {
+			return s, nil
+		}
+		select {
+		case err := <-s.exited:
+			return nil, s.errorf("spectrumd serve exited before serving: %v", err)
+		case <-time.After(50 * time.Millisecond):
+		}
+		if time.Now().After(deadline) {
+			return nil, s.errorf("spectrumd serve does not answer")
+		}
+	}
+}
+
+// running waits until every VM of names runs, not with a pid of not, and
+// returns their pids.
+func (s *serve) running(names []string, not map[string]int) (map[string]int, error) {
+	deadline := time.Now().Add(90 * time.Second)
+	for {
+		pids := map[string]int{}
+		for _, n := range names {
+			r, err := s.call(control.Request{Op: "status", Name: n}, 10*time.Second)
+			if err == nil && len(r.VMs) == 1 && r.VMs[0].State == "running" && r.VMs[0].PID != 0 && r.VMs[0].PID != not[n] {
+				pids[n] = r.VMs[0].PID
+			}
+		}
+		if len(pids) == len(names) {
+			return pids, nil
+		}
+		if time.Now().After(deadline) {
+			return nil, s.errorf("VMs %v not all running: %v", names, pids)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+// procStatus is /proc/PID/status as fields.
+func procStatus(pid int) (map[string]string, error) {
+	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/status")
+	if err != nil {
+		return nil, err
+	}
+	out := map[string]string{}
+	for _, l := range strings.Split(string(b), "\n") {
+		if k, v, ok := strings.Cut(l, ":"); ok {
+			out[k] = strings.TrimSpace(v)
+		}
+	}
+	return out, nil
+}
+
+func gone(pid int) bool {
+	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
+	if err != nil {
+		return true
+	}
+	_, after, _ := strings.Cut(string(b), ") ")
+	return strings.HasPrefix(after, "Z")
+}
+
+func waitGone(pids map[string]int, wait time.Duration) error {
+	deadline := time.Now().Add(wait)
+	for name, pid := range pids {
+		for !gone(pid) {
+			if time.Now().After(deadline) {
+				return fmt.Errorf("QEMU of %s (pid %d) still runs", name, pid)
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+	}
+	return nil
+}
+
+// lifecycle runs, under the unit's sandbox less drop (capability names or
+// system calls): serve; start a client, so its provider starts first and
+// the link is wired and hot-plugged; SIGKILL of the client's QEMU (a
+// crash: relaunched); stop of both, whose guests (the stub kernel) ignore
+// the power button, so each QEMU is killed after -stop-timeout; start
+// again and SIGKILL spectrumd (its QEMUs die with it); serve again on the
+// same state, start, SIGTERM. It returns the first step that failed.
+func (e *sandboxEnv) lifecycle(t *testing.T, drop ...string) error {
+	ns := nstest.New(t)
+	dir, err := os.MkdirTemp(e.root, "life-")
+	if err != nil {
+		return err
+	}
+	state, run := filepath.Join(dir, "state"), filepath.Join(dir, "run")
+	for _, d := range []string{state, run} {
+		if err := os.Mkdir(d, 0o700); err != nil {
+			return err
+		}
+	}
+	argv := []string{e.bin, "serve", "-data", e.data, "-state", state, "-run", run, "-accel", "tcg", "-memory", "64",
+		"-stop-timeout", "1s", "-nic-timeout", "500ms"}
+	sb := unitSandbox(t, e.unit, []string{state, run}, argv, drop...)
+
+	s, err := e.startServe(t, ns, sb, state, run)
+	if err != nil {
+		return err
+	}
+	// spectrumd holds exactly the unit's capabilities, under the filter.
+	st, err := procStatus(s.cmd.Process.Pid)
+	if err != nil {
+		return err
+	}
+	var mask uint64
+	for _, c := range sb.Caps {
+		mask |= 1 << c
+	}
+	for k, want := range map[string]string{"CapBnd": fmt.Sprintf("%016x", mask), "CapEff": fmt.Sprintf("%016x", mask),
+		"CapPrm": fmt.Sprintf("%016x", mask), "CapInh": "0000000000000000", "CapAmb": "0000000000000000",
+		"NoNewPrivs": "1", "Seccomp": "2", "Seccomp_filters": "1", "Uid": "0\t0\t0\t0"} {
+		if st[k] != want {
+			return s.errorf("spectrumd's %s is %q, want %q", k, st[k], want)
+		}
+	}
+
+	both := []string{"net", "app"}
+	if _, err := s.call(control.Request{Op: "start", Name: "app"}, 2*time.Minute); err != nil {
+		return s.errorf("start app: %v", err)
+	}
+	pids, err := s.running(both, nil)
+	if err != nil {
+		return err
+	}
+	// Each QEMU: its own uid, no capabilities, the unit's filter and its
+	// own sandbox on top; and its guest boots (the stub kernel's line on
+	// the serial console).
+	for name, pid := range pids {
+		q, err := procStatus(pid)
+		if err != nil {
+			return err
+		}
+		if strings.HasPrefix(q["Uid"], "0\t") || q["CapEff"] != "0000000000000000" || q["Seccomp_filters"] != "2" {
+			return s.errorf("QEMU of %s: Uid %q, CapEff %q, Seccomp_filters %q; want a uid of its own, none, 2", name, q["Uid"], q["CapEff"], q["Seccomp_filters"])
+		}
+		t.Logf("QEMU of %s: pid %d, Uid %s, CapEff %s, Seccomp_filters %s", name, pid, strings.Fields(q["Uid"])[0], q["CapEff"], q["Seccomp_filters"])
+		deadline := time.Now().Add(60 * time.Second)
+		for {
+			b, _ := os.ReadFile(filepath.Join(state, "logs", name+".log"))
+			if strings.Contains(string(b), stubkernel.Message) {
+				break
+			}
+			if time.Now().After(deadline) {
+				return s.errorf("the guest of %s wrote nothing on its serial console:\n%s", name, b)
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+	}
+
+	// A crash: the supervisor relaunches it.
+	syscall.Kill(pids["app"], syscall.SIGKILL)
+	relaunched, err := s.running([]string{"app"}, map[string]int{"app": pids["app"]})
+	if err != nil {
+		return fmt.Errorf("after the client's QEMU was killed: %w", err)
+	}
+	t.Logf("the client's QEMU killed (pid %d), relaunched (pid %d)", pids["app"], relaunched["app"])
+	pids["app"] = relaunched["app"]
+
+	// Stops of guests that ignore the power button: QEMU is killed, which
+	// takes CAP_KILL (it runs as another uid).
+	for _, n := range []string{"app", "net"} {
+		began := time.Now()
+		if _, err := s.call(control.Request{Op: "stop", Name: n}, 90*time.Second); err != nil {
+			return s.errorf("stop %s: %v", n, err)
+		}
+		t.Logf("stop %s (a guest that ignores the power button): %v", n, time.Since(began).Round(time.Millisecond))
+	}
+	if err := waitGone(pids, 10*time.Second); err != nil {
+		return s.errorf("after stop: %v", err)
+	}
+
+	// SIGKILL of spectrumd: its QEMUs go with it.
+	if _, err := s.call(control.Request{Op: "start", Name: "app"}, 2*time.Minute); err != nil {
+		return s.errorf("start app again: %v", err)
+	}
+	if pids, err = s.running(both, nil); err != nil {
+		return err
+	}
+	s.cmd.Process.Kill()
+	<-s.exited
+	if err := waitGone(pids, 10*time.Second); err != nil {
+		return s.errorf("after SIGKILL of spectrumd: %v", err)
+	}
+	t.Logf("SIGKILL of spectrumd: its QEMUs %v are gone", pids)
+
+	// Serve again on the same state: start, then SIGTERM stops it all.
+	s, err = e.startServe(t, ns, sb, state, run)
+	if err != nil {
+		return fmt.Errorf("serve after SIGKILL: %w", err)
+	}
+	if _, err := s.call(control.Request{Op: "start", Name: "app"}, 2*time.Minute); err != nil {
+		return s.errorf("start app after SIGKILL: %v", err)
+	}
+	if pids, err = s.running(both, nil); err != nil {
+		return err
+	}
+	s.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case err := <-s.exited:
+		if err != nil {
+			return s.errorf("spectrumd serve after SIGTERM: %v", err)
+		}
+	case <-time.After(2 * time.Minute):
+		return s.errorf("spectrumd serve still runs 2 minutes after SIGTERM")
+	}
+	if err := waitGone(pids, 10*time.Second); err != nil {
+		return s.errorf("after SIGTERM: %v", err)
+	}
+	if out := string(ns.IP("-o", "link", "show")); strings.Contains(out, "spbr-") || strings.Contains(out, "spc-") || strings.Contains(out, "spp-") {
+		return s.errorf("links left in spectrumd's namespace:\n%s", out)
+	}
+	t.Logf("serve again, start, SIGTERM: exit status 0, QEMUs %v gone", pids)
+	return nil
+}
+
+// TestUnitSandbox runs spectrumd's lifecycle under exactly the installed
+// unit's sandbox (see sandbox_test.go for what is emulated): it works.
+func TestUnitSandbox(t *testing.T) {
+	env := newSandboxEnv(t)
+	if err := env.lifecycle(t); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestUnitSandboxNeedsAll takes away each capability the unit grants, and
+// the one system call it adds to @system-service: every time the lifecycle
+// fails, so the unit grants nothing spectrumd does not need, and the test
+// above would catch a capability or call that goes missing.
+func TestUnitSandboxNeedsAll(t *testing.T) {
+	env := newSandboxEnv(t)
+	parts := append(strings.Fields(env.unit.last("CapabilityBoundingSet")), "seccomp")
+	for _, p := range parts {
+		t.Run(p, func(t *testing.T) {
+			err := env.lifecycle(t, p)
+			if err == nil {
+				t.Fatalf("the lifecycle works without %s: the unit grants it for nothing", p)
+			}
+			msg, log, _ := strings.Cut(err.Error(), "\nspectrumd's log (the end):\n")
+			lines := strings.Split(strings.TrimSpace(log), "\n")
+			t.Logf("without %s: %s\n  spectrumd's last line: %s", p, msg, lines[len(lines)-1])
+		})
+	}
+}
