@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"spectrum-os.org/netcfg/guest/router"
 	"spectrum-os.org/netcfg/vmtest/initramfs"
 	"spectrum-os.org/netcfg/vmtest/kernel"
 )
@@ -34,7 +35,7 @@ type Assets struct {
 
 // Resolver is the provider's virtual DNS resolver that every client's
 // /etc/resolv.conf names (router.Resolver of the guest's router).
-const Resolver = "100.127.255.53"
+const Resolver = router.Resolver
 
 // GuestFiles are the guest's /etc and /root: the same for every test VM,
 // as one client image must work behind any provider (the resolver is the
