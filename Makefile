@@ -103,12 +103,14 @@ test: deps build vet kernel
 
 # The guest agent's benchmarks exec whole processes in a namespace: they run
 # a fixed 20 times per size, for a median (README, "Guest agent"). The
-# VM benchmark boots the documented pair 5 times under spectrumd (README,
+# VM benchmark boots the documented pair 5 times under spectrumd, the NAT
+# benchmark measures a client's path through netvm's router once (README,
 # "End-to-end tests").
 bench: deps build kernel
 	$(GO) test -run='^$$' -bench=. -benchmem -count=1 $$($(GO) list ./... | grep -vx 'spectrum-os.org/netcfg/guest\|spectrum-os.org/netcfg/vmtest')
 	$(GO) test -run='^$$' -bench=. -benchtime=20x -count=1 ./guest/
 	$(GO) test -run='^$$' -bench=Boot -benchtime=5x -count=1 ./vmtest/
+	$(GO) test -run='^$$' -bench=NAT -benchtime=1x -count=1 ./vmtest/
 	./scripts/bench-daemon.sh
 
 # Start/stop cycles of a client and its provider under a real spectrumd
