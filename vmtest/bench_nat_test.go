@@ -63,7 +63,7 @@ func BenchmarkNAT(b *testing.B) {
 		if len(direct) != natTputRounds || len(nat) != natTputRounds {
 			b.Fatalf("client: throughput reports %q", c.Serial.Events("tput "))
 		}
-		rttDirect, rttNAT := c.Serial.Events("rtt "+gw+" ok")[0], c.Serial.Events("rtt "+lan.Router.String()+" ok")[0]
+		rttDirect, rttNAT := c.Serial.Events("rtt " + gw + " ok")[0], c.Serial.Events("rtt " + lan.Router.String() + " ok")[0]
 		md, mn := median(direct), median(nat)
 		b.ReportMetric(md, "direct-Mbit/s")
 		b.ReportMetric(mn, "nat-Mbit/s")
