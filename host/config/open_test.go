@@ -8,6 +8,8 @@ import (
 	"strings"
 	"syscall"
 	"testing"
+
+	"golang.org/x/sys/unix"
 )
 
 // TestOpen loads a VM, changes its directory the way someone who can write
@@ -189,4 +191,29 @@ func readAll(t *testing.T, f *os.File) string {
 		t.Fatal(err)
 	}
 	return string(b)
+}
+
+// TestOpenReadOnly: every descriptor Open hands on (QEMU gets them) is
+// read-only, so a QEMU taken over by its guest cannot change the VM's
+// kernel, initramfs or disk images through them.
+func TestOpenReadOnly(t *testing.T) {
+	data := filepath.Join(t.TempDir(), "data")
+	tree{}.vm("v").add(tree{"v/initramfs": "cpio"}).build(t, data)
+	f, err := Open(Load(data).VMs["v"])
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	for _, x := range append([]*os.File{f.Kernel, f.Initramfs}, f.Images...) {
+		fl, err := unix.FcntlInt(x.Fd(), unix.F_GETFL, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if fl&unix.O_ACCMODE != unix.O_RDONLY {
+			t.Errorf("%s: open with flags %#o, want read-only", x.Name(), fl)
+		}
+		if _, err := x.Write([]byte("x")); !errors.Is(err, syscall.EBADF) {
+			t.Errorf("%s: a write gives %v, want EBADF", x.Name(), err)
+		}
+	}
 }
