@@ -64,9 +64,12 @@ const serialPipeSize = 1 << 20
 // Start, never opened by QEMU.
 //
 // QEMU is killed if spectrumd dies (PR_SET_PDEATHSIG, set after the uid
-// switch, so it holds). Because Linux ties that signal to the thread that
-// forked, QEMU is started and waited for on a goroutine locked to its own
-// OS thread for QEMU's lifetime.
+// switch, so no credential change clears it). The kernel checks that
+// signal as it checks kill(2), against spectrumd's credentials: without
+// CAP_KILL it is not delivered to a QEMU under another uid, and only the pid
+// file (KillOrphan) finds that QEMU again. Because Linux ties the signal to
+// the thread that forked, QEMU is started and waited for on a goroutine
+// locked to its own OS thread for QEMU's lifetime.
 func Start(ctx context.Context, c Config, stderr io.Writer) (*Process, error) {
 	args, err := c.Args()
 	if err != nil {

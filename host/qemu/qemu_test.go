@@ -277,6 +277,29 @@ func TestDiesWithParent(t *testing.T) {
 	}
 }
 
+// TestParentDeathNeedsCAPKILL: the kernel checks the parent-death signal
+// as it checks kill(2), against the dying parent's credentials. A spectrumd
+// without CAP_KILL (setpriv drops it) cannot signal a QEMU under another
+// uid, so that QEMU outlives it: this is what the pid file and KillOrphan
+// (the next serve's KillOrphans) are for, and why the unit must grant
+// CAP_KILL.
+func TestParentDeathNeedsCAPKILL(t *testing.T) {
+	requireQEMU(t)
+	setpriv := testenv.Tool(t, "setpriv", "util-linux provides it")
+	ctx := testContext(t, 15*time.Second)
+	c := testConfig(t)
+	c.PIDFile = filepath.Join(t.TempDir(), "qemu.pid")
+	pid := startInHelper(t, ctx, c, setpriv, "--bounding-set=-kill", "--inh-caps=-kill", "--")
+	defer syscall.Kill(pid, syscall.SIGKILL)
+	time.Sleep(500 * time.Millisecond)
+	if gone(pid) {
+		t.Fatalf("QEMU %d died with a parent that lacked CAP_KILL: the kernel no longer checks the parent-death signal; update the docs (README, Start)", pid)
+	}
+	if got, err := KillOrphan(c.PIDFile, 5*time.Second); err != nil || got != pid {
+		t.Fatalf("KillOrphan = %d, %v; want %d killed", got, err, pid)
+	}
+}
+
 // gone tells whether pid has exited (no such process, or a zombie).
 func gone(pid int) bool {
 	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
@@ -441,7 +464,7 @@ func carrier(t *testing.T, ns *nstest.NS) []string {
 
 // startInHelper starts QEMU for c in a helper process (startHelper) that
 // exits at once, and returns QEMU's pid.
-func startInHelper(t *testing.T, ctx context.Context, c Config) int {
+func startInHelper(t *testing.T, ctx context.Context, c Config, wrap ...string) int {
 	t.Helper()
 	dir := testDir(c)
 	c.Kernel, c.Initramfs, c.Images = nil, nil, nil
@@ -450,6 +473,10 @@ func startInHelper(t *testing.T, ctx context.Context, c Config) int {
 		t.Fatal(err)
 	}
 	cmd := testenv.HelperCommand(ctx, helperStart, "SPECTRUM_QEMU_CONFIG="+string(cfg), "SPECTRUM_QEMU_DIR="+dir)
+	if len(wrap) > 0 { // run the helper under wrap (setpriv ... --)
+		cmd.Args = append(wrap, cmd.Path)
+		cmd.Path = wrap[0]
+	}
 	cmd.WaitDelay = time.Second // an orphaned QEMU must not keep us reading
 	out, err := cmd.CombinedOutput()
 	if err != nil {
