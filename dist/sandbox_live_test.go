@@ -14,10 +14,12 @@ import (
 	"time"
 
 	"spectrum-os.org/netcfg/host/control"
+	"spectrum-os.org/netcfg/internal/mac"
 	"spectrum-os.org/netcfg/internal/nstest"
 	"spectrum-os.org/netcfg/internal/stubkernel"
 	"spectrum-os.org/netcfg/internal/testenv"
 	"spectrum-os.org/netcfg/vmtest/distinit"
+	"spectrum-os.org/netcfg/vmtest/vm"
 )
 
 // sandboxEnv is one `make install` and a data directory, for lifecycles
@@ -375,5 +377,121 @@ func TestUnitSandboxNeedsAll(t *testing.T) {
 			lines := strings.Split(strings.TrimSpace(log), "\n")
 			t.Logf("without %s: %s\n  spectrumd's last line: %s", p, msg, lines[len(lines)-1])
 		})
+	}
+}
+
+// waitLog waits until the VM's serial log in state holds want.
+func (s *serve) waitLog(state, name, want string, wait time.Duration) error {
+	deadline := time.Now().Add(wait)
+	for {
+		b, _ := os.ReadFile(filepath.Join(state, "logs", name+".log"))
+		if strings.Contains(string(b), want) {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return s.errorf("%s's serial console never showed %q:\n%s", name, want, b)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+// TestUnitSandboxRealGuests boots the documented pair, Linux guests (the
+// Debian test kernel and the test init), under the unit's sandbox: their
+// agents configure the link, they ping each other through it, the
+// client's console answers on hvc0, and stop powers each down by the power
+// button. So QEMU's devices (virtio-net, -blk, -console, the serial port,
+// ACPI) work under the unit's filter and view, not only the stub kernel's
+// boot.
+func TestUnitSandboxRealGuests(t *testing.T) {
+	env := newSandboxEnv(t)
+	a := vm.BuildAssets(t, vm.Require(t))
+	data := filepath.Join(env.root, "guests")
+	specs := []vm.Spec{{Name: "netvm", Cmdline: "spectrum.watch"}, {Name: "appvm-lynx", Providers: []string{"netvm"}}}
+	for _, sp := range specs {
+		if _, err := vm.WriteDir(data, sp, a); err != nil {
+			t.Fatal(err)
+		}
+	}
+	ns := nstest.New(t)
+	state, run := filepath.Join(env.root, "guests-state"), filepath.Join(env.root, "guests-run")
+	for _, d := range []string{state, run} {
+		if err := os.Mkdir(d, 0o700); err != nil {
+			t.Fatal(err)
+		}
+	}
+	argv := []string{env.bin, "serve", "-data", data, "-state", state, "-run", run, "-accel", "tcg", "-stop-timeout", "60s"}
+	s, err := env.startServe(t, ns, unitSandbox(t, env.unit, []string{state, run}, argv), state, run)
+	if err != nil {
+		t.Fatal(err)
+	}
+	st, err := s.call(control.Request{Op: "status", Name: "appvm-lynx"}, 10*time.Second)
+	if err != nil || len(st.VMs) != 1 || len(st.VMs[0].Links) != 1 {
+		t.Fatalf("status appvm-lynx: %+v, %v", st, err)
+	}
+	id, err := mac.ParseLinkID(st.VMs[0].Links[0].ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	gw, addr := id.Gateway().String(), id.ClientAddr().String()
+	specs[0].Test, specs[1].Test = "ping:"+addr+",serve", "ping:"+gw+",serve"
+	for _, sp := range specs {
+		if err := vm.WriteCmdline(filepath.Join(data, sp.Name), sp); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := s.call(control.Request{Op: "start", Name: "appvm-lynx"}, 2*time.Minute); err != nil {
+		t.Fatal(s.errorf("start appvm-lynx: %v", err))
+	}
+	for _, w := range []struct{ vm, line string }{
+		{"appvm-lynx", "spectrum-netcfg: done: 1 configured, 0 failed, status 0"},
+		{"appvm-lynx", "SPECTRUM-TEST: ping " + gw + " icmp ok"},
+		{"netvm", "SPECTRUM-TEST: ping " + addr + " icmp ok"},
+	} {
+		if err := s.waitLog(state, w.vm, w.line, 3*time.Minute); err != nil {
+			t.Fatal(err)
+		}
+	}
+	t.Logf("both guests booted, configured the link %s and pinged each other", id)
+
+	// The client's console: a shell on hvc0.
+	_, br, c, err := control.Dial(filepath.Join(run, "control.sock"), control.Request{Op: "console", Name: "appvm-lynx"}, 10*time.Second)
+	if err != nil {
+		t.Fatal(s.errorf("console: %v", err))
+	}
+	if _, err := c.Write([]byte("\necho hvc0-$((6*7))\n")); err != nil {
+		t.Fatal(err)
+	}
+	got := make(chan string, 1)
+	go func() {
+		var out []byte
+		buf := make([]byte, 4096)
+		for !strings.Contains(string(out), "hvc0-42") {
+			n, err := br.Read(buf)
+			out = append(out, buf[:n]...)
+			if err != nil {
+				break
+			}
+		}
+		got <- string(out)
+	}()
+	select {
+	case out := <-got:
+		if !strings.Contains(out, "hvc0-42") {
+			t.Errorf("the console showed %q, no hvc0-42", out)
+		}
+	case <-time.After(2 * time.Minute):
+		t.Error("the console never answered")
+	}
+	c.Close()
+
+	for _, n := range []string{"appvm-lynx", "netvm"} {
+		began := time.Now()
+		if _, err := s.call(control.Request{Op: "stop", Name: n}, 2*time.Minute); err != nil {
+			t.Fatal(s.errorf("stop %s: %v", n, err))
+		}
+		if err := s.waitLog(state, n, "SPECTRUM-TEST: power button pressed", 5*time.Second); err != nil {
+			t.Fatal(err)
+		}
+		t.Logf("stop %s: powered down by the power button in %v", n, time.Since(began).Round(time.Millisecond))
 	}
 }
