@@ -56,10 +56,13 @@ build:
 kernel: deps
 	@./scripts/test-kernel.sh
 
-# The main job: the documented example (netvm providing networking to
-# appvm-lynx) under spectrumd serve in a private network namespace
-# (spectrum-run), the guests' serial lines streaming in spectrumd's log.
-# Ctrl-C stops the VMs, removes the links and deletes the namespace.
+# The main job: the documented example for real. A LAN (DHCP, DNS and a
+# web site in a namespace of its own, spectrum-lan), netvm on it with the
+# router, appvm-lynx browsing through netvm with Debian's lynx, under
+# spectrumd serve in a private network namespace (spectrum-run), the guests'
+# serial lines streaming in spectrumd's log; `spectrumd console appvm-lynx`
+# in a second terminal is appvm-lynx's shell. Ctrl-C stops the VMs,
+# removes the links and deletes the namespaces (cmd/spectrum-demo).
 run: deps build kernel
 	$(GO) build -o $(BIN)/spectrum-demo ./cmd/spectrum-demo
 	$(BIN)/spectrum-demo -spectrumd $(BIN)/spectrumd

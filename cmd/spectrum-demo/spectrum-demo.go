@@ -1,22 +1,32 @@
-// Binary spectrum-demo is `make run`: it prepares a svc/data directory with the
-// documented example — netvm providing networking to appvm-lynx — booting
-// the test kernel and the test initramfs, runs `spectrumd serve` in a
-// private network namespace in the foreground, starts appvm-lynx (and so
-// netvm first), and leaves spectrumd's log on the terminal: its lines carry
-// every guest's serial console, tagged vm=NAME. Ctrl-C stops every VM,
-// removes every link and deletes the namespace.
+// Binary spectrum-demo is `make run`: the reference documentation's example
+// for real. It starts a LAN (vmtest/lan: a namespace with a DHCP server, a
+// DNS server and a web site, www.lan.test, on 203.0.113.0/24), writes a
+// svc/data directory with netvm (an uplink on the LAN's bridge, its DHCP
+// client, the router: spectrum-netcfg -watch -route) providing networking
+// to appvm-lynx (Debian's lynx), runs `spectrumd serve` in a network
+// namespace of its own in the foreground and starts appvm-lynx (so netvm
+// first). spectrumd's log is the stream, every guest's serial console in
+// it: at start appvm-lynx shows the LAN's front page with `lynx -dump
+// http://www.lan.test/`, fetched by name through netvm. Then `spectrumd
+// console appvm-lynx` in a second terminal gives a shell on its
+// virtio-console, where lynx browses interactively. Ctrl-C stops every VM,
+// removes every link and deletes the namespaces.
 //
-// Everything lives in .cache/run/ of the repository: svc/data (written
-// afresh each run), state (link ids, kept, so the addresses stay the same
-// from run to run, and the per-VM logs) and run (sockets). It needs root
-// (namespaces and taps), QEMU and the test kernel (`make kernel`).
+// Everything it writes lives in .cache/run/ of the repository (-dir):
+// svc/data (written afresh each run), state (link ids, kept, so addresses
+// stay the same from run to run, and the per-VM logs), lan (the DHCP
+// server's leases and the LAN's log) and, when a spectrumd already serves
+// the default run directory, run. It needs root (namespaces, bridges,
+// taps), QEMU, dnsmasq, busybox-static, lynx and the test kernel (`make
+// run` installs or fetches them first).
 package main
 
 import (
-	"encoding/json"
+	"bufio"
 	"errors"
 	"flag"
 	"fmt"
+	"io"
 	"os"
 	"os/exec"
 	"os/signal"
@@ -25,81 +35,145 @@ import (
 	"syscall"
 	"time"
 
-	"spectrum-os.org/netcfg/host/control"
-	"spectrum-os.org/netcfg/internal/mac"
+	"spectrum-os.org/netcfg/host/cli"
 	"spectrum-os.org/netcfg/vmtest/kernel"
+	"spectrum-os.org/netcfg/vmtest/lan"
 	"spectrum-os.org/netcfg/vmtest/vm"
 )
 
-// netns is the namespace's name: fixed, so a run that was killed leaves
-// one behind that the next run removes.
-const netns = "spectrum-run"
+// config is the demo's flags.
+type config struct {
+	spectrumd string // the binary
+	dir       string // everything written; "" is .cache/run of the repository
+	netns     string // spectrumd's network namespace
+	lanNS     string // the LAN's
+	run       string // spectrumd's run directory; "" chooses (see chooseRun)
+}
 
 func main() {
-	bin := flag.String("spectrumd", "bin/spectrumd", "the spectrumd `binary`")
+	var c config
+	flag.StringVar(&c.spectrumd, "spectrumd", "bin/spectrumd", "the spectrumd `binary`")
+	flag.StringVar(&c.dir, "dir", "", "`directory` for the VM directories, spectrumd's state and the LAN (default .cache/run of the repository)")
+	// Fixed names, so a run that was killed leaves namespaces behind
+	// that the next run removes.
+	flag.StringVar(&c.netns, "netns", "spectrum-run", "spectrumd's network `namespace`")
+	flag.StringVar(&c.lanNS, "lan-netns", "spectrum-lan", "the LAN's network `namespace`")
+	flag.StringVar(&c.run, "run", "", "spectrumd's run `directory` (default "+cli.DefaultRun+", or DIR/run when another spectrumd serves that)")
 	flag.Parse()
-	if err := run(*bin); err != nil {
+	if err := run(c, time.Now()); err != nil {
 		fmt.Fprintln(os.Stderr, "make run:", err)
 		os.Exit(1)
 	}
 }
 
-func run(bin string) error {
+// The demo's names.
+const (
+	bridge  = "lan0" // the LAN's bridge in spectrumd's namespace: netvm's uplinks/net entry
+	pageURL = "http://" + lan.WebName + "/"
+)
+
+// Markers of the test init on appvm-lynx's console (vmtest/cmd/testinit).
+const (
+	pageShown  = "SPECTRUM-TEST: lynx " + pageURL + " ok"
+	pageFailed = "SPECTRUM-TEST: fail lynx " + pageURL
+)
+
+func run(c config, start time.Time) error {
 	if os.Geteuid() != 0 {
-		return errors.New("needs root: spectrumd creates bridges and taps in a network namespace")
+		return errors.New("needs root: namespaces, bridges and taps")
 	}
-	bin, err := filepath.Abs(bin)
+	bin, err := filepath.Abs(c.spectrumd)
 	if err != nil {
 		return err
 	}
-	root, err := kernel.RepoRoot()
-	if err != nil {
-		return err
+	if c.dir == "" {
+		root, err := kernel.RepoRoot()
+		if err != nil {
+			return err
+		}
+		c.dir = filepath.Join(root, ".cache", "run")
 	}
 	k, err := kernel.Find()
 	if err != nil {
 		return fmt.Errorf("%w (make kernel fetches it)", err)
 	}
-	say("building the guest initramfs (test init, spectrum-netcfg, %s's modules)", filepath.Base(k.Vmlinux))
+	say("building the guest initramfs: the test init, spectrum-netcfg, busybox, Debian's lynx with its libraries, %s's modules", filepath.Base(k.Vmlinux))
+	t0 := time.Now()
 	a, err := vm.Build(k)
 	if err != nil {
 		return err
 	}
-	base := filepath.Join(root, ".cache", "run")
-	data, state, rundir := filepath.Join(base, "svc", "data"), filepath.Join(base, "state"), filepath.Join(base, "run")
+	say("initramfs ready in %.1fs: %s (appvm-lynx), %s (netvm)", time.Since(t0).Seconds(), relTo(c.dir, a.Lynx), relTo(c.dir, a.Initramfs))
+
+	data, state := filepath.Join(c.dir, "svc", "data"), filepath.Join(c.dir, "state")
+	rundir, shared := chooseRun(bin, c)
+	if _, err := os.Stat(rundir); shared && errors.Is(err, os.ErrNotExist) {
+		// Made by spectrumd for this run: its empty directories go
+		// with it.
+		defer func() {
+			os.Remove(filepath.Join(rundir, "vms"))
+			os.Remove(rundir)
+		}()
+	}
 	if err := os.RemoveAll(data); err != nil {
 		return err
 	}
-	// A run killed without its cleanup left its namespace (and links and
-	// sockets): start from nothing.
-	exec.Command("ip", "netns", "del", netns).Run()
-	os.RemoveAll(rundir)
-	if err := os.MkdirAll(data, 0o755); err != nil {
-		return err
+	// A run killed without its cleanup left its namespace (its bridge,
+	// uplink taps) behind: start from nothing. (The LAN removes its own.)
+	exec.Command("ip", "netns", "del", c.netns).Run()
+	if !shared {
+		os.RemoveAll(rundir)
 	}
-	netvm := vm.Spec{Name: "netvm", Cmdline: "quiet spectrum.watch", Test: "serve"}
-	app := vm.Spec{Name: "appvm-lynx", Providers: []string{"netvm"}, Cmdline: "quiet", Test: "serve"}
+	netvm := vm.Spec{Name: "netvm", Uplinks: []string{bridge}, Cmdline: "quiet spectrum.watch spectrum.route", Test: "dhcp,serve"}
+	app := vm.Spec{Name: "appvm-lynx", Providers: []string{"netvm"}, Lynx: true, Cmdline: "quiet", Test: "lynx:" + pageURL + ",serve"}
 	for _, s := range []vm.Spec{netvm, app} {
 		if _, err := vm.WriteDir(data, s, a); err != nil {
 			return err
 		}
 	}
-	if out, err := exec.Command("ip", "netns", "add", netns).CombinedOutput(); err != nil {
-		return fmt.Errorf("ip netns add %s: %v: %s", netns, err, out)
+
+	if out, err := exec.Command("ip", "netns", "add", c.netns).CombinedOutput(); err != nil {
+		return fmt.Errorf("ip netns add %s: %v: %s", c.netns, err, out)
 	}
 	defer func() {
-		if out, err := exec.Command("ip", "netns", "del", netns).CombinedOutput(); err != nil {
-			fmt.Fprintf(os.Stderr, "make run: ip netns del %s: %v: %s\n", netns, err, out)
+		if out, err := exec.Command("ip", "netns", "del", c.netns).CombinedOutput(); err != nil {
+			fmt.Fprintf(os.Stderr, "make run: ip netns del %s: %v: %s\n", c.netns, err, out)
 		} else {
-			say("network namespace %s deleted", netns)
+			say("network namespace %s deleted", c.netns)
 		}
 	}()
-	exec.Command("ip", "-n", netns, "link", "set", "lo", "up").Run()
+	exec.Command("ip", "-n", c.netns, "link", "set", "lo", "up").Run()
+	lanDir := filepath.Join(c.dir, "lan")
+	if err := os.MkdirAll(lanDir, 0o755); err != nil {
+		return err
+	}
+	lanLog, err := os.Create(filepath.Join(lanDir, "lan.log"))
+	if err != nil {
+		return err
+	}
+	defer lanLog.Close()
+	l, err := lan.Start(lan.Config{HostNS: c.netns, Bridge: bridge, NS: c.lanNS, Dir: lanDir, Log: lanLog})
+	if err != nil {
+		return err
+	}
+	defer func() {
+		if err := l.Close(); err != nil {
+			fmt.Fprintf(os.Stderr, "make run: LAN: %v\n", err)
+		} else {
+			say("LAN stopped, namespace %s deleted", c.lanNS)
+		}
+	}()
+	say("LAN up in namespace %s, on bridge %s of %s: DHCP server %v, DNS server %v, %s at %v (203.0.113.0/24, no route to the VMs); its log: %s",
+		c.lanNS, bridge, c.netns, lan.Router, lan.First.DNS, lan.WebName, lan.First.Web, lanLog.Name())
 
-	args := []string{"netns", "exec", netns, bin, "serve", "-data", data, "-state", state, "-run", rundir, "-stop-timeout", "10s"}
+	args := []string{"netns", "exec", c.netns, bin, "serve", "-data", data, "-state", state, "-run", rundir, "-stop-timeout", "10s"}
 	say("ip %s", strings.Join(args, " "))
 	serve := exec.Command("ip", args...)
-	serve.Stdout, serve.Stderr = os.Stdout, os.Stderr
+	out, err := serve.StdoutPipe()
+	if err != nil {
+		return err
+	}
+	serve.Stderr = serve.Stdout
 	// Its own process group: Ctrl-C reaches this program only, which
 	// turns it into one SIGTERM for spectrumd; the terminal's SIGINT
 	// must not hit the QEMUs before spectrumd powers them down.
@@ -109,19 +183,19 @@ func run(bin string) error {
 	if err := serve.Start(); err != nil {
 		return err
 	}
+	page := make(chan bool, 1)
+	logDone := make(chan struct{})
+	go func() { copyLog(os.Stdout, out, page); close(logDone) }()
 	exited := make(chan error, 1)
-	go func() { exited <- serve.Wait() }()
+	go func() { <-logDone; exited <- serve.Wait() }()
 
-	cli := func(args ...string) ([]byte, error) {
-		out, err := exec.Command(bin, append([]string{args[0], "-run", rundir}, args[1:]...)...).CombinedOutput()
-		if err != nil {
-			return out, fmt.Errorf("spectrumd %s: %v: %s", strings.Join(args, " "), err, out)
-		}
-		return out, nil
-	}
 	started := make(chan error, 1)
-	go func() { started <- startExample(cli, data, netvm, app) }()
+	go func() { started <- startApp(bin, rundir) }()
 
+	console := "spectrumd console appvm-lynx"
+	if rundir != cli.DefaultRun {
+		console = "spectrumd console -run " + rundir + " appvm-lynx"
+	}
 	interrupted := false
 	for {
 		select {
@@ -130,8 +204,17 @@ func run(bin string) error {
 				fmt.Fprintln(os.Stderr, "make run:", err)
 				serve.Process.Signal(syscall.SIGTERM)
 			} else {
-				say("appvm-lynx and netvm started; Ctrl-C stops them (`spectrumd status -run %s appvm-lynx` in another terminal)", rundir)
+				say("appvm-lynx started (netvm first); it shows %s with lynx -dump once netvm has its lease and routes", pageURL)
 			}
+		case ok := <-page:
+			if !ok {
+				say("appvm-lynx could not show %s: see netvm's and appvm-lynx's lines above (%s, spectrumd logs NAME)", pageURL, lanLog.Name())
+				continue
+			}
+			say("appvm-lynx showed %s (by name, through netvm) %.1fs after this program started", pageURL, time.Since(start).Seconds())
+			say("In a second terminal, as root: %s %s", filepath.Join(filepath.Dir(c.spectrumd), "spectrumd"), strings.TrimPrefix(console, "spectrumd "))
+			say("  then Enter for its shell; `lynx %s` browses the LAN site (q quits lynx); Ctrl-] detaches", pageURL)
+			say("Ctrl-C here stops everything")
 		case <-sigs:
 			if interrupted {
 				say("killing spectrumd (its QEMUs die with it)")
@@ -150,40 +233,67 @@ func run(bin string) error {
 	}
 }
 
-// startExample waits for spectrumd's control socket, writes the guests'
-// test steps with the link's addresses (spectrumd gives the link id and
-// reads each cmdline at start), and starts appvm-lynx.
-func startExample(cli func(...string) ([]byte, error), data string, netvm, app vm.Spec) error {
-	var out []byte
+// chooseRun picks spectrumd's run directory: the one given, else the
+// default (so that `spectrumd console appvm-lynx` needs no flag) unless a
+// spectrumd already serves it, else one in dir. shared reports the
+// default, which is not removed (spectrumd replaces its stale socket).
+func chooseRun(bin string, c config) (dir string, shared bool) {
+	if c.run != "" {
+		return c.run, false
+	}
+	if exec.Command(bin, "list", "-run", cli.DefaultRun).Run() != nil {
+		return cli.DefaultRun, true
+	}
+	say("a spectrumd already serves %s: this one uses %s", cli.DefaultRun, filepath.Join(c.dir, "run"))
+	return filepath.Join(c.dir, "run"), false
+}
+
+// startApp waits for spectrumd's control socket and starts appvm-lynx.
+func startApp(bin, rundir string) error {
+	cli := func(args ...string) error {
+		out, err := exec.Command(bin, append([]string{args[0], "-run", rundir}, args[1:]...)...).CombinedOutput()
+		if err != nil {
+			return fmt.Errorf("spectrumd %s: %v: %s", strings.Join(args, " "), err, out)
+		}
+		return nil
+	}
 	var err error
-	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(100 * time.Millisecond) {
-		if out, err = cli("status", "-json", "appvm-lynx"); err == nil {
-			break
-		}
-		if time.Now().After(deadline) {
-			return err
+	for deadline := time.Now().Add(30 * time.Second); time.Now().Before(deadline); time.Sleep(100 * time.Millisecond) {
+		if err = cli("status", "appvm-lynx"); err == nil {
+			return cli("start", "appvm-lynx")
 		}
 	}
-	var st control.VMStatus
-	if err := json.Unmarshal(out, &st); err != nil || len(st.Links) != 1 {
-		return fmt.Errorf("spectrumd status -json appvm-lynx: %v: %s", err, out)
-	}
-	id, err := mac.ParseLinkID(st.Links[0].ID)
-	if err != nil {
-		return err
-	}
-	// netvm pings its client and appvm-lynx its gateway (ICMP and UDP
-	// echo, both answer the other's), then each keeps checking the path
-	// every second and logs when it goes down or comes back.
-	netvm.Test = "ping:" + id.ClientAddr().String() + ",pingwatch:" + id.ClientAddr().String() + ",serve"
-	app.Test = "ping:" + id.Gateway().String() + ",pingwatch:" + id.Gateway().String() + ",serve"
-	for _, s := range []vm.Spec{netvm, app} {
-		if err := vm.WriteCmdline(filepath.Join(data, s.Name), s); err != nil {
-			return err
-		}
-	}
-	_, err = cli("start", "appvm-lynx")
 	return err
+}
+
+// copyLog copies spectrumd's log to w line by line and reports on page
+// whether appvm-lynx showed the page (once).
+func copyLog(w io.Writer, r io.Reader, page chan<- bool) {
+	sc := bufio.NewScanner(r)
+	sc.Buffer(make([]byte, 64<<10), 1<<20)
+	told := false
+	for sc.Scan() {
+		line := sc.Text()
+		fmt.Fprintln(w, line)
+		if told || !strings.Contains(line, "vm=appvm-lynx") {
+			continue
+		}
+		switch {
+		case strings.Contains(line, pageShown):
+			told = true
+			page <- true
+		case strings.Contains(line, pageFailed):
+			told = true
+			page <- false
+		}
+	}
+}
+
+func relTo(base, p string) string {
+	if r, err := filepath.Rel(filepath.Dir(base), p); err == nil && !strings.HasPrefix(r, "..") {
+		return r
+	}
+	return p
 }
 
 func say(format string, args ...any) {
