@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"log/slog"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -14,6 +15,7 @@ import (
 	"time"
 
 	"spectrum-os.org/netcfg/host/control"
+	"spectrum-os.org/netcfg/host/vmm"
 	"spectrum-os.org/netcfg/internal/mac"
 	"spectrum-os.org/netcfg/internal/nstest"
 	"spectrum-os.org/netcfg/internal/stubkernel"
@@ -109,6 +111,11 @@ func (e *sandboxEnv) startServe(t *testing.T, ns *nstest.NS, sb sandbox, state, 
 	if err != nil {
 		return nil, err
 	}
+	// Registered first, so it runs last: a QEMU that outlived its
+	// spectrumd (the lifecycle without CAP_KILL, whose parent-death signal
+	// cannot reach another uid) is killed through its pid file, as the
+	// next serve would, instead of running on after the test.
+	t.Cleanup(func() { vmm.KillOrphans(run, slog.New(slog.DiscardHandler)) })
 	s := &serve{log: filepath.Join(e.root, fmt.Sprintf("serve-%d.log", e.runs)), run: run, exited: make(chan error, 1)}
 	e.runs++
 	lf, err := os.Create(s.log)
