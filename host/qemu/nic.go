@@ -136,7 +136,10 @@ func (s *slots) give(id string) {
 // HotplugNIC gives the running VM the NIC n in a free slot of one of its
 // bridges: its tap goes to QEMU with getfd (the caller still owns and
 // closes n.Tap), then netdev_add and device_add with the options a
-// cold-plugged NIC has. On failure nothing is left behind in QEMU.
+// cold-plugged NIC has. When QEMU refuses, nothing is left behind in QEMU.
+// When the session ends on the way (ctx ended before QEMU answered), what
+// QEMU made of it is unknown: the NIC keeps its slot, and its id must not
+// be used again in this QEMU (host/daemon notes it as stuck).
 func (p *Process) HotplugNIC(ctx context.Context, n NIC) error {
 	if len(n.MAC) != 6 || n.Tap == nil {
 		return fmt.Errorf("hotplug %s: want a 6-octet MAC and a tap", n.ID)
@@ -147,44 +150,52 @@ func (p *Process) HotplugNIC(ctx context.Context, n NIC) error {
 	if err := qmp.CheckID(n.ID); err != nil {
 		return err
 	}
+	q, err := p.session(ctx)
+	if err != nil {
+		return fmt.Errorf("hotplug %s: %w", n.ID, err)
+	}
 	b, err := p.slots.take(n.ID)
 	if err != nil {
 		return err
 	}
-	if err := p.hotplug(ctx, n, bridgeID(b)); err != nil {
-		p.slots.give(n.ID)
+	if err := hotplug(ctx, q, n, bridgeID(b)); err != nil {
+		if errors.Is(err, qmp.ErrClosed) {
+			p.lost.add(n.ID)
+		} else {
+			p.slots.give(n.ID)
+		}
 		return fmt.Errorf("hotplug %s: %w", n.ID, err)
 	}
 	return nil
 }
 
-func (p *Process) hotplug(ctx context.Context, n NIC, bus string) error {
+func hotplug(ctx context.Context, q *qmp.Client, n NIC, bus string) error {
 	fdname, vhostname := "tap-"+n.ID, ""
 	names := []string{fdname}
 	// A successful netdev_add takes the named descriptors out of the
 	// monitor's table; after a failure they may still be there.
 	closeFDs := func() {
 		for _, name := range names {
-			p.QMP.Run(ctx, "closefd", map[string]string{"fdname": name}, nil)
+			q.Run(ctx, "closefd", map[string]string{"fdname": name}, nil)
 		}
 	}
-	if err := p.QMP.GetFD(ctx, fdname, n.Tap); err != nil {
+	if err := q.GetFD(ctx, fdname, n.Tap); err != nil {
 		return err
 	}
 	if n.Vhost != nil {
 		vhostname = "vhost-" + n.ID
-		if err := p.QMP.GetFD(ctx, vhostname, n.Vhost); err != nil {
+		if err := q.GetFD(ctx, vhostname, n.Vhost); err != nil {
 			closeFDs()
 			return err
 		}
 		names = append(names, vhostname)
 	}
-	if err := p.QMP.Run(ctx, "netdev_add", qmpArgs(nicNetdev(n.ID, fdname, vhostname)), nil); err != nil {
+	if err := q.Run(ctx, "netdev_add", qmpArgs(nicNetdev(n.ID, fdname, vhostname)), nil); err != nil {
 		closeFDs()
 		return err
 	}
-	if err := p.QMP.Run(ctx, "device_add", qmpArgs(nicDevice(n, bus, -1)), nil); err != nil {
-		return errors.Join(err, p.QMP.Run(ctx, "netdev_del", map[string]string{"id": n.ID}, nil))
+	if err := q.Run(ctx, "device_add", qmpArgs(nicDevice(n, bus, -1)), nil); err != nil {
+		return errors.Join(err, q.Run(ctx, "netdev_del", map[string]string{"id": n.ID}, nil))
 	}
 	return nil
 }
@@ -193,9 +204,77 @@ func (p *Process) hotplug(ctx context.Context, n NIC, bus string) error {
 // device_del, DEVICE_DELETED, netdev_del). Its slot is free again only once
 // the guest has released the device.
 func (p *Process) UnplugNIC(ctx context.Context, id string) error {
-	if err := p.QMP.UnplugNIC(ctx, id); err != nil {
+	q, err := p.session(ctx)
+	if err != nil {
+		return fmt.Errorf("unplug %s: %w", id, err)
+	}
+	if err := q.UnplugNIC(ctx, id); err != nil {
+		if errors.Is(err, qmp.ErrClosed) {
+			p.lost.add(id)
+		}
 		return err
 	}
 	p.slots.give(id)
 	return nil
+}
+
+// session is QMP, first tidied up after the NICs whose hot-plug or unplug
+// ended with an earlier session.
+func (p *Process) session(ctx context.Context) (*qmp.Client, error) {
+	q, err := p.QMP(ctx)
+	if err != nil {
+		return nil, err
+	}
+	p.lost.tidy(ctx, q)
+	return q, nil
+}
+
+// lostNICs are the NICs whose hot-plug or unplug ended with its session
+// (its context ended before QEMU answered). What QEMU made of it is
+// unknown: a QEMU that was frozen may run what was sent once it runs
+// again, so it may hold the NIC's tap under a getfd name or in a netdev,
+// and the guest may have the device.
+type lostNICs struct {
+	mu  sync.Mutex
+	ids map[string]bool
+}
+
+func (l *lostNICs) add(id string) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.ids == nil {
+		l.ids = map[string]bool{}
+	}
+	l.ids[id] = true
+}
+
+// tidy has QEMU let go of the taps of the lost NICs: closefd of the names
+// a hot-plug gives their descriptors and netdev_del, each refused by QEMU
+// when there is nothing to undo. A device the guest has keeps its slot and
+// its id, which is never used again in this QEMU (host/daemon notes it as
+// stuck). A NIC whose tidying is cut short by the session ending again
+// stays lost.
+func (l *lostNICs) tidy(ctx context.Context, q *qmp.Client) {
+	l.mu.Lock()
+	ids := l.ids
+	l.ids = nil
+	l.mu.Unlock()
+	for id := range ids {
+		for _, c := range []struct {
+			cmd  string
+			args map[string]string
+		}{
+			{"closefd", map[string]string{"fdname": "tap-" + id}},
+			{"closefd", map[string]string{"fdname": "vhost-" + id}},
+			{"netdev_del", map[string]string{"id": id}},
+		} {
+			if err := q.Run(ctx, c.cmd, c.args, nil); errors.Is(err, qmp.ErrClosed) || ctx.Err() != nil {
+				for id := range ids {
+					l.add(id)
+				}
+				return
+			}
+		}
+		delete(ids, id)
+	}
 }

@@ -74,7 +74,7 @@ func TestNoLegacyDevices(t *testing.T) {
 	requireQEMU(t)
 	ctx := testContext(t, 60*time.Second)
 	p, _ := start(t, ctx, testConfig(t))
-	tree, err := p.QMP.HumanMonitorCommand(ctx, "info qtree")
+	tree, err := monitor(t, ctx, p).HumanMonitorCommand(ctx, "info qtree")
 	if err != nil {
 		t.Fatal(err)
 	}

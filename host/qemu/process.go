@@ -32,11 +32,11 @@ type Process struct {
 	// keep reading it: when the pipe is full the guest's writes to its
 	// serial port block. The caller closes it.
 	Serial *os.File
-	// QMP is the connected monitor. It is closed when QEMU exits.
-	QMP *qmp.Client
 
 	cmd   *exec.Cmd
-	slots *slots // NIC slots taken on each bridge
+	mon   *session // QMP: see QMP
+	slots *slots   // NIC slots taken on each bridge
+	lost  lostNICs // NICs whose hot-plug or unplug lost its session
 	accel string
 	done  chan struct{}
 	err   error
@@ -187,12 +187,23 @@ func Start(ctx context.Context, c Config, stderr io.Writer) (*Process, error) {
 		<-p.done
 		return nil, fmt.Errorf("qemu %s: %w (exit: %v)", c.Name, err, p.err)
 	}
-	p.QMP = q
+	p.mon = &session{path: c.QMPSocket, cur: q}
 	go func() {
 		<-p.done
-		q.Close()
+		p.mon.close(fmt.Errorf("qmp: QEMU has exited: %w", qmp.ErrClosed))
 	}()
 	return p, nil
+}
+
+// QMP returns the VM's QMP session, waiting at most until ctx ends. A
+// session that has ended while QEMU runs (a call ran out of time before
+// QEMU answered it, and host/qmp closed the session) is replaced by a new
+// one on the same socket, so a QEMU that was frozen or starved for a
+// while can be hot-plugged and stopped again once it answers; concurrent
+// callers share one dial. Once QEMU has exited, QMP fails with an error
+// wrapping qmp.ErrClosed.
+func (p *Process) QMP(ctx context.Context) (*qmp.Client, error) {
+	return p.mon.get(ctx)
 }
 
 // describe names the descriptors of extra (descriptor 3 first): the
@@ -297,7 +308,7 @@ func (p *Process) Stop(timeout time.Duration) (graceful bool, err error) {
 	defer timer.Stop()
 	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
-	if p.QMP.SystemPowerdown(ctx) == nil {
+	if q, err := p.QMP(ctx); err == nil && q.SystemPowerdown(ctx) == nil {
 		select {
 		case <-p.done:
 			return true, nil

@@ -22,6 +22,7 @@ import (
 	"github.com/vishvananda/netns"
 
 	"spectrum-os.org/netcfg/host/link"
+	"spectrum-os.org/netcfg/host/qmp"
 	"spectrum-os.org/netcfg/internal/mac"
 	"spectrum-os.org/netcfg/internal/nstest"
 	"spectrum-os.org/netcfg/internal/stubkernel"
@@ -170,6 +171,16 @@ func start(t *testing.T, ctx context.Context, c Config) (*Process, *bytes.Buffer
 	return p, &stderr
 }
 
+// monitor is p's QMP session.
+func monitor(t *testing.T, ctx context.Context, p *Process) *qmp.Client {
+	t.Helper()
+	q, err := p.QMP(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return q
+}
+
 // TestBoot boots the stub kernel under TCG with the exact production
 // arguments (sandbox included) and waits for its line on the serial reader.
 func TestBoot(t *testing.T) {
@@ -184,7 +195,7 @@ func TestBoot(t *testing.T) {
 		t.Fatalf("no %q on the serial port\nserial:\n%s\nstderr: %s\nreproduce: %s", smokeMessage, serial, stderr, Quote(p.Argv))
 	}
 
-	st, err := p.QMP.Status(ctx)
+	st, err := monitor(t, ctx, p).Status(ctx)
 	if err != nil || !st.Running {
 		t.Errorf("query-status = %+v, %v; want running", st, err)
 	}
@@ -196,7 +207,7 @@ func TestBoot(t *testing.T) {
 			RO   bool   `json:"ro"`
 		} `json:"inserted"`
 	}
-	if err := p.QMP.Run(ctx, "query-block", nil, &blocks); err != nil {
+	if err := monitor(t, ctx, p).Run(ctx, "query-block", nil, &blocks); err != nil {
 		t.Fatal(err)
 	}
 	if len(blocks) != 1 || !strings.HasPrefix(blocks[0].Inserted.File, "/dev/fdset/") || !blocks[0].Inserted.RO {
@@ -212,7 +223,7 @@ func TestBoot(t *testing.T) {
 		conn.Close()
 	}
 
-	if err := p.QMP.Quit(ctx); err != nil {
+	if err := monitor(t, ctx, p).Quit(ctx); err != nil {
 		t.Fatal(err)
 	}
 	if err := p.Wait(); err != nil {
@@ -381,7 +392,7 @@ func TestNICs(t *testing.T) {
 	}
 	providerTap.Close()
 
-	info, err := p.QMP.HumanMonitorCommand(ctx, "info network")
+	info, err := monitor(t, ctx, p).HumanMonitorCommand(ctx, "info network")
 	if err != nil {
 		t.Fatal(err)
 	}

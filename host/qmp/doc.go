@@ -24,7 +24,8 @@
 //     session is closed (Done, and Err says which command timed out): QEMU
 //     answers in order, so a command it did not answer holds up every later
 //     one, and what QEMU did with it is unknown. Dial again for a fresh
-//     session (QEMU accepts a new connection on its monitor socket).
+//     session (QEMU accepts a new connection on its monitor socket), as
+//     host/qemu's Process.QMP does.
 //
 // The framing is the package's own, on a net.UnixConn, rather than
 // github.com/digitalocean/go-qemu's SocketMonitor, which it used to wrap:
