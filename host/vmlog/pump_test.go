@@ -10,6 +10,8 @@ import (
 	"testing"
 	"time"
 	"unicode/utf8"
+
+	"spectrum-os.org/netcfg/internal/printable"
 )
 
 func TestSanitize(t *testing.T) {
@@ -17,7 +19,7 @@ func TestSanitize(t *testing.T) {
 	for _, tt := range []struct{ name, in, want string }{
 		{"plain", "spectrum-netcfg: eth0 up", "spectrum-netcfg: eth0 up"},
 		{"escape sequence", "\x1b[2Jcleared", `\x1b[2Jcleared`},
-		{"carriage return forging a line", "ok\rlevel=INFO msg=fake", `ok\x0dlevel=INFO msg=fake`},
+		{"carriage return forging a line", "ok\rlevel=INFO msg=fake", `ok\rlevel=INFO msg=fake`},
 		{"tab", "a\tb", `a\tb`},
 		{"invalid utf8", "a\xffb", `a\xffb`},
 		{"C1 control, not an invalid byte", "a\u009bb\x9b", `a\u009bb\x9b`},
@@ -66,7 +68,7 @@ func FuzzSanitize(f *testing.F) {
 			t.Fatalf("Sanitize(%q) = %q: invalid UTF-8", in, out)
 		}
 		for _, r := range out {
-			if unsafeRune(r) {
+			if printable.Unsafe(r) {
 				t.Fatalf("Sanitize(%q) = %q keeps %U", in, out, r)
 			}
 		}

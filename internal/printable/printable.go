@@ -8,7 +8,8 @@
 // embeddings, overrides and isolates, zero-width spaces and joiners, the
 // byte-order mark, soft hyphen, tag characters) and every white space but
 // the plain space (no-break and other-width spaces, line and paragraph
-// separators) as \uXXXX or \UXXXXXXXX: the forms of vmlog.Sanitize. Everything else, backslashes
+// separators) as \uXXXX or \UXXXXXXXX (vmlog.Sanitize escapes a guest's serial lines with
+// Append, the same way). Everything else, backslashes
 // included, is left as it is: the escapes are for a person to read, so an
 // escaped string is not meant to be parsed back. Escaping twice changes
 // nothing more.
@@ -50,31 +51,43 @@ func escape(s string, keepNewlines bool) string {
 	if clean {
 		return s
 	}
-	const hex = "0123456789abcdef"
 	b := make([]byte, 0, len(s)+16)
 	for i := 0; i < len(s); {
 		r, size := utf8.DecodeRuneInString(s[i:])
-		switch {
-		case r == utf8.RuneError && size <= 1:
-			b = append(b, '\\', 'x', hex[s[i]>>4], hex[s[i]&0xf])
-		case keepNewlines && r == '\n':
+		if keepNewlines && r == '\n' {
 			b = append(b, '\n')
-		case r == '\t':
-			b = append(b, '\\', 't')
-		case r == '\n':
-			b = append(b, '\\', 'n')
-		case r == '\r':
-			b = append(b, '\\', 'r')
-		case !Unsafe(r):
-			b = append(b, s[i:i+size]...)
-		case r < 0x80: // \x only for ASCII: \x80 and up are bytes of malformed UTF-8
-			b = append(b, '\\', 'x', hex[r>>4], hex[r&0xf])
-		case r <= 0xffff:
-			b = append(b, '\\', 'u', hex[r>>12&0xf], hex[r>>8&0xf], hex[r>>4&0xf], hex[r&0xf])
-		default:
-			b = append(b, '\\', 'U', '0', '0', hex[r>>20&0xf], hex[r>>16&0xf], hex[r>>12&0xf], hex[r>>8&0xf], hex[r>>4&0xf], hex[r&0xf])
+		} else {
+			b = Append(b, s[i:i+size])
 		}
 		i += size
 	}
 	return string(b)
+}
+
+// Append appends one character of untrusted text to b, escaped as String
+// escapes it: c is one rune's UTF-8 encoding, or a single byte of
+// malformed UTF-8 (as utf8.DecodeRuneInString steps through a string).
+// It is the one place the escapes are written, for String and for
+// callers that must bound the result as they go (vmlog.Sanitize).
+func Append(b []byte, c string) []byte {
+	const hex = "0123456789abcdef"
+	r, size := utf8.DecodeRuneInString(c)
+	switch {
+	case r == utf8.RuneError && size <= 1:
+		return append(b, '\\', 'x', hex[c[0]>>4], hex[c[0]&0xf])
+	case r == '\t':
+		return append(b, '\\', 't')
+	case r == '\n':
+		return append(b, '\\', 'n')
+	case r == '\r':
+		return append(b, '\\', 'r')
+	case !Unsafe(r):
+		return append(b, c...)
+	case r < 0x80: // \x only for ASCII: \x80 and up are bytes of malformed UTF-8
+		return append(b, '\\', 'x', hex[r>>4], hex[r&0xf])
+	case r <= 0xffff:
+		return append(b, '\\', 'u', hex[r>>12&0xf], hex[r>>8&0xf], hex[r>>4&0xf], hex[r&0xf])
+	default:
+		return append(b, '\\', 'U', '0', '0', hex[r>>20&0xf], hex[r>>16&0xf], hex[r>>12&0xf], hex[r>>8&0xf], hex[r>>4&0xf], hex[r&0xf])
+	}
 }
