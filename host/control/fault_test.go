@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"spectrum-os.org/netcfg/host/vmlog"
+	"spectrum-os.org/netcfg/internal/leakcheck"
 )
 
 // serveControlWith is serveControl with the server's knobs exposed.
@@ -59,18 +60,6 @@ func ask(path, req string, timeout time.Duration) (Response, error) {
 	return r, err
 }
 
-// settleGoroutines waits until the process runs at most base goroutines
-// and returns the count it saw last.
-func settleGoroutines(base int, within time.Duration) int {
-	deadline := time.Now().Add(within)
-	n := runtime.NumGoroutine()
-	for n > base && time.Now().Before(deadline) {
-		time.Sleep(20 * time.Millisecond)
-		n = runtime.NumGoroutine()
-	}
-	return n
-}
-
 // TestControlClientNeverReadsLogs: a client asks for a log of megabytes and
 // never reads it. The write deadline drops it; meanwhile the others are
 // answered, and its goroutine ends.
@@ -111,7 +100,7 @@ func TestControlClientNeverReadsLogs(t *testing.T) {
 	// The stuck clients are dropped by the write deadline (their
 	// goroutines end); their sockets then reach EOF once the buffered part
 	// is read.
-	if n := settleGoroutines(base, 5*time.Second); n > base {
+	if n := leakcheck.SettleGoroutines(base, 5*time.Second); n > base {
 		t.Errorf("%d goroutines %v after the write deadline, baseline %d", n, time.Since(start), base)
 	}
 	for i, c := range stuck {
@@ -124,7 +113,7 @@ func TestControlClientNeverReadsLogs(t *testing.T) {
 			t.Errorf("stuck client %d got the whole log (%d bytes): no deadline hit", i, n)
 		}
 	}
-	if n := settleGoroutines(base, 5*time.Second); n > base {
+	if n := leakcheck.SettleGoroutines(base, 5*time.Second); n > base {
 		t.Errorf("%d goroutines after the stuck clients were dropped, baseline %d", n, base)
 	}
 }
@@ -222,7 +211,7 @@ func TestControlTooManyClients(t *testing.T) {
 		r, err := ask(path, `{"op":"list"}`+"\n", 5*time.Second)
 		return err == nil && r.OK
 	})
-	if n := settleGoroutines(base, 5*time.Second); n > base {
+	if n := leakcheck.SettleGoroutines(base, 5*time.Second); n > base {
 		t.Errorf("%d goroutines after every client left, baseline %d", n, base)
 	}
 }

@@ -1,20 +1,12 @@
 package daemon
 
 import (
-	"os"
 	"runtime"
 	"testing"
 	"time"
-)
 
-func openFDs(t *testing.T) int {
-	t.Helper()
-	ents, err := os.ReadDir("/proc/self/fd")
-	if err != nil {
-		t.Fatal(err)
-	}
-	return len(ents)
-}
+	"spectrum-os.org/netcfg/internal/leakcheck"
+)
 
 // TestChurn starts and stops a client 200 times against one running
 // provider. Afterwards the provider has no NIC left, no link exists, and
@@ -45,20 +37,16 @@ func TestChurn(t *testing.T) {
 		cycle()
 	}
 	time.Sleep(100 * time.Millisecond)
-	baseG, baseFD, baseHeap := runtime.NumGoroutine(), openFDs(t), heapInuse()
+	baseG, baseFD, baseHeap := runtime.NumGoroutine(), leakcheck.OpenFDs(t), leakcheck.HeapInuse()
 	start := time.Now()
 	for range cycles {
 		cycle()
 	}
 	el := time.Since(start)
-	g := settleGoroutines(baseG, 5*time.Second)
+	g := leakcheck.SettleGoroutines(baseG, 5*time.Second)
 	// A supervisor may still be closing its last instance's files.
-	fds := openFDs(t)
-	for deadline := time.Now().Add(2 * time.Second); fds > baseFD && time.Now().Before(deadline); {
-		time.Sleep(10 * time.Millisecond)
-		fds = openFDs(t)
-	}
-	heap := heapInuse()
+	fds := leakcheck.SettleFDs(t, baseFD, 2*time.Second)
+	heap := leakcheck.HeapInuse()
 	t.Logf("%d cycles in %v (%v each); goroutines %d -> %d, fds %d -> %d, heap %d -> %d KiB",
 		cycles, el.Round(time.Millisecond), (el / cycles).Round(time.Microsecond), baseG, g, baseFD, fds, baseHeap>>10, heap>>10)
 	if n := vmm.inst("net").NICs(); len(n) != 0 {
@@ -80,16 +68,4 @@ func TestChurn(t *testing.T) {
 	if st.State != "running" || st.Restarts != 0 {
 		t.Errorf("provider after churn: %+v", st)
 	}
-}
-
-// settleGoroutines waits until the process runs at most base goroutines
-// and returns the count it saw last.
-func settleGoroutines(base int, within time.Duration) int {
-	deadline := time.Now().Add(within)
-	n := runtime.NumGoroutine()
-	for n > base && time.Now().Before(deadline) {
-		time.Sleep(20 * time.Millisecond)
-		n = runtime.NumGoroutine()
-	}
-	return n
 }

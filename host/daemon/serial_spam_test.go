@@ -3,45 +3,15 @@ package daemon
 import (
 	"bytes"
 	"io"
-	"os"
 	"path/filepath"
-	"runtime"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
 	"spectrum-os.org/netcfg/host/control"
+	"spectrum-os.org/netcfg/internal/leakcheck"
 )
-
-func heapInuse() uint64 {
-	runtime.GC()
-	var ms runtime.MemStats
-	runtime.ReadMemStats(&ms)
-	return ms.HeapInuse
-}
-
-func dirSize(t *testing.T, dir string) int64 {
-	t.Helper()
-	var total int64
-	err := filepath.WalkDir(dir, func(p string, d os.DirEntry, err error) error {
-		if err != nil {
-			return err
-		}
-		if !d.IsDir() {
-			info, err := d.Info()
-			if err != nil {
-				return err
-			}
-			total += info.Size()
-		}
-		return nil
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	return total
-}
 
 // TestDaemonSerialSpam: the same through the daemon, with a fake VM that
 // spews for as long as it runs. Its log stays under twice the cap, the
@@ -87,7 +57,7 @@ func TestDaemonSerialSpam(t *testing.T) {
 	}
 	wg.Wait()
 	lf, _ := d.Logs("noisy")
-	size := dirSize(t, filepath.Dir(lf.Path))
+	size := leakcheck.DirSize(t, filepath.Dir(lf.Path))
 	t.Logf("%d MiB spewed in 40-byte lines in %v (%.1f MiB/s through the daemon); VM log %d bytes on disk (cap %d)",
 		spewed.Load()>>20, el.Round(time.Millisecond), float64(spewed.Load())/(1<<20)/el.Seconds(), size, logCap)
 	if size > 2*logCap {

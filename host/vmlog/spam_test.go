@@ -10,6 +10,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"spectrum-os.org/netcfg/internal/leakcheck"
 )
 
 // spamReader is a guest's serial port writing n bytes of block over and
@@ -68,35 +70,6 @@ func heapPeak() (stop func() uint64) {
 	return func() uint64 { close(done); <-ended; return peak.Load() }
 }
 
-func heapInuse() uint64 {
-	runtime.GC()
-	var ms runtime.MemStats
-	runtime.ReadMemStats(&ms)
-	return ms.HeapInuse
-}
-
-func dirSize(t *testing.T, dir string) int64 {
-	t.Helper()
-	var total int64
-	err := filepath.WalkDir(dir, func(p string, d os.DirEntry, err error) error {
-		if err != nil {
-			return err
-		}
-		if !d.IsDir() {
-			info, err := d.Info()
-			if err != nil {
-				return err
-			}
-			total += info.Size()
-		}
-		return nil
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	return total
-}
-
 // TestSerialSpam: a guest writing 200 MB of lines, then one line of 100 MB
 // without a newline, as fast as the host reads. The VM's log stays within
 // twice its cap, the host's log within its rate, the heap does not grow
@@ -122,14 +95,14 @@ func TestSerialSpam(t *testing.T) {
 			var host countWriter
 			r := &spamReader{block: bytes.Repeat([]byte(tt.block), max(1, 64<<10/len(tt.block))), n: tt.n,
 				tail: strings.NewReader("\nlast line\n")}
-			before := heapInuse()
+			before := leakcheck.HeapInuse()
 			stop := heapPeak()
 			start := time.Now()
 			Pump(r, "spammer", slog.New(slog.NewTextHandler(&host, nil)), lf)
 			el := time.Since(start)
 			peak := stop()
 			lf.Close()
-			size := dirSize(t, dir)
+			size := leakcheck.DirSize(t, dir)
 			mbps := float64(tt.n) / (1 << 20) / el.Seconds()
 			t.Logf("%d MiB in %v (%.0f MiB/s); VM log %d bytes on disk (cap %d); host log %d lines, %d bytes; heap %d KiB before, peak %d KiB",
 				tt.n>>20, el.Round(time.Millisecond), mbps, size, logCap, host.lines.Load(), host.bytes.Load(), before>>10, peak>>10)
@@ -149,7 +122,7 @@ func TestSerialSpam(t *testing.T) {
 			if peak > before+slack {
 				t.Errorf("heap peaked at %d KiB, %d KiB before: grows with the input", peak>>10, before>>10)
 			}
-			if after := heapInuse(); after > before+1<<20 {
+			if after := leakcheck.HeapInuse(); after > before+1<<20 {
 				t.Errorf("heap in use %d KiB after, %d KiB before", after>>10, before>>10)
 			}
 			b, err := os.ReadFile(lf.Path)
