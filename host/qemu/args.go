@@ -3,6 +3,7 @@ package qemu
 import (
 	"errors"
 	"fmt"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -77,6 +78,13 @@ type Config struct {
 	// running (KillOrphan); "" means none. spectrumd writes and removes it;
 	// QEMU has no descriptor of it.
 	PIDFile string
+
+	// Log gets what QMP drops from QEMU (replies that answer nothing,
+	// malformed events, events nobody had room for: see host/qmp), rate
+	// limited by host/qmp, with whatever the logger carries (host/vmm's
+	// has the VM's name); nil means they are only counted. Args does not
+	// use it.
+	Log *slog.Logger
 }
 
 // File descriptor numbers in QEMU's process. Start puts ExtraFiles in the

@@ -51,8 +51,9 @@ const serialPipeSize = 1 << 20
 // with the sockets, the pipe and every NIC's tap as inherited fds (see
 // Config.Args), and connects to QMP. ctx bounds start-up only (until the QMP
 // handshake), not QEMU's life. QEMU's own messages go to stderr (nil:
-// os.Stderr). The caller may close its copies of the files in c (kernel,
-// initramfs, images, taps) once Start returns: QEMU has its own.
+// os.Stderr), and what QMP drops from it to c.Log. The caller may close
+// its copies of the files in c (kernel, initramfs, images, taps) once
+// Start returns: QEMU has its own.
 //
 // QEMU runs from its first instruction as c.UID and c.GID with c.Groups
 // and no capabilities, in a network namespace of its own that holds nothing
@@ -178,7 +179,8 @@ func Start(ctx context.Context, c Config, stderr io.Writer) (*Process, error) {
 
 	// The socket is already listening, so the connection is queued at
 	// once; the handshake waits for QEMU to serve the monitor.
-	q, err := qmp.Dial(ctx, c.QMPSocket)
+	dialer := qmp.Dialer{Log: c.Log}
+	q, err := dialer.Dial(ctx, c.QMPSocket)
 	if err != nil {
 		serialR.Close()
 		if kerr := p.Kill(); kerr != nil {
@@ -187,7 +189,7 @@ func Start(ctx context.Context, c Config, stderr io.Writer) (*Process, error) {
 		<-p.done
 		return nil, fmt.Errorf("qemu %s: %w (exit: %v)", c.Name, err, p.err)
 	}
-	p.mon = &session{path: c.QMPSocket, cur: q}
+	p.mon = &session{path: c.QMPSocket, dialer: dialer, cur: q}
 	go func() {
 		<-p.done
 		p.mon.close(fmt.Errorf("qmp: QEMU has exited: %w", qmp.ErrClosed))

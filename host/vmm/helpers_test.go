@@ -25,7 +25,7 @@ func requireQEMU(t *testing.T) {
 }
 
 func TestMain(m *testing.M) {
-	testenv.RunHelper(map[string]func() int{helperShutdown: shutdownHelper})
+	testenv.RunHelper(map[string]func() int{helperShutdown: shutdownHelper, helperFakeQEMU: fakeQEMUHelper})
 	os.Exit(m.Run())
 }
 

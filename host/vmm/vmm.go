@@ -120,12 +120,14 @@ func (q *QEMU) Launch(ctx context.Context, spec daemon.Spec) (daemon.Instance, e
 	if q.opt.Accel == "kvm" && q.opt.KVMGroup != 0 {
 		groups = []uint32{q.opt.KVMGroup}
 	}
+	log := q.opt.Log.With("vm", spec.VM.Name)
 	c := qemu.Config{
 		Name: spec.VM.Name, Binary: q.opt.Binary,
 		Kernel: files.Kernel, Initramfs: files.Initramfs, Cmdline: spec.VM.Cmdline,
 		Accel: q.opt.Accel, MemoryMiB: q.opt.MemoryMiB, Images: files.Images,
 		QMPSocket: spec.QMPPath, ConsoleSocket: spec.ConsolePath,
 		UID: uid, GID: uid, Groups: groups, PIDFile: spec.PIDPath,
+		Log: log, // QMP's drops, tagged with the VM's name
 	}
 	defer func() { closeVhosts(c.NICs) }() // QEMU has its own copies once Start returns
 	for _, n := range spec.NICs {
@@ -138,7 +140,6 @@ func (q *QEMU) Launch(ctx context.Context, spec daemon.Spec) (daemon.Instance, e
 	}
 	ctx, cancel := context.WithTimeout(ctx, StartTimeout)
 	defer cancel()
-	log := q.opt.Log.With("vm", spec.VM.Name)
 	stderr := newStderrLogger(log)
 	p, err := qemu.Start(ctx, c, stderr)
 	if err != nil {
