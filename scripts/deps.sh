@@ -48,6 +48,8 @@ if [ ${#missing[@]} -gt 0 ]; then
       [ "${missing[$i]}" = udev ] && missing[$i]="udev=$sysv"
     done
   fi
-  apt-get install -y -qq --no-install-recommends "${missing[@]}"
+  # -q, not -qq: a line per package fetched and set up is the first
+  # run's progress.
+  apt-get install -y -q --no-install-recommends "${missing[@]}"
 fi
 go mod download
