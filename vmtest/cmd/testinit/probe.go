@@ -59,6 +59,16 @@ func noping(addr string, d time.Duration) {
 		report("fail noping %s: not an IPv4 address", addr)
 		return
 	}
+	if proto, answered := answers(ip, d); answered {
+		report("fail noping %s %s answered", addr, proto)
+		return
+	}
+	report("noping %s ok", addr)
+}
+
+// answers probes ip with ICMP and UDP echo every half second for d and
+// returns the first protocol that answered, if any.
+func answers(ip net.IP, d time.Duration) (string, bool) {
 	deadline := time.Now().Add(d)
 	for seq := 1; time.Now().Before(deadline); seq++ {
 		for _, p := range []struct {
@@ -66,13 +76,12 @@ func noping(addr string, d time.Duration) {
 			try   func(net.IP, int) (time.Duration, error)
 		}{{"icmp", icmpEcho}, {"udp", udpEcho}} {
 			if _, err := p.try(ip, seq); err == nil {
-				report("fail noping %s %s answered", addr, p.proto)
-				return
+				return p.proto, true
 			}
 		}
 		time.Sleep(500 * time.Millisecond)
 	}
-	report("noping %s ok", addr)
+	return "", false
 }
 
 // noreach expects addr to stay unreachable even through this VM's
@@ -120,18 +129,9 @@ func noreach(addr string, d time.Duration) {
 		dev = l.Attrs().Name
 	}
 	report("noreach %s route via %v dev %s", addr, def.Gw, dev)
-	deadline := time.Now().Add(d)
-	for seq := 1; time.Now().Before(deadline); seq++ {
-		for _, p := range []struct {
-			proto string
-			try   func(net.IP, int) (time.Duration, error)
-		}{{"icmp", icmpEcho}, {"udp", udpEcho}} {
-			if _, err := p.try(ip, seq); err == nil {
-				report("fail noreach %s %s answered", addr, p.proto)
-				return
-			}
-		}
-		time.Sleep(500 * time.Millisecond)
+	if proto, answered := answers(ip, d); answered {
+		report("fail noreach %s %s answered", addr, proto)
+		return
 	}
 	report("noreach %s ok", addr)
 }
