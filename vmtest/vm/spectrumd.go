@@ -302,6 +302,7 @@ type Record struct {
 	Err    string    `json:"err"`
 	Cmd    string    `json:"cmd"`
 	Link   string    `json:"link"`
+	Exit   string    `json:"exit"` // of "VM stopped": QEMU's exit status
 }
 
 // Records parses spectrumd's output so far.
