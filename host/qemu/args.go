@@ -242,6 +242,9 @@ func (c Config) Args() ([]string, error) {
 		// A guest reboot ends QEMU: the supervisor restarts the VM, and sees
 		// and logs a panic or a reboot loop.
 		"-no-reboot",
+		// Paused: Start resumes the guest (cont) after the QMP handshake,
+		// so the greeting is read from a QEMU no guest code has run in.
+		"-S",
 		"-machine", Machine,
 		"-accel", c.Accel,
 		// "max" is the host CPU under KVM and every emulated feature under

@@ -39,7 +39,7 @@ func TestArgs(t *testing.T) {
 	common := func(name string, extra ...string) []string {
 		return append([]string{
 			"-name", "guest=" + name,
-			"-nodefaults", "-no-user-config", "-display", "none", "-no-reboot",
+			"-nodefaults", "-no-user-config", "-display", "none", "-no-reboot", "-S",
 			"-machine", "q35,vmport=off,sata=off,smbus=off,i8042=off", "-accel", "tcg", "-cpu", "max", "-m", "256", "-smp", "1",
 			"-sandbox", "on,obsolete=deny,elevateprivileges=deny,spawn=deny,resourcecontrol=deny",
 		}, extra...)
@@ -101,7 +101,7 @@ func TestArgs(t *testing.T) {
 			},
 			want: cat([]string{
 				"-name", "guest=app",
-				"-nodefaults", "-no-user-config", "-display", "none", "-no-reboot",
+				"-nodefaults", "-no-user-config", "-display", "none", "-no-reboot", "-S",
 				"-machine", "q35,vmport=off,sata=off,smbus=off,i8042=off", "-accel", "kvm", "-cpu", "max", "-m", "512", "-smp", "2",
 				"-sandbox", "on,obsolete=deny,elevateprivileges=deny,spawn=deny,resourcecontrol=deny",
 				"-kernel", "/proc/self/fd/6", "-initrd", "/proc/self/fd/7",
@@ -144,7 +144,7 @@ func TestArgs(t *testing.T) {
 			},
 			want: cat([]string{
 				"-name", "guest=app",
-				"-nodefaults", "-no-user-config", "-display", "none", "-no-reboot",
+				"-nodefaults", "-no-user-config", "-display", "none", "-no-reboot", "-S",
 				"-machine", "q35,vmport=off,sata=off,smbus=off,i8042=off", "-accel", "kvm", "-cpu", "max", "-m", "256", "-smp", "1",
 				"-sandbox", "on,obsolete=deny,elevateprivileges=deny,spawn=deny,resourcecontrol=deny",
 				"-kernel", "/proc/self/fd/6", "-append", DefaultCmdline,

@@ -49,11 +49,13 @@ const serialPipeSize = 1 << 20
 // Start launches QEMU for c. It binds c.QMPSocket and c.ConsoleSocket
 // (replacing stale sockets, mode 0600), creates the serial pipe, runs QEMU
 // with the sockets, the pipe and every NIC's tap as inherited fds (see
-// Config.Args), and connects to QMP. ctx bounds start-up only (until the QMP
-// handshake), not QEMU's life. QEMU's own messages go to stderr (nil:
-// os.Stderr), and what QMP drops from it to c.Log. The caller may close
-// its copies of the files in c (kernel, initramfs, images, taps) once
-// Start returns: QEMU has its own.
+// Config.Args), connects to QMP, and resumes the guest, which QEMU starts
+// paused (cont). ctx bounds start-up only (until cont is answered), not
+// QEMU's life; if the handshake or cont fails, QEMU is killed and gone
+// (its sockets and pid file removed) when Start returns. QEMU's own
+// messages go to stderr (nil: os.Stderr), and what QMP drops from it to
+// c.Log. The caller may close its copies of the files in c (kernel,
+// initramfs, images, taps) once Start returns: QEMU has its own.
 //
 // QEMU runs from its first instruction as c.UID and c.GID with c.Groups
 // and no capabilities, in a network namespace of its own that holds nothing
@@ -181,6 +183,13 @@ func Start(ctx context.Context, c Config, stderr io.Writer) (*Process, error) {
 	// once; the handshake waits for QEMU to serve the monitor.
 	dialer := qmp.Dialer{Log: c.Log}
 	q, err := dialer.Dial(ctx, c.QMPSocket)
+	if err == nil {
+		// QEMU runs paused (-S): the guest starts only now that the
+		// monitor has greeted and negotiated.
+		if err = q.Cont(ctx); err != nil {
+			q.Close()
+		}
+	}
 	if err != nil {
 		serialR.Close()
 		if kerr := p.Kill(); kerr != nil {

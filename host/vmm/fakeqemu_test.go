@@ -3,13 +3,16 @@ package vmm
 import (
 	"bufio"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net"
 	"os"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
 
+	"spectrum-os.org/netcfg/host/qmp"
 	"spectrum-os.org/netcfg/internal/stubkernel"
 	"spectrum-os.org/netcfg/internal/syncbuf"
 	"spectrum-os.org/netcfg/internal/testenv"
@@ -23,6 +26,8 @@ import (
 //
 //   - "stray": after the handshake it sends a reply that answers nothing
 //     (a QEMU that a guest broke into may).
+//   - "refuse-cont": it refuses cont, which resumes the guest of a QEMU
+//     started paused (-S).
 //
 // It writes its pid to stderr first ("fake-qemu pid=N").
 const helperFakeQEMU = "fake-qemu"
@@ -53,6 +58,10 @@ func fakeQEMUHelper() int {
 		if err := json.Unmarshal(sc.Bytes(), &cmd); err != nil {
 			fmt.Fprintln(os.Stderr, "fake-qemu:", err)
 			return 1
+		}
+		if cmd.Execute == "cont" && mode == "refuse-cont" {
+			fmt.Fprintf(conn, `{"error": {"class": "GenericError", "desc": "fake: no cont"}, "id": %s}`+"\n", cmd.ID)
+			continue
 		}
 		fmt.Fprintf(conn, `{"return": {}, "id": %s}`+"\n", cmd.ID)
 		if cmd.Execute == "qmp_capabilities" && mode == "stray" {
@@ -96,5 +105,45 @@ func TestQMPDropsLogged(t *testing.T) {
 			t.Fatalf("no QMP drop logged with vm=app:\n%s", log.String())
 		}
 		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// TestRefusedContFails: QEMU starts paused (-S) and Launch resumes it after
+// the QMP handshake; a QEMU that refuses cont fails the launch cleanly: the
+// error names the VM and QEMU's refusal, the process is gone, its sockets
+// and pid file are removed, and its uid is free again.
+func TestRefusedContFails(t *testing.T) {
+	requireQEMU(t)
+	var log syncbuf.Buffer
+	q := fakeVMM(t, &log, "refuse-cont")
+	ctx := testContext(t, 30*time.Second)
+	spec := testSpec(t, "app", stubkernel.ELF())
+	inst, err := q.Launch(ctx, spec)
+	if err == nil {
+		shutdownNow(inst)
+		t.Fatalf("Launch with a QEMU that refuses cont succeeded\nlog:\n%s", log.String())
+	}
+	var ce *qmp.CommandError
+	if !errors.As(err, &ce) || ce.Desc != "fake: no cont" || !strings.Contains(err.Error(), "qemu app: qmp cont:") {
+		t.Errorf("Launch = %v, want QEMU's refusal of cont, naming the VM", err)
+	}
+	_, rest, ok := strings.Cut(log.String(), "fake-qemu pid=")
+	pid, perr := strconv.Atoi(rest[:len(rest)-len(strings.TrimLeft(rest, "0123456789"))])
+	if !ok || perr != nil {
+		t.Fatalf("the fake QEMU logged no pid:\n%s", log.String())
+	}
+	if _, err := os.Stat(fmt.Sprintf("/proc/%d", pid)); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("QEMU %d still exists after the failed launch (%v)", pid, err)
+	}
+	for _, f := range []string{spec.QMPPath, spec.ConsolePath, spec.PIDPath} {
+		if _, err := os.Lstat(f); !errors.Is(err, os.ErrNotExist) {
+			t.Errorf("%s left behind by the failed launch (%v)", f, err)
+		}
+	}
+	q.opt.UIDs.mu.Lock()
+	running := q.opt.UIDs.running["app"]
+	q.opt.UIDs.mu.Unlock()
+	if running != 0 {
+		t.Errorf("app's uid still counted as running %d times after the failed launch", running)
 	}
 }
