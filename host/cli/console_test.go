@@ -157,7 +157,11 @@ sleep 600
 	}
 	conf := filepath.Join(dir, "tmux.conf")
 	// set-clipboard on: an OSC 52 that reached tmux would make a buffer.
-	if err := os.WriteFile(conf, []byte("set -g set-clipboard on\nset -g remain-on-exit on\nset -g allow-rename on\n"), 0o600); err != nil {
+	// allow-rename on: a guest's rename sequence would change the window's
+	// name; automatic-rename off, so nothing else does (tmux names a window
+	// after its pane's command, which went from bash to sh as the pane's
+	// shell exec'd the script, sometimes after the name was read).
+	if err := os.WriteFile(conf, []byte("set -g set-clipboard on\nset -g remain-on-exit on\nset -g allow-rename on\nset -g automatic-rename off\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	m := &tmux{t: t, bin: bin, sock: filepath.Join(dir, "tmux.sock")}
