@@ -105,17 +105,13 @@ test: deps build vet kernel
 	$(MAKE) --no-print-directory fuzz-count
 	$(MAKE) --no-print-directory soak
 
-# The guest agent's benchmarks exec whole processes in a namespace: they run
-# a fixed 20 times per size, for a median (README, "Guest agent"). The
-# VM benchmark boots the documented pair 5 times under spectrumd, the NAT
-# benchmark measures a client's path through netvm's router once (README,
-# "End-to-end tests").
+# Every benchmark, then docs/BENCHMARKS.md written from docs/BENCHMARKS.tmpl
+# with this run's figures, date, commit and machine (scripts/bench.sh).
+# The guest agent's benchmarks exec whole processes in a namespace: a fixed
+# 20 runs per size, for a median; the VM benchmarks boot real guests
+# (BenchmarkBoot 5 times, BenchmarkNAT once: seven pairs of runs inside).
 bench: deps build kernel
-	$(GO) test -run='^$$' -bench=. -benchmem -count=1 $$($(GO) list ./... | grep -vx 'spectrum-os.org/netcfg/guest\|spectrum-os.org/netcfg/vmtest')
-	$(GO) test -run='^$$' -bench=. -benchtime=20x -count=1 ./guest/
-	$(GO) test -run='^$$' -bench=Boot -benchtime=5x -count=1 ./vmtest/
-	$(GO) test -run='^$$' -bench=NAT -benchtime=1x -count=1 ./vmtest/
-	./scripts/bench-daemon.sh
+	GO=$(GO) ./scripts/bench.sh
 
 # Start/stop cycles of a client and its provider under a real spectrumd
 # serve with QEMU (stub kernel): spectrumd's RSS, fds, children and links

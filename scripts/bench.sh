@@ -14,13 +14,20 @@ load0=$(cut -d' ' -f1-3 /proc/loadavg)
 run() { # group command...
   local group=$1; shift
   echo "bench: $group: $*"
-  "$@" 2>&1 | tee "$out/$group.txt"
+  "$@" 2>&1 | tee -a "$out/$group.txt"
 }
 # Benchmarks that exec whole processes or boot VMs run a fixed number of
 # times (their own docs say how many); the others the default second each.
-run host "$GO" test -run='^$' -bench=. -benchmem -count=1 ./host/... ./internal/...
+# One group a package, named after its path (host-config, host-qmp, ...), so
+# the same benchmark name in two packages cannot be confused.
+for pkg in $("$GO" list ./host/... ./internal/...); do
+  group=$(echo "${pkg#spectrum-os.org/netcfg/}" | tr / -)
+  grep -qs '^func Benchmark' "$("$GO" list -f '{{.Dir}}' "$pkg")"/*_test.go || continue
+  run "$group" "$GO" test -run='^$' -bench=. -benchmem -count=1 "$pkg"
+done
 run guest "$GO" test -run='^$' -bench=. -benchtime=20x -count=1 ./guest/...
-run vmtest "$GO" test -run='^$' -bench=. -benchtime=5x -count=1 -timeout 60m ./vmtest/
+run vmtest "$GO" test -run='^$' -bench=Boot -benchtime=5x -count=1 -timeout 60m ./vmtest/
+run vmtest "$GO" test -run='^$' -bench=NAT -benchtime=1x -count=1 -timeout 60m ./vmtest/
 run daemon ./scripts/bench-daemon.sh
 
 {

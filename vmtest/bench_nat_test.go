@@ -77,15 +77,15 @@ func BenchmarkNAT(b *testing.B) {
 		b.ReportMetric(ratio, "nat/direct")
 		b.ReportMetric(millisField(rttDirect, "median"), "direct-rtt-ms")
 		b.ReportMetric(millisField(rttNAT, "median"), "nat-rtt-ms")
-		fmt.Printf("NAT benchmark (TCG), %s\n", machine())
-		fmt.Printf("load average before %s, after %s\n", load0, loadavg())
-		fmt.Printf("| path | TCP throughput, median of %d × %d s | UDP echo RTT, %d round trips (min / median / max) |\n", natTputRounds, natTputSecs, natRTTCount)
-		fmt.Printf("| --- | ---: | ---: |\n")
-		fmt.Printf("| client → netvm (same link, netvm receives) | %.1f Mbit/s (%s) | %.2f / %.2f / %.2f ms |\n", md, join(direct),
+		b.Logf("NAT benchmark (TCG), %s", machine())
+		b.Logf("load average before %s, after %s", load0, loadavg())
+		b.Logf("| path | TCP throughput, median of %d × %d s | UDP echo RTT, %d round trips (min / median / max) |", natTputRounds, natTputSecs, natRTTCount)
+		b.Logf("| --- | ---: | ---: |")
+		b.Logf("| client → netvm (same link, netvm receives) | %.1f Mbit/s (%s) | %.2f / %.2f / %.2f ms |", md, join(direct),
 			millisField(rttDirect, "min"), millisField(rttDirect, "median"), millisField(rttDirect, "max"))
-		fmt.Printf("| client → LAN through netvm's NAT | %.1f Mbit/s (%s) | %.2f / %.2f / %.2f ms |\n", mn, join(nat),
+		b.Logf("| client → LAN through netvm's NAT | %.1f Mbit/s (%s) | %.2f / %.2f / %.2f ms |", mn, join(nat),
 			millisField(rttNAT, "min"), millisField(rttNAT, "median"), millisField(rttNAT, "max"))
-		fmt.Printf("NAT/direct throughput, median of the rounds' ratios: %.2f (%s; target ≥ 0.9)\n", ratio, join2(ratios))
+		b.Logf("NAT/direct throughput, median of the rounds' ratios: %.2f (%s; target ≥ 0.9)", ratio, join2(ratios))
 		d.Stop(b, "client")
 	}
 }

@@ -1,7 +1,6 @@
 package vmtest
 
 import (
-	"fmt"
 	"slices"
 	"testing"
 	"time"
@@ -62,8 +61,8 @@ func BenchmarkBoot(b *testing.B) {
 		d.Stop(b, "netvm")
 	}
 	b.StopTimer()
-	fmt.Printf("| VM | QEMU start → agent done | agent, 1st run (cpu) | agent, 2nd run (cpu) | start-only run, cold / warm | share, 1st / 2nd run |\n")
-	fmt.Printf("| --- | ---: | ---: | ---: | ---: | ---: |\n")
+	b.Logf("| VM | QEMU start → agent done | agent, 1st run (cpu) | agent, 2nd run (cpu) | start-only run, cold / warm | share, 1st / 2nd run |")
+	b.Logf("| --- | ---: | ---: | ---: | ---: | ---: |")
 	for _, n := range names {
 		med := func(f func(sample) float64) float64 {
 			var v []float64
@@ -79,7 +78,7 @@ func BenchmarkBoot(b *testing.B) {
 		b.ReportMetric(boot, n+"-boot-s")
 		b.ReportMetric(share1, n+"-share1-ms")
 		b.ReportMetric(share2, n+"-share2-ms")
-		fmt.Printf("| %s | %.2f s | %.0f ms (%.0f) | %.0f ms (%.0f) | %.0f / %.0f ms | %.0f / %.0f ms |\n", n, boot,
+		b.Logf("| %s | %.2f s | %.0f ms (%.0f) | %.0f ms (%.0f) | %.0f / %.0f ms | %.0f / %.0f ms |", n, boot,
 			med(func(s sample) float64 { return s.agent }), med(func(s sample) float64 { return s.cpu }),
 			med(func(s sample) float64 { return s.again }), med(func(s sample) float64 { return s.againCPU }),
 			med(func(s sample) float64 { return s.baseline }), med(func(s sample) float64 { return s.warm }),
@@ -87,7 +86,7 @@ func BenchmarkBoot(b *testing.B) {
 	}
 	for _, n := range names {
 		for _, s := range samples[n] {
-			fmt.Printf("    %-10s boot %5.2f s agent %6.1f ms (cpu %6.1f) again %6.1f ms (cpu %6.1f) start-only cold %6.1f warm %6.1f ms\n",
+			b.Logf("    %-10s boot %5.2f s agent %6.1f ms (cpu %6.1f) again %6.1f ms (cpu %6.1f) start-only cold %6.1f warm %6.1f ms",
 				n, s.boot, s.agent, s.cpu, s.again, s.againCPU, s.baseline, s.warm)
 		}
 	}

@@ -15,7 +15,8 @@
 //	{{machine}}                          a table of machine.txt
 //	{{table "GROUP" "REGEXP"}}           the group's benchmarks whose name matches, one row each
 //	{{value "GROUP" "NAME" "UNIT"}}      one figure (NAME without "Benchmark" and the -N suffix)
-//	{{target "GROUP" "NAME" "UNIT" "<=" 5}}  "met (v UNIT ≤ 5)" or "**missed** (...)"
+//	{{target "GROUP" "NAME" "UNIT" "<=" 5}}  "met (v UNIT, target ≤ 5)" or "**missed** (...)"
+//	{{targetRatio "GROUP" "NAME1" "NAME2" "UNIT" ">=" 10}}  the same for NAME1's figure over NAME2's
 //	{{ratio "GROUP" "NAME1" "NAME2" "UNIT"}} NAME1's figure over NAME2's
 //	{{raw "GROUP"}}                      the group's lines that are not benchmark results, fenced
 //
@@ -168,11 +169,21 @@ func (r *results) value(group, name, unit string) (float64, error) {
 	return v, nil
 }
 
-// format prints v with three significant digits at most, as a person would.
+// format prints v with three significant digits at most, as a person would,
+// and a comma between thousands.
 func format(v float64) string {
 	switch a := math.Abs(v); {
-	case a >= 1000:
+	case a < 1000 && v == math.Trunc(v):
 		return strconv.FormatFloat(v, 'f', 0, 64)
+	case a >= 1000:
+		s := strconv.FormatFloat(math.Abs(v), 'f', 0, 64)
+		for i := len(s) - 3; i > 0; i -= 3 {
+			s = s[:i] + "," + s[i:]
+		}
+		if v < 0 {
+			s = "-" + s
+		}
+		return s
 	case a >= 100:
 		return strconv.FormatFloat(v, 'f', 0, 64)
 	case a >= 10:
@@ -220,13 +231,15 @@ func (r *results) funcs() template.FuncMap {
 			var b strings.Builder
 			b.WriteString("| benchmark |")
 			for _, u := range units {
-				b.WriteString(" " + u + " |")
+				_, du := display(0, u)
+				b.WriteString(" " + du + " |")
 			}
 			b.WriteString("\n| --- |" + strings.Repeat(" ---: |", len(units)) + "\n")
 			for _, x := range rows {
 				b.WriteString("| " + x.name + " |")
 				for _, u := range units {
 					if v, ok := x.vals[u]; ok {
+						v, _ = display(v, u)
 						b.WriteString(" " + format(v) + " |")
 					} else {
 						b.WriteString(" |")
@@ -238,6 +251,7 @@ func (r *results) funcs() template.FuncMap {
 		},
 		"value": func(group, name, unit string) (string, error) {
 			v, err := r.value(group, name, unit)
+			v, _ = display(v, unit)
 			return format(v), err
 		},
 		"ratio": func(group, a, b, unit string) (string, error) {
@@ -259,21 +273,21 @@ func (r *results) funcs() template.FuncMap {
 			if err != nil {
 				return "", err
 			}
-			var met bool
-			sym := op
-			switch op {
-			case "<=":
-				met, sym = v <= limit, "≤"
-			case ">=":
-				met, sym = v >= limit, "≥"
-			default:
-				return "", fmt.Errorf("target %s: operator %q, want <= or >=", name, op)
+			return verdict(v, unit, op, limit)
+		},
+		"targetRatio": func(group, a, b, unit, op string, limit float64) (string, error) {
+			va, err := r.value(group, a, unit)
+			if err != nil {
+				return "", err
 			}
-			s := fmt.Sprintf("%s %s, target %s %s", format(v), unit, sym, format(limit))
-			if met {
-				return "met (" + s + ")", nil
+			vb, err := r.value(group, b, unit)
+			if err != nil {
+				return "", err
 			}
-			return "**missed** (" + s + ")", nil
+			if vb == 0 {
+				return "", fmt.Errorf("ratio %s/%s: %s of %s is 0", a, b, unit, b)
+			}
+			return verdict(va/vb, "×", op, limit)
 		},
 		"raw": func(group string) (string, error) {
 			lines, ok := r.raw[group]
@@ -283,4 +297,40 @@ func (r *results) funcs() template.FuncMap {
 			return "```\n" + strings.TrimSpace(strings.Join(lines, "\n")) + "\n```\n", nil
 		},
 	}
+}
+
+// verdict says whether v met its target (op is "<=" or ">="), with both,
+// shown in v's display unit (the limit is in the unit reported).
+func verdict(v float64, unit, op string, limit float64) (string, error) {
+	v, du := display(v, unit)
+	limit, _ = display(limit, unit)
+	unit = du
+	var met bool
+	sym := op
+	switch op {
+	case "<=":
+		met, sym = v <= limit, "≤"
+	case ">=":
+		met, sym = v >= limit, "≥"
+	default:
+		return "", fmt.Errorf("target: operator %q, want <= or >=", op)
+	}
+	sep := " "
+	if unit == "×" {
+		sep = ""
+	}
+	s := fmt.Sprintf("%s%s%s, target %s %s", format(v), sep, unit, sym, format(limit))
+	if met {
+		return "met (" + s + ")", nil
+	}
+	return "**missed** (" + s + ")", nil
+}
+
+// display is how a figure is shown: Go's ns/op in ms/op, whose numbers a
+// person reads at a glance; every other unit as reported.
+func display(v float64, unit string) (float64, string) {
+	if unit == "ns/op" {
+		return v / 1e6, "ms/op"
+	}
+	return v, unit
 }
