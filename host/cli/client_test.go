@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"io"
 	"log/slog"
-	"net"
 	"os"
 	"path/filepath"
 	"strings"
@@ -12,6 +11,7 @@ import (
 	"time"
 
 	"spectrum-os.org/netcfg/host/control"
+	"spectrum-os.org/netcfg/host/control/controltest"
 )
 
 // TestClientDaemonHangs: a daemon that takes the request and never answers
@@ -20,21 +20,7 @@ import (
 // how long, and what to do.
 func TestClientDaemonHangs(t *testing.T) {
 	run := t.TempDir()
-	ln, err := net.Listen("unix", ControlSocket(run))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			defer c.Close()
-			go c.Read(make([]byte, 4096))
-		}
-	}()
+	controltest.Silent(t, ControlSocket(run))
 	for _, tt := range []struct {
 		name string
 		cmd  func(args []string, stdout, stderr *bytes.Buffer) error
@@ -54,6 +40,7 @@ func TestClientDaemonHangs(t *testing.T) {
 			go func() {
 				done <- tt.cmd(append([]string{"-run", run, "-timeout", "300ms"}, tt.args...), &stdout, &stderr)
 			}()
+			var err error
 			select {
 			case err = <-done:
 			case <-time.After(20 * time.Second):

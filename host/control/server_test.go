@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"errors"
 	"io"
-	"log/slog"
 	"net"
 	"os"
 	"path/filepath"
@@ -19,21 +18,7 @@ import (
 
 func serveControl(t *testing.T, h Handler) string {
 	t.Helper()
-	path := filepath.Join(t.TempDir(), "control.sock")
-	ln, err := Listen(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv := &Server{Handler: h, Log: slog.New(slog.NewTextHandler(io.Discard, nil)), AllowUID: os.Getuid()}
-	done := make(chan error)
-	go func() { done <- srv.Serve(ln) }()
-	t.Cleanup(func() {
-		ln.Close()
-		if err := <-done; err != nil {
-			t.Errorf("Serve: %v", err)
-		}
-	})
-	return path
+	return serveControlWith(t, &Server{Handler: h, AllowUID: os.Getuid()})
 }
 
 func roundTrip(t *testing.T, path, req string) (Response, *bufio.Reader, net.Conn) {

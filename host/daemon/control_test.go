@@ -2,15 +2,13 @@ package daemon
 
 import (
 	"io"
-	"log/slog"
 	"net"
-	"os"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
 	"spectrum-os.org/netcfg/host/control"
+	"spectrum-os.org/netcfg/host/control/controltest"
 )
 
 // wait bounds a test's wait for the daemon's reply: far more than it
@@ -21,21 +19,7 @@ const wait = 20 * time.Second
 // and returns its path.
 func serveControl(t testing.TB, d *Daemon) string {
 	t.Helper()
-	path := filepath.Join(t.TempDir(), "control.sock")
-	ln, err := control.Listen(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv := &control.Server{Handler: d, Log: slog.New(slog.DiscardHandler), AllowUID: os.Getuid()}
-	done := make(chan error)
-	go func() { done <- srv.Serve(ln) }()
-	t.Cleanup(func() {
-		ln.Close()
-		if err := <-done; err != nil {
-			t.Errorf("Serve: %v", err)
-		}
-	})
-	return path
+	return controltest.Serve(t, &control.Server{Handler: d})
 }
 
 // TestDaemonControlSocket: the daemon behind its control socket, as the

@@ -118,21 +118,5 @@ func (l *LAN) Packets() []Packet {
 // for which match is true, and returns it with every packet captured
 // before it: a barrier sent after other packets on the same path.
 func (l *LAN) WaitPacket(ctx context.Context, match func(Packet) bool) (Packet, []Packet, error) {
-	for {
-		l.mu.Lock()
-		for i, p := range l.pkts {
-			if match(p) {
-				before := append([]Packet(nil), l.pkts[:i]...)
-				l.mu.Unlock()
-				return p, before, nil
-			}
-		}
-		changed := l.changed
-		l.mu.Unlock()
-		select {
-		case <-ctx.Done():
-			return Packet{}, nil, fmt.Errorf("lan: waiting for a packet: %w", ctx.Err())
-		case <-changed:
-		}
-	}
+	return waitFor(ctx, l, func() []Packet { return l.pkts }, match, "a packet")
 }

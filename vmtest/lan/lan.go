@@ -340,41 +340,35 @@ func (l *LAN) Datagrams() []Datagram {
 // for which match is true, and returns it with every datagram received
 // before it.
 func (l *LAN) WaitDatagram(ctx context.Context, match func(Datagram) bool) (Datagram, []Datagram, error) {
-	for {
-		l.mu.Lock()
-		for i, g := range l.grams {
-			if match(g) {
-				before := append([]Datagram(nil), l.grams[:i]...)
-				l.mu.Unlock()
-				return g, before, nil
-			}
-		}
-		changed := l.changed
-		l.mu.Unlock()
-		select {
-		case <-ctx.Done():
-			return Datagram{}, nil, fmt.Errorf("lan: waiting for a datagram: %w", ctx.Err())
-		case <-changed:
-		}
-	}
+	return waitFor(ctx, l, func() []Datagram { return l.grams }, match, "a datagram")
 }
 
 // WaitRequest waits for a web request (already answered or still to come)
 // for which match is true.
 func (l *LAN) WaitRequest(ctx context.Context, match func(Request) bool) (Request, error) {
+	r, _, err := waitFor(ctx, l, func() []Request { return l.reqs }, match, "a web request")
+	return r, err
+}
+
+// waitFor waits until one of what list returns (under l.mu) matches, and
+// returns it with a copy of what came before it; l.changed is closed and
+// replaced whenever any list grows.
+func waitFor[T any](ctx context.Context, l *LAN, list func() []T, match func(T) bool, what string) (T, []T, error) {
 	for {
 		l.mu.Lock()
-		for _, r := range l.reqs {
-			if match(r) {
+		for i, x := range list() {
+			if match(x) {
+				before := append([]T(nil), list()[:i]...)
 				l.mu.Unlock()
-				return r, nil
+				return x, before, nil
 			}
 		}
 		changed := l.changed
 		l.mu.Unlock()
 		select {
 		case <-ctx.Done():
-			return Request{}, fmt.Errorf("lan: waiting for a web request: %w", ctx.Err())
+			var zero T
+			return zero, nil, fmt.Errorf("lan: waiting for %s: %w", what, ctx.Err())
 		case <-changed:
 		}
 	}
