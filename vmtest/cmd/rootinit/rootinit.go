@@ -44,8 +44,9 @@ func main() {
 	// The kernel writes its messages to the same console, and one can land
 	// in the middle of a report line (a hot-plugged NIC's PCI lines did,
 	// cutting "root agent ... args=-watch" in two). From here on only
-	// emergency messages go to the console; the rest stay in dmesg.
-	if err := os.WriteFile("/proc/sys/kernel/printk", []byte("1"), 0); err != nil {
+	// errors and worse go to the console (console_loglevel 4); the rest
+	// stay in dmesg.
+	if err := os.WriteFile("/proc/sys/kernel/printk", []byte("4"), 0); err != nil {
 		report("root error quieting the kernel console: %v", err)
 	}
 	report("root init pid=%d", os.Getpid())

@@ -112,6 +112,14 @@ const agentPath = "/bin/spectrum-netcfg"
 
 func main() {
 	mounts()
+	// The kernel writes its messages to the same console, and one can land
+	// in the middle of a report line (a hot-plugged NIC's PCI lines did, in
+	// rootinit), so that the test never sees the line. From here on only
+	// errors and worse reach the console (console_loglevel 4); the rest
+	// stays in dmesg.
+	if err := os.WriteFile("/proc/sys/kernel/printk", []byte("4"), 0); err != nil {
+		report("fail quiet the kernel console: %v", err)
+	}
 	report("init pid=%d", os.Getpid())
 	cmdline, err := os.ReadFile("/proc/cmdline")
 	if err != nil {
