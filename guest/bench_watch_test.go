@@ -31,43 +31,8 @@ import (
 // the host route, the agent's last change. A late reader can only make the
 // figure larger.
 func BenchmarkWatchHotplug(b *testing.B) {
-	ns := nstest.New(b)
-	nsFD, err := unix.Open(ns.Path(), unix.O_RDONLY|unix.O_CLOEXEC, 0)
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer unix.Close(nsFD)
-	var mon *netlink.Conn
-	var rc *rtnetlink.Conn
-	var agent *exec.Cmd
-	console := filepath.Join(b.TempDir(), "console")
-	if err := os.WriteFile(console, nil, 0o600); err != nil {
-		b.Fatal(err)
-	}
-	inNS(b, nsFD, func() {
-		// Sockets and children belong to the namespace of the thread
-		// that creates them.
-		if mon, err = netlink.Dial(unix.NETLINK_ROUTE, &netlink.Config{Groups: unix.RTMGRP_LINK | unix.RTMGRP_IPV4_ROUTE}); err != nil {
-			return
-		}
-		if rc, err = rtnetlink.Dial(nil); err != nil {
-			return
-		}
-		agent = exec.Command(agentBin, "-watch", "-console", console)
-		err = agent.Start()
-	})
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer mon.Close()
-	defer rc.Close()
-	defer func() {
-		_ = agent.Process.Signal(syscall.SIGTERM)
-		if err := agent.Wait(); err != nil {
-			b.Errorf("agent after SIGTERM: %v\n%s", err, readFileB(b, console))
-		}
-	}()
-	waitConsole(b, console, "spectrum-netcfg: watching for new NICs")
+	w := startWatch(b, "-watch")
+	ns, mon, rc := w.ns, w.mon, w.rc
 
 	var lat []time.Duration
 	b.StopTimer()
@@ -143,54 +108,17 @@ func readFileB(b *testing.B, path string) string {
 // BenchmarkRouteHotplug measures how long `spectrum-netcfg -watch -route`
 // takes from a provider NIC appearing (a tap given a 0A:B3:EC provider
 // MAC, when the clock starts) to the router's rules for it being in
-// place: the commit of the nftables transaction whose set "clients" has
-// the NIC's ifindex and client address, as a socket of this process on
+// place: the commit of the nftables transaction whose anti-spoofing rule
+// for the NIC has its ifindex and client address, as a socket of this process on
 // the nftables notification group in the namespace sees it. The agent
 // puts them in before it brings the NIC up; the figure is also the
 // router's share of a hot-plug, on top of BenchmarkWatchHotplug's.
 func BenchmarkRouteHotplug(b *testing.B) {
-	ns := nstest.New(b)
-	nsFD, err := unix.Open(ns.Path(), unix.O_RDONLY|unix.O_CLOEXEC, 0)
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer unix.Close(nsFD)
-	var mon, nft *netlink.Conn
-	var rc *rtnetlink.Conn
-	var agent *exec.Cmd
-	console := filepath.Join(b.TempDir(), "console")
-	if err := os.WriteFile(console, nil, 0o600); err != nil {
-		b.Fatal(err)
-	}
-	inNS(b, nsFD, func() {
-		if mon, err = netlink.Dial(unix.NETLINK_ROUTE, &netlink.Config{Groups: unix.RTMGRP_LINK | unix.RTMGRP_IPV4_ROUTE}); err != nil {
-			return
-		}
-		if nft, err = netlink.Dial(unix.NETLINK_NETFILTER, &netlink.Config{Groups: 1 << (unix.NFNLGRP_NFTABLES - 1)}); err != nil {
-			return
-		}
-		if rc, err = rtnetlink.Dial(nil); err != nil {
-			return
-		}
-		// The machine's resolv.conf is only read.
-		agent = exec.Command(agentBin, "-watch", "-route", "-console", console)
-		err = agent.Start()
-	})
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer mon.Close()
-	defer nft.Close()
-	defer rc.Close()
-	defer func() {
-		_ = agent.Process.Signal(syscall.SIGTERM)
-		if err := agent.Wait(); err != nil {
-			b.Errorf("agent after SIGTERM: %v\n%s", err, readFileB(b, console))
-		}
-	}()
-	waitConsole(b, console, "spectrum-netcfg: watching for new NICs")
+	// The machine's resolv.conf is only read.
+	w := startWatch(b, "-watch", "-route")
+	ns, mon, nft, rc := w.ns, w.mon, w.nft, w.rc
 
-	newSetElem := netlink.HeaderType(unix.NFNL_SUBSYS_NFTABLES<<8 | unix.NFT_MSG_NEWSETELEM)
+	newRule := netlink.HeaderType(unix.NFNL_SUBSYS_NFTABLES<<8 | unix.NFT_MSG_NEWRULE)
 	var lat []time.Duration
 	b.StopTimer()
 	b.ResetTimer()
@@ -207,17 +135,19 @@ func BenchmarkRouteHotplug(b *testing.B) {
 			}
 			return index != 0
 		})
-		// The element of set "clients": ifindex (host order), then
-		// 100.64.A.B.
-		key := binary.NativeEndian.AppendUint32(nil, index)
-		key = append(key, 100, 64, byte(i>>8), byte(i))
+		// The NIC's anti-spoofing rule in chain "forward": its
+		// ifindex (host order) and its client's 100.64.A.B, each the
+		// data of a comparison.
+		ifindex := binary.NativeEndian.AppendUint32(nil, index)
+		client := []byte{100, 64, byte(i >> 8), byte(i)}
 		b.StartTimer()
 		start := time.Now()
 		if err := rc.Link.Set(&rtnetlink.LinkMessage{Index: index, Attributes: &rtnetlink.LinkAttributes{Address: hw}}); err != nil {
 			b.Fatalf("set %s address %s: %v", name, hw, err)
 		}
 		watchFor(b, nft, func(m netlink.Message) bool {
-			return m.Header.Type == newSetElem && bytes.Contains(m.Data, []byte("clients\x00")) && bytes.Contains(m.Data, key)
+			return m.Header.Type == newRule && bytes.Contains(m.Data, []byte("forward\x00")) &&
+				bytes.Contains(m.Data, ifindex) && bytes.Contains(m.Data, client)
 		})
 		lat = append(lat, time.Since(start))
 		b.StopTimer()
@@ -240,4 +170,60 @@ func BenchmarkRouteHotplug(b *testing.B) {
 	slices.Sort(lat)
 	b.ReportMetric(float64(lat[len(lat)/2].Microseconds())/1000, "median-ms")
 	b.ReportMetric(float64(lat[len(lat)-1].Microseconds())/1000, "max-ms")
+}
+
+// watchBench is a -watch agent running in a fresh namespace, with sockets
+// of this process in that namespace: mon on the link and IPv4 route groups,
+// nft on the nftables group, rc to change links.
+type watchBench struct {
+	ns       *nstest.NS
+	mon, nft *netlink.Conn
+	rc       *rtnetlink.Conn
+}
+
+// startWatch starts the agent with args in a new namespace and waits until
+// it watches; it is stopped with SIGTERM, and must exit cleanly, when b
+// ends.
+func startWatch(b *testing.B, args ...string) *watchBench {
+	b.Helper()
+	w := &watchBench{ns: nstest.New(b)}
+	nsFD, err := unix.Open(w.ns.Path(), unix.O_RDONLY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer unix.Close(nsFD)
+	console := filepath.Join(b.TempDir(), "console")
+	if err := os.WriteFile(console, nil, 0o600); err != nil {
+		b.Fatal(err)
+	}
+	var agent *exec.Cmd
+	inNS(b, nsFD, func() {
+		// Sockets and children belong to the namespace of the thread
+		// that creates them.
+		if w.mon, err = netlink.Dial(unix.NETLINK_ROUTE, &netlink.Config{Groups: unix.RTMGRP_LINK | unix.RTMGRP_IPV4_ROUTE}); err != nil {
+			return
+		}
+		if w.nft, err = netlink.Dial(unix.NETLINK_NETFILTER, &netlink.Config{Groups: 1 << (unix.NFNLGRP_NFTABLES - 1)}); err != nil {
+			return
+		}
+		if w.rc, err = rtnetlink.Dial(nil); err != nil {
+			return
+		}
+		agent = exec.Command(agentBin, append(args, "-console", console)...)
+		err = agent.Start()
+	})
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() {
+		_ = agent.Process.Signal(syscall.SIGTERM)
+		if err := agent.Wait(); err != nil {
+			b.Errorf("agent after SIGTERM: %v\n%s", err, readFileB(b, console))
+		}
+		w.mon.Close()
+		w.nft.Close()
+		w.rc.Close()
+	})
+	waitConsole(b, console, "spectrum-netcfg: watching for new NICs")
+	return w
 }

@@ -14,7 +14,7 @@ import (
 var agentBin string
 
 // buildFlags are the guest build's flags (the Makefile's GUESTFLAGS).
-var buildFlags = []string{"-trimpath", "-ldflags=-s -w", "-gcflags=github.com/google/nftables/...=-l"}
+var buildFlags = []string{"-trimpath", "-ldflags=-s -w"}
 
 func TestMain(m *testing.M) {
 	dir, err := os.MkdirTemp("", "spectrum-netcfg-test-")

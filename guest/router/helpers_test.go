@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -36,8 +37,7 @@ func TestMain(m *testing.M) {
 	}
 	agentBin = filepath.Join(dir, "spectrum-netcfg")
 	// The Makefile's GUESTFLAGS.
-	cmd := exec.Command("go", "build", "-trimpath", "-ldflags=-s -w", "-gcflags=github.com/google/nftables/...=-l",
-		"-o", agentBin, "spectrum-os.org/netcfg/cmd/spectrum-netcfg")
+	cmd := exec.Command("go", "build", "-trimpath", "-ldflags=-s -w", "-o", agentBin, "spectrum-os.org/netcfg/cmd/spectrum-netcfg")
 	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
 	if out, err := cmd.CombinedOutput(); err != nil {
 		fmt.Fprintf(os.Stderr, "build spectrum-netcfg: %v\n%s", err, out)
@@ -368,10 +368,12 @@ func renderValue(v any) string {
 					return strings.Join(parts, " . ")
 				case "prefix":
 					return renderValue(m["addr"]) + "/" + renderValue(m["len"])
-				case "drop", "accept", "masquerade":
+				case "drop", "accept", "masquerade", "return":
 					if val == nil {
 						return k
 					}
+				case "jump":
+					return "jump " + m["target"].(string)
 				case "reject":
 					return "reject with " + m["type"].(string) + " " + m["expr"].(string)
 				case "dnat":
@@ -393,48 +395,66 @@ const (
 
 // wantRuleset is the table for the provider NICs in clients (name →
 // client address), DNS in mode (to resolver when dnsNAT), and
-// net.ipv4.ip_forward as it was before ("0" or "1").
+// net.ipv4.ip_forward as it was before ("0" or "1"). The rules written once
+// per link come in the NICs' ifindex order, which the test does not know:
+// checkRuleset compares them as sets (sortLinkRules).
 func wantRuleset(clients map[string]string, mode, resolver, forwardWas string) ruleset {
-	links := []string{}
-	concat := []string{}
-	for name, addr := range clients {
-		links = append(links, name)
-		concat = append(concat, name+" . "+addr)
-	}
-	slices.Sort(links)
-	slices.Sort(concat)
+	names := slices.Sorted(maps.Keys(clients))
 	rs := ruleset{
-		Sets: map[string]nftSet{
-			"links":   {Type: "iface_index", Elems: links},
-			"clients": {Type: "iface_index . ipv4_addr", Elems: concat},
-		},
+		Sets: map[string]nftSet{},
 		Chains: map[string]nftChain{
 			"prerouting":                   {Type: "nat", Hook: "prerouting", Policy: "accept", Prio: -100},
+			"client-dns":                   {},
 			"forward":                      {Type: "filter", Hook: "forward", Policy: "accept", Prio: 0},
+			"from-client":                  {},
+			"to-client":                    {},
 			"postrouting":                  {Type: "nat", Hook: "postrouting", Policy: "accept", Prio: 100},
 			"ip_forward-was-" + forwardWas: {},
 		},
 	}
-	if mode == dnsNAT {
-		for _, p := range []string{"udp", "tcp"} {
-			rs.Rules = append(rs.Rules, nftRule{"prerouting", "DNS to the virtual resolver goes to this provider's own",
-				"meta iif @links ip daddr 100.127.255.53 " + p + " dport 53 dnat ip to " + resolver})
+	each := func(chain, comment string, expr func(name string) string) {
+		for _, n := range names {
+			rs.Rules = append(rs.Rules, nftRule{chain, comment, expr(n)})
 		}
 	}
-	rs.Rules = append(rs.Rules,
-		nftRule{"forward", "IPv6 from clients is never forwarded", "meta iif @links meta nfproto != ipv4 drop"},
-		nftRule{"forward", "from a provider link only its client's address", "meta iif @links meta iif . ip saddr != @clients drop"},
-		nftRule{"forward", "no client reaches another", "meta iif @links meta oif @links drop"})
+	if mode == dnsNAT {
+		each("prerouting", "DNS from a client", func(n string) string { return "meta iif " + n + " jump client-dns" })
+		for _, p := range []string{"udp", "tcp"} {
+			rs.Rules = append(rs.Rules, nftRule{"client-dns", "DNS to the virtual resolver goes to this provider's own",
+				"ip daddr 100.127.255.53 " + p + " dport 53 dnat ip to " + resolver})
+		}
+	}
+	each("forward", "from a provider link only its client's address", func(n string) string {
+		return "meta iif " + n + " ip saddr " + clients[n] + " jump from-client"
+	})
+	each("forward", "nothing else from a provider link: no other source, no IPv6", func(n string) string { return "meta iif " + n + " drop" })
+	each("forward", "to a client", func(n string) string { return "meta oif " + n + " jump to-client" })
+	each("from-client", "no client reaches another", func(n string) string { return "meta oif " + n + " drop" })
 	if mode != dnsForward {
-		rs.Rules = append(rs.Rules, nftRule{"forward", "only DNS to the virtual resolver, and only while there is a resolver",
-			"meta iif @links ip daddr 100.127.255.53 reject with icmpx port-unreachable"})
+		rs.Rules = append(rs.Rules, nftRule{"from-client", "only DNS to the virtual resolver, and only while there is a resolver",
+			"ip daddr 100.127.255.53 reject with icmpx port-unreachable"})
 	}
 	rs.Rules = append(rs.Rules,
-		nftRule{"forward", "clients reach everything else", "meta iif @links accept"},
-		nftRule{"forward", "replies reach clients", "meta oif @links ct state established,related accept"},
-		nftRule{"forward", "nothing else reaches a client", "meta oif @links drop"},
-		nftRule{"postrouting", "clients leave with this provider's address", "meta oif != @links ip saddr 100.64.0.0/16 masquerade"})
+		nftRule{"from-client", "clients reach everything else", "accept"},
+		nftRule{"to-client", "replies reach clients", "ct state established,related accept"},
+		nftRule{"to-client", "nothing else reaches a client", "drop"})
+	each("postrouting", "traffic to a client keeps its source", func(n string) string { return "meta oif " + n + " return" })
+	rs.Rules = append(rs.Rules, nftRule{"postrouting", "clients leave with this provider's address", "ip saddr 100.64.0.0/16 masquerade"})
 	return rs
+}
+
+// sortLinkRules sorts each run of rules that differ only in their link
+// (the same chain and comment), so that two rulesets compare whatever the
+// NICs' ifindexes.
+func sortLinkRules(rules []nftRule) {
+	for i := 0; i < len(rules); {
+		j := i + 1
+		for j < len(rules) && rules[j].Chain == rules[i].Chain && rules[j].Comment == rules[i].Comment {
+			j++
+		}
+		slices.SortFunc(rules[i:j], func(a, b nftRule) int { return strings.Compare(a.Expr, b.Expr) })
+		i = j
+	}
 }
 
 // conntrackEntries lists ns's IPv4 conntrack entries with the conntrack

@@ -26,7 +26,7 @@ type Router struct {
 	ct         *conntrack
 	watch      *resolvWatch
 	log        *guest.Log // lines about no one NIC
-	links      []Link     // in no order: the kernel's sets have none
+	links      []Link     // in no order: writeTable writes them by ifindex
 	dns        DNS
 	forwardWas byte // what Stop sets net.ipv4.ip_forward back to
 }

@@ -17,10 +17,11 @@ import (
 // it stops. Nothing else of the provider's ruleset is touched.
 const TableName = "spectrum-router"
 
-// The table's sets and chains.
+// The table's regular chains, which the base chains jump to.
 const (
-	setLinks   = "links"   // iface_index: every provider NIC
-	setClients = "clients" // iface_index . ipv4_addr: each provider NIC with its link's client address
+	chainFromClient = "from-client" // forward, from a provider link, its client's own address
+	chainToClient   = "to-client"   // forward, to a provider link
+	chainClientDNS  = "client-dns"  // prerouting, from a provider link (DNSNAT only)
 )
 
 var (
@@ -67,44 +68,29 @@ type Link struct {
 
 // spec is everything the table is a function of.
 type spec struct {
-	links      []Link // in any order: a set has none
+	links      []Link // in any order: writeTable writes them by ifindex
 	dns        DNS
 	forwardWas byte // '0' or '1'
 }
 
-// The table's two sets. Their IDs name them to the rules of the same
-// transaction; fixed IDs (they are per transaction) keep every expression
-// below a constant.
-var (
-	links = &nftables.Set{
-		Name: setLinks, ID: 1, KeyType: nftables.TypeIFIndex,
-		// An ifindex is in host byte order; saying so lets nft print names.
-		KeyByteOrder: binaryutil.NativeEndian,
-	}
-	clients = &nftables.Set{
-		Name: setClients, ID: 2, Concatenation: true,
-		KeyType: nftables.MustConcatSetType(nftables.TypeIFIndex, nftables.TypeIPAddr),
-	}
-)
-
 // The expressions rules are made of, by index; a rule names them in a
 // string (see rules). Expressions are only ever marshalled, so rules share
-// them. The DNAT's address is the one expression made per table.
+// them. What a rule needs per link (the NIC's ifindex, its client's
+// address) and the DNAT's address are the expressions made per table
+// (exprs).
 var ops = [...]expr.Any{
-	&expr.Meta{Key: expr.MetaKeyIIF, Register: 1},                                           // 0
-	&expr.Lookup{SourceRegister: 1, SetName: setLinks, SetID: 1},                            // 1: @links
+	&expr.Meta{Key: expr.MetaKeyIIF, Register: 1}, // 0
+	nil, // 1: == this link's ifindex (exprs)
 	&expr.Meta{Key: expr.MetaKeyOIF, Register: 1},                                           // 2
-	&expr.Lookup{SourceRegister: 1, SetName: setLinks, SetID: 1, Invert: true},              // 3: != @links
+	&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseNetworkHeader, Offset: 12, Len: 4}, // 3: ip saddr
 	&expr.Meta{Key: expr.MetaKeyNFPROTO, Register: 1},                                       // 4
 	&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{unix.NFPROTO_IPV4}},               // 5: ipv4
-	&expr.Cmp{Op: expr.CmpOpNeq, Register: 1, Data: []byte{unix.NFPROTO_IPV4}},              // 6: != ipv4
-	&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseNetworkHeader, Offset: 16, Len: 4}, // 7: ip daddr
-	&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: resolverAddr.AsSlice()},                  // 8: Resolver
-	// iif . ip saddr: 4 bytes each, in the 32-bit registers 8 (the
-	// 128-bit register 1, where op 0 loads) and 9.
-	&expr.Payload{DestRegister: 9, Base: expr.PayloadBaseNetworkHeader, Offset: 12, Len: 4},                       // 9: ip saddr -> reg 9
-	&expr.Lookup{SourceRegister: 1, SetName: setClients, SetID: 2, Invert: true},                                  // 10: != @clients
-	&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseNetworkHeader, Offset: 12, Len: 4},                       // 11: ip saddr
+	nil, // 6: == this link's client address (exprs)
+	&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseNetworkHeader, Offset: 16, Len: 4},                       // 7: ip daddr
+	&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: resolverAddr.AsSlice()},                                        // 8: Resolver
+	&expr.Verdict{Kind: expr.VerdictJump, Chain: chainFromClient},                                                 // 9
+	&expr.Verdict{Kind: expr.VerdictJump, Chain: chainToClient},                                                   // 10
+	&expr.Verdict{Kind: expr.VerdictJump, Chain: chainClientDNS},                                                  // 11
 	&expr.Bitwise{SourceRegister: 1, DestRegister: 1, Len: 4, Mask: []byte{255, 255, 0, 0}, Xor: make([]byte, 4)}, // 12: /16
 	&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: clientRange.Addr().AsSlice()},                                  // 13: 100.64.0.0
 	&expr.Meta{Key: expr.MetaKeyL4PROTO, Register: 1},                                                             // 14
@@ -124,39 +110,53 @@ var ops = [...]expr.Any{
 	&expr.Verdict{Kind: expr.VerdictDrop},                                                       // 23
 	&expr.Verdict{Kind: expr.VerdictAccept},                                                     // 24
 	&expr.Reject{Type: unix.NFT_REJECT_ICMPX_UNREACH, Code: unix.NFT_REJECT_ICMPX_PORT_UNREACH}, // 25
-	&expr.Masq{}, // 26
+	&expr.Masq{},                            // 26
+	&expr.Verdict{Kind: expr.VerdictReturn}, // 27
 }
 
-// opDNAT is the op that the provider's resolver, in register 1, goes
-// before.
-const opDNAT = 22
+// The ops exprs makes for each table, and what they stand for.
+const (
+	opIfindex = 1  // == the rule's link's ifindex
+	opClient  = 6  // == the rule's link's client address
+	opDNAT    = 22 // the provider's resolver, into register 1, before it
+)
 
 // The parts rules are made of, as strings of op indexes.
 const (
-	fromLink        = "\x00\x01"
-	toLink          = "\x02\x01"
-	notToLink       = "\x02\x03"
+	fromLink        = "\x00\x01" // iif is the rule's link
+	toLink          = "\x02\x01" // oif is the rule's link
 	isIPv4          = "\x04\x05" // in an inet table, before reading an IPv4 header field
-	notIPv4         = "\x04\x06"
+	fromItsClient   = "\x03\x06"
 	toResolver      = "\x07\x08"
-	notClient       = "\x00\x09\x0a"
-	fromClientRange = "\x0b\x0c\x0d"
+	fromClientRange = "\x03\x0c\x0d"
 	udpTo53         = "\x0e\x0f\x11\x12"
 	tcpTo53         = "\x0e\x10\x11\x12"
 	replies         = "\x13\x14\x15"
+	jumpFromClient  = "\x09"
+	jumpToClient    = "\x0a"
+	jumpClientDNS   = "\x0b"
 	dnat            = "\x16"
 	drop            = "\x17"
 	accept          = "\x18"
 	reject          = "\x19"
 	masquerade      = "\x1a"
+	ret             = "\x1b"
 )
 
-// exprs is the expressions for a string of op indexes; dns is the
-// provider's resolver, loaded before the DNAT.
-func exprs(ix string, dns netip.Addr) []expr.Any {
+// exprs is the expressions for a string of op indexes: l is the rule's
+// link (for opIfindex and opClient), dns the provider's resolver, loaded
+// before the DNAT.
+func exprs(ix string, l Link, dns netip.Addr) []expr.Any {
 	es := make([]expr.Any, 0, len(ix)+1)
 	for i := 0; i < len(ix); i++ {
-		if ix[i] == opDNAT {
+		switch ix[i] {
+		case opIfindex:
+			es = append(es, &expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: binaryutil.NativeEndian.PutUint32(l.Index)})
+			continue
+		case opClient:
+			es = append(es, &expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: l.Client.AsSlice()})
+			continue
+		case opDNAT:
 			es = append(es, &expr.Immediate{Register: 1, Data: dns.AsSlice()})
 		}
 		es = append(es, ops[ix[i]])
@@ -166,38 +166,50 @@ func exprs(ix string, dns netip.Addr) []expr.Any {
 
 // writeTable queues the whole table for spec on c, replacing any table of
 // the same name, for one Flush: one transaction, so packets see the old
-// ruleset or the new one, never a mix, and the same spec always gives the
+// ruleset or the new, never a mix, and the same spec always gives the
 // same ruleset (a restart that finds its own table converges).
 //
-// The ruleset, in nft syntax (A = Resolver, R = DNS.Addr):
+// The ruleset, in nft syntax (A = Resolver, R = DNS.Addr; "each link" is
+// one rule per provider NIC L with its client C = 100.64.A.B):
 //
 //	table inet spectrum-router {
-//		set links { type iface_index; elements = { <provider NICs> } }
-//		set clients { type iface_index . ipv4_addr; elements = { <NIC . 100.64.A.B> } }
 //		chain prerouting { type nat hook prerouting priority dstnat; policy accept;
-//			iif @links ip daddr A udp dport 53 dnat ip to R   # DNSNAT only
-//			iif @links ip daddr A tcp dport 53 dnat ip to R   # DNSNAT only
+//			iif L jump client-dns                         # each link; DNSNAT only
+//		}
+//		chain client-dns {
+//			ip daddr A udp dport 53 dnat ip to R
+//			ip daddr A tcp dport 53 dnat ip to R
 //		}
 //		chain forward { type filter hook forward priority filter; policy accept;
-//			iif @links meta nfproto != ipv4 drop        # IPv6 from clients
-//			iif @links iif . ip saddr != @clients drop  # a source that is not the link's client
-//			iif @links oif @links drop                  # client to client
-//			iif @links ip daddr A reject                # not DNS, or no resolver (not DNSForward)
-//			iif @links accept
-//			oif @links ct state established,related accept
-//			oif @links drop                             # nothing else reaches a client
+//			iif L ip saddr C jump from-client             # each link: its client's own address ...
+//			iif L drop                                    # ... and nothing else (another source, IPv6)
+//			oif L jump to-client                          # each link
+//		}
+//		chain from-client {
+//			oif L drop                                    # each link: no client reaches another
+//			ip daddr A reject                             # not DNS, or no resolver (not DNSForward)
+//			accept
+//		}
+//		chain to-client {
+//			ct state established,related accept
+//			drop                                          # nothing else reaches a client
 //		}
 //		chain postrouting { type nat hook postrouting priority srcnat; policy accept;
-//			oif != @links ip saddr 100.64.0.0/16 masquerade
+//			oif L return                                  # each link
+//			ip saddr 100.64.0.0/16 masquerade
 //		}
 //		chain ip_forward-was-0 { }   # see forwardWasChain
 //	}
 //
+// Per-link rules rather than sets: a provider has a handful of links, and
+// nftables' set code in google/nftables (AddSet and its element encoding)
+// would cost about 20 KB of the agent's size budget, which it cannot spare.
+//
 // Both base chains accept by default: traffic that touches no provider
 // link (between two uplinks, say) is the provider's own firewall's
 // business, as in Qubes' sys-net. Each rule carries a comment saying why.
-// Sets and rules name the NICs by ifindex, not by name, so a NIC renamed
-// after it appeared (udev's predictable names) stays covered.
+// Rules name the NICs by ifindex, not by name, so a NIC renamed after it
+// appeared (udev's predictable names) stays covered.
 func writeTable(c *nftables.Conn, s spec) error {
 	t := &nftables.Table{Name: TableName, Family: nftables.TableFamilyINet}
 	// Adding first makes the delete valid when there is no table yet.
@@ -205,57 +217,75 @@ func writeTable(c *nftables.Conn, s spec) error {
 	c.DelTable(t)
 	c.AddTable(t)
 
-	ls, cs := *links, *clients
-	ls.Table, cs.Table = t, t
-	le := make([]nftables.SetElement, len(s.links))
-	ce := make([]nftables.SetElement, len(s.links))
-	for i, l := range s.links {
-		le[i].Key = binaryutil.NativeEndian.PutUint32(l.Index)
-		a := l.Client.As4()
-		ce[i].Key = append(binaryutil.NativeEndian.PutUint32(l.Index), a[:]...)
-	}
-	if err := c.AddSet(&ls, le); err != nil {
-		return err
-	}
-	if err := c.AddSet(&cs, ce); err != nil {
-		return err
-	}
-
 	policy := nftables.ChainPolicyAccept
-	var chains [len(baseChains)]*nftables.Chain
-	for i, bc := range baseChains {
-		chains[i] = c.AddChain(&nftables.Chain{
-			Name: bc.name, Table: t, Type: bc.typ, Hooknum: bc.hook, Priority: bc.prio, Policy: &policy,
-		})
+	var chains [len(allChains)]*nftables.Chain
+	for i, ch := range allChains {
+		chain := &nftables.Chain{Name: ch.name, Table: t}
+		if ch.hook != nil {
+			chain.Type, chain.Hooknum, chain.Priority, chain.Policy = ch.typ, ch.hook, ch.prio, &policy
+		}
+		chains[i] = c.AddChain(chain)
 	}
 	c.AddChain(&nftables.Chain{Name: forwardWasChain(s.forwardWas), Table: t})
+	links := byIndex(s.links)
 	for _, rs := range rules {
 		if rs.when == ifDNSNAT && s.dns.Mode != DNSNAT || rs.when == unlessDNSForward && s.dns.Mode == DNSForward {
 			continue
 		}
-		c.AddRule(&nftables.Rule{
-			Table: t, Chain: chains[rs.chain], Exprs: exprs(rs.ops, s.dns.Addr),
-			UserData: userdata.AppendString(nil, userdata.TypeComment, rs.comment),
-		})
+		n := 1
+		if rs.each {
+			n = len(links)
+		}
+		for i := range n {
+			var l Link
+			if rs.each {
+				l = links[i]
+			}
+			c.AddRule(&nftables.Rule{
+				Table: t, Chain: chains[rs.chain], Exprs: exprs(rs.ops, l, s.dns.Addr),
+				UserData: userdata.AppendString(nil, userdata.TypeComment, rs.comment),
+			})
+		}
 	}
 	return nil
 }
 
-// The base chains, by the indexes rules name them with.
+// byIndex returns a copy of links in ifindex order. An insertion sort: a
+// provider has a handful of links, and slices.SortFunc's generic code
+// would cost about 20 KB of the agent's size budget.
+func byIndex(links []Link) []Link {
+	out := make([]Link, len(links))
+	copy(out, links)
+	for i := 1; i < len(out); i++ {
+		for j := i; j > 0 && out[j].Index < out[j-1].Index; j-- {
+			out[j], out[j-1] = out[j-1], out[j]
+		}
+	}
+	return out
+}
+
+// The table's chains, by the indexes rules name them with: the base
+// chains, then the regular ones they jump to.
 const (
 	chainPre = iota
+	chainDNS
 	chainFwd
+	chainFrom
+	chainTo
 	chainPost
 )
 
-var baseChains = [...]struct {
+var allChains = [...]struct {
 	name string
 	typ  nftables.ChainType
-	hook *nftables.ChainHook
+	hook *nftables.ChainHook // nil: a regular chain
 	prio *nftables.ChainPriority
 }{
 	chainPre:  {"prerouting", nftables.ChainTypeNAT, nftables.ChainHookPrerouting, nftables.ChainPriorityNATDest},
+	chainDNS:  {name: chainClientDNS},
 	chainFwd:  {"forward", nftables.ChainTypeFilter, nftables.ChainHookForward, nftables.ChainPriorityFilter},
+	chainFrom: {name: chainFromClient},
+	chainTo:   {name: chainToClient},
 	chainPost: {"postrouting", nftables.ChainTypeNAT, nftables.ChainHookPostrouting, nftables.ChainPriorityNATSource},
 }
 
@@ -267,22 +297,27 @@ const (
 )
 
 // rules is the table's rules in order, as data (writeTable's comment has
-// them in nft syntax).
+// them in nft syntax). A rule marked each is written once per provider
+// link, in the links' order, for that link's NIC and client.
 var rules = [...]struct {
 	chain, when uint8
+	each        bool
 	comment     string
 	ops         string
 }{
-	{chainPre, ifDNSNAT, "DNS to the virtual resolver goes to this provider's own", fromLink + isIPv4 + toResolver + udpTo53 + dnat},
-	{chainPre, ifDNSNAT, "DNS to the virtual resolver goes to this provider's own", fromLink + isIPv4 + toResolver + tcpTo53 + dnat},
-	{chainFwd, always, "IPv6 from clients is never forwarded", fromLink + notIPv4 + drop},
-	{chainFwd, always, "from a provider link only its client's address", fromLink + isIPv4 + notClient + drop},
-	{chainFwd, always, "no client reaches another", fromLink + toLink + drop},
-	{chainFwd, unlessDNSForward, "only DNS to the virtual resolver, and only while there is a resolver", fromLink + isIPv4 + toResolver + reject},
-	{chainFwd, always, "clients reach everything else", fromLink + accept},
-	{chainFwd, always, "replies reach clients", toLink + replies + accept},
-	{chainFwd, always, "nothing else reaches a client", toLink + drop},
-	{chainPost, always, "clients leave with this provider's address", notToLink + isIPv4 + fromClientRange + masquerade},
+	{chainPre, ifDNSNAT, true, "DNS from a client", fromLink + jumpClientDNS},
+	{chainDNS, ifDNSNAT, false, "DNS to the virtual resolver goes to this provider's own", isIPv4 + toResolver + udpTo53 + dnat},
+	{chainDNS, ifDNSNAT, false, "DNS to the virtual resolver goes to this provider's own", isIPv4 + toResolver + tcpTo53 + dnat},
+	{chainFwd, always, true, "from a provider link only its client's address", fromLink + isIPv4 + fromItsClient + jumpFromClient},
+	{chainFwd, always, true, "nothing else from a provider link: no other source, no IPv6", fromLink + drop},
+	{chainFwd, always, true, "to a client", toLink + jumpToClient},
+	{chainFrom, always, true, "no client reaches another", toLink + drop},
+	{chainFrom, unlessDNSForward, false, "only DNS to the virtual resolver, and only while there is a resolver", isIPv4 + toResolver + reject},
+	{chainFrom, always, false, "clients reach everything else", accept},
+	{chainTo, always, false, "replies reach clients", replies + accept},
+	{chainTo, always, false, "nothing else reaches a client", drop},
+	{chainPost, always, true, "traffic to a client keeps its source", toLink + ret},
+	{chainPost, always, false, "clients leave with this provider's address", isIPv4 + fromClientRange + masquerade},
 }
 
 // deleteTable queues the removal of the router's table.

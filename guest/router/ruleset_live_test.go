@@ -22,6 +22,8 @@ func checkRuleset(t *testing.T, ns *nstest.NS, want ruleset) {
 	if !ok {
 		t.Fatal("no table inet spectrum-router")
 	}
+	sortLinkRules(want.Rules)
+	sortLinkRules(got.Rules)
 	if diff := cmp.Diff(want, got); diff != "" {
 		t.Errorf("ruleset mismatch (-want +got):\n%s", diff)
 	}
