@@ -10,8 +10,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/vishvananda/netns"
-
 	"spectrum-os.org/netcfg/host/control"
 	"spectrum-os.org/netcfg/host/link"
 	"spectrum-os.org/netcfg/internal/nstest"
@@ -27,13 +25,8 @@ func BenchmarkStartOverhead(b *testing.B) {
 	for _, providers := range []int{0, 1, 8} {
 		b.Run(fmt.Sprintf("providers=%d", providers), func(b *testing.B) {
 			ns := nstest.New(b)
-			h, err := netns.GetFromPath(ns.Path())
-			if err != nil {
-				b.Fatal(err)
-			}
-			defer h.Close()
 			log := slog.New(slog.NewTextHandler(io.Discard, nil))
-			nw, err := link.Open(h, log)
+			nw, err := link.OpenPath(ns.Path(), log)
 			if err != nil {
 				b.Fatal(err)
 			}

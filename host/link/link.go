@@ -81,8 +81,19 @@ type Net struct {
 	log *slog.Logger
 }
 
-// Open returns a Net for namespace ns (netns.Get() for the daemon's own,
-// netns.GetFromPath in tests). It duplicates ns; the caller keeps and closes
+// OpenPath is Open for the namespace bound at path (a tests' namespace,
+// /run/netns/NAME).
+func OpenPath(path string, log *slog.Logger) (*Net, error) {
+	h, err := netns.GetFromPath(path)
+	if err != nil {
+		return nil, fmt.Errorf("network namespace %s: %w", path, err)
+	}
+	defer h.Close()
+	return Open(h, log)
+}
+
+// Open returns a Net for namespace ns (netns.Get() for the daemon's own;
+// OpenPath for one bound at a path). It duplicates ns; the caller keeps and closes
 // its own handle. Every change is logged on log (nil: slog.Default()).
 func Open(ns netns.NsHandle, log *slog.Logger) (*Net, error) {
 	fd, err := unix.FcntlInt(uintptr(ns), unix.F_DUPFD_CLOEXEC, 0)

@@ -9,7 +9,6 @@ import (
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
-	"github.com/vishvananda/netns"
 
 	"spectrum-os.org/netcfg/internal/mac"
 	"spectrum-os.org/netcfg/internal/nstest"
@@ -53,12 +52,7 @@ func TestNames(t *testing.T) {
 func newNet(t *testing.T) (*Net, *nstest.NS) {
 	t.Helper()
 	ns := nstest.New(t)
-	h, err := netns.GetFromPath(ns.Path())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer h.Close()
-	n, err := Open(h, slog.New(slog.NewTextHandler(testWriter{t}, nil)))
+	n, err := OpenPath(ns.Path(), slog.New(slog.NewTextHandler(testWriter{t}, nil)))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -19,8 +19,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/vishvananda/netns"
-
 	"spectrum-os.org/netcfg/host/link"
 	"spectrum-os.org/netcfg/host/qmp"
 	"spectrum-os.org/netcfg/internal/mac"
@@ -363,12 +361,7 @@ func startHelper() int {
 func TestNICs(t *testing.T) {
 	requireQEMU(t)
 	ns := nstest.New(t)
-	h, err := netns.GetFromPath(ns.Path())
-	if err != nil {
-		t.Fatal(err)
-	}
-	n, err := link.Open(h, nil)
-	h.Close()
+	n, err := link.OpenPath(ns.Path(), nil)
 	if err != nil {
 		t.Fatal(err)
 	}
