@@ -131,7 +131,9 @@ func consoleInTmux(t *testing.T, ctx context.Context, dir, run string) {
 	sock := filepath.Join(dir, "tmux.sock")
 	before, after := filepath.Join(dir, "stty.before"), filepath.Join(dir, "stty.after")
 	script := filepath.Join(dir, "console.sh")
-	body := fmt.Sprintf("#!/bin/sh\nstty -g >%s\n%s console -run %s appvm-lynx\necho \"console exit=$?\"\nstty -g >%s\nexec sleep 600\n",
+	// The settings after come before the exit status is shown: the test
+	// reads them once it sees the status.
+	body := fmt.Sprintf("#!/bin/sh\nstty -g >%s\n%s console -run %s appvm-lynx\ns=$?\nstty -g >%s\necho \"console exit=$s\"\nexec sleep 600\n",
 		before, spectrumdBin, run, after)
 	if err := os.WriteFile(script, []byte(body), 0o755); err != nil {
 		t.Fatal(err)
