@@ -23,7 +23,7 @@ FUZZ      := ./internal/mac:FuzzParseClassify:200000x ./guest:FuzzParseLink:1000
              ./guest/router:FuzzFirstNameserver:100000x ./guest/router:FuzzParseConntrack:100000x \
              ./vmtest/lan:FuzzParseIPv4:100000x
 
-.PHONY: all deps build test vet staticcheck fuzz fuzz-count bench soak run clean kernel install
+.PHONY: all deps build man test vet staticcheck fuzz fuzz-count bench soak run clean kernel install
 
 # `make install`: DESTDIR-aware; the binaries go to $(PREFIX)/bin, the unit
 # to $(UNITDIR) (both searched by the hooks and systemd as they are).
@@ -50,6 +50,17 @@ build:
 	CGO_ENABLED=0 $(GO) build $(GUESTFLAGS) -o $(BIN)/spectrum-netcfg ./cmd/spectrum-netcfg
 	$(GO) build -o $(BIN)/spectrumd ./cmd/spectrumd
 	$(GO) build -o $(BIN)/spectrum-initramfs-append ./cmd/spectrum-initramfs-append
+
+# The manual pages: roff from their Markdown sources in docs/man
+# (NAME.SECTION.md) by go-md2man, a tool of go.mod (`go tool`), so it is
+# fetched and checked like every Go module and `make install` needs no
+# Debian package. Linted by mandoc, and checked against each program's
+# flags, in docs/man's tests.
+MANPAGES := $(patsubst docs/man/%.md,$(BIN)/man/%,$(wildcard docs/man/*.md))
+man: $(MANPAGES)
+$(BIN)/man/%: docs/man/%.md
+	@mkdir -p $(@D)
+	$(GO) tool go-md2man -in $< -out $@.tmp.$$$$ && mv $@.tmp.$$$$ $@
 
 # The VM tests' kernel: Debian's cloud kernel, cached in .cache/kernel/
 # (git-ignored). SPECTRUM_TEST_KERNEL / SPECTRUM_TEST_MODULES override it.
@@ -119,7 +130,7 @@ SOAK_CYCLES ?= 200
 soak: deps
 	SPECTRUM_SOAK_CYCLES=$(SOAK_CYCLES) $(GO) test -count=1 -run='^TestSoakServe$$' -v -timeout 60m ./host/cli/
 
-install: build
+install: build man
 	install -D -m 0755 $(BIN)/spectrum-netcfg $(DESTDIR)$(PREFIX)/bin/spectrum-netcfg
 	install -D -m 0755 $(BIN)/spectrumd $(DESTDIR)$(PREFIX)/bin/spectrumd
 	install -D -m 0755 $(BIN)/spectrum-initramfs-append $(DESTDIR)$(PREFIX)/bin/spectrum-initramfs-append
@@ -127,6 +138,9 @@ install: build
 	sed 's|/usr/local/|$(PREFIX)/|g' dist/spectrumd.service >$(DESTDIR)$(UNITDIR)/spectrumd.service
 	chmod 0644 $(DESTDIR)$(UNITDIR)/spectrumd.service
 	install -D -m 0644 README.md $(DESTDIR)$(PREFIX)/share/doc/spectrum/README.md
+	@set -e; for p in $(MANPAGES); do s=$${p##*.}; \
+	  echo "install -D -m 0644 $$p $(DESTDIR)$(PREFIX)/share/man/man$$s/$${p##*/}"; \
+	  install -D -m 0644 $$p $(DESTDIR)$(PREFIX)/share/man/man$$s/$${p##*/}; done
 	@set -e; for g in $(INITRAMFS); do echo "install: initramfs hooks for $$g"; case $$g in \
 	  initramfs-tools) \
 	    install -D -m 0755 dist/initramfs-tools/hooks/spectrum-netcfg $(DESTDIR)/usr/share/initramfs-tools/hooks/spectrum-netcfg; \

@@ -119,6 +119,15 @@ func TestMakeInstall(t *testing.T) {
 				tt.prefix + "/share/doc/spectrum/README.md":         0o644,
 				tt.prefix + "/lib/systemd/system/spectrumd.service": 0o644,
 			}
+			// Every manual page, as roff, in its section's directory.
+			pages, err := filepath.Glob(filepath.Join(repoRoot(t), "docs/man/*.md"))
+			if err != nil || len(pages) == 0 {
+				t.Fatalf("no manual pages in docs/man: %v", err)
+			}
+			for _, src := range pages {
+				page := strings.TrimSuffix(filepath.Base(src), ".md")
+				want[tt.prefix+"/share/man/man"+page[strings.LastIndexByte(page, '.')+1:]+"/"+page] = 0o644
+			}
 			if tt.initramfs {
 				for p, m := range map[string]os.FileMode{
 					"/usr/share/initramfs-tools/hooks/spectrum-netcfg":                         0o755,
@@ -151,6 +160,9 @@ func TestMakeInstall(t *testing.T) {
 			if !strings.Contains(unit, "\nExecStart="+tt.prefix+"/bin/spectrumd serve ") ||
 				!strings.Contains(unit, "\nDocumentation=file://"+tt.prefix+"/share/doc/spectrum/README.md\n") {
 				t.Errorf("unit's ExecStart or Documentation is not under %s:\n%s", tt.prefix, unit)
+			}
+			if page := readFile(t, filepath.Join(dest, tt.prefix, "share/man/man8/spectrumd.8")); !strings.Contains(page, "\n.TH SPECTRUMD 8 ") {
+				t.Errorf("spectrumd.8 is not the roff of docs/man/spectrumd.8.md:\n%.300s", page)
 			}
 			if tt.initramfs {
 				def := readFile(t, filepath.Join(dest, "etc/default/spectrum-netcfg"))

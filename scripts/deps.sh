@@ -13,6 +13,7 @@ pkgs=(
   xz-utils          # compressed (.ko.xz) modules of an override test kernel
   zstd              # compressed (.ko.zst) modules of an override test kernel
   systemd           # systemd-analyze verify of the unit
+  mandoc            # mandoc -T lint of the manual pages (docs/man)
   # Initramfs generators the agent's hooks are tested with (dist/, vmtest):
   # the -core packages only. They hold mkinitramfs and dracut but not
   # update-initramfs, the kernel postinst hooks or the dpkg triggers, so no
