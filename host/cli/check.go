@@ -7,12 +7,14 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"path/filepath"
 	"slices"
 	"strings"
 
 	"spectrum-os.org/netcfg/host/alloc"
 	"spectrum-os.org/netcfg/host/config"
 	"spectrum-os.org/netcfg/host/link"
+	"spectrum-os.org/netcfg/host/vfio"
 	"spectrum-os.org/netcfg/internal/mac"
 	"spectrum-os.org/netcfg/internal/printable"
 )
@@ -30,12 +32,16 @@ func Check(args []string, stdout, stderr io.Writer) error {
 	data := fs.String("data", DefaultData, "data `DIR` holding one directory per VM")
 	state := fs.String("state", DefaultState, "state `DIR` whose links.json holds the link ids (only read)")
 	asJSON := fs.Bool("json", false, "print JSON (for scripts) instead of text")
+	hostRoot := fs.String("host-root", "/", "read the host's sys, dev and proc under `DIR` (PCI uplinks' checks)")
 	fs.Usage = func() {
-		fmt.Fprint(stderr, `usage: spectrumd check [-data DIR] [-state DIR] [-json]
+		fmt.Fprint(stderr, `usage: spectrumd check [-data DIR] [-state DIR] [-json] [-host-root DIR]
 
 Validate every VM directory under the data directory and print each valid VM
 in start order (providers first) with its kernel, disk images, providers and
-the MACs of its network links, then every error, naming the file at fault.
+the MACs of its network links and its uplinks, then every error, naming the
+file at fault. A PCI uplink's device is checked on this host as spectrumd
+checks it at start (an IOMMU with interrupt remapping, a network controller,
+an IOMMU group the host drives nothing else of); nothing is bound.
 Link ids come from the state directory; new links are shown with the ids
 spectrumd would assign. Nothing is written.
 
@@ -67,6 +73,7 @@ flags:
 		return err
 	}
 	r := report(cfg, links)
+	r.checkPCI(cfg, vfio.Host{Sys: filepath.Join(*hostRoot, "sys"), Dev: filepath.Join(*hostRoot, "dev"), Proc: filepath.Join(*hostRoot, "proc")})
 	if *asJSON {
 		enc := json.NewEncoder(stdout)
 		enc.SetIndent("", "  ")
@@ -86,7 +93,52 @@ flags:
 // checkReport is what check prints; its JSON form is the -json output.
 type checkReport struct {
 	VMs    []vmReport    `json:"vms"`    // valid VMs in start order
-	Errors []errorReport `json:"errors"` // one per invalid VM
+	Errors []errorReport `json:"errors"` // one per invalid VM, and one per unusable PCI uplink
+	// unusable are the VMs of VMs whose PCI uplink cannot be passed
+	// through on this host: valid, but they would not start.
+	unusable map[string]bool
+}
+
+// checkPCI checks each valid VM's PCI uplinks on host h as spectrumd does
+// at start (vfio.Host.Check), and that no two VMs' devices share an IOMMU
+// group (one group goes to one QEMU). Each problem is an error naming the
+// VM's file.
+func (r *checkReport) checkPCI(cfg *config.Config, h vfio.Host) {
+	p := printable.String
+	r.unusable = map[string]bool{}
+	groups := map[int]string{} // IOMMU group -> the first VM (start order) with a device in it
+	for i, name := range cfg.Order {
+		vm := cfg.VMs[name]
+		for _, u := range vm.PCI {
+			file := filepath.Join(vm.Dir, "uplinks", "pci", u.Addr)
+			d, err := h.Check(u.Addr)
+			rep := pciReport{Addr: u.Addr, Driver: p(d.Driver), Group: d.Group}
+			if d.Class != 0 || err == nil {
+				rep.Class = fmt.Sprintf("0x%06x", d.Class)
+			}
+			r.VMs[i].PCI = append(r.VMs[i].PCI, rep)
+			if err == nil && d.Group >= 0 {
+				if o, ok := groups[d.Group]; ok && o != name {
+					err = fmt.Errorf("IOMMU group %d is VM %s's too: a group goes to one VM", d.Group, o)
+				}
+				groups[d.Group] = name
+			}
+			if err != nil {
+				r.unusable[name] = true
+				for _, e := range unjoin(err) {
+					r.Errors = append(r.Errors, errorReport{VM: p(name), Path: p(file), Error: p(e.Error())})
+				}
+			}
+		}
+	}
+}
+
+// unjoin lists the errors errors.Join made err of, or err.
+func unjoin(err error) []error {
+	if j, ok := err.(interface{ Unwrap() []error }); ok {
+		return j.Unwrap()
+	}
+	return []error{err}
 }
 
 type vmReport struct {
@@ -100,6 +152,15 @@ type vmReport struct {
 	Net       []linkReport   `json:"net"`     // links on which it is the client, one per provider
 	Serves    []linkReport   `json:"serves"`  // links on which it is the provider, one per client
 	Uplinks   []uplinkReport `json:"uplinks"` // NICs on host bridges, by interface
+	PCI       []pciReport    `json:"pci"`     // host PCI NICs by VFIO, by address
+}
+
+// pciReport is one host PCI NIC a VM gets by VFIO, as sysfs shows it now.
+type pciReport struct {
+	Addr   string `json:"addr"`            // uplinks/pci/<addr>
+	Class  string `json:"class,omitempty"` // 0x020000; "" when the device is not there
+	Driver string `json:"driver"`          // its driver now; "" none
+	Group  int    `json:"group"`           // its IOMMU group; -1 none
 }
 
 // uplinkReport is one NIC of a VM on a host bridge.
@@ -152,7 +213,7 @@ func report(cfg *config.Config, links []alloc.Link) *checkReport {
 			Name: p(vm.Name), Dir: p(vm.Dir), Kernel: p(vm.Kernel), Images: []string{},
 			Initramfs: p(vm.Initramfs), Cmdline: p(vm.Cmdline),
 			Providers: []string{},
-			Net:       []linkReport{}, Serves: []linkReport{}, Uplinks: []uplinkReport{},
+			Net:       []linkReport{}, Serves: []linkReport{}, Uplinks: []uplinkReport{}, PCI: []pciReport{},
 		}
 		for _, img := range vm.Images {
 			v.Images = append(v.Images, p(img))
@@ -218,6 +279,20 @@ func (r *checkReport) writeText(w io.Writer) error {
 			}
 			fmt.Fprintf(&b, "  uplink     %-16s tap %s  mac %s  (%s)\n", u.Iface, u.Tap, u.MAC, how)
 		}
+		for _, d := range v.PCI {
+			drv, group := "no driver", "no IOMMU group"
+			if d.Driver != "" {
+				drv = "driver " + d.Driver
+			}
+			if d.Group >= 0 {
+				group = fmt.Sprintf("IOMMU group %d", d.Group)
+			}
+			if d.Class == "" {
+				fmt.Fprintf(&b, "  pci        %s  (not on this host)\n", d.Addr)
+				continue
+			}
+			fmt.Fprintf(&b, "  pci        %s  class %s  %s  %s\n", d.Addr, d.Class, group, drv)
+		}
 	}
 	if len(r.Errors) > 0 && len(r.VMs) > 0 {
 		b.WriteString("\n")
@@ -231,13 +306,13 @@ func (r *checkReport) writeText(w io.Writer) error {
 			fmt.Fprintf(&b, "error: %s\n", e.Error)
 		}
 	}
-	invalid := 0
+	invalid := map[string]bool{}
 	for _, e := range r.Errors {
 		if e.VM != "" {
-			invalid++
+			invalid[e.VM] = true
 		}
 	}
-	fmt.Fprintf(&b, "%d VMs valid, %d invalid\n", len(r.VMs), invalid)
+	fmt.Fprintf(&b, "%d VMs valid, %d invalid\n", len(r.VMs)-len(r.unusable), len(invalid))
 	_, err := io.WriteString(w, b.String())
 	return err
 }

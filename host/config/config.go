@@ -16,14 +16,15 @@ import (
 // resolved, every one of them inside Dir), free of ',' and control
 // characters, so they can go into QEMU's options as they are.
 type VM struct {
-	Name      string   // the directory's name
-	Dir       string   // absolute real path of the directory (its target, if the entry is a symlink)
-	Kernel    string   // absolute path of vmlinux
-	Images    []string // absolute paths of blk/*.img, sorted by name
-	Initramfs string   // absolute path of the optional initramfs; "" means none
-	Cmdline   string   // the optional cmdline file's line; "" (no file, or an empty one) means the default (console on ttyS0)
-	Providers []string // names of the VMs in providers/net, sorted
-	Uplinks   []Uplink // NICs on host bridges (uplinks/net), sorted by interface; their MACs are unique on the host
+	Name      string      // the directory's name
+	Dir       string      // absolute real path of the directory (its target, if the entry is a symlink)
+	Kernel    string      // absolute path of vmlinux
+	Images    []string    // absolute paths of blk/*.img, sorted by name
+	Initramfs string      // absolute path of the optional initramfs; "" means none
+	Cmdline   string      // the optional cmdline file's line; "" (no file, or an empty one) means the default (console on ttyS0)
+	Providers []string    // names of the VMs in providers/net, sorted
+	Uplinks   []Uplink    // NICs on host bridges (uplinks/net), sorted by interface; their MACs are unique on the host
+	PCI       []PCIUplink // host PCI NICs by VFIO (uplinks/pci), sorted by address; no two VMs name one
 }
 
 // Config is the result of loading a data directory: the good VMs and an error
@@ -92,6 +93,11 @@ var (
 	// ErrMACInUse: an uplink's MAC, given or derived, is another uplink's
 	// already, of this VM or of a VM before it in name order.
 	ErrMACInUse = errors.New("uplink MAC in use")
+	// ErrPCIAddr: a file in uplinks/pci is not named by a PCI address in
+	// sysfs's form (0000:03:00.0), or is not empty.
+	ErrPCIAddr = errors.New("bad PCI uplink")
+	// ErrPCIInUse: a PCI device a VM before it in name order names too.
+	ErrPCIInUse = errors.New("PCI device in use")
 )
 
 // VMError is why one VM was rejected. Path is the file at fault (under the

@@ -141,6 +141,7 @@ func (l *Loader) load() *Config {
 		}
 	}
 	ln.claimMACs()
+	ln.claimPCI()
 	ln.link()
 	for _, name := range ln.names {
 		if err := ln.errs[name]; err != nil {

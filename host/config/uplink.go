@@ -11,6 +11,7 @@ import (
 	"unicode/utf8"
 
 	"spectrum-os.org/netcfg/host/link"
+	"spectrum-os.org/netcfg/host/vfio"
 	"spectrum-os.org/netcfg/internal/mac"
 )
 
@@ -112,6 +113,9 @@ func loadUplinks(vm *VM, root string, ents map[string]fs.FileMode, rec *deps, fa
 	if err != nil {
 		return fail("uplinks", err)
 	}
+	if vm, err := loadPCI(vm, root, up, rec, fail); err != nil {
+		return vm, err
+	}
 	netPath := filepath.Join(up, "net")
 	fi, err := rec.osLstat(netPath)
 	if errors.Is(err, fs.ErrNotExist) {
@@ -186,6 +190,92 @@ func (l *linker) claimMACs() {
 		}
 		for _, u := range vm.Uplinks {
 			owners[u.MAC.String()] = owner{name, u.Iface}
+		}
+	}
+}
+
+// PCIUplink is a host PCI NIC the VM gets by VFIO: uplinks/pci/<Addr>, an
+// empty file named by the device's address as sysfs names it
+// (0000:03:00.0). spectrumd checks the device and binds it to vfio-pci
+// when the VM starts (host/vfio); the loader checks the name only.
+type PCIUplink struct {
+	Addr string
+}
+
+// maxPCIFile is the largest uplinks/pci file: empty, or blank space.
+const maxPCIFile = 64
+
+// loadPCI reads uplinks/pci/* (under up, the VM's real uplinks directory)
+// into vm.PCI, sorted by address. Each entry is a regular file, empty or
+// blank, named by a PCI address in sysfs's form.
+func loadPCI(vm *VM, root, up string, rec *deps, fail func(string, error) (*VM, *VMError)) (*VM, *VMError) {
+	pciPath := filepath.Join(up, "pci")
+	fi, err := rec.osLstat(pciPath)
+	if errors.Is(err, fs.ErrNotExist) {
+		return vm, nil
+	}
+	var dir string
+	var mode fs.FileMode
+	if err == nil {
+		dir, mode, err = follow(root, pciPath, fi.Mode(), rec)
+	}
+	var names map[string]fs.FileMode
+	if err == nil {
+		names, err = readDirMode(dir, mode, rec)
+	}
+	if err != nil {
+		return fail(filepath.Join("uplinks", "pci"), err)
+	}
+	for _, addr := range sortedKeys(names) {
+		rel := filepath.Join("uplinks", "pci", addr)
+		if err := vfio.CheckAddr(addr); err != nil {
+			return fail(rel, fmt.Errorf("%w: %w", ErrPCIAddr, err))
+		}
+		p, mode, err := follow(root, filepath.Join(dir, addr), names[addr], rec)
+		if err == nil && !mode.IsRegular() {
+			err = fmt.Errorf("%w: %s", ErrNotRegular, kind(mode))
+		}
+		if err == nil {
+			rec.stat(p)
+			var buf [maxPCIFile + 1]byte
+			var n int
+			n, err = readHead(p, buf[:])
+			if err == nil && (n > maxPCIFile || strings.TrimSpace(string(buf[:n])) != "") {
+				err = fmt.Errorf("%w: the file holds something; it is empty, the device's address is its name", ErrPCIAddr)
+			}
+		}
+		if err != nil {
+			return fail(rel, err)
+		}
+		vm.PCI = append(vm.PCI, PCIUplink{Addr: addr})
+	}
+	return vm, nil
+}
+
+// claimPCI rejects every VM (of those valid so far, in name order) that
+// names a PCI device an earlier one names: a device goes to one VM. The
+// first VM in name order keeps it.
+func (l *linker) claimPCI() {
+	owners := map[string]string{}
+	for _, name := range l.names {
+		vm := l.vms[name]
+		if vm == nil {
+			continue
+		}
+		for _, u := range vm.PCI {
+			if o, ok := owners[u.Addr]; ok {
+				l.reject(name, filepath.Join(l.dataDir, name, "uplinks", "pci", u.Addr),
+					fmt.Errorf("%w: PCI device %s is VM %s's (%s)", ErrPCIInUse, u.Addr, o,
+						filepath.Join(l.dataDir, o, "uplinks", "pci", u.Addr)))
+				delete(l.vms, name)
+				break
+			}
+		}
+		if l.vms[name] == nil {
+			continue
+		}
+		for _, u := range vm.PCI {
+			owners[u.Addr] = name
 		}
 	}
 }

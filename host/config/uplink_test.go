@@ -10,6 +10,7 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 
+	"spectrum-os.org/netcfg/host/vfio"
 	"spectrum-os.org/netcfg/internal/mac"
 	"spectrum-os.org/netcfg/internal/printable"
 )
@@ -93,16 +94,55 @@ func TestLoadUplinks(t *testing.T) {
 	}
 }
 
+// rejectCase is a data directory in which one VM is rejected.
+type rejectCase struct {
+	name    string
+	tree    tree
+	vm      string // the rejected VM
+	path    string // the path at fault, relative to the data directory
+	wantErr []error
+	msg     string // a substring of the message
+	valid   []string
+}
+
+// run loads the case's tree three times (Load, a Loader twice) and checks
+// the rejection each time.
+func (tt rejectCase) run(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "data")
+	tt.tree.build(t, dir)
+	l := NewLoader(dir)
+	for i, cfg := range []*Config{Load(dir), l.Load(), l.Load()} {
+		var got *VMError
+		for _, err := range cfg.Errors {
+			if e := err.(*VMError); e.VM == tt.vm {
+				got = e
+			}
+		}
+		if got == nil {
+			t.Fatalf("load #%d: no error for VM %q; errors: %v", i+1, tt.vm, cfg.Errors)
+		}
+		for _, want := range tt.wantErr {
+			if !errors.Is(got, want) {
+				t.Errorf("load #%d: error %v, want %v", i+1, got, want)
+			}
+		}
+		if want := filepath.Join(dir, filepath.FromSlash(tt.path)); got.Path != want {
+			t.Errorf("load #%d: error %v names %q, want %q", i+1, got, got.Path, want)
+		}
+		if !strings.Contains(got.Error(), tt.msg) || !strings.Contains(got.Error(), printable.String(got.Path)) {
+			t.Errorf("load #%d: message %q does not name %q and the path", i+1, got.Error(), tt.msg)
+		}
+		if strings.ContainsAny(got.Err.Error(), "\x1b\n") {
+			t.Errorf("load #%d: message %q echoes a control character", i+1, got.Err.Error())
+		}
+		if diff := cmp.Diff(tt.valid, cfg.Order); diff != "" {
+			t.Errorf("load #%d: valid VMs (-want +got):\n%s", i+1, diff)
+		}
+	}
+}
+
 func TestLoadUplinksRejects(t *testing.T) {
-	for _, tt := range []struct {
-		name    string
-		tree    tree
-		vm      string // the rejected VM
-		path    string // the path at fault, relative to the data directory
-		wantErr []error
-		msg     string // a substring of the message
-		valid   []string
-	}{
+	for _, tt := range []rejectCase{
 		{name: "colon in the name", tree: tree{"v/uplinks/net/br:0": ""}.vm("v"), vm: "v", path: "v/uplinks/net/br:0", wantErr: []error{ErrIface}, msg: `holds ':'`},
 		{name: "comma in the name", tree: tree{"v/uplinks/net/br,0": ""}.vm("v"), vm: "v", path: "v/uplinks/net/br,0", wantErr: []error{ErrIface}},
 		{name: "space in the name", tree: tree{"v/uplinks/net/br 0": ""}.vm("v"), vm: "v", path: "v/uplinks/net/br 0", wantErr: []error{ErrIface}},
@@ -143,38 +183,58 @@ func TestLoadUplinksRejects(t *testing.T) {
 			vm: "app", path: "app/providers/net/b", wantErr: []error{ErrProviderInvalid}, valid: []string{"a"},
 		},
 	} {
-		t.Run(tt.name, func(t *testing.T) {
-			dir := filepath.Join(t.TempDir(), "data")
-			tt.tree.build(t, dir)
-			l := NewLoader(dir)
-			for i, cfg := range []*Config{Load(dir), l.Load(), l.Load()} {
-				var got *VMError
-				for _, err := range cfg.Errors {
-					if e := err.(*VMError); e.VM == tt.vm {
-						got = e
-					}
-				}
-				if got == nil {
-					t.Fatalf("load #%d: no error for VM %q; errors: %v", i+1, tt.vm, cfg.Errors)
-				}
-				for _, want := range tt.wantErr {
-					if !errors.Is(got, want) {
-						t.Errorf("load #%d: error %v, want %v", i+1, got, want)
-					}
-				}
-				if want := filepath.Join(dir, filepath.FromSlash(tt.path)); got.Path != want {
-					t.Errorf("load #%d: error %v names %q, want %q", i+1, got, got.Path, want)
-				}
-				if !strings.Contains(got.Error(), tt.msg) || !strings.Contains(got.Error(), printable.String(got.Path)) {
-					t.Errorf("load #%d: message %q does not name %q and the path", i+1, got.Error(), tt.msg)
-				}
-				if strings.ContainsAny(got.Err.Error(), "\x1b\n") {
-					t.Errorf("load #%d: message %q echoes a control character", i+1, got.Err.Error())
-				}
-				if diff := cmp.Diff(tt.valid, cfg.Order); diff != "" {
-					t.Errorf("load #%d: valid VMs (-want +got):\n%s", i+1, diff)
-				}
-			}
-		})
+		t.Run(tt.name, tt.run)
+	}
+}
+
+func TestLoadPCI(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "data")
+	tree{
+		"netvm/uplinks/pci/0000:03:00.0": "",
+		"netvm/uplinks/pci/0000:00:14.3": "\n",
+		"netvm/uplinks/net/br0":          "",
+		"b/pcis/0000:04:00.0":            "",
+		"b/uplinks/pci":                  "-> ../pcis",
+		"c/uplinks/net/br0":              "",
+	}.vm("netvm").vm("b").vm("c").build(t, dir)
+	l := NewLoader(dir)
+	for i, cfg := range []*Config{Load(dir), l.Load(), l.Load()} {
+		if len(cfg.Errors) != 0 {
+			t.Fatalf("load #%d: errors %v", i+1, cfg.Errors)
+		}
+		got := map[string][]PCIUplink{}
+		for n, vm := range cfg.VMs {
+			got[n] = vm.PCI
+		}
+		want := map[string][]PCIUplink{
+			"netvm": {{Addr: "0000:00:14.3"}, {Addr: "0000:03:00.0"}},
+			"b":     {{Addr: "0000:04:00.0"}},
+			"c":     nil,
+		}
+		if diff := cmp.Diff(want, got); diff != "" {
+			t.Errorf("load #%d: PCI uplinks (-want +got):\n%s", i+1, diff)
+		}
+		if len(cfg.VMs["netvm"].Uplinks) != 1 {
+			t.Errorf("load #%d: netvm's uplinks/net lost: %v", i+1, cfg.VMs["netvm"].Uplinks)
+		}
+	}
+}
+
+func TestLoadPCIRejects(t *testing.T) {
+	for _, tt := range []rejectCase{
+		{name: "upper case", tree: tree{"v/uplinks/pci/0000:0A:00.0": ""}.vm("v"), vm: "v", path: "v/uplinks/pci/0000:0A:00.0", wantErr: []error{ErrPCIAddr, vfio.ErrAddr}},
+		{name: "no domain", tree: tree{"v/uplinks/pci/03:00.0": ""}.vm("v"), vm: "v", path: "v/uplinks/pci/03:00.0", wantErr: []error{ErrPCIAddr, vfio.ErrAddr}, msg: "0000:03:00.0"},
+		{name: "an interface name", tree: tree{"v/uplinks/pci/eth0": ""}.vm("v"), vm: "v", path: "v/uplinks/pci/eth0", wantErr: []error{ErrPCIAddr}},
+		{name: "function 8", tree: tree{"v/uplinks/pci/0000:03:00.8": ""}.vm("v"), vm: "v", path: "v/uplinks/pci/0000:03:00.8", wantErr: []error{ErrPCIAddr}},
+		{name: "not empty", tree: tree{"v/uplinks/pci/0000:03:00.0": "52:54:00:00:00:01"}.vm("v"), vm: "v", path: "v/uplinks/pci/0000:03:00.0", wantErr: []error{ErrPCIAddr}, msg: "empty"},
+		{name: "a directory", tree: tree{"v/uplinks/pci/0000:03:00.0": "DIR"}.vm("v"), vm: "v", path: "v/uplinks/pci/0000:03:00.0", wantErr: []error{ErrNotRegular}},
+		{name: "uplinks/pci a file", tree: tree{"v/uplinks/pci": "x"}.vm("v"), vm: "v", path: "v/uplinks/pci", wantErr: []error{ErrNotDir}},
+		{name: "uplinks/pci symlink out", tree: tree{"pcis/0000:03:00.0": "", "v/uplinks/pci": "-> ../../pcis"}.vm("v"), vm: "v", path: "v/uplinks/pci", wantErr: []error{ErrEscape}},
+		{
+			name: "a device two VMs name", tree: tree{"a/uplinks/pci/0000:03:00.0": "", "b/uplinks/pci/0000:03:00.0": ""}.vm("a").vm("b").vm("c"),
+			vm: "b", path: "b/uplinks/pci/0000:03:00.0", wantErr: []error{ErrPCIInUse}, msg: "VM a's", valid: []string{"a", "c"},
+		},
+	} {
+		t.Run(tt.name, tt.run)
 	}
 }
