@@ -12,7 +12,7 @@ pkgs=(
   kmod              # modinfo, to order the guest's virtio modules
   xz-utils          # compressed (.ko.xz) modules of an override test kernel
   zstd              # compressed (.ko.zst) modules of an override test kernel
-  systemd           # systemd-analyze verify of the unit
+  systemd           # systemd-analyze verify of the unit; systemd-journald for the journal tests
   mandoc            # mandoc -T lint of the manual pages (docs/man)
   # Initramfs generators the agent's hooks are tested with (dist/, vmtest):
   # the -core packages only. They hold mkinitramfs and dracut but not

@@ -18,6 +18,7 @@ import (
 	"spectrum-os.org/netcfg/host/config"
 	"spectrum-os.org/netcfg/host/control"
 	"spectrum-os.org/netcfg/host/daemon"
+	"spectrum-os.org/netcfg/host/hostlog"
 	"spectrum-os.org/netcfg/host/link"
 	"spectrum-os.org/netcfg/host/qemu"
 	"spectrum-os.org/netcfg/host/vmm"
@@ -36,7 +37,8 @@ func Serve(args []string, stdout, stderr io.Writer) error {
 	start := fs.String("start", "", "comma-separated `VMS` to start at once (with their providers)")
 	stopTimeout := fs.Duration("stop-timeout", 10*time.Second, "how long a guest gets to power down before it is killed")
 	memory := fs.Int("memory", qemu.DefaultMemoryMiB, "guest RAM in `MiB`")
-	logJSON := fs.Bool("log-json", false, "log JSON lines instead of text")
+	logTo := fs.String("log", hostlog.Auto, "where the log goes: auto (the journal when stderr is the journal's stream, as under systemd; stderr otherwise), journal or stderr")
+	logJSON := fs.Bool("log-json", false, "log to stderr as JSON lines instead of text")
 	vmUIDs := fs.String("vm-uids", vmm.DefaultUIDs, "`FIRST-LAST`: the uids (and gids of the same numbers) QEMU runs under, one per VM, kept in STATE/"+vmm.UIDFile+"; no user database entry needed")
 	nicTimeout := fs.Duration("nic-timeout", daemon.DefaultNICTimeout, "how long a NIC hot-plug or unplug waits for the guest (an unplug the guest ignores leaves the device but frees the tap)")
 	silentAfter := fs.Duration("silent-after", daemon.DefaultSilentAfter, "warn about a VM that has written nothing to its serial console this long after launch (0: never)")
@@ -55,11 +57,12 @@ func Serve(args []string, stdout, stderr io.Writer) error {
 	// went to) must not kill the daemon with SIGPIPE and orphan its VMs:
 	// the write fails and spectrumd carries on.
 	signal.Ignore(syscall.SIGPIPE)
-	var h slog.Handler = slog.NewTextHandler(stderr, nil)
-	if *logJSON {
-		h = slog.NewJSONHandler(stderr, nil)
+	h, chose, err := hostlog.New(*logTo, stderr, *logJSON)
+	if err != nil {
+		return err
 	}
 	log := slog.New(h)
+	log.Info("log", "to", chose)
 
 	uidRange, err := vmm.ParseUIDRange(*vmUIDs)
 	if err != nil {

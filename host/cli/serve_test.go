@@ -26,3 +26,18 @@ func TestServeBadVMUIDs(t *testing.T) {
 		})
 	}
 }
+
+// TestServeBadLog: a -log that names no destination stops serve before it
+// touches anything, with an error naming the flag.
+func TestServeBadLog(t *testing.T) {
+	dir := t.TempDir()
+	var stderr bytes.Buffer
+	err := Serve([]string{"-data", dir, "-state", filepath.Join(dir, "state"), "-run", filepath.Join(dir, "run"),
+		"-log", "syslog"}, &stderr, &stderr)
+	if err == nil || !strings.Contains(err.Error(), `-log "syslog"`) {
+		t.Fatalf("Serve -log syslog = %v, want an error naming -log", err)
+	}
+	if m, _ := filepath.Glob(filepath.Join(dir, "*")); len(m) != 0 {
+		t.Errorf("serve created %v before refusing", m)
+	}
+}
