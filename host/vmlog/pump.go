@@ -3,6 +3,7 @@ package vmlog
 import (
 	"bufio"
 	"bytes"
+	"context"
 	"io"
 	"log/slog"
 	"strconv"
@@ -27,7 +28,8 @@ const (
 )
 
 // Pump reads a VM's serial console until EOF and hands every line to
-// the host's log (tagged with the VM's name) and to the VM's log file. It
+// the host's log (tagged with the VM's name, at the priority the line asks
+// for: linePriority) and to the VM's log file (as the guest wrote it). It
 // only ever reads: the serial console is write-only from the guest's side,
 // and nothing is written back. Lines are sanitised, and a line longer than
 // maxLine bytes keeps its first maxLine bytes, marked "…[cut]", and the rest
@@ -35,6 +37,7 @@ const (
 // bounded memory, however long its lines.
 func Pump(r io.Reader, vm string, log *slog.Logger, lf *File) {
 	br := bufio.NewReaderSize(r, maxLine)
+	ctx := context.Background()
 	lim := limiter{tokens: hostLogBurst, last: time.Now()}
 	// tail holds the lines held back since the last one that passed,
 	// the latest exitTail of them.
@@ -61,14 +64,18 @@ func Pump(r io.Reader, vm string, log *slog.Logger, lf *File) {
 				case !full:
 					s += "…" // the console ended mid-line
 				}
-				if held := lim.take(time.Now()); held >= 0 {
-					if held > 0 {
-						log.Warn("VM serial output over the host log's rate; lines held back are in the VM's log file", "vm", vm, "held_back", held)
+				// A line below the host log's level (a guest's debug)
+				// goes to the file only, and costs no token.
+				if level, msg := linePriority(s); log.Enabled(ctx, level) {
+					if held := lim.take(time.Now()); held >= 0 {
+						if held > 0 {
+							log.Warn("VM serial output over the host log's rate; lines held back are in the VM's log file", "vm", vm, "held_back", held)
+						}
+						log.Log(ctx, level, msg, "vm", vm, "source", "serial")
+						tail.reset()
+					} else {
+						tail.add(serialLine{level, msg})
 					}
-					log.Info(s, "vm", vm, "source", "serial")
-					tail.reset()
-				} else {
-					tail.add(s)
 				}
 				if lf != nil {
 					if werr := lf.WriteLine(s); werr != nil && lim.errOK(time.Now()) {
@@ -88,7 +95,7 @@ func Pump(r io.Reader, vm string, log *slog.Logger, lf *File) {
 			if lines := tail.lines(); len(lines) > 0 {
 				log.Warn("VM serial console ended; its last lines held back follow", "vm", vm, "lines", len(lines))
 				for _, l := range lines {
-					log.Info(l, "vm", vm, "source", "serial")
+					log.Log(ctx, l.level, l.msg, "vm", vm, "source", "serial")
 				}
 			}
 			return
@@ -113,14 +120,20 @@ func trimPartialRune(b []byte) []byte {
 	return b
 }
 
+// serialLine is a guest's line as the host's log takes it (linePriority).
+type serialLine struct {
+	level slog.Level
+	msg   string
+}
+
 // tailRing keeps the latest exitTail lines added to it.
 type tailRing struct {
-	buf  [exitTail]string
+	buf  [exitTail]serialLine
 	next int // where the next line goes
 	n    int // lines kept
 }
 
-func (t *tailRing) add(s string) {
+func (t *tailRing) add(s serialLine) {
 	t.buf[t.next] = s
 	t.next = (t.next + 1) % exitTail
 	t.n = min(t.n+1, exitTail)
@@ -133,8 +146,8 @@ func (t *tailRing) reset() {
 }
 
 // lines returns the lines kept, oldest first.
-func (t *tailRing) lines() []string {
-	out := make([]string, 0, t.n)
+func (t *tailRing) lines() []serialLine {
+	out := make([]serialLine, 0, t.n)
 	for i := range t.n {
 		out = append(out, t.buf[(t.next-t.n+i+exitTail)%exitTail])
 	}

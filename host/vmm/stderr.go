@@ -89,7 +89,7 @@ func (l *stderrLogger) line(s string) {
 	if l.held > 0 && now.Sub(l.reported) >= stderrReport {
 		l.flush(now)
 	}
-	l.log.Warn("qemu: " + vmlog.Sanitize(s))
+	l.log.Warn("qemu: "+vmlog.Sanitize(s), "source", "qemu-stderr")
 }
 
 func (l *stderrLogger) flush(now time.Time) {

@@ -13,7 +13,8 @@ import (
 // TestStderrRateLimited: a QEMU that writes 10,000 lines to its stderr at
 // once gets its first stderrBurst lines into spectrumd's log and a count of
 // the rest; lines after a pause get through again; a line over stderrLine
-// bytes is cut; control characters are escaped. (Before the limit every
+// bytes is cut; control characters are escaped; each line is tagged
+// source=qemu-stderr (SPECTRUM_SOURCE in the journal). (Before the limit every
 // one of the 10,000 lines was a record.)
 func TestStderrRateLimited(t *testing.T) {
 	var out syncbuf.Buffer
@@ -42,6 +43,9 @@ func TestStderrRateLimited(t *testing.T) {
 		switch {
 		case strings.Contains(rec, "qemu-system-x86_64: line "):
 			lines++
+			if !strings.HasSuffix(rec, " source=qemu-stderr") {
+				t.Errorf("QEMU's line %q is not tagged source=qemu-stderr", rec)
+			}
 		case strings.Contains(rec, "lines dropped"):
 			reports = append(reports, rec)
 			var d int
