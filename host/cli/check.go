@@ -27,16 +27,13 @@ import (
 // spectrumd would give them: check plans, it never writes the state. It
 // returns ErrInvalid (exit 1) when any VM is invalid, having said why.
 func Check(args []string, stdout, stderr io.Writer) error {
-	fs := flag.NewFlagSet("spectrumd check", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	data := fs.String("data", DefaultData, "data `DIR` holding one directory per VM")
-	state := fs.String("state", DefaultState, "state `DIR` whose links.json holds the link ids (only read)")
-	asJSON := fs.Bool("json", false, "print JSON (for scripts) instead of text")
-	hostRoot := fs.String("host-root", "/", "read the host's sys, dev and proc under `DIR` (PCI uplinks' checks)")
-	fs.Usage = func() {
-		fmt.Fprint(stderr, `usage: spectrumd check [-data DIR] [-state DIR] [-json] [-host-root DIR]
+	return checkCmd.Run(args, Stdio{Out: stdout, Err: stderr})
+}
 
-Validate every VM directory under the data directory and print each valid VM
+var checkCmd = &Command{
+	Name:    "check",
+	Summary: "validate every VM directory; show providers, images and MACs",
+	About: `Validate every VM directory under the data directory and print each valid VM
 in start order (providers first) with its kernel, disk images, providers and
 the MACs of its network links and its uplinks, then every error, naming the
 file at fault. A PCI uplink's device is checked on this host as spectrumd
@@ -45,26 +42,22 @@ an IOMMU group the host drives nothing else of); nothing is bound.
 Link ids come from the state directory; new links are shown with the ids
 spectrumd would assign. Nothing is written.
 
-Exit status: 0 every VM is valid, 1 a VM is invalid or an error, 2 usage.
+Exit status: 0 every VM is valid, 1 a VM is invalid or an error, 2 usage.`,
+	Define: func(fs *flag.FlagSet) Runner {
+		data := fs.String("data", DefaultData, "data `DIR` holding one directory per VM")
+		state := fs.String("state", DefaultState, "state `DIR` whose links.json holds the link ids (only read)")
+		asJSON := fs.Bool("json", false, "print JSON (for scripts) instead of text")
+		hostRoot := fs.String("host-root", "/", "read the host's sys, dev and proc under `DIR` (PCI uplinks' checks)")
+		return func(_ []string, s Stdio) error { return runCheck(*data, *state, *hostRoot, *asJSON, s.Out, s.Err) }
+	},
+}
 
-flags:
-`)
-		fs.PrintDefaults()
-	}
-	if err := parse(fs, args); err != nil {
-		return err
-	}
-	if fs.NArg() != 0 {
-		fmt.Fprintf(stderr, "spectrumd check: unexpected argument %q\n", fs.Arg(0))
-		fs.Usage()
-		return flag.ErrHelp
-	}
-
-	cfg := config.Load(*data)
+func runCheck(data, state, hostRoot string, asJSON bool, stdout, stderr io.Writer) error {
+	cfg := config.Load(data)
 	// check is a report, not a daemon: the link id state's informational
 	// lines ("no link id state yet") stay out of it; a warning (a corrupt
 	// links.json) is still shown.
-	a, err := alloc.Open(*state, slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelWarn})))
+	a, err := alloc.Open(state, slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelWarn})))
 	if err != nil {
 		return err
 	}
@@ -73,8 +66,8 @@ flags:
 		return err
 	}
 	r := report(cfg, links)
-	r.checkPCI(cfg, vfio.Host{Sys: filepath.Join(*hostRoot, "sys"), Dev: filepath.Join(*hostRoot, "dev"), Proc: filepath.Join(*hostRoot, "proc")})
-	if *asJSON {
+	r.checkPCI(cfg, vfio.Host{Sys: filepath.Join(hostRoot, "sys"), Dev: filepath.Join(hostRoot, "dev"), Proc: filepath.Join(hostRoot, "proc")})
+	if asJSON {
 		enc := json.NewEncoder(stdout)
 		enc.SetIndent("", "  ")
 		err = enc.Encode(r)

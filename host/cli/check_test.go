@@ -5,7 +5,6 @@ import (
 	"encoding/binary"
 	"encoding/json"
 	"errors"
-	"flag"
 	"os"
 	"path/filepath"
 	"slices"
@@ -222,9 +221,15 @@ func TestCheckCorruptState(t *testing.T) {
 }
 
 func TestCheckUsage(t *testing.T) {
-	for _, args := range [][]string{{"-h"}, {"--help"}, {"-bogus"}, {"extra"}} {
+	for _, args := range [][]string{{"-h"}, {"--help"}} {
+		stdout, _, err := check(t, args...)
+		if err != nil || !strings.Contains(stdout, "usage: spectrumd check") {
+			t.Errorf("check %v: error %v, stdout %q", args, err, stdout)
+		}
+	}
+	for _, args := range [][]string{{"-bogus"}, {"extra"}} {
 		_, stderr, err := check(t, args...)
-		if !errors.Is(err, flag.ErrHelp) {
+		if !errors.Is(err, ErrUsage) {
 			t.Errorf("check %v: error %v", args, err)
 		}
 		if !strings.Contains(stderr, "usage: spectrumd check") {

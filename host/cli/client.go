@@ -72,41 +72,32 @@ func (f daemonFlags) call(req control.Request) (control.Response, error) {
 	return call(*f.run, req, *f.wait)
 }
 
-// newFlags makes a subcommand's flag set with the common -run and
-// -timeout flags (wait is -timeout's default) and a usage line.
-func newFlags(name, args, what string, wait time.Duration, stderr io.Writer) (*flag.FlagSet, daemonFlags) {
-	fs := flag.NewFlagSet("spectrumd "+name, flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	f := daemonFlags{
+// daemonFlags declares the flags of every command that talks to the
+// daemon: -run and -timeout, whose default is wait.
+func newDaemonFlags(fs *flag.FlagSet, wait time.Duration) daemonFlags {
+	return daemonFlags{
 		run:  fs.String("run", DefaultRun, "run `DIR` of the daemon (its control socket)"),
 		wait: fs.Duration("timeout", wait, "how long to wait for the daemon's reply"),
 	}
-	fs.Usage = func() {
-		fmt.Fprintf(stderr, "usage: spectrumd %s [flags] %s\n\n%s\n\nflags:\n", name, args, what)
-		fs.PrintDefaults()
-	}
-	return fs, f
-}
-
-// oneName parses flags and the single VM name argument.
-func oneName(fs *flag.FlagSet, args []string) (string, error) {
-	if err := parse(fs, args); err != nil {
-		return "", err
-	}
-	if fs.NArg() != 1 {
-		fs.Usage()
-		return "", flag.ErrHelp
-	}
-	return fs.Arg(0), nil
 }
 
 // List implements `spectrumd list`.
 func List(args []string, stdout, stderr io.Writer) error {
-	fs, df := newFlags("list", "", "List every VM the daemon knows, with its state.", DefaultTimeout, stderr)
-	asJSON := fs.Bool("json", false, "print JSON")
-	if err := parse(fs, args); err != nil {
-		return err
-	}
+	return listCmd.Run(args, Stdio{Out: stdout, Err: stderr})
+}
+
+var listCmd = &Command{
+	Name:    "list",
+	Summary: "list the VMs and their state",
+	About:   "List every VM the daemon knows, with its state.",
+	Define: func(fs *flag.FlagSet) Runner {
+		df := newDaemonFlags(fs, DefaultTimeout)
+		asJSON := fs.Bool("json", false, "print JSON")
+		return func(_ []string, s Stdio) error { return list(df, *asJSON, s.Out) }
+	},
+}
+
+func list(df daemonFlags, asJSON bool, stdout io.Writer) error {
 	resp, err := df.call(control.Request{Op: "list"})
 	if err != nil {
 		return err
@@ -114,7 +105,7 @@ func List(args []string, stdout, stderr io.Writer) error {
 	for i := range resp.VMs {
 		escapeStatus(&resp.VMs[i])
 	}
-	if *asJSON {
+	if asJSON {
 		return json.NewEncoder(stdout).Encode(resp.VMs)
 	}
 	tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
@@ -173,34 +164,51 @@ func uplinksString(us []control.UplinkStatus) string {
 
 // Start implements `spectrumd start NAME`.
 func Start(args []string, stdout, stderr io.Writer) error {
-	fs, df := newFlags("start", "NAME", "Start VM NAME, after the VMs that provide its network.", DefaultWorkTimeout, stderr)
-	name, err := oneName(fs, args)
-	if err != nil {
-		return err
+	return startCmd.Run(args, Stdio{Out: stdout, Err: stderr})
+}
+
+var startCmd = workCmd("start", "start a VM (after its providers)", "Start VM NAME, after the VMs that provide its network.")
+
+// workCmd is a command that asks the daemon to do op to VM NAME and waits
+// until it is done (start, stop).
+func workCmd(op, summary, about string) *Command {
+	return &Command{
+		Name: op, Summary: summary, Args: "NAME", About: about,
+		Define: func(fs *flag.FlagSet) Runner {
+			df := newDaemonFlags(fs, DefaultWorkTimeout)
+			return func(args []string, _ Stdio) error {
+				_, err := df.call(control.Request{Op: op, Name: args[0]})
+				return err
+			}
+		},
 	}
-	_, err = df.call(control.Request{Op: "start", Name: name})
-	return err
 }
 
 // Stop implements `spectrumd stop NAME`.
 func Stop(args []string, stdout, stderr io.Writer) error {
-	fs, df := newFlags("stop", "NAME", "Power VM NAME down (killed after a timeout) and remove its links.", DefaultWorkTimeout, stderr)
-	name, err := oneName(fs, args)
-	if err != nil {
-		return err
-	}
-	_, err = df.call(control.Request{Op: "stop", Name: name})
-	return err
+	return stopCmd.Run(args, Stdio{Out: stdout, Err: stderr})
 }
+
+var stopCmd = workCmd("stop", "stop a VM", "Power VM NAME down (killed after a timeout) and remove its links.")
 
 // Status implements `spectrumd status NAME`.
 func Status(args []string, stdout, stderr io.Writer) error {
-	fs, df := newFlags("status", "NAME", "Show VM NAME's state and links.", DefaultTimeout, stderr)
-	asJSON := fs.Bool("json", false, "print JSON")
-	name, err := oneName(fs, args)
-	if err != nil {
-		return err
-	}
+	return statusCmd.Run(args, Stdio{Out: stdout, Err: stderr})
+}
+
+var statusCmd = &Command{
+	Name:    "status",
+	Summary: "show a VM's state and links",
+	Args:    "NAME",
+	About:   "Show VM NAME's state and links.",
+	Define: func(fs *flag.FlagSet) Runner {
+		df := newDaemonFlags(fs, DefaultTimeout)
+		asJSON := fs.Bool("json", false, "print JSON")
+		return func(args []string, s Stdio) error { return status(df, args[0], *asJSON, s.Out) }
+	},
+}
+
+func status(df daemonFlags, name string, asJSON bool, stdout io.Writer) error {
 	resp, err := df.call(control.Request{Op: "status", Name: name})
 	if err != nil {
 		return err
@@ -210,7 +218,7 @@ func Status(args []string, stdout, stderr io.Writer) error {
 	}
 	v := resp.VMs[0]
 	escapeStatus(&v)
-	if *asJSON {
+	if asJSON {
 		return json.NewEncoder(stdout).Encode(v)
 	}
 	fmt.Fprintf(stdout, "name:     %s\nstate:    %s\n", v.Name, v.State)
@@ -242,13 +250,23 @@ func Status(args []string, stdout, stderr io.Writer) error {
 
 // Logs implements `spectrumd logs [-f] NAME`.
 func Logs(args []string, stdout, stderr io.Writer) error {
-	fs, df := newFlags("logs", "NAME", "Print VM NAME's serial console log.", DefaultTimeout, stderr)
-	follow := fs.Bool("f", false, "keep printing new lines as they arrive")
-	name, err := oneName(fs, args)
-	if err != nil {
-		return err
-	}
-	_, br, c, err := df.dial(control.Request{Op: "logs", Name: name, Follow: *follow})
+	return logsCmd.Run(args, Stdio{Out: stdout, Err: stderr})
+}
+
+var logsCmd = &Command{
+	Name:    "logs",
+	Summary: "print a VM's serial log (-f follows)",
+	Args:    "NAME",
+	About:   "Print VM NAME's serial console log.",
+	Define: func(fs *flag.FlagSet) Runner {
+		df := newDaemonFlags(fs, DefaultTimeout)
+		follow := fs.Bool("f", false, "keep printing new lines as they arrive")
+		return func(args []string, s Stdio) error { return logs(df, args[0], *follow, s.Out) }
+	},
+}
+
+func logs(df daemonFlags, name string, follow bool, stdout io.Writer) error {
+	_, br, c, err := df.dial(control.Request{Op: "logs", Name: name, Follow: follow})
 	if err != nil {
 		return err
 	}

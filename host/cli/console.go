@@ -3,6 +3,7 @@ package cli
 import (
 	"bytes"
 	"errors"
+	"flag"
 	"fmt"
 	"io"
 	"net"
@@ -25,11 +26,21 @@ const consoleEscape = 0x1d
 // notice that says so begins with termfilter.Marker, which the guest
 // cannot print, and comes only once the guest's output has stopped.
 func Console(args []string, stdin *os.File, stdout, stderr io.Writer) error {
-	fs, df := newFlags("console", "NAME", "Attach this terminal to VM NAME's console (virtio-console). Ctrl-] detaches.", DefaultTimeout, stderr)
-	name, err := oneName(fs, args)
-	if err != nil {
-		return err
-	}
+	return consoleCmd.Run(args, Stdio{In: stdin, Out: stdout, Err: stderr})
+}
+
+var consoleCmd = &Command{
+	Name:    "console",
+	Summary: "attach the terminal to a VM's console",
+	Args:    "NAME",
+	About:   "Attach this terminal to VM NAME's console (virtio-console). Ctrl-] detaches.",
+	Define: func(fs *flag.FlagSet) Runner {
+		df := newDaemonFlags(fs, DefaultTimeout)
+		return func(args []string, s Stdio) error { return console(df, args[0], s.In, s.Out, s.Err) }
+	},
+}
+
+func console(df daemonFlags, name string, stdin *os.File, stdout, stderr io.Writer) error {
 	_, br, c, err := df.dial(control.Request{Op: "console", Name: name})
 	if err != nil {
 		return err

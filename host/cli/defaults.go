@@ -3,8 +3,6 @@
 // and console talk to a running daemon over its control socket.
 package cli
 
-import "flag"
-
 // Default directories. The data directory is relative, as in the reference
 // layout (svc/data on the user partition, run from its root); the unit in
 // dist/ passes absolute ones.
@@ -20,13 +18,3 @@ var ErrInvalid = errorString("invalid configuration")
 type errorString string
 
 func (e errorString) Error() string { return string(e) }
-
-// parse parses a subcommand's flags. The flag package has already printed
-// what was wrong and the usage, so every failure becomes flag.ErrHelp: main
-// exits 2 (usage) without printing it again.
-func parse(fs *flag.FlagSet, args []string) error {
-	if err := fs.Parse(args); err != nil {
-		return flag.ErrHelp
-	}
-	return nil
-}

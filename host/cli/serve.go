@@ -28,51 +28,61 @@ import (
 // until SIGTERM or SIGINT, then stops every VM (clients before providers),
 // removes every link it made, and returns nil.
 func Serve(args []string, stdout, stderr io.Writer) error {
-	fs := flag.NewFlagSet("spectrumd serve", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	data := fs.String("data", DefaultData, "data `DIR` holding one directory per VM")
-	state := fs.String("state", DefaultState, "state `DIR`: link ids and per-VM logs")
-	run := fs.String("run", DefaultRun, "run `DIR`: control socket and per-VM sockets")
-	accel := fs.String("accel", "auto", "accelerator: auto (KVM only where it works), kvm or tcg")
-	start := fs.String("start", "", "comma-separated `VMS` to start at once (with their providers)")
-	stopTimeout := fs.Duration("stop-timeout", 10*time.Second, "how long a guest gets to power down before it is killed")
-	memory := fs.Int("memory", qemu.DefaultMemoryMiB, "guest RAM in `MiB`")
-	logTo := fs.String("log", hostlog.Auto, "where the log goes: auto (the journal when stderr is the journal's stream, as under systemd; stderr otherwise), journal or stderr")
-	logJSON := fs.Bool("log-json", false, "log to stderr as JSON lines instead of text")
-	vmUIDs := fs.String("vm-uids", vmm.DefaultUIDs, "`FIRST-LAST`: the uids (and gids of the same numbers) QEMU runs under, one per VM, kept in STATE/"+vmm.UIDFile+"; no user database entry needed")
-	nicTimeout := fs.Duration("nic-timeout", daemon.DefaultNICTimeout, "how long a NIC hot-plug or unplug waits for the guest (an unplug the guest ignores leaves the device but frees the tap)")
-	silentAfter := fs.Duration("silent-after", daemon.DefaultSilentAfter, "warn about a VM that has written nothing to its serial console this long after launch (0: never)")
-	fs.Usage = func() {
-		fmt.Fprintf(stderr, "usage: spectrumd serve [flags]\n\nRun the daemon in the foreground. VMs start with `spectrumd start NAME` (or -start).\nSIGTERM or SIGINT stops every VM and removes their links.\n\nflags:\n")
-		fs.PrintDefaults()
-	}
-	if err := parse(fs, args); err != nil {
-		return err
-	}
-	if fs.NArg() != 0 {
-		fs.Usage()
-		return flag.ErrHelp
-	}
+	return serveCmd.Run(args, Stdio{Out: stdout, Err: stderr})
+}
+
+var serveCmd = &Command{
+	Name:    "serve",
+	Summary: "run the daemon in the foreground",
+	About: `Run the daemon in the foreground. VMs start with ` + "`spectrumd start NAME`" + ` (or -start).
+SIGTERM or SIGINT stops every VM and removes their links.`,
+	Define: func(fs *flag.FlagSet) Runner {
+		var f serveFlags
+		fs.StringVar(&f.data, "data", DefaultData, "data `DIR` holding one directory per VM")
+		fs.StringVar(&f.state, "state", DefaultState, "state `DIR`: link ids and per-VM logs")
+		fs.StringVar(&f.run, "run", DefaultRun, "run `DIR`: control socket and per-VM sockets")
+		fs.StringVar(&f.accel, "accel", "auto", "accelerator: `auto|kvm|tcg` (auto: KVM only where it works)")
+		fs.StringVar(&f.start, "start", "", "comma-separated `VMS` to start at once (with their providers)")
+		fs.DurationVar(&f.stopTimeout, "stop-timeout", 10*time.Second, "how long a guest gets to power down before it is killed")
+		fs.IntVar(&f.memory, "memory", qemu.DefaultMemoryMiB, "guest RAM in `MiB`")
+		fs.StringVar(&f.logTo, "log", hostlog.Auto, "where the log goes: auto (the journal when stderr is the journal's stream, as under systemd; stderr otherwise), journal or stderr")
+		fs.BoolVar(&f.logJSON, "log-json", false, "log to stderr as JSON lines instead of text")
+		fs.StringVar(&f.vmUIDs, "vm-uids", vmm.DefaultUIDs, "`FIRST-LAST`: the uids (and gids of the same numbers) QEMU runs under, one per VM, kept in STATE/"+vmm.UIDFile+"; no user database entry needed")
+		fs.DurationVar(&f.nicTimeout, "nic-timeout", daemon.DefaultNICTimeout, "how long a NIC hot-plug or unplug waits for the guest (an unplug the guest ignores leaves the device but frees the tap)")
+		fs.DurationVar(&f.silentAfter, "silent-after", daemon.DefaultSilentAfter, "warn about a VM that has written nothing to its serial console this long after launch (0: never)")
+		return func(_ []string, s Stdio) error { return serve(f, s.Err) }
+	},
+}
+
+// serveFlags are serve's flags.
+type serveFlags struct {
+	data, state, run, accel, start, vmUIDs, logTo string
+	stopTimeout, nicTimeout, silentAfter          time.Duration
+	memory                                        int
+	logJSON                                       bool
+}
+
+func serve(f serveFlags, stderr io.Writer) error {
 	// A log reader that goes away (the terminal or pipe spectrumd's stderr
 	// went to) must not kill the daemon with SIGPIPE and orphan its VMs:
 	// the write fails and spectrumd carries on.
 	signal.Ignore(syscall.SIGPIPE)
-	h, chose, err := hostlog.New(*logTo, stderr, *logJSON)
+	h, chose, err := hostlog.New(f.logTo, stderr, f.logJSON)
 	if err != nil {
 		return err
 	}
 	log := slog.New(h)
 	log.Info("log", "to", chose)
 
-	uidRange, err := vmm.ParseUIDRange(*vmUIDs)
+	uidRange, err := vmm.ParseUIDRange(f.vmUIDs)
 	if err != nil {
 		return fmt.Errorf("-vm-uids: %w", err)
 	}
-	if *silentAfter == 0 {
-		*silentAfter = -1 // the daemon's "never"
+	if f.silentAfter == 0 {
+		f.silentAfter = -1 // the daemon's "never"
 	}
 
-	acc, why, err := qemu.DetectAccel(*accel)
+	acc, why, err := qemu.DetectAccel(f.accel)
 	if err != nil {
 		return err
 	}
@@ -100,7 +110,7 @@ func Serve(args []string, stdout, stderr io.Writer) error {
 			log.Info("virtio-net with vhost-net", "device", vmm.VhostNetDevice)
 		}
 	}
-	for _, d := range []string{*state, *run} {
+	for _, d := range []string{f.state, f.run} {
 		if err := os.MkdirAll(d, 0o700); err != nil {
 			return err
 		}
@@ -123,54 +133,54 @@ func Serve(args []string, stdout, stderr io.Writer) error {
 	// A QEMU that still runs was left by a spectrumd that died (its
 	// parent-death signal normally takes it along; this is the backstop).
 	// Stop it before its links go.
-	vmm.KillOrphans(*run, log)
+	vmm.KillOrphans(f.run, log)
 	// Nothing runs now, so every link of ours is a stray from a daemon that
 	// died (its QEMUs died with it or were just killed).
 	if err := nw.Cleanup(nil); err != nil {
 		log.Error("removing stray links", "err", err)
 	}
 
-	al, err := alloc.Open(*state, log)
+	al, err := alloc.Open(f.state, log)
 	if err != nil {
 		return err
 	}
-	uids, err := vmm.OpenUIDs(*state, uidRange, log)
+	uids, err := vmm.OpenUIDs(f.state, uidRange, log)
 	if err != nil {
 		return err
 	}
-	qemus, err := vmm.New(vmm.Options{Accel: acc, MemoryMiB: *memory, UIDs: uids, KVMGroup: kvmGroup, VhostNet: vhost, Log: log})
+	qemus, err := vmm.New(vmm.Options{Accel: acc, MemoryMiB: f.memory, UIDs: uids, KVMGroup: kvmGroup, VhostNet: vhost, Log: log})
 	if err != nil {
 		return err
 	}
 	log.Info("QEMU runs under a uid of its own per VM, in an empty network namespace", "uids", uidRange.String())
 	d, err := daemon.New(daemon.Options{
-		State: *state, Run: *run, Log: log, StopTimeout: *stopTimeout, SilentAfter: *silentAfter, NICTimeout: *nicTimeout,
+		State: f.state, Run: f.run, Log: log, StopTimeout: f.stopTimeout, SilentAfter: f.silentAfter, NICTimeout: f.nicTimeout,
 		VMM:   qemus,
 		Net:   nw,
-		Links: &configSource{loader: config.NewLoader(*data), alloc: al},
+		Links: &configSource{loader: config.NewLoader(f.data), alloc: al},
 	})
 	if err != nil {
 		return err
 	}
 	var startNames []string
-	if *start != "" {
-		startNames = strings.Split(*start, ",")
+	if f.start != "" {
+		startNames = strings.Split(f.start, ",")
 	}
 	for _, name := range startNames {
 		// A name no VM directory has is a mistake in the command line
 		// (or the unit), not a VM that failed.
 		if !d.Configured(name) {
-			return fmt.Errorf("-start %s: no VM directory of that name in %s", name, *data)
+			return fmt.Errorf("-start %s: no VM directory of that name in %s", name, f.data)
 		}
 	}
-	ln, err := control.Listen(ControlSocket(*run))
+	ln, err := control.Listen(ControlSocket(f.run))
 	if err != nil {
 		return err
 	}
 	srv := &control.Server{Handler: d, Log: log, AllowUID: os.Getuid()}
 	served := make(chan error, 1)
 	go func() { served <- srv.Serve(ln) }()
-	log.Info("spectrumd serving", "data", *data, "state", *state, "control", ControlSocket(*run))
+	log.Info("spectrumd serving", "data", f.data, "state", f.state, "control", ControlSocket(f.run))
 
 	sigs := make(chan os.Signal, 1)
 	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT)
