@@ -141,6 +141,7 @@ install: build man
 	@set -e; for p in $(MANPAGES); do s=$${p##*.}; \
 	  echo "install -D -m 0644 $$p $(DESTDIR)$(PREFIX)/share/man/man$$s/$${p##*/}"; \
 	  install -D -m 0644 $$p $(DESTDIR)$(PREFIX)/share/man/man$$s/$${p##*/}; done
+	install -D -m 0644 dist/completion/spectrumd.bash $(DESTDIR)$(PREFIX)/share/bash-completion/completions/spectrumd
 	@set -e; for g in $(INITRAMFS); do echo "install: initramfs hooks for $$g"; case $$g in \
 	  initramfs-tools) \
 	    install -D -m 0755 dist/initramfs-tools/hooks/spectrum-netcfg $(DESTDIR)/usr/share/initramfs-tools/hooks/spectrum-netcfg; \

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io/fs"
 	"os"
+	"slices"
 	"strings"
 	"time"
 
@@ -121,18 +122,26 @@ func scan(fs *flag.FlagSet, words []string) line {
 	l := line{given: map[string]string{}}
 	for i := 0; i < len(words); i++ {
 		w := words[i]
-		if l.ended || !isFlagWord(w) {
-			l.args++
+		if w == "--" && !l.ended {
+			l.ended = true
 			continue
 		}
-		if w == "--" {
-			l.ended = true
+		if l.ended || !isFlagWord(w) {
+			l.args++
 			continue
 		}
 		name, value, hasValue := strings.Cut(strings.TrimPrefix(w[1:], "-"), "=")
 		f := fs.Lookup(name)
 		if f == nil || isBool(f) {
 			continue
+		}
+		if !hasValue && i+1 < len(words) && words[i+1] == "=" { // bash's "-run=DIR"
+			i++
+			value, hasValue = "", i+1 < len(words)
+			if hasValue {
+				i++
+				value = words[i]
+			}
 		}
 		switch {
 		case hasValue:
@@ -158,9 +167,12 @@ func flagValues(f *flag.Flag, cur, data string) []string {
 		return withPrefix(strings.Split(name, "|"), cur)
 	case name == "VMS":
 		done := cur[:strings.LastIndexByte(cur, ',')+1]
+		given := strings.Split(done, ",")
 		var out []string
 		for _, n := range withPrefix(dataNames(data), cur[len(done):]) {
-			out = append(out, done+n)
+			if !slices.Contains(given, n) {
+				out = append(out, done+n)
+			}
 		}
 		return out
 	}
