@@ -114,13 +114,13 @@ var errHelp = errors.New("help requested")
 // split separates args into what fs parses and the positional arguments:
 // flags may come before and after the positional ones (`status app -json`),
 // and "--" ends the flags. An unknown flag is an error naming it; -h, -help
-// and --help anywhere among the flags ask for help, whatever else is wrong.
+// and --help ask for help. As with the flag package, the first of them on
+// the line is what counts.
 func split(fs *flag.FlagSet, args []string) (flags, pos []string, err error) {
 	for i := 0; i < len(args); i++ {
 		a := args[i]
 		if a == "--" {
-			pos = append(pos, args[i+1:]...)
-			break
+			return flags, append(pos, args[i+1:]...), nil
 		}
 		if len(a) < 2 || a[0] != '-' {
 			pos = append(pos, a)
@@ -132,11 +132,8 @@ func split(fs *flag.FlagSet, args []string) (flags, pos []string, err error) {
 		case f == nil && (name == "h" || name == "help"):
 			return nil, nil, errHelp
 		case f == nil:
-			if err == nil {
-				shown, _, _ := strings.Cut(a, "=")
-				err = fmt.Errorf("unknown flag %s", printable.String(shown))
-			}
-			continue
+			shown, _, _ := strings.Cut(a, "=")
+			return nil, nil, fmt.Errorf("unknown flag %s", printable.String(shown))
 		}
 		flags = append(flags, a)
 		if !hasValue && !isBool(f) && i+1 < len(args) {
@@ -144,7 +141,7 @@ func split(fs *flag.FlagSet, args []string) (flags, pos []string, err error) {
 			flags = append(flags, args[i])
 		}
 	}
-	return flags, pos, err
+	return flags, pos, nil
 }
 
 // parse parses args for c into fs and returns the positional arguments.
