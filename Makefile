@@ -62,10 +62,12 @@ $(BIN)/man/%: docs/man/%.md
 	@mkdir -p $(@D)
 	$(GO) tool go-md2man -in $< -out $@.tmp.$$$$ && mv $@.tmp.$$$$ $@
 
-# The VM tests' kernel: Debian's cloud kernel, cached in .cache/kernel/
+# The VM tests' kernels: Debian's cloud kernel, cached in .cache/kernel/, and
+# its full kernel (the nested VFIO test's middle VM), in .cache/kernel-full/
 # (git-ignored). SPECTRUM_TEST_KERNEL / SPECTRUM_TEST_MODULES override it.
 kernel: deps
 	@./scripts/test-kernel.sh
+	@./scripts/test-kernel.sh full
 
 # The main job: the documented example for real. A LAN (DHCP, DNS and a
 # web site in a namespace of its own, spectrum-lan), netvm on it with the

@@ -115,7 +115,7 @@ func list(df daemonFlags, asJSON bool, stdout io.Writer) error {
 		if v.PID != 0 {
 			pid = fmt.Sprint(v.PID)
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%s\t%s\n", v.Name, v.State, pid, v.Restarts, linksString(v.Links), uplinksString(v.Uplinks))
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%s\t%s\n", v.Name, v.State, pid, v.Restarts, linksString(v.Links), uplinksString(v.Uplinks, v.PCI))
 	}
 	return tw.Flush()
 }
@@ -134,6 +134,9 @@ func escapeStatus(v *control.VMStatus) {
 		u := &v.Uplinks[i]
 		u.Iface, u.MAC = p(u.Iface), p(u.MAC)
 	}
+	for i := range v.PCI {
+		v.PCI[i] = p(v.PCI[i])
+	}
 }
 
 func linksString(ls []control.LinkStatus) string {
@@ -151,13 +154,16 @@ func linksString(ls []control.LinkStatus) string {
 	return strings.Join(parts, " ")
 }
 
-func uplinksString(us []control.UplinkStatus) string {
-	if len(us) == 0 {
+func uplinksString(us []control.UplinkStatus, pci []string) string {
+	if len(us) == 0 && len(pci) == 0 {
 		return "-"
 	}
 	var parts []string
 	for _, u := range us {
 		parts = append(parts, u.Iface+"("+u.MAC+")")
+	}
+	for _, a := range pci {
+		parts = append(parts, "pci:"+a)
 	}
 	return strings.Join(parts, " ")
 }
@@ -244,6 +250,9 @@ func status(df daemonFlags, name string, asJSON bool, stdout io.Writer) error {
 			tap = link.UplinkTapName(hw)
 		}
 		fmt.Fprintf(stdout, "uplink %s: NIC %s, tap %s\n", u.Iface, u.MAC, tap)
+	}
+	for _, a := range v.PCI {
+		fmt.Fprintf(stdout, "uplink pci %s: host PCI device by VFIO\n", a)
 	}
 	return nil
 }

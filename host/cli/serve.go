@@ -7,6 +7,7 @@ import (
 	"io"
 	"log/slog"
 	"os"
+	"os/exec"
 	"os/signal"
 	"strings"
 	"syscall"
@@ -21,6 +22,7 @@ import (
 	"spectrum-os.org/netcfg/host/hostlog"
 	"spectrum-os.org/netcfg/host/link"
 	"spectrum-os.org/netcfg/host/qemu"
+	"spectrum-os.org/netcfg/host/vfio"
 	"spectrum-os.org/netcfg/host/vmm"
 )
 
@@ -148,16 +150,19 @@ func serve(f serveFlags, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	qemus, err := vmm.New(vmm.Options{Accel: acc, MemoryMiB: f.memory, UIDs: uids, KVMGroup: kvmGroup, VhostNet: vhost, Log: log})
+	host := vfio.System
+	host.Modprobe = modprobe
+	qemus, err := vmm.New(vmm.Options{Accel: acc, MemoryMiB: f.memory, UIDs: uids, KVMGroup: kvmGroup, VhostNet: vhost, VFIO: &host, Log: log})
 	if err != nil {
 		return err
 	}
 	log.Info("QEMU runs under a uid of its own per VM, in an empty network namespace", "uids", uidRange.String())
 	d, err := daemon.New(daemon.Options{
 		State: f.state, Run: f.run, Log: log, StopTimeout: f.stopTimeout, SilentAfter: f.silentAfter, NICTimeout: f.nicTimeout,
-		VMM:   qemus,
-		Net:   nw,
-		Links: &configSource{loader: config.NewLoader(f.data), alloc: al},
+		VMM:     qemus,
+		Net:     nw,
+		Links:   &configSource{loader: config.NewLoader(f.data), alloc: al},
+		Devices: vmm.Devices{Host: host},
 	})
 	if err != nil {
 		return err
@@ -229,4 +234,15 @@ func (s *configSource) Load(held []alloc.Link) (*config.Config, []alloc.Link, er
 	cfg := s.loader.Load()
 	links, err := s.alloc.Sync(alloc.Pairs(cfg), held)
 	return cfg, links, err
+}
+
+// modprobe loads a kernel module (vfio-pci, for a VM's first PCI uplink).
+// Under the systemd unit it fails (ProtectKernelModules=): the error says
+// to load vfio-pci at boot.
+func modprobe(module string) error {
+	out, err := exec.Command("modprobe", "--", module).CombinedOutput()
+	if err != nil {
+		return fmt.Errorf("modprobe %s: %w: %s", module, err, strings.TrimSpace(string(out)))
+	}
+	return nil
 }

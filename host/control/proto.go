@@ -39,6 +39,9 @@ type VMStatus struct {
 	// Uplinks are the VM's NICs on host bridges: those it runs with, or
 	// its configuration's when it does not run.
 	Uplinks []UplinkStatus `json:"uplinks,omitempty"`
+	// PCI are the host PCI devices the VM gets by VFIO (uplinks/pci), by
+	// address: those it runs with, or its configuration's.
+	PCI []string `json:"pci,omitempty"`
 }
 
 // UplinkStatus is one NIC of a VM on a host bridge (uplinks/net).

@@ -22,7 +22,10 @@ type Options struct {
 	VMM   VMM
 	Net   Network
 	Links LinkSource
-	Log   *slog.Logger
+	// Devices hands host PCI devices to VMs (uplinks/pci); nil means a
+	// VM that names one does not start.
+	Devices Devices
+	Log     *slog.Logger
 	// StopTimeout is how long Stop waits for a guest to power down before
 	// killing it; 0 means 10 s.
 	StopTimeout time.Duration

@@ -319,6 +319,7 @@ func (n *fakeNet) count() int {
 type staticLinks struct {
 	vms     map[string][]string
 	uplinks map[string][]config.Uplink // by VM; a test may change it between calls
+	pci     map[string][]config.PCIUplink
 }
 
 func (s staticLinks) Load(held []alloc.Link) (*config.Config, []alloc.Link, error) {
@@ -355,7 +356,7 @@ func (s staticLinks) Load(held []alloc.Link) (*config.Config, []alloc.Link, erro
 	}
 	next := mac.LinkID(0x0101)
 	for _, n := range cfg.Order {
-		cfg.VMs[n] = &config.VM{Name: n, Providers: slices.Sorted(slices.Values(s.vms[n])), Uplinks: s.uplinks[n]}
+		cfg.VMs[n] = &config.VM{Name: n, Providers: slices.Sorted(slices.Values(s.vms[n])), Uplinks: s.uplinks[n], PCI: s.pci[n]}
 		for _, p := range cfg.VMs[n].Providers {
 			pair := alloc.Pair{Client: n, Provider: p}
 			if _, ok := ids[pair]; ok {

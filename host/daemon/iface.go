@@ -24,6 +24,9 @@ type VMM interface {
 type Spec struct {
 	VM   *config.VM
 	NICs []NIC // present from boot (cold-plugged)
+	// PCI are the host devices it gets by VFIO, from boot, in its
+	// configuration's order (by address).
+	PCI []PCIDevice
 	// ConsolePath is the unix socket of the VM's virtio-console.
 	ConsolePath string
 	// QMPPath is the unix socket of the VMM's control protocol.
@@ -32,6 +35,22 @@ type Spec struct {
 	// time (the VMM itself has no descriptor of it), so a spectrumd
 	// started after one that died can find and stop it.
 	PIDPath string
+}
+
+// PCIDevice is a host PCI device a VM gets by VFIO (uplinks/pci), bound
+// to vfio-pci already (Devices.Claim).
+type PCIDevice struct {
+	Addr  string // its PCI address, 0000:03:00.0
+	Group int    // its IOMMU group: QEMU opens /dev/vfio/<Group>
+}
+
+// Devices hands host PCI devices to VMs. The real one is host/vfio's.
+type Devices interface {
+	// Claim checks that the device at addr can go to a VM (an IOMMU
+	// with interrupt remapping, a network controller, no other member
+	// of its IOMMU group driven by the host) and binds it to vfio-pci.
+	// what says what it changed ("" nothing), for the log.
+	Claim(addr string) (dev PCIDevice, what string, err error)
 }
 
 // NIC is one virtio-net device backed by a tap.

@@ -434,6 +434,13 @@ func (o *owner) launch() error {
 		}
 		spec.NICs = append(spec.NICs, NIC{ID: UplinkNICID(i), MAC: u.MAC, Tap: tap})
 	}
+	for _, u := range o.vm.PCI {
+		dev, err := o.claimPCI(u)
+		if err != nil {
+			return err
+		}
+		spec.PCI = append(spec.PCI, dev)
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), d.opt.LaunchTimeout)
 	defer cancel()
 	inst, err := d.opt.VMM.Launch(ctx, spec)
@@ -445,7 +452,11 @@ func (o *owner) launch() error {
 	for i, n := range spec.NICs {
 		macs[i] = n.MAC.String()
 	}
-	o.log.Info("VM launched", "pid", inst.PID(), "nics", macs)
+	var pcis []string
+	for _, p := range spec.PCI {
+		pcis = append(pcis, p.Addr)
+	}
+	o.log.Info("VM launched", "pid", inst.PID(), "nics", macs, "pci", pcis)
 	// The marker first: whoever sees the new pid in status finds it.
 	if err := o.e.log.WriteLine(vmlog.BootMarker(inst.PID(), o.started)); err != nil {
 		o.log.Warn("writing VM log file", "err", err)

@@ -95,6 +95,9 @@ func (d *Daemon) statusLocked(name string) control.VMStatus {
 		for _, u := range vm.Uplinks {
 			st.Uplinks = append(st.Uplinks, control.UplinkStatus{Iface: u.Iface, MAC: u.MAC.String()})
 		}
+		for _, u := range vm.PCI {
+			st.PCI = append(st.PCI, u.Addr)
+		}
 	}
 	return st
 }

@@ -11,6 +11,7 @@ import (
 	"unicode/utf8"
 
 	"spectrum-os.org/netcfg/host/qmp"
+	"spectrum-os.org/netcfg/host/vfio"
 )
 
 // DefaultCmdline is the kernel command line when Config.Cmdline is empty:
@@ -55,6 +56,14 @@ type Config struct {
 	// overlay in its own RAM.
 	Images []*os.File
 	NICs   []NIC // cold-plugged NICs, in this order
+	// PCI are host PCI devices (addresses, 0000:03:00.0) the guest gets by
+	// VFIO, bound to vfio-pci and their IOMMU groups' nodes open to UID
+	// already: QEMU 7.2 opens /dev/vfio/<group> itself (its vfio-pci has
+	// no descriptor option).
+	PCI []string
+	// Memlock is QEMU's RLIMIT_MEMLOCK (soft and hard), in bytes: VFIO
+	// pins the guest's RAM against it. 0 leaves spectrumd's own.
+	Memlock uint64
 
 	// QMPSocket and ConsoleSocket are the paths Start binds (mode 0600):
 	// QMP for spectrumd, the virtio-console (hvc0) for `spectrumd console`.
@@ -219,6 +228,14 @@ func (c Config) Args() ([]string, error) {
 			errs = append(errs, fmt.Errorf("nic %s: vhost-net needs KVM (accel %s)", n.ID, c.Accel))
 		}
 	}
+	for _, a := range c.PCI {
+		if err := vfio.CheckAddr(a); err != nil {
+			errs = append(errs, fmt.Errorf("pci: %w", err))
+		}
+	}
+	if len(c.PCI) > 0 && c.Memlock < uint64(mem)<<20 {
+		errs = append(errs, fmt.Errorf("pci: memlock %d bytes is below the guest's RAM (%d MiB), which VFIO pins", c.Memlock, mem))
+	}
 	if c.UID == 0 || c.GID == 0 {
 		errs = append(errs, fmt.Errorf("uid %d, gid %d: QEMU never runs as root", c.UID, c.GID))
 	}
@@ -307,8 +324,16 @@ func (c Config) Args() ([]string, error) {
 			"-device", cli(nicDevice(n, bridgeID(i/BridgeSlots), i%BridgeSlots)),
 		)
 	}
+	// Host PCI devices, on the root bus (integrated endpoints): QEMU
+	// opens each one's IOMMU group node and the VFIO container itself.
+	for i, addr := range c.PCI {
+		a = append(a, "-device", "vfio-pci,host="+addr+",id="+PCIID(i)+",bus=pcie.0")
+	}
 	return a, nil
 }
+
+// PCIID is QEMU's id of a VM's i-th host PCI device.
+func PCIID(i int) string { return "hostpci" + strconv.Itoa(i) }
 
 // Machine is QEMU's machine type: q35 without the devices no spectrum
 // guest uses (vmport, the SATA controller, SMBus, the PS/2 controller).

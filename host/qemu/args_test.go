@@ -159,6 +159,23 @@ func TestArgs(t *testing.T) {
 				}),
 		},
 		{
+			// Host PCI devices by VFIO: after the NICs, on the root
+			// bus; the memlock limit is not an argument.
+			name: "host PCI devices",
+			edit: func(c *Config) {
+				c.NICs = []NIC{{ID: "uplink0", MAC: mac.LinkID(1).MAC(mac.Client), Tap: f}}
+				c.PCI = []string{"0000:00:03.0", "0000:03:00.1"}
+				c.Memlock = 256<<20 + 1<<30
+			},
+			want: cat(common("app", "-kernel", "/proc/self/fd/6", "-append", DefaultCmdline), plumbing, disk("0", "7"), bridges(2),
+				[]string{
+					"-netdev", "tap,id=uplink0,fd=8",
+					"-device", "virtio-net-pci,netdev=uplink0,id=uplink0,mac=0a:b3:ec:00:00:01,romfile=,bus=nics0,addr=0x0",
+					"-device", "vfio-pci,host=0000:00:03.0,id=hostpci0,bus=pcie.0",
+					"-device", "vfio-pci,host=0000:03:00.1,id=hostpci1,bus=pcie.0",
+				}),
+		},
+		{
 			// 33 NICs fill a bridge and start the next; a third
 			// keeps 31 slots free for hot-plug.
 			name: "a bridge per 32 NICs",
@@ -227,6 +244,9 @@ func TestArgsRefused(t *testing.T) {
 		}, "used twice"},
 		{"short mac", func(c *Config) { c.NICs = []NIC{{ID: "n", MAC: []byte{1, 2}, Tap: f}} }, "not 6 octets"},
 		{"nic without tap", func(c *Config) { c.NICs = []NIC{{ID: "n", MAC: mac.LinkID(1).MAC(mac.Client)}} }, "nic n: no tap"},
+		{"PCI address with an option", func(c *Config) { c.PCI = []string{"0000:00:03.0,rombar=1"}; c.Memlock = 2 << 30 }, "not a PCI address"},
+		{"PCI address as a path", func(c *Config) { c.PCI = []string{"../../0000:00"}; c.Memlock = 2 << 30 }, "not a PCI address"},
+		{"PCI without memlock", func(c *Config) { c.PCI = []string{"0000:00:03.0"} }, "below the guest's RAM"},
 		{"vhost-net under TCG", func(c *Config) { c.NICs = []NIC{{ID: "n", MAC: mac.LinkID(1).MAC(mac.Client), Tap: f, Vhost: f}} }, "vhost-net needs KVM"},
 	} {
 		t.Run(tt.name, func(t *testing.T) {

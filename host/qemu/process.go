@@ -150,7 +150,7 @@ func Start(ctx context.Context, c Config, stderr io.Writer) (*Process, error) {
 			started <- err
 			return
 		}
-		if err := cmd.Start(); err != nil {
+		if err := startWithMemlock(cmd, c.Memlock); err != nil {
 			started <- err
 			return
 		}

@@ -14,6 +14,7 @@ import (
 	"spectrum-os.org/netcfg/host/config"
 	"spectrum-os.org/netcfg/host/daemon"
 	"spectrum-os.org/netcfg/host/qemu"
+	"spectrum-os.org/netcfg/host/vfio"
 )
 
 // StartTimeout bounds one launch: from exec until QEMU answers on QMP.
@@ -37,6 +38,11 @@ type Options struct {
 	VhostNet bool
 	// OpenVhost opens /dev/vhost-net; nil means OpenVhostNet.
 	OpenVhost func() (*os.File, error)
+	// VFIO is the host whose PCI devices VMs get (uplinks/pci): each
+	// launch grants the VM's uid its devices' IOMMU group nodes, and QEMU
+	// exit takes the grant back. nil means a VM with a PCI device does
+	// not launch.
+	VFIO *vfio.Host
 	// Binary is the QEMU binary; "" means qemu.DefaultBinary from $PATH.
 	Binary string
 	Log    *slog.Logger // nil means slog.Default()
@@ -129,11 +135,34 @@ func (q *QEMU) Launch(ctx context.Context, spec daemon.Spec) (daemon.Instance, e
 		UID: uid, GID: uid, Groups: groups, PIDFile: spec.PIDPath,
 		Log: log, // QMP's drops, tagged with the VM's name
 	}
+	if len(spec.PCI) > 0 {
+		if q.opt.VFIO == nil {
+			q.opt.UIDs.Release(spec.VM.Name)
+			return nil, fmt.Errorf("VM %s: PCI devices %v: this spectrumd has no VFIO", spec.VM.Name, spec.PCI)
+		}
+		mem := q.opt.MemoryMiB
+		if mem == 0 {
+			mem = qemu.DefaultMemoryMiB
+		}
+		c.Memlock = MemlockFor(mem)
+		for _, d := range spec.PCI {
+			c.PCI = append(c.PCI, d.Addr)
+		}
+	}
+	granted, err := q.grant(spec.PCI, uid)
+	if err != nil {
+		q.opt.UIDs.Release(spec.VM.Name)
+		return nil, err
+	}
+	done := func() {
+		q.revoke(granted, log)
+		q.opt.UIDs.Release(spec.VM.Name)
+	}
 	defer func() { closeVhosts(c.NICs) }() // QEMU has its own copies once Start returns
 	for _, n := range spec.NICs {
 		qn, err := q.nic(n)
 		if err != nil {
-			q.opt.UIDs.Release(spec.VM.Name)
+			done()
 			return nil, err
 		}
 		c.NICs = append(c.NICs, qn)
@@ -144,12 +173,12 @@ func (q *QEMU) Launch(ctx context.Context, spec daemon.Spec) (daemon.Instance, e
 	p, err := qemu.Start(ctx, c, stderr)
 	if err != nil {
 		stderr.Close()
-		q.opt.UIDs.Release(spec.VM.Name)
+		done()
 		return nil, err
 	}
 	go func() {
 		<-p.Done()
-		q.opt.UIDs.Release(spec.VM.Name)
+		done()
 	}()
 	log.Info("QEMU started", "cmd", qemu.Quote(p.Argv), "fds", strings.Join(p.FDs, " "), "uid", uid)
 	return &instance{q: q, p: p, log: log, serial: &drainReader{f: p.Serial}, stderr: stderr}, nil
