@@ -16,6 +16,7 @@ import (
 
 	"spectrum-os.org/netcfg/host/control"
 	"spectrum-os.org/netcfg/host/vmm"
+	"spectrum-os.org/netcfg/internal/journaldtest"
 	"spectrum-os.org/netcfg/internal/mac"
 	"spectrum-os.org/netcfg/internal/nstest"
 	"spectrum-os.org/netcfg/internal/stubkernel"
@@ -31,6 +32,9 @@ type sandboxEnv struct {
 	root, bin, data string
 	unit            unitKeys
 	runs            int
+	// journalStream: spectrumd's stderr is the journal's stream, as systemd
+	// makes it (JOURNAL_STREAM names it).
+	journalStream bool
 }
 
 func newSandboxEnv(t *testing.T) *sandboxEnv {
@@ -124,7 +128,14 @@ func (e *sandboxEnv) startServe(t *testing.T, ns *nstest.NS, sb sandbox, state, 
 	}
 	defer lf.Close()
 	s.cmd = ns.Command(context.Background(), os.Args[0])
-	s.cmd.Env = testenv.HelperEnv(helperSandbox, "SPECTRUM_SANDBOX="+string(b))
+	s.cmd.Env = testenv.HelperEnv(helperSandbox, "SPECTRUM_SANDBOX="+string(b), "JOURNAL_STREAM=")
+	if e.journalStream {
+		var st syscall.Stat_t
+		if err := syscall.Fstat(int(lf.Fd()), &st); err != nil {
+			return nil, err
+		}
+		s.cmd.Env = append(s.cmd.Env, fmt.Sprintf("JOURNAL_STREAM=%d:%d", st.Dev, st.Ino))
+	}
 	s.cmd.Stdout, s.cmd.Stderr = lf, lf
 	if err := s.cmd.Start(); err != nil {
 		return nil, err
@@ -385,6 +396,51 @@ func TestUnitSandboxNeedsAll(t *testing.T) {
 			t.Logf("without %s: %s\n  spectrumd's last line: %s", p, msg, lines[len(lines)-1])
 		})
 	}
+}
+
+// TestUnitSandboxJournal runs spectrumd under the unit's sandbox as
+// systemd starts it (its stderr the journal's stream, the unit's flags: -log
+// auto) with a real journald: its records and a guest's serial line reach
+// the journal through the native socket, with their fields, and nothing
+// falls back to stderr.
+func TestUnitSandboxJournal(t *testing.T) {
+	j := journaldtest.Get(t)
+	env := newSandboxEnv(t)
+	env.journalStream = true
+	ns := nstest.New(t)
+	state, run := filepath.Join(env.root, "journal-state"), filepath.Join(env.root, "journal-run")
+	for _, d := range []string{state, run} {
+		if err := os.Mkdir(d, 0o700); err != nil {
+			t.Fatal(err)
+		}
+	}
+	argv := []string{env.bin, "serve", "-data", env.data, "-state", state, "-run", run, "-accel", "tcg", "-memory", "64", "-stop-timeout", "1s"}
+	s, err := env.startServe(t, ns, unitSandbox(t, env.unit, []string{state, run}, argv), state, run)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.call(control.Request{Op: "start", Name: "app"}, 2*time.Minute); err != nil {
+		t.Fatal(s.errorf("start app: %v", err))
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	pid := strconv.Itoa(s.cmd.Process.Pid)
+	for _, m := range [][]string{
+		{"SPECTRUM_VM=app", "SPECTRUM_SOURCE=serial", "MESSAGE=" + stubkernel.Message},
+		{"SYSLOG_IDENTIFIER=spectrumd", "MESSAGE=log to=\"journal (stderr is the journal's stream)\""},
+	} {
+		for _, e := range j.Wait(ctx, t, 1, append(m, "_PID="+pid)...) {
+			t.Logf("journal: %s %s: %s", e["SYSLOG_IDENTIFIER"], e["PRIORITY"], e["MESSAGE"])
+		}
+	}
+	s.cmd.Process.Signal(syscall.SIGTERM)
+	if err := <-s.exited; err != nil {
+		t.Fatal(s.errorf("spectrumd serve: %v", err))
+	}
+	if log := s.logTail(); log != "" {
+		t.Errorf("spectrumd wrote to stderr under systemd with a journal:\n%s", log)
+	}
+	j.Wait(ctx, t, 1, "_PID="+pid, "MESSAGE=spectrumd stopped")
 }
 
 // waitLog waits until the VM's serial log in state holds want.

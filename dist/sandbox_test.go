@@ -20,6 +20,7 @@ import (
 	"golang.org/x/net/bpf"
 	"golang.org/x/sys/unix"
 
+	"spectrum-os.org/netcfg/internal/journaldtest"
 	"spectrum-os.org/netcfg/internal/testenv"
 )
 
@@ -38,7 +39,9 @@ import (
 
 func TestMain(m *testing.M) {
 	testenv.RunHelper(map[string]func() int{helperSandbox: sandboxHelper})
-	os.Exit(m.Run())
+	// As root, in a mount namespace of their own with a journald
+	// (TestUnitSandboxJournal).
+	os.Exit(journaldtest.Main(m))
 }
 
 // unitKeys is a unit's [Service] section: every value of every key, in

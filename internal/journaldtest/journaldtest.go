@@ -44,8 +44,9 @@ type Journald struct {
 }
 
 var (
-	running  *Journald
-	startErr error
+	mainCalled bool // Main runs the tests
+	running    *Journald
+	startErr   error
 )
 
 // Main is a package's TestMain (after testenv.RunHelper). As root it runs
@@ -70,7 +71,14 @@ func Main(m *testing.M) int {
 		// Go makes every mount in the new namespace private before the
 		// child runs: nothing mounted there shows on the host.
 		cmd.SysProcAttr = &syscall.SysProcAttr{Unshareflags: syscall.CLONE_NEWNS, Pdeathsig: syscall.SIGKILL}
-		if err := cmd.Run(); err != nil {
+		if err := cmd.Start(); err != nil {
+			// No mount namespace for this root (a container without
+			// CAP_SYS_ADMIN): the tests run here, and Get fails.
+			startErr = fmt.Errorf("a mount namespace of its own: %w", err)
+			mainCalled = true
+			return m.Run()
+		}
+		if err := cmd.Wait(); err != nil {
 			var ee *exec.ExitError
 			if errors.As(err, &ee) && ee.ExitCode() > 0 {
 				return ee.ExitCode()
@@ -80,6 +88,7 @@ func Main(m *testing.M) int {
 		}
 		return 0
 	}
+	mainCalled = true
 	running, startErr = start()
 	code := m.Run()
 	if running != nil {
@@ -148,7 +157,7 @@ func start() (*Journald, error) {
 func Get(t testing.TB) *Journald {
 	t.Helper()
 	testenv.Root(t, "to run systemd-journald in a mount namespace of its own")
-	if os.Getenv(childEnv) == "" {
+	if !mainCalled {
 		t.Fatal("journaldtest.Get: the package's TestMain does not call journaldtest.Main")
 	}
 	if startErr != nil {
