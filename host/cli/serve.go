@@ -47,7 +47,7 @@ SIGTERM or SIGINT stops every VM and removes their links.`,
 		fs.StringVar(&f.start, "start", "", "comma-separated `VMS` to start at once (with their providers)")
 		fs.DurationVar(&f.stopTimeout, "stop-timeout", 10*time.Second, "how long a guest gets to power down before it is killed")
 		fs.IntVar(&f.memory, "memory", qemu.DefaultMemoryMiB, "guest RAM in `MiB`")
-		fs.StringVar(&f.logTo, "log", hostlog.Auto, "where the log goes: auto (the journal when stderr is the journal's stream, as under systemd; stderr otherwise), journal or stderr")
+		fs.StringVar(&f.logTo, "log", hostlog.Auto, "where the log goes: `auto|journal|stderr` (auto: the journal when stderr is the journal's stream, as under systemd; stderr otherwise)")
 		fs.BoolVar(&f.logJSON, "log-json", false, "log to stderr as JSON lines instead of text")
 		fs.StringVar(&f.vmUIDs, "vm-uids", vmm.DefaultUIDs, "`FIRST-LAST`: the uids (and gids of the same numbers) QEMU runs under, one per VM, kept in STATE/"+vmm.UIDFile+"; no user database entry needed")
 		fs.DurationVar(&f.nicTimeout, "nic-timeout", daemon.DefaultNICTimeout, "how long a NIC hot-plug or unplug waits for the guest (an unplug the guest ignores leaves the device but frees the tap)")
