@@ -171,7 +171,8 @@ func Get(t testing.TB) *Journald {
 
 // Entry is a journal entry's fields, as journalctl -o json gives them; a
 // value that is not valid UTF-8 text (journalctl gives it as an array of
-// bytes) is kept as those bytes.
+// bytes) is kept as those bytes; a field given more than once is its
+// values joined by newlines.
 type Entry map[string]string
 
 // Entries returns the entries that match every match (journalctl's FIELD=VALUE),
@@ -193,24 +194,45 @@ func (j *Journald) Entries(t testing.TB, match ...string) []Entry {
 		}
 		e := make(Entry, len(raw))
 		for k, v := range raw {
-			var s string
-			if json.Unmarshal(v, &s) == nil {
-				e[k] = s
-				continue
+			val, ok := jsonValue(v)
+			if !ok {
+				// A field given more than once: an array of values.
+				var vs []json.RawMessage
+				if json.Unmarshal(v, &vs) != nil {
+					t.Fatalf("journalctl -o json: field %s: %s", k, v)
+				}
+				var all []string
+				for _, v := range vs {
+					if val, ok = jsonValue(v); !ok {
+						t.Fatalf("journalctl -o json: field %s: %s", k, v)
+					}
+					all = append(all, val)
+				}
+				val = strings.Join(all, "\n")
 			}
-			var b []byte
-			var nums []int
-			if err := json.Unmarshal(v, &nums); err != nil {
-				t.Fatalf("journalctl -o json: field %s: %s", k, v)
-			}
-			for _, n := range nums {
-				b = append(b, byte(n))
-			}
-			e[k] = string(b)
+			e[k] = val
 		}
 		es = append(es, e)
 	}
 	return es
+}
+
+// jsonValue decodes one value of journalctl -o json: a string, or an array
+// of bytes.
+func jsonValue(v json.RawMessage) (string, bool) {
+	var s string
+	if json.Unmarshal(v, &s) == nil {
+		return s, true
+	}
+	var nums []byte
+	var ints []int
+	if json.Unmarshal(v, &ints) != nil {
+		return "", false
+	}
+	for _, n := range ints {
+		nums = append(nums, byte(n))
+	}
+	return string(nums), true
 }
 
 // Wait returns the entries matching match once there are n of them (journald
