@@ -142,10 +142,33 @@ type vmReport struct {
 	Initramfs string         `json:"initramfs,omitempty"`
 	Cmdline   string         `json:"cmdline,omitempty"`
 	Providers []string       `json:"providers"`
-	Net       []linkReport   `json:"net"`     // links on which it is the client, one per provider
-	Serves    []linkReport   `json:"serves"`  // links on which it is the provider, one per client
-	Uplinks   []uplinkReport `json:"uplinks"` // NICs on host bridges, by interface
-	PCI       []pciReport    `json:"pci"`     // host PCI NICs by VFIO, by address
+	Net       []linkReport   `json:"net"`      // links on which it is the client, one per provider
+	Serves    []linkReport   `json:"serves"`   // links on which it is the provider, one per client
+	Uplinks   []uplinkReport `json:"uplinks"`  // NICs on host bridges, by interface
+	PCI       []pciReport    `json:"pci"`      // host PCI NICs by VFIO, by address
+	Warnings  []warnReport   `json:"warnings"` // entries of its directory that are not used
+}
+
+// warnReport is one entry of a VM's directory that is not used
+// (config.Warning).
+type warnReport struct {
+	Path    string `json:"path"`
+	Warning string `json:"warning"`
+}
+
+func warnReports(ws []config.Warning) []warnReport {
+	out := []warnReport{}
+	for _, w := range ws {
+		out = append(out, warnReport{Path: printable.String(w.Path), Warning: printable.String(w.Msg)})
+	}
+	return out
+}
+
+// writeWarnings writes a VM's warnings, one a line.
+func writeWarnings(b *strings.Builder, ws []warnReport) {
+	for _, w := range ws {
+		fmt.Fprintf(b, "  warning    %s: %s\n", w.Path, w.Warning)
+	}
 }
 
 // pciReport is one host PCI NIC a VM gets by VFIO, as sysfs shows it now.
@@ -176,9 +199,10 @@ type linkReport struct {
 }
 
 type errorReport struct {
-	VM    string `json:"vm"`
-	Path  string `json:"path"`
-	Error string `json:"error"`
+	VM       string       `json:"vm"`
+	Path     string       `json:"path"`
+	Error    string       `json:"error"`
+	Warnings []warnReport `json:"warnings,omitempty"` // those found before the error
 }
 
 func report(cfg *config.Config, links []alloc.Link) *checkReport {
@@ -207,6 +231,7 @@ func report(cfg *config.Config, links []alloc.Link) *checkReport {
 			Initramfs: p(vm.Initramfs), Cmdline: p(vm.Cmdline),
 			Providers: []string{},
 			Net:       []linkReport{}, Serves: []linkReport{}, Uplinks: []uplinkReport{}, PCI: []pciReport{},
+			Warnings: warnReports(vm.Warnings),
 		}
 		for _, img := range vm.Images {
 			v.Images = append(v.Images, p(img))
@@ -239,6 +264,9 @@ func report(cfg *config.Config, links []alloc.Link) *checkReport {
 		var ve *config.VMError
 		if errors.As(err, &ve) {
 			e = errorReport{VM: p(ve.VM), Path: p(ve.Path), Error: p(ve.Err.Error())}
+			if len(ve.Warnings) > 0 {
+				e.Warnings = warnReports(ve.Warnings)
+			}
 		}
 		r.Errors = append(r.Errors, e)
 	}
@@ -286,6 +314,7 @@ func (r *checkReport) writeText(w io.Writer) error {
 			}
 			fmt.Fprintf(&b, "  pci        %s  class %s  %s  %s\n", d.Addr, d.Class, group, drv)
 		}
+		writeWarnings(&b, v.Warnings)
 	}
 	if len(r.Errors) > 0 && len(r.VMs) > 0 {
 		b.WriteString("\n")
@@ -293,6 +322,7 @@ func (r *checkReport) writeText(w io.Writer) error {
 	for _, e := range r.Errors {
 		if e.VM != "" {
 			fmt.Fprintf(&b, "invalid %s: %s: %s\n", e.VM, e.Path, e.Error)
+			writeWarnings(&b, e.Warnings)
 		} else if e.Path != "" {
 			fmt.Fprintf(&b, "error: %s: %s\n", e.Path, e.Error)
 		} else {
@@ -305,7 +335,18 @@ func (r *checkReport) writeText(w io.Writer) error {
 			invalid[e.VM] = true
 		}
 	}
-	fmt.Fprintf(&b, "%d VMs valid, %d invalid\n", len(r.VMs)-len(r.unusable), len(invalid))
+	warnings := 0
+	for _, v := range r.VMs {
+		warnings += len(v.Warnings)
+	}
+	for _, e := range r.Errors {
+		warnings += len(e.Warnings)
+	}
+	fmt.Fprintf(&b, "%d VMs valid, %d invalid", len(r.VMs)-len(r.unusable), len(invalid))
+	if warnings > 0 {
+		fmt.Fprintf(&b, "; %d warnings (entries not used)", warnings)
+	}
+	b.WriteString("\n")
 	_, err := io.WriteString(w, b.String())
 	return err
 }

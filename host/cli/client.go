@@ -117,7 +117,18 @@ func list(df daemonFlags, asJSON bool, stdout io.Writer) error {
 		}
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%s\t%s\n", v.Name, v.State, pid, v.Restarts, linksString(v.Links), uplinksString(v.Uplinks, v.PCI))
 	}
-	return tw.Flush()
+	if err := tw.Flush(); err != nil {
+		return err
+	}
+	// Below the table: a warning is a line, not a column.
+	for _, v := range resp.VMs {
+		for _, w := range v.Warnings {
+			if _, err := fmt.Fprintf(stdout, "warning: %s: %s\n", v.Name, w); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
 }
 
 // escapeStatus escapes every string of a status the daemon sent
@@ -136,6 +147,9 @@ func escapeStatus(v *control.VMStatus) {
 	}
 	for i := range v.PCI {
 		v.PCI[i] = p(v.PCI[i])
+	}
+	for i := range v.Warnings {
+		v.Warnings[i] = p(v.Warnings[i])
 	}
 }
 
@@ -253,6 +267,9 @@ func status(df daemonFlags, name string, asJSON bool, stdout io.Writer) error {
 	}
 	for _, a := range v.PCI {
 		fmt.Fprintf(stdout, "uplink pci %s: host PCI device by VFIO\n", a)
+	}
+	for _, w := range v.Warnings {
+		fmt.Fprintf(stdout, "warning:  %s\n", w)
 	}
 	return nil
 }

@@ -25,6 +25,7 @@ type VM struct {
 	Providers []string    // names of the VMs in providers/net, sorted
 	Uplinks   []Uplink    // NICs on host bridges (uplinks/net), sorted by interface; their MACs are unique on the host
 	PCI       []PCIUplink // host PCI NICs by VFIO (uplinks/pci), sorted by address; no two VMs name one
+	Warnings  []Warning   // entries of the directory that are not used, by path; nil: none
 }
 
 // Config is the result of loading a data directory: the good VMs and an error
@@ -107,6 +108,9 @@ type VMError struct {
 	VM   string
 	Path string
 	Err  error
+	// Warnings are those of the VM's directory found before the fault
+	// (see VM.Warnings).
+	Warnings []Warning
 }
 
 // Error says which VM and file, escaped (printable.String): a directory's

@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -173,8 +174,27 @@ func byDirNames(vms []*VM, ents []fs.DirEntry, dir, self string) string {
 // reached through a symlink that leads out of the VM's directory. It stops at
 // the first fault. Whether the providers exist is for linker to check.
 //
-// rec, when not nil, records everything the result depends on.
+// rec, when not nil, records everything the result depends on. The
+// warnings (see Warning) found before the fault, if any, go with the
+// result: the VM's, or its error's.
 func loadVM(dataDir, abs string, e fs.DirEntry, rec *deps) (*VM, *VMError) {
+	var warns []Warning
+	given := filepath.Join(dataDir, e.Name())
+	warn := func(rel, msg string) {
+		warns = append(warns, Warning{Path: filepath.Join(given, rel), Msg: msg})
+	}
+	vm, err := loadVMDir(dataDir, abs, e, rec, warn)
+	slices.SortFunc(warns, func(a, b Warning) int { return strings.Compare(a.Path, b.Path) })
+	switch {
+	case err != nil:
+		err.Warnings = warns
+	case vm != nil:
+		vm.Warnings = warns
+	}
+	return vm, err
+}
+
+func loadVMDir(dataDir, abs string, e fs.DirEntry, rec *deps, warn func(rel, msg string)) (*VM, *VMError) {
 	name := e.Name()
 	given := filepath.Join(dataDir, name)
 	fail := func(rel string, err error) (*VM, *VMError) {
@@ -202,6 +222,14 @@ func loadVM(dataDir, abs string, e fs.DirEntry, rec *deps) (*VM, *VMError) {
 		return fail("", err)
 	}
 	vm := &VM{Name: name, Dir: root}
+	// The entries spectrumd does not know are named whatever else is
+	// wrong: the typo is often why. A valid VM's are looked at once its
+	// files are known (a symlink's target inside the directory is used).
+	failed := fail
+	fail = func(rel string, err error) (*VM, *VMError) {
+		unknownEntries(root, ents, nil, rec, warn)
+		return failed(rel, err)
+	}
 
 	// entry resolves a required or optional entry of the VM's directory
 	// (or of one of its subdirectories, dir), following a symlink only
@@ -247,6 +275,7 @@ func loadVM(dataDir, abs string, e fs.DirEntry, rec *deps) (*VM, *VMError) {
 	}
 	for _, n := range sortedKeys(imgs) {
 		if !strings.HasSuffix(n, ".img") {
+			warn(filepath.Join("blk", n), "not a *.img disk image, not given to the VM")
 			continue
 		}
 		rel := filepath.Join("blk", n)
@@ -296,7 +325,11 @@ func loadVM(dataDir, abs string, e fs.DirEntry, rec *deps) (*VM, *VMError) {
 	if vm, err := loadProviders(vm, root, ents, rec, fail); err != nil {
 		return vm, err
 	}
-	return loadUplinks(vm, root, ents, rec, fail)
+	vm, verr := loadUplinks(vm, root, ents, rec, fail)
+	if verr == nil {
+		unknownEntries(root, ents, vm, rec, warn)
+	}
+	return vm, verr
 }
 
 // loadProviders reads providers/net/<vm> of the VM whose real directory is

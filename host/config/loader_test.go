@@ -202,6 +202,13 @@ func TestLoaderMatchesLoad(t *testing.T) {
 		{name: "provider VM directory added back", tree: tree{"v/providers/net/ghost": ""}, change: func(t *testing.T, data string) {
 			tree{}.vm("ghost").build(t, data)
 		}, reread: 1},
+		{name: "unknown entry added", change: write("v/provider/net/net", ""), reread: 1},
+		{name: "entry added in an unknown directory", tree: tree{"v/provider/x": ""}, change: write("v/provider/net", ""), reread: 1},
+		{name: "entry added deeper in an unknown directory: not read", tree: tree{"v/provider/net/a": ""}, change: write("v/provider/net/b", ""), reread: 0},
+		{name: "unknown entry added to providers/", change: write("v/providers/nett", ""), reread: 1},
+		{name: "unknown entry added to uplinks/", tree: tree{"v/uplinks/net": "DIR"}, change: write("v/uplinks/nett", ""), reread: 1},
+		{name: "unknown entry renamed to a known one", tree: tree{"v/provider/net/net": ""}, change: rename("v/provider", "v/providers2"), reread: 1},
+		{name: "non-.img file added to blk", change: write("v/blk/disk.raw", "x"), reread: 1},
 		{name: "VM directory removed", change: remove("other"), reread: 0},
 		{name: "VM directory added", change: func(t *testing.T, data string) { tree{}.vm("new", "net").build(t, data) }, reread: 1},
 		{name: "VM directory renamed", change: rename("other", "renamed"), reread: 1},

@@ -12,13 +12,13 @@ import (
 
 // mutate makes one change to the tree under data, chosen by op and arg:
 // what buildFuzzTree adds (kernels, images, providers, uplinks, symlinks in
-// and out, cmdlines, VMs symlinked to others, removed VMs) and what takes away or
-// changes in place.
+// and out, cmdlines, VMs symlinked to others, removed VMs), entries
+// spectrumd does not know, and what takes away or changes in place.
 func mutate(data string, op, arg byte) {
 	vm := filepath.Join(data, fuzzNames[int(arg)%len(fuzzNames)])
 	other := fuzzNames[(int(arg)/len(fuzzNames))%len(fuzzNames)]
 	img := fuzzImages[int(arg)%len(fuzzImages)]
-	switch op % 22 {
+	switch op % 24 {
 	case 12:
 		os.Remove(filepath.Join(vm, []string{"cmdline", "vmlinux", "initramfs", "blk", "providers"}[arg%5]))
 	case 13:
@@ -51,6 +51,16 @@ func mutate(data string, op, arg byte) {
 		os.Rename(vm, filepath.Join(data, other))
 	case 19:
 		os.Chmod(filepath.Join(vm, "vmlinux"), os.FileMode(0o644&^(int(arg)%2*0o444)))
+	case 22, 23:
+		// An entry spectrumd does not know, in the VM's directory or one
+		// of its own: a warning, never an error.
+		p := filepath.Join(vm, []string{"provider/net/" + other, "providers/nett", "uplinks/pcie", "vmlinuz", "blk/disk.raw", "provider/" + other, "x/y/z", "uplinks/" + other}[arg%8])
+		os.MkdirAll(filepath.Dir(p), 0o755)
+		if op%24 == 22 {
+			os.WriteFile(p, nil, 0o644)
+		} else {
+			os.Mkdir(p, 0o755)
+		}
 	case 20, 21:
 		buildFuzzTree(data, []byte{op - 8, arg}) // the uplinks' operations
 	default:
@@ -71,7 +81,7 @@ func checkMutations(t *testing.T, b []byte) {
 		mutate(data, b[0], b[1])
 		got, want := l.Load(), Load(data)
 		if diff := cmp.Diff(want, got, sameErrors); diff != "" {
-			t.Fatalf("after change %d (op %d, arg %d), reload differs from a fresh Load (-want +got):\n%s", i, b[0]%20, b[1], diff)
+			t.Fatalf("after change %d (op %d, arg %d), reload differs from a fresh Load (-want +got):\n%s", i, b[0]%24, b[1], diff)
 		}
 		// The next change must not fall in the clock tick of this load's
 		// look at the files (see settle).

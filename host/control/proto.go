@@ -42,6 +42,10 @@ type VMStatus struct {
 	// PCI are the host PCI devices the VM gets by VFIO (uplinks/pci), by
 	// address: those it runs with, or its configuration's.
 	PCI []string `json:"pci,omitempty"`
+	// Warnings are the entries of the VM's directory that are not used
+	// ("PATH: why"), as the configuration last loaded found them: a typo
+	// (provider/net for providers/net), a blk/ file that is not *.img.
+	Warnings []string `json:"warnings,omitempty"`
 }
 
 // UplinkStatus is one NIC of a VM on a host bridge (uplinks/net).

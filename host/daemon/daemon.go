@@ -89,10 +89,11 @@ type Daemon struct {
 	// uplinks maps the MAC of every uplink tap that exists to its VM (its
 	// taps live from its start until it stops, across crash restarts).
 	uplinks  map[string]string
-	vms      map[string]*vmEntry // the VM table
-	closing  bool                // Close has begun: no more starts
-	reload   []chan error        // callers waiting for the next load
-	reloadOn bool                // a load loop runs
+	vms      map[string]*vmEntry     // the VM table
+	closing  bool                    // Close has begun: no more starts
+	reload   []chan error            // callers waiting for the next load
+	reloadOn bool                    // a load loop runs
+	warned   map[config.Warning]bool // the warnings the last load logged; only the load loop uses it
 }
 
 // hostLink is a link that exists on the host, owned by its client's owner.

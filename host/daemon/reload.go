@@ -84,6 +84,7 @@ func (d *Daemon) loadOnce() error {
 		for _, e := range cfg.Errors {
 			d.log.Error("invalid VM", "err", e)
 		}
+		d.logWarnings(cfg)
 		return nil
 	}
 }
@@ -123,4 +124,28 @@ func (d *Daemon) vmConfig(name string) (*config.VM, error) {
 		return vm, nil
 	}
 	return nil, d.whyNotLocked(name)
+}
+
+// logWarnings logs each warning of cfg (an entry of a VM's directory that
+// is not used) that the last load did not: once, not at every reload.
+func (d *Daemon) logWarnings(cfg *config.Config) {
+	warned := map[config.Warning]bool{}
+	log := func(vm string, ws []config.Warning) {
+		for _, w := range ws {
+			warned[w] = true
+			if !d.warned[w] {
+				d.log.Warn("VM directory entry not used", "vm", vm, "path", w.Path, "warning", w.Msg)
+			}
+		}
+	}
+	for _, name := range cfg.Order {
+		log(name, cfg.VMs[name].Warnings)
+	}
+	for _, e := range cfg.Errors {
+		var ve *config.VMError
+		if errors.As(e, &ve) {
+			log(ve.VM, ve.Warnings)
+		}
+	}
+	d.warned = warned
 }

@@ -99,6 +99,12 @@ func (d *Daemon) statusLocked(name string) control.VMStatus {
 			st.PCI = append(st.PCI, u.Addr)
 		}
 	}
+	if vm := d.cfg.VMs[name]; vm != nil {
+		// The directory as last loaded, whether or not the VM runs with it.
+		for _, w := range vm.Warnings {
+			st.Warnings = append(st.Warnings, w.Path+": "+w.Msg)
+		}
+	}
 	return st
 }
 
