@@ -5,7 +5,8 @@
 
 GO        ?= go
 BIN       := bin
-# The guest agent: static, stripped, within its size budget
+# The guest programs, spectrum-netcfg (every guest) and spectrum-router
+# (providers): static, stripped, within their size budgets
 # (guest/binary_test.go).
 GUESTFLAGS := -trimpath -ldflags='-s -w'
 # Fuzzing. `make test` (CI) runs each target for a fixed number of inputs
@@ -48,6 +49,7 @@ deps:
 
 build:
 	CGO_ENABLED=0 $(GO) build $(GUESTFLAGS) -o $(BIN)/spectrum-netcfg ./cmd/spectrum-netcfg
+	CGO_ENABLED=0 $(GO) build $(GUESTFLAGS) -o $(BIN)/spectrum-router ./cmd/spectrum-router
 	$(GO) build -o $(BIN)/spectrumd ./cmd/spectrumd
 	$(GO) build -o $(BIN)/spectrum-initramfs-append ./cmd/spectrum-initramfs-append
 
@@ -134,11 +136,14 @@ soak: deps
 
 install: build man
 	install -D -m 0755 $(BIN)/spectrum-netcfg $(DESTDIR)$(PREFIX)/bin/spectrum-netcfg
+	install -D -m 0755 $(BIN)/spectrum-router $(DESTDIR)$(PREFIX)/bin/spectrum-router
 	install -D -m 0755 $(BIN)/spectrumd $(DESTDIR)$(PREFIX)/bin/spectrumd
 	install -D -m 0755 $(BIN)/spectrum-initramfs-append $(DESTDIR)$(PREFIX)/bin/spectrum-initramfs-append
 	install -d $(DESTDIR)$(UNITDIR)
 	sed 's|/usr/local/|$(PREFIX)/|g' dist/spectrumd.service >$(DESTDIR)$(UNITDIR)/spectrumd.service
 	chmod 0644 $(DESTDIR)$(UNITDIR)/spectrumd.service
+	sed 's|/usr/local/|$(PREFIX)/|g' dist/spectrum-router.service >$(DESTDIR)$(UNITDIR)/spectrum-router.service
+	chmod 0644 $(DESTDIR)$(UNITDIR)/spectrum-router.service
 	install -D -m 0644 README.md $(DESTDIR)$(PREFIX)/share/doc/spectrum/README.md
 	@set -e; for p in $(MANPAGES); do s=$${p##*.}; \
 	  echo "install -D -m 0644 $$p $(DESTDIR)$(PREFIX)/share/man/man$$s/$${p##*/}"; \

@@ -114,6 +114,8 @@ func TestMakeInstall(t *testing.T) {
 			dest := install(t, tt.vars...)
 			want := map[string]os.FileMode{
 				tt.prefix + "/bin/spectrum-netcfg":                         0o755,
+				tt.prefix + "/bin/spectrum-router":                         0o755,
+				tt.prefix + "/lib/systemd/system/spectrum-router.service":  0o644,
 				tt.prefix + "/bin/spectrumd":                               0o755,
 				tt.prefix + "/bin/spectrum-initramfs-append":               0o755,
 				tt.prefix + "/share/doc/spectrum/README.md":                0o644,
@@ -165,6 +167,9 @@ func TestMakeInstall(t *testing.T) {
 			if page := readFile(t, filepath.Join(dest, tt.prefix, "share/man/man8/spectrumd.8")); !strings.Contains(page, "\n.TH SPECTRUMD 8 ") {
 				t.Errorf("spectrumd.8 is not the roff of docs/man/spectrumd.8.md:\n%.300s", page)
 			}
+			if unit := readFile(t, filepath.Join(dest, tt.prefix, "lib/systemd/system/spectrum-router.service")); !strings.Contains(unit, "\nExecStart="+tt.prefix+"/bin/spectrum-router\n") {
+				t.Errorf("spectrum-router.service's ExecStart is not under %s:\n%s", tt.prefix, unit)
+			}
 			if tt.initramfs {
 				def := readFile(t, filepath.Join(dest, "etc/default/spectrum-netcfg"))
 				if !strings.Contains(def, "\nBINARY="+tt.prefix+"/bin/spectrum-netcfg\n") {
@@ -191,24 +196,28 @@ func TestMakeInstallKeepsSettings(t *testing.T) {
 func TestUnitVerifies(t *testing.T) {
 	testenv.Tool(t, "systemd-analyze", "make deps installs systemd")
 	dest := install(t, "INITRAMFS=")
-	unit := filepath.Join(dest, "usr/local/lib/systemd/system/spectrumd.service")
-	// The unit names /usr/local/bin/spectrumd, which is not on this
-	// machine: verify a copy pointing at the installed binary.
-	b := strings.ReplaceAll(readFile(t, unit), "/usr/local/bin/", filepath.Join(dest, "usr/local/bin")+"/")
-	cp := filepath.Join(t.TempDir(), "spectrumd.service")
-	if err := os.WriteFile(cp, []byte(b), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	verify := exec.Command("systemd-analyze", "verify", cp)
-	verify.Env = append(os.Environ(), "SYSTEMD_LOG_LEVEL=warning")
-	out, err := verify.CombinedOutput()
-	if err != nil {
-		t.Errorf("systemd-analyze verify: %v\n%s", err, out)
-	}
-	// verify exits 0 after warnings about the unit itself ("Unknown key
-	// ... ignoring"): those are failures too.
-	if strings.Contains(string(out), "spectrumd.service") {
-		t.Errorf("systemd-analyze verify warns about the unit:\n%s", out)
+	for _, name := range []string{"spectrumd.service", "spectrum-router.service"} {
+		unit := filepath.Join(dest, "usr/local/lib/systemd/system", name)
+		// The unit names /usr/local/bin/..., which is not on this
+		// machine: verify a copy pointing at the installed binary.
+		b := strings.ReplaceAll(readFile(t, unit), "/usr/local/bin/", filepath.Join(dest, "usr/local/bin")+"/")
+		cp := filepath.Join(t.TempDir(), name)
+		if err := os.WriteFile(cp, []byte(b), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		// --man=no: the man pages are installed under DESTDIR, not on
+		// this machine, where verify would look for them.
+		verify := exec.Command("systemd-analyze", "verify", "--man=no", cp)
+		verify.Env = append(os.Environ(), "SYSTEMD_LOG_LEVEL=warning")
+		out, err := verify.CombinedOutput()
+		if err != nil {
+			t.Errorf("systemd-analyze verify %s: %v\n%s", name, err, out)
+		}
+		// verify exits 0 after warnings about the unit itself ("Unknown
+		// key ... ignoring"): those are failures too.
+		if strings.Contains(string(out), name) {
+			t.Errorf("systemd-analyze verify warns about %s:\n%s", name, out)
+		}
 	}
 }
 

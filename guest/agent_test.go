@@ -601,11 +601,14 @@ func TestUsage(t *testing.T) {
 	for _, tt := range []struct {
 		args []string
 		code int
+		say  string
 	}{
-		{[]string{"-bogus"}, 2},
-		{[]string{"eth0"}, 2},
-		{[]string{"-console"}, 2},
-		{[]string{"-h"}, 0},
+		{[]string{"-bogus"}, 2, `"-bogus"`},
+		{[]string{"eth0"}, 2, `"eth0"`},
+		{[]string{"-console"}, 2, "-console"},
+		// The router is spectrum-router's: the error names it.
+		{[]string{"-watch", "-route"}, 2, "spectrum-router"},
+		{[]string{"-h"}, 0, ""},
 	} {
 		cmd := exec.Command(agentBin, tt.args...)
 		out, err := cmd.CombinedOutput()
@@ -620,6 +623,9 @@ func TestUsage(t *testing.T) {
 		}
 		if !strings.Contains(string(out), guest.Usage) {
 			t.Errorf("spectrum-netcfg %q: output %q lacks the usage line", tt.args, out)
+		}
+		if !strings.Contains(string(out), tt.say) {
+			t.Errorf("spectrum-netcfg %q: output %q does not name %s", tt.args, out, tt.say)
 		}
 	}
 }

@@ -6,24 +6,23 @@ import (
 )
 
 // Usage is the agent's command line synopsis.
-const Usage = "usage: spectrum-netcfg [-watch [-route]] [-console PATH]"
+const Usage = "usage: spectrum-netcfg [-watch] [-console PATH]"
 
 // Config is what the command line asks for.
 type Config struct {
 	// Watch keeps the agent running after the first pass to configure NICs
 	// as they appear. False: configure what is there and exit.
 	Watch bool
-	// Route makes the agent the provider's router too (package
-	// guest/router): forwarding, NAT, isolation and DNS for the clients
-	// of its provider NICs. Only with Watch: the router's rules live as
-	// long as the agent that keeps them up to date.
-	Route bool
 	// Console is the path the log is written to. Empty means DefaultConsole.
 	Console string
 }
 
 // ErrHelp is returned by ParseArgs for -h, -help and --help.
 var ErrHelp = errors.New("help requested")
+
+// ErrRoute is returned by ParseArgs for -route, which this program had
+// before the provider's router became a program of its own.
+var ErrRoute = errors.New("-route is not a flag of spectrum-netcfg: the provider's router is its own program, spectrum-router (it configures and follows the NICs as -watch does, and routes)")
 
 // ParseArgs parses the arguments after the program name. It accepts the
 // flag package's syntax (-name, --name, -name=value, -name value) for the
@@ -51,7 +50,9 @@ func ParseArgs(args []string) (Config, error) {
 		switch name {
 		case "h", "help":
 			return cfg, ErrHelp
-		case "watch", "route":
+		case "route":
+			return cfg, ErrRoute
+		case "watch":
 			on := true
 			if hasValue {
 				switch value {
@@ -62,11 +63,7 @@ func ParseArgs(args []string) (Config, error) {
 					return cfg, errors.New("invalid value " + quote(value) + " for -" + name)
 				}
 			}
-			if name == "watch" {
-				cfg.Watch = on
-			} else {
-				cfg.Route = on
-			}
+			cfg.Watch = on
 		case "console":
 			if !hasValue {
 				if i+1 >= len(args) {
@@ -82,9 +79,6 @@ func ParseArgs(args []string) (Config, error) {
 		default:
 			return cfg, errors.New("flag provided but not defined: " + quote(a))
 		}
-	}
-	if cfg.Route && !cfg.Watch {
-		return cfg, errors.New("-route needs -watch: the router's rules must follow the NICs as they come and go")
 	}
 	return cfg, nil
 }

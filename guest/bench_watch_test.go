@@ -31,7 +31,7 @@ import (
 // the host route, the agent's last change. A late reader can only make the
 // figure larger.
 func BenchmarkWatchHotplug(b *testing.B) {
-	w := startWatch(b, "-watch")
+	w := startWatch(b, agentBin, "-watch")
 	ns, mon, rc := w.ns, w.mon, w.rc
 
 	var lat []time.Duration
@@ -105,7 +105,7 @@ func readFileB(b *testing.B, path string) string {
 	return string(s)
 }
 
-// BenchmarkRouteHotplug measures how long `spectrum-netcfg -watch -route`
+// BenchmarkRouteHotplug measures how long spectrum-router
 // takes from a provider NIC appearing (a tap given a 0A:B3:EC provider
 // MAC, when the clock starts) to the router's rules for it being in
 // place: the commit of the nftables transaction whose anti-spoofing rule
@@ -115,7 +115,7 @@ func readFileB(b *testing.B, path string) string {
 // router's share of a hot-plug, on top of BenchmarkWatchHotplug's.
 func BenchmarkRouteHotplug(b *testing.B) {
 	// The machine's resolv.conf is only read.
-	w := startWatch(b, "-watch", "-route")
+	w := startWatch(b, routerBin)
 	ns, mon, nft, rc := w.ns, w.mon, w.nft, w.rc
 
 	newRule := netlink.HeaderType(unix.NFNL_SUBSYS_NFTABLES<<8 | unix.NFT_MSG_NEWRULE)
@@ -184,7 +184,7 @@ type watchBench struct {
 // startWatch starts the agent with args in a new namespace and waits until
 // it watches; it is stopped with SIGTERM, and must exit cleanly, when b
 // ends.
-func startWatch(b *testing.B, args ...string) *watchBench {
+func startWatch(b *testing.B, bin string, args ...string) *watchBench {
 	b.Helper()
 	w := &watchBench{ns: nstest.New(b)}
 	nsFD, err := unix.Open(w.ns.Path(), unix.O_RDONLY|unix.O_CLOEXEC, 0)
@@ -209,7 +209,7 @@ func startWatch(b *testing.B, args ...string) *watchBench {
 		if w.rc, err = rtnetlink.Dial(nil); err != nil {
 			return
 		}
-		agent = exec.Command(agentBin, append(args, "-console", console)...)
+		agent = exec.Command(bin, append(args, "-console", console)...)
 		err = agent.Start()
 	})
 	if err != nil {

@@ -35,6 +35,9 @@ const (
 	DelAddr
 	AddAddr
 	AddRoute
+	// LinkDown is never planned: the agent takes a provider NIC down
+	// that is up when the router cannot cover it (fail closed).
+	LinkDown
 )
 
 // Action is one change to one NIC.
@@ -53,6 +56,8 @@ func (a Action) String() string {
 		return "set rp_filter 1 (strict), was " + strconv.Itoa(a.Old)
 	case LinkUp:
 		return "set link up"
+	case LinkDown:
+		return "set link down"
 	case DelRoute:
 		return "removed route " + a.Route.String()
 	case DelAddr:
@@ -233,6 +238,8 @@ func Apply(c *netlink.Conn, a Action) (changed bool, err error) {
 		typ, m = unix.RTM_SETLINK, rpFilterMessage{index: a.Index, value: 1}
 	case LinkUp:
 		typ, m = unix.RTM_SETLINK, &rtnetlink.LinkMessage{Index: a.Index, Flags: unix.IFF_UP, Change: unix.IFF_UP}
+	case LinkDown:
+		typ, m = unix.RTM_SETLINK, &rtnetlink.LinkMessage{Index: a.Index, Change: unix.IFF_UP}
 	case DelRoute:
 		typ, m, benign = unix.RTM_DELROUTE, routeMessage(a.Route), unix.ESRCH
 	case DelAddr:

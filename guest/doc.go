@@ -31,10 +31,10 @@
 //
 // The agent must never: read from its console, create its console file
 // (under an unpopulated /dev that would leave a regular file behind), shell
-// out, touch a link without the OUI, or, without -route, turn on IP
-// forwarding. With -watch -route it drives a Router (package guest/router,
-// wired in by the main): the provider's forwarding, NAT, isolation and DNS
-// for the clients of its provider NICs.
+// out, touch a link without the OUI, or turn on IP forwarding. In
+// spectrum-router (the same agent, always watching) it drives a Router
+// (package guest/router, wired in by that program's main): the provider's
+// forwarding, NAT, isolation and DNS for the clients of its provider NICs.
 //
 // # Console log
 //
@@ -53,12 +53,12 @@
 // ": failed" (after its "error:" lines). The pass ends with the DoneLine
 // (match DonePrefix). With -watch, "spectrum-netcfg: watching for new NICs"
 // follows; hot-plugged NICs log the same per-NIC lines; SIGTERM ends with
-// "spectrum-netcfg: stopped, status N". With -route the router's lines come
+// "spectrum-netcfg: stopped, status N". In spectrum-router the router's lines come
 // in between: about a NIC among that NIC's ("eth1 0a:b3:ec:80:12:34:
 // router: routing for client 100.64.18.52"), its own starting with
-// "spectrum-netcfg: router: ".
+// "spectrum-router: ".
 //
-// Exit status: 0 when every 0A:B3:EC NIC is configured (with -route: and
-// the router started and stopped cleanly), 1 when at least one is not (the
+// Exit status: 0 when every 0A:B3:EC NIC is configured (in spectrum-router:
+// and the router started and stopped cleanly), 1 when at least one is not (the
 // others still are), 2 for a bad command line.
 package guest

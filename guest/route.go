@@ -2,13 +2,18 @@ package guest
 
 import (
 	"context"
+	"errors"
 	"io"
 	"net/netip"
 )
 
-// Router is the provider's router the agent keeps up to date with
-// -route (package guest/router implements it; the main wires it in, so
-// this package does not depend on it). The agent calls it from its one
+// RouterPrefix begins the router's own console lines (those about no one
+// NIC): spectrum-router's, never spectrum-netcfg's.
+const RouterPrefix = "spectrum-router: "
+
+// Router is the provider's router the agent keeps up to date in
+// spectrum-router (package guest/router implements it; that program's main
+// wires it in, so this package, and spectrum-netcfg, do not depend on it). The agent calls it from its one
 // goroutine: Provider for each provider NIC it configures, Gone as NICs
 // go, and Stop at the end.
 type Router interface {
@@ -38,3 +43,13 @@ type Router interface {
 // covered while it goes through them. An error means the router is not
 // running and IPv4 forwarding is not on.
 type StartRouter func(ctx context.Context, w io.Writer, links []Link) (Router, error)
+
+// refusing stands in for a router that did not start: it covers no
+// provider NIC, so the agent leaves each down.
+type refusing struct{ err error }
+
+func (r refusing) Provider(uint32, netip.Addr) ([]string, error) {
+	return nil, errors.New("no router: " + r.err.Error())
+}
+func (refusing) Gone(uint32) []string { return nil }
+func (refusing) Stop() error          { return nil }

@@ -144,9 +144,13 @@ func (a *Agent) ConfigureNIC(l Link, addrs []Addr, routes []Route) (Outcome, err
 	n := 0
 	acts := Plan(l, nic, addrs, routes)
 	if err := a.route(l, nic); err != nil {
-		// Fail closed: the NIC stays as it is (down when new).
+		// Fail closed: a provider NIC the router does not cover carries
+		// nothing; one that is up (an earlier run's) goes down.
 		errs = append(errs, err)
 		acts = nil
+		if l.Up {
+			acts = []Action{{Kind: LinkDown, Index: l.Index}}
+		}
 	}
 	for _, act := range acts {
 		changed, err := Apply(a.c, act)
@@ -222,11 +226,13 @@ func (a *Agent) ConfigureAll(s State) (configured, failed int, err error) {
 }
 
 // Run is the whole agent: it logs to cfg.Console, configures every NIC and,
-// with cfg.Watch, keeps configuring NICs as they appear until ctx ends;
-// with cfg.Route it starts the router with startRouter first and stops it
-// at the end. It returns the exit status: 0 when every inter-guest NIC is
-// configured (and, with cfg.Route, the router ran and stopped cleanly), 1
-// otherwise.
+// with cfg.Watch, keeps configuring NICs as they appear until ctx ends.
+// With startRouter (spectrum-router; nil in spectrum-netcfg) it starts the
+// router before the first pass and stops it at the end; a router that does
+// not start leaves every provider NIC down (fail closed), and Run returns
+// after the first pass. It returns the exit status: 0 when every
+// inter-guest NIC is configured (and the router, if any, ran and stopped
+// cleanly), 1 otherwise.
 func Run(ctx context.Context, cfg Config, stderr io.Writer, startRouter StartRouter) int {
 	console := cfg.Console
 	if console == "" {
@@ -269,22 +275,17 @@ func Run(ctx context.Context, cfg Config, stderr io.Writer, startRouter StartRou
 		log.Line("spectrum-netcfg: error: ", err.Error())
 		status = 1
 	}
-	if cfg.Route {
+	routerFailed := false
+	if startRouter != nil {
 		// Before the first pass, so that a provider NIC is never up
 		// without the router's rules for it.
 		log.Flush()
-		var r Router
-		if startRouter == nil {
-			err = errors.New("this build has no router")
-		} else {
-			r, err = startRouter(ctx, w, s.Links)
-		}
+		r, err := startRouter(ctx, w, s.Links)
 		if err != nil {
-			log.Line("spectrum-netcfg: router: error: ", err.Error(), "; not routing")
-			status = 1
-		} else {
-			a.SetRouter(r)
+			log.Line(RouterPrefix, "error: ", err.Error(), "; provider NICs stay down")
+			r, routerFailed, status = refusing{err}, true, 1
 		}
+		a.SetRouter(r)
 	}
 	configured, failed, _ := a.ConfigureAll(s)
 	if failed > 0 {
@@ -292,20 +293,15 @@ func Run(ctx context.Context, cfg Config, stderr io.Writer, startRouter StartRou
 	}
 	log.Line(DoneLine(configured, failed, status))
 	log.Flush()
-	if !cfg.Watch {
+	if !cfg.Watch || routerFailed {
 		return status
 	}
 	// With -watch the status is what holds at the end: a NIC that failed
-	// and was configured later counts as configured. A router that did
-	// not start is a failure to the end.
-	routerFailed := cfg.Route && a.router == nil
+	// and was configured later counts as configured.
 	status = a.Watch(ctx, nc)
-	if routerFailed {
-		status = 1
-	}
-	if a.router != nil {
+	if startRouter != nil {
 		if err := a.router.Stop(); err != nil {
-			log.Line("spectrum-netcfg: router: error: ", err.Error())
+			log.Line(RouterPrefix, "error: ", err.Error())
 			status = 1
 		}
 	}

@@ -2,7 +2,7 @@
 // for real. It starts a LAN (vmtest/lan: a namespace with a DHCP server, a
 // DNS server and a web site, www.lan.test, on 203.0.113.0/24), writes a
 // svc/data directory with netvm (an uplink on the LAN's bridge, its DHCP
-// client, the router: spectrum-netcfg -watch -route) providing networking
+// client, the router: spectrum-router) providing networking
 // to appvm-lynx (Debian's lynx), runs `spectrumd serve` in a network
 // namespace of its own in the foreground and starts appvm-lynx (so netvm
 // first). spectrumd's log is the stream, every guest's serial console in
@@ -111,7 +111,7 @@ func run(c config, start time.Time) error {
 	if err != nil {
 		return fmt.Errorf("%w (make kernel fetches it)", err)
 	}
-	say("building the guest initramfs: the test init, spectrum-netcfg, busybox, Debian's lynx with its libraries, %s's modules", filepath.Base(k.Vmlinux))
+	say("building the guest initramfs: the test init, spectrum-netcfg, spectrum-router, busybox, Debian's lynx with its libraries, %s's modules", filepath.Base(k.Vmlinux))
 	t0 := time.Now()
 	a, err := vm.Build(k)
 	if err != nil {

@@ -1,8 +1,9 @@
 // Binary spectrum-netcfg configures the guest's inter-guest NICs (MAC OUI
 // 0A:B3:EC) through rtnetlink, as an init hook, and with -watch keeps
-// configuring NICs as they are hot-plugged; with -watch -route it is also
-// the provider's router (package guest/router). It logs only to the serial
-// console. See package spectrum-os.org/netcfg/guest for what it does and logs.
+// configuring NICs as they are hot-plugged. It logs only to the serial
+// console. Every guest carries it, so it carries nothing else: the
+// provider's router is its own program, spectrum-router. See package
+// spectrum-os.org/netcfg/guest for what it does and logs.
 package main
 
 import (
@@ -15,7 +16,6 @@ import (
 	"golang.org/x/sys/unix"
 
 	"spectrum-os.org/netcfg/guest"
-	"spectrum-os.org/netcfg/guest/router"
 )
 
 func main() { os.Exit(run()) }
@@ -43,9 +43,5 @@ func run() int {
 		ctx, stop = signal.NotifyContext(ctx, unix.SIGTERM, unix.SIGINT)
 		defer stop()
 	}
-	var start guest.StartRouter
-	if cfg.Route {
-		start = router.Start
-	}
-	return guest.Run(ctx, cfg, os.Stderr, start)
+	return guest.Run(ctx, cfg, os.Stderr, nil)
 }

@@ -1,10 +1,10 @@
-// Package router is the provider's router of spectrum-netcfg -watch
-// -route (docs/DESIGN.md, "The provider's router"): IPv4 forwarding,
+// Package router is the provider's router, spectrum-router's
+// (docs/DESIGN.md, "The provider's router"): IPv4 forwarding,
 // masquerading of client traffic, isolation between clients,
 // anti-spoofing per provider link, and a virtual DNS resolver address for
 // clients. The agent (package guest) tells it about provider NICs through
-// guest.Router; the main wires Start in only with -route, so the one-shot
-// init hook runs none of this.
+// guest.Router; only spectrum-router's main wires Start in, so the init
+// hook every guest carries, spectrum-netcfg, links none of this.
 //
 // # What it does
 //
@@ -70,17 +70,17 @@
 // # Console
 //
 // Lines about one NIC come with that NIC's other lines; the router's own
-// start with "spectrum-netcfg: router: ":
+// start with "spectrum-router: ":
 //
-//	spectrum-netcfg: router: added table inet spectrum-router (1 provider NICs)
-//	spectrum-netcfg: router: set net.ipv4.ip_forward 1, was 0
-//	spectrum-netcfg: router: DNS to 100.127.255.53 goes to 192.0.2.53 (first IPv4 nameserver of /etc/resolv.conf)
+//	spectrum-router: added table inet spectrum-router (1 provider NICs)
+//	spectrum-router: set net.ipv4.ip_forward 1, was 0
+//	spectrum-router: DNS to 100.127.255.53 goes to 192.0.2.53 (first IPv4 nameserver of /etc/resolv.conf)
 //	eth1 0a:b3:ec:80:12:34: router: routing for client 100.64.18.52
 //	eth1 0a:b3:ec:80:12:34: router: flushed 2 conntrack entries of 100.64.18.52
 //	eth1 0a:b3:ec:80:12:34: router: stopped routing for client 100.64.18.52
-//	spectrum-netcfg: router: DNS to 100.127.255.53 is refused: /etc/resolv.conf names no IPv4 nameserver
-//	spectrum-netcfg: router: removed table inet spectrum-router
-//	spectrum-netcfg: router: set net.ipv4.ip_forward 0 again
+//	spectrum-router: DNS to 100.127.255.53 is refused: /etc/resolv.conf names no IPv4 nameserver
+//	spectrum-router: removed table inet spectrum-router
+//	spectrum-router: set net.ipv4.ip_forward 0 again
 //
 // # Kernel
 //

@@ -193,7 +193,7 @@ func client(t *testing.T, prov *nstest.NS, provAgent *agent, pName string, id by
 	if err := os.WriteFile(console, nil, 0o600); err != nil {
 		t.Fatal(err)
 	}
-	if out, err := c.Command(context.Background(), agentBin, "-console", console).CombinedOutput(); err != nil {
+	if out, err := c.Command(context.Background(), netcfgBin, "-console", console).CombinedOutput(); err != nil {
 		log, _ := os.ReadFile(console)
 		t.Fatalf("client agent: %v\n%s%s", err, out, log)
 	}
@@ -313,7 +313,7 @@ func query(t *testing.T, ns *nstest.NS, tcp bool, sport int) (netip.Addr, error)
 func TestFunctional(t *testing.T) {
 	prov := nstest.New(t)
 	l := newLAN(t, prov)
-	pa := startAgent(t, prov, "nameserver "+dns1Addr+"\n", "-watch", "-route")
+	pa := startAgent(t, prov, "nameserver "+dns1Addr+"\n")
 	c1 := client(t, prov, pa, "p1", 1)
 	c2 := client(t, prov, pa, "p2", 2)
 
@@ -488,7 +488,7 @@ func TestFunctional(t *testing.T) {
 			t.Errorf("query: %v, %v; want 192.0.2.1", a, err)
 		}
 		n := pa.setResolv("nameserver " + dns2Addr + "\n")
-		pa.waitLineAfter(n, "spectrum-netcfg: router: DNS to 100.127.255.53 goes to "+dns2Addr+" (first IPv4 nameserver of /etc/resolv.conf)")
+		pa.waitLineAfter(n, "spectrum-router: DNS to 100.127.255.53 goes to "+dns2Addr+" (first IPv4 nameserver of /etc/resolv.conf)")
 		for _, tcp := range []bool{false, true} {
 			if a, err := query(t, c1, tcp, 5353); err != nil || a != netip.MustParseAddr("192.0.2.2") {
 				t.Errorf("query after the change (tcp %v): %v, %v; want 192.0.2.2 from %s", tcp, a, err, dns2Addr)
@@ -496,12 +496,12 @@ func TestFunctional(t *testing.T) {
 		}
 		// No resolver: refused at once, not a timeout.
 		n = pa.setResolv("")
-		pa.waitLineAfter(n, "spectrum-netcfg: router: DNS to 100.127.255.53 is refused: /etc/resolv.conf names no IPv4 nameserver")
+		pa.waitLineAfter(n, "spectrum-router: DNS to 100.127.255.53 is refused: /etc/resolv.conf names no IPv4 nameserver")
 		if _, err := query(t, c1, false, 0); !errors.Is(err, syscall.ECONNREFUSED) {
 			t.Errorf("query without a resolver: %v, want connection refused", err)
 		}
 		n = pa.setResolv("nameserver " + dns1Addr + "\n")
-		pa.waitLineAfter(n, "spectrum-netcfg: router: DNS to 100.127.255.53 goes to "+dns1Addr+" (first IPv4 nameserver of /etc/resolv.conf)")
+		pa.waitLineAfter(n, "spectrum-router: DNS to 100.127.255.53 goes to "+dns1Addr+" (first IPv4 nameserver of /etc/resolv.conf)")
 	})
 
 	t.Run("chained provider", func(t *testing.T) {
@@ -510,8 +510,8 @@ func TestFunctional(t *testing.T) {
 		vpn := nstest.New(t)
 		veth(t, prov, "p3", "0a:b3:ec:80:00:03", vpn, "up0", "0a:b3:ec:00:00:03")
 		pa.waitLine("p3 0a:b3:ec:80:00:03: provider 169.254.0.3/32 for client 100.64.0.3: configured")
-		va := startAgent(t, vpn, "nameserver "+router.Resolver+"\n", "-watch", "-route")
-		va.waitLine("spectrum-netcfg: router: DNS to 100.127.255.53 is forwarded as is (/etc/resolv.conf names it too: this provider is a client of another)")
+		va := startAgent(t, vpn, "nameserver "+router.Resolver+"\n")
+		va.waitLine("spectrum-router: DNS to 100.127.255.53 is forwarded as is (/etc/resolv.conf names it too: this provider is a client of another)")
 		app := client(t, vpn, va, "d1", 4)
 
 		got, err := dialTCP(t, app, webAddr, 7)

@@ -24,10 +24,10 @@ import (
 	"spectrum-os.org/netcfg/internal/nstest"
 )
 
-// agentBin is the real static spectrum-netcfg, built once by TestMain
-// with the guest's flags; the tests run it as a process in their
-// namespaces.
-var agentBin string
+// agentBin is the real static spectrum-router and netcfgBin the hook
+// spectrum-netcfg (the clients' agent), built once by TestMain with the
+// guest's flags; the tests run them as processes in their namespaces.
+var agentBin, netcfgBin string
 
 func TestMain(m *testing.M) {
 	dir, err := os.MkdirTemp("", "spectrum-router-test-")
@@ -35,14 +35,16 @@ func TestMain(m *testing.M) {
 		fmt.Fprintln(os.Stderr, err)
 		os.Exit(1)
 	}
-	agentBin = filepath.Join(dir, "spectrum-netcfg")
-	// The Makefile's GUESTFLAGS.
-	cmd := exec.Command("go", "build", "-trimpath", "-ldflags=-s -w", "-o", agentBin, "spectrum-os.org/netcfg/cmd/spectrum-netcfg")
-	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
-	if out, err := cmd.CombinedOutput(); err != nil {
-		fmt.Fprintf(os.Stderr, "build spectrum-netcfg: %v\n%s", err, out)
-		os.RemoveAll(dir)
-		os.Exit(1)
+	agentBin, netcfgBin = filepath.Join(dir, "spectrum-router"), filepath.Join(dir, "spectrum-netcfg")
+	for _, bin := range []string{agentBin, netcfgBin} {
+		// The Makefile's GUESTFLAGS.
+		cmd := exec.Command("go", "build", "-trimpath", "-ldflags=-s -w", "-o", bin, "spectrum-os.org/netcfg/cmd/"+filepath.Base(bin))
+		cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
+		if out, err := cmd.CombinedOutput(); err != nil {
+			fmt.Fprintf(os.Stderr, "build %s: %v\n%s", filepath.Base(bin), err, out)
+			os.RemoveAll(dir)
+			os.Exit(1)
+		}
 	}
 	code := m.Run()
 	os.RemoveAll(dir)
@@ -59,7 +61,7 @@ func deadline(t *testing.T) time.Time {
 	return d
 }
 
-// agent is one spectrum-netcfg -watch -route (or whatever args) running
+// agent is one spectrum-router (with whatever args) running
 // in a namespace with a private /etc (an empty tmpfs in its own mount
 // namespace), so that its /etc/resolv.conf is the test's to write and the
 // machine's is never touched.

@@ -121,7 +121,7 @@ func wrap(what string, err error) error { return errors.New(what + ": " + err.Er
 //
 //go:noinline
 func (r *Router) say(msg string) {
-	r.log.Line("spectrum-netcfg: router: ", msg)
+	r.log.Line(guest.RouterPrefix, msg)
 	r.log.Flush()
 }
 

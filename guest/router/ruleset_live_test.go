@@ -2,11 +2,13 @@ package router_test
 
 import (
 	"context"
+	"errors"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/google/go-cmp/cmp"
 
@@ -59,14 +61,14 @@ func TestRuleset(t *testing.T) {
 	}
 	checkSysctl(t, ns, "net.ipv4.ip_forward", "0")
 
-	a := startAgent(t, ns, "nameserver 192.0.2.53\n", "-watch", "-route")
+	a := startAgent(t, ns, "nameserver 192.0.2.53\n")
 	checkRuleset(t, ns, wantRuleset(map[string]string{"eth1": "100.64.18.52"}, dnsNAT, "192.0.2.53", "0"))
 	checkSysctl(t, ns, "net.ipv4.ip_forward", "1")
 	up0 := itoa(link(t, ns, "up0"))
 	want := []string{
-		"spectrum-netcfg: router: added table inet spectrum-router (1 provider NICs)",
-		"spectrum-netcfg: router: set net.ipv4.ip_forward 1, was 0",
-		"spectrum-netcfg: router: DNS to 100.127.255.53 goes to 192.0.2.53 (first IPv4 nameserver of /etc/resolv.conf)",
+		"spectrum-router: added table inet spectrum-router (1 provider NICs)",
+		"spectrum-router: set net.ipv4.ip_forward 1, was 0",
+		"spectrum-router: DNS to 100.127.255.53 goes to 192.0.2.53 (first IPv4 nameserver of /etc/resolv.conf)",
 		"eth1 0a:b3:ec:80:12:34: router: routing for client 100.64.18.52",
 		"eth1 0a:b3:ec:80:12:34: set rp_filter 1 (strict), was 0",
 		"eth1 0a:b3:ec:80:12:34: set link up",
@@ -90,8 +92,8 @@ func TestRuleset(t *testing.T) {
 		t.Errorf("exit status %d after SIGTERM, want 0", code)
 	}
 	want = []string{
-		"spectrum-netcfg: router: removed table inet spectrum-router",
-		"spectrum-netcfg: router: set net.ipv4.ip_forward 0 again",
+		"spectrum-router: removed table inet spectrum-router",
+		"spectrum-router: set net.ipv4.ip_forward 0 again",
 		"spectrum-netcfg: stopped, status 0",
 	}
 	if diff := cmp.Diff(want, a.linesSince(n)); diff != "" {
@@ -119,7 +121,7 @@ func TestRulesetRestart(t *testing.T) {
 
 			// Twice, each stopped cleanly.
 			for range 2 {
-				a := startAgent(t, ns, "nameserver 192.0.2.53\n", "-watch", "-route")
+				a := startAgent(t, ns, "nameserver 192.0.2.53\n")
 				checkRuleset(t, ns, want)
 				if code := a.stop(); code != 0 {
 					t.Errorf("exit status %d, want 0", code)
@@ -130,18 +132,18 @@ func TestRulesetRestart(t *testing.T) {
 
 			// A crash: the table stays (and keeps the clients
 			// isolated) until the next run replaces it.
-			a := startAgent(t, ns, "nameserver 192.0.2.53\n", "-watch", "-route")
+			a := startAgent(t, ns, "nameserver 192.0.2.53\n")
 			a.kill()
 			checkRuleset(t, ns, want)
 			checkSysctl(t, ns, "net.ipv4.ip_forward", "1")
 			addConntrack(t, ns, "100.64.18.52", "192.0.2.10")
 
-			a = startAgent(t, ns, "nameserver 192.0.2.53\n", "-watch", "-route")
+			a = startAgent(t, ns, "nameserver 192.0.2.53\n")
 			checkRuleset(t, ns, want)
 			wantLog := []string{
-				"spectrum-netcfg: router: replaced the earlier run's table inet spectrum-router (2 provider NICs)",
-				"spectrum-netcfg: router: net.ipv4.ip_forward already 1",
-				"spectrum-netcfg: router: DNS to 100.127.255.53 goes to 192.0.2.53 (first IPv4 nameserver of /etc/resolv.conf)",
+				"spectrum-router: replaced the earlier run's table inet spectrum-router (2 provider NICs)",
+				"spectrum-router: net.ipv4.ip_forward already 1",
+				"spectrum-router: DNS to 100.127.255.53 goes to 192.0.2.53 (first IPv4 nameserver of /etc/resolv.conf)",
 				"eth1 0a:b3:ec:80:12:34: router: routing for client 100.64.18.52",
 				"eth1 0a:b3:ec:80:12:34: provider 169.254.18.52/32 for client 100.64.18.52: already configured",
 				"eth2 0a:b3:ec:80:00:09: router: routing for client 100.64.0.9",
@@ -159,11 +161,11 @@ func TestRulesetRestart(t *testing.T) {
 			if code := a.stop(); code != 0 {
 				t.Errorf("exit status %d, want 0", code)
 			}
-			restore := "spectrum-netcfg: router: set net.ipv4.ip_forward 0 again"
+			restore := "spectrum-router: set net.ipv4.ip_forward 0 again"
 			if forwardBefore == "1" {
-				restore = "spectrum-netcfg: router: left net.ipv4.ip_forward 1, as it was"
+				restore = "spectrum-router: left net.ipv4.ip_forward 1, as it was"
 			}
-			wantLog = []string{"spectrum-netcfg: router: removed table inet spectrum-router", restore, "spectrum-netcfg: stopped, status 0"}
+			wantLog = []string{"spectrum-router: removed table inet spectrum-router", restore, "spectrum-netcfg: stopped, status 0"}
 			if diff := cmp.Diff(wantLog, a.linesSince(n)); diff != "" {
 				t.Errorf("console after SIGTERM mismatch (-want +got):\n%s", diff)
 			}
@@ -178,7 +180,7 @@ func TestRulesetRestart(t *testing.T) {
 // flushed when the link comes and when it goes, and no other entry is.
 func TestRulesetHotplug(t *testing.T) {
 	ns := nstest.New(t)
-	a := startAgent(t, ns, "nameserver 192.0.2.53\n", "-watch", "-route")
+	a := startAgent(t, ns, "nameserver 192.0.2.53\n")
 	checkRuleset(t, ns, wantRuleset(nil, dnsNAT, "192.0.2.53", "0"))
 	// Stale state of an earlier client with the same address, and
 	// another client's, which must stay.
@@ -274,8 +276,8 @@ func TestRulesetHotplug(t *testing.T) {
 func TestRulesetDNS(t *testing.T) {
 	ns := nstest.New(t)
 	ns.AddTap("eth1", "0a:b3:ec:80:12:34")
-	a := startAgent(t, ns, noResolvConf, "-watch", "-route")
-	const prefix = "spectrum-netcfg: router: DNS to 100.127.255.53 "
+	a := startAgent(t, ns, noResolvConf)
+	const prefix = "spectrum-router: DNS to 100.127.255.53 "
 	a.waitLine(prefix + "is refused: cannot read /etc/resolv.conf: no such file or directory")
 	links := map[string]string{"eth1": "100.64.18.52"}
 	checkRuleset(t, ns, wantRuleset(links, dnsRefused, "", "0"))
@@ -290,7 +292,7 @@ func TestRulesetDNS(t *testing.T) {
 	addConntrack(t, ns, "100.64.18.52", "100.127.255.53")
 	n = a.setResolv("nameserver 203.0.113.53\n")
 	a.waitLineAfter(n, prefix+"goes to 203.0.113.53 (first IPv4 nameserver of /etc/resolv.conf)")
-	a.waitLineAfter(n, "spectrum-netcfg: router: flushed 1 conntrack entries of DNS to 100.127.255.53")
+	a.waitLineAfter(n, "spectrum-router: flushed 1 conntrack entries of DNS to 100.127.255.53")
 	if got := a.linesSince(n); len(got) != 2 {
 		t.Errorf("console after the change: %q, want the two lines", got)
 	}
@@ -344,45 +346,49 @@ func TestRulesetDNS(t *testing.T) {
 	}
 }
 
-// TestRouterWithoutProc: without /proc the router cannot turn
-// forwarding on; it says so, installs nothing, and the NICs are still
-// configured; the status says it failed.
+// TestRouterWithoutProc: without /proc the router cannot turn forwarding
+// on. It says so and installs nothing; the provider NIC stays down
+// (fail closed), even one an earlier run left up, while a client NIC is
+// configured; the router exits with status 1 after that first pass.
 func TestRouterWithoutProc(t *testing.T) {
 	ns := nstest.New(t)
 	ns.AddTap("eth1", "0a:b3:ec:80:12:34")
-	a := startAgentSh(t, ns, "mount -t tmpfs none /proc", "nameserver 192.0.2.53\n", "-watch", "-route")
-	a.waitLine("spectrum-netcfg: watching for new NICs")
+	ns.AddTap("eth2", "0a:b3:ec:80:12:35")
+	ns.AddTap("eth0", "0a:b3:ec:00:56:78")
+	ns.IP("link", "set", "eth2", "up") // as an earlier run would have left it
+	a := startAgentSh(t, ns, "mount -t tmpfs none /proc", "nameserver 192.0.2.53\n")
+	select {
+	case <-a.done:
+	case <-time.After(time.Until(deadline(t))):
+		t.Fatalf("the router did not exit after its first pass; console:\n%s", a.log())
+	}
+	const why = "read /proc/sys/net/ipv4/ip_forward (the router needs /proc): no such file or directory"
 	want := []string{
-		"spectrum-netcfg: router: error: read /proc/sys/net/ipv4/ip_forward (the router needs /proc): no such file or directory; not routing",
-		"eth1 0a:b3:ec:80:12:34: set rp_filter 1 (strict), was 0",
-		"eth1 0a:b3:ec:80:12:34: set link up",
-		"eth1 0a:b3:ec:80:12:34: added 169.254.18.52/32",
-		"eth1 0a:b3:ec:80:12:34: added route 100.64.18.52/32 scope link",
-		"eth1 0a:b3:ec:80:12:34: provider 169.254.18.52/32 for client 100.64.18.52: configured",
-		guest.DoneLine(1, 0, 1),
-		"spectrum-netcfg: watching for new NICs",
+		"spectrum-router: error: " + why + "; provider NICs stay down",
+		"eth1 0a:b3:ec:80:12:34: error: router: no router: " + why,
+		"eth1 0a:b3:ec:80:12:34: provider 169.254.18.52/32 for client 100.64.18.52: failed",
+		"eth2 0a:b3:ec:80:12:35: error: router: no router: " + why,
+		"eth2 0a:b3:ec:80:12:35: set link down",
+		"eth2 0a:b3:ec:80:12:35: provider 169.254.18.53/32 for client 100.64.18.53: failed",
+		"eth0 0a:b3:ec:00:56:78: set link up",
+		"eth0 0a:b3:ec:00:56:78: added 100.64.86.120/16",
+		"eth0 0a:b3:ec:00:56:78: added route default via 169.254.86.120 metric 4 onlink",
+		"eth0 0a:b3:ec:00:56:78: added route 169.254.86.120/32 scope link",
+		"eth0 0a:b3:ec:00:56:78: client 100.64.86.120/16 via 169.254.86.120: configured",
+		guest.DoneLine(1, 2, 1),
 	}
 	if diff := cmp.Diff(want, a.lines()); diff != "" {
 		t.Errorf("console mismatch (-want +got):\n%s", diff)
 	}
 	checkNoRuleset(t, ns)
 	checkSysctl(t, ns, "net.ipv4.ip_forward", "0")
-	if code := a.stop(); code != 1 {
-		t.Errorf("exit status %d, want 1", code)
-	}
-}
-
-// TestRouteNeedsWatch: -route alone is a usage error, before anything is
-// touched.
-func TestRouteNeedsWatch(t *testing.T) {
-	out, err := exec.Command(agentBin, "-route").CombinedOutput()
-	ee, ok := err.(*exec.ExitError)
-	if !ok || ee.ExitCode() != 2 {
-		t.Fatalf("spectrum-netcfg -route: %v, want exit status 2\n%s", err, out)
-	}
-	for _, s := range []string{"-route needs -watch", guest.Usage} {
-		if !strings.Contains(string(out), s) {
-			t.Errorf("output %q lacks %q", out, s)
+	for _, nic := range []string{"eth1", "eth2"} {
+		if out := string(ns.IP("-j", "link", "show", nic)); strings.Contains(out, `"UP"`) {
+			t.Errorf("%s is up: %s", nic, out)
 		}
+	}
+	var ee *exec.ExitError
+	if !errors.As(a.err, &ee) || ee.ExitCode() != 1 {
+		t.Errorf("exit: %v, want status 1", a.err)
 	}
 }

@@ -23,10 +23,13 @@ func Install(root, bin, destdir string, vars ...string) ([]byte, error) {
 }
 
 // BuildBins builds into dir what `make build` builds into bin/ and `make
-// install` installs: the static spectrum-netcfg, spectrumd and
-// spectrum-initramfs-append.
+// install` installs: the static spectrum-netcfg and spectrum-router,
+// spectrumd and spectrum-initramfs-append.
 func BuildBins(root, dir string) error {
 	if _, err := BuildAgent(root, dir); err != nil {
+		return err
+	}
+	if _, err := BuildStatic(root, filepath.Join(dir, "spectrum-router"), "./cmd/spectrum-router"); err != nil {
 		return err
 	}
 	for _, name := range []string{"spectrumd", "spectrum-initramfs-append"} {

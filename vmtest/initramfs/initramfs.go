@@ -1,6 +1,6 @@
 // Package initramfs writes the test guests' initramfs: a newc cpio archive
 // with the test init as /init, the static spectrum-netcfg as
-// /bin/spectrum-netcfg, the kernel modules the guest loads, uncompressed,
+// /bin/spectrum-netcfg (and spectrum-router as /bin/spectrum-router), the kernel modules the guest loads, uncompressed,
 // as /lib/modules/NAME.ko with their load order in /lib/modules/order, and
 // further files (busybox and its applets, configuration, Debian's lynx and
 // its libraries: host.go). An archive of files alone (WriteFiles) can be
@@ -24,6 +24,7 @@ import (
 type Spec struct {
 	Init    string          // host path of the static init binary; required
 	Agent   string          // host path of the static spectrum-netcfg; "" leaves it out
+	Router  string          // host path of the static spectrum-router; "" leaves it out
 	Modules []kernel.Module // loaded by the init in this order; nil if drivers are built in
 	Files   []File          // further files; their directories are made as needed
 }
@@ -66,8 +67,11 @@ func Write(w io.Writer, s Spec) error {
 	if err := addFile("init", s.Init); err != nil {
 		return err
 	}
-	if s.Agent != "" {
-		if err := addFile("bin/spectrum-netcfg", s.Agent); err != nil {
+	for _, b := range []struct{ path, src string }{{"bin/spectrum-netcfg", s.Agent}, {"bin/spectrum-router", s.Router}} {
+		if b.src == "" {
+			continue
+		}
+		if err := addFile(b.path, b.src); err != nil {
 			return err
 		}
 	}

@@ -17,8 +17,8 @@ import (
 // Their dependencies are added by Modules.
 var GuestModules = []string{"virtio_pci", "virtio_net", "virtio_blk", "virtio_console", "af_packet"}
 
-// RouterModules are what a provider's router (spectrum-netcfg -watch
-// -route) needs from the kernel: nf_tables with the expressions its
+// RouterModules are what a provider's router (spectrum-router)
+// needs from the kernel: nf_tables with the expressions its
 // ruleset uses beyond the built-in ones (conntrack state, NAT chains,
 // masquerade and DNAT, reject, fib for reverse-path checks), conntrack
 // with IPv4 and IPv6 defragmentation, and ctnetlink, through which it

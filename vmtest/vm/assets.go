@@ -43,7 +43,7 @@ const Resolver = router.Resolver
 // DHCP lease), and what busybox's shell and lynx look up.
 func GuestFiles() []initramfs.File {
 	return []initramfs.File{
-		{Path: "etc/resolv.conf", Data: []byte("# the provider's virtual resolver (spectrum-netcfg -route)\nnameserver " + Resolver + "\noptions timeout:2 attempts:2\n")},
+		{Path: "etc/resolv.conf", Data: []byte("# the provider's virtual resolver (spectrum-router)\nnameserver " + Resolver + "\noptions timeout:2 attempts:2\n")},
 		{Path: "etc/hosts", Data: []byte("127.0.0.1\tlocalhost\n::1\tlocalhost\n")},
 		{Path: "etc/nsswitch.conf", Data: []byte("passwd: files\ngroup: files\nhosts: files dns\n")},
 		{Path: "etc/passwd", Data: []byte("root:x:0:0:root:/root:/bin/sh\n")},
@@ -106,10 +106,11 @@ func buildAssets(k kernel.Kernel) (*Assets, error) {
 	// archive itself stays, named by its content.
 	defer os.RemoveAll(bin)
 	a := &Assets{Kernel: k}
-	init, agent := filepath.Join(bin, "init"), filepath.Join(bin, "spectrum-netcfg")
+	init, agent, router := filepath.Join(bin, "init"), filepath.Join(bin, "spectrum-netcfg"), filepath.Join(bin, "spectrum-router")
 	for _, b := range []struct{ out, pkg string }{
 		{init, "./vmtest/cmd/testinit"},
 		{agent, "./cmd/spectrum-netcfg"},
+		{router, "./cmd/spectrum-router"},
 	} {
 		if err := goBuildStatic(root, b.out, b.pkg); err != nil {
 			return nil, err
@@ -129,7 +130,7 @@ func buildAssets(k kernel.Kernel) (*Assets, error) {
 	if err != nil {
 		return nil, err
 	}
-	base, err := initramfs.Bytes(initramfs.Spec{Init: init, Agent: agent, Modules: mods, Files: append(bb, GuestFiles()...)})
+	base, err := initramfs.Bytes(initramfs.Spec{Init: init, Agent: agent, Router: router, Modules: mods, Files: append(bb, GuestFiles()...)})
 	if err != nil {
 		return nil, fmt.Errorf("initramfs: %w", err)
 	}

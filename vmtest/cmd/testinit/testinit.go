@@ -58,7 +58,7 @@
 //	spectrum.watch                after the agent's run as an init hook, keep
 //	                              `spectrum-netcfg -watch` running for
 //	                              hot-plugged NICs
-//	spectrum.route                run it as `-watch -route`: the provider's
+//	spectrum.route                run spectrum-router instead: the provider's
 //	                              router (forwarding, NAT, isolation, DNS)
 //	spectrum.hostname=NAME        the guest's host name (the shell's prompt)
 //	spectrum.term=TERM            TERM of the console shell (default
@@ -108,7 +108,10 @@ import (
 // Prefix starts every line the init reports.
 const Prefix = "SPECTRUM-TEST: "
 
-const agentPath = "/bin/spectrum-netcfg"
+const (
+	agentPath  = "/bin/spectrum-netcfg"
+	routerPath = "/bin/spectrum-router"
+)
 
 func main() {
 	mounts()
@@ -368,20 +371,20 @@ func sysctl(kv string) {
 	report("sysctl %s", kv)
 }
 
-// watchAgent keeps `spectrum-netcfg -watch` (with -route: the router)
+// watchAgent keeps `spectrum-netcfg -watch` (with route: spectrum-router)
 // running in the background.
 func watchAgent(route bool) {
-	args := []string{"-watch"}
+	path, args := agentPath, []string{"-watch"}
 	if route {
-		args = append(args, "-route")
+		path, args = routerPath, nil
 	}
-	cmd := exec.Command(agentPath, args...)
+	cmd := exec.Command(path, args...)
 	cmd.Stdout, cmd.Stderr = os.Stdout, os.Stderr
 	if err := cmd.Start(); err != nil {
 		report("fail agent watch: %v", err)
 		return
 	}
-	report("agent watch pid=%d args=%q", cmd.Process.Pid, strings.Join(args, " "))
+	report("agent watch pid=%d exe=%s args=%q", cmd.Process.Pid, path, strings.Join(args, " "))
 	go func() {
 		err := cmd.Wait()
 		report("fail agent watch exited: %v", err)
