@@ -149,6 +149,7 @@ install: build man
 	  echo "install -D -m 0644 $$p $(DESTDIR)$(PREFIX)/share/man/man$$s/$${p##*/}"; \
 	  install -D -m 0644 $$p $(DESTDIR)$(PREFIX)/share/man/man$$s/$${p##*/}; done
 	install -D -m 0644 dist/completion/spectrumd.bash $(DESTDIR)$(PREFIX)/share/bash-completion/completions/spectrumd
+	install -D -m 0644 dist/completion/_spectrumd $(DESTDIR)$(PREFIX)/share/zsh/site-functions/_spectrumd
 	@set -e; for g in $(INITRAMFS); do echo "install: initramfs hooks for $$g"; case $$g in \
 	  initramfs-tools) \
 	    install -D -m 0755 dist/initramfs-tools/hooks/spectrum-netcfg $(DESTDIR)/usr/share/initramfs-tools/hooks/spectrum-netcfg; \

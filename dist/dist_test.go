@@ -121,6 +121,7 @@ func TestMakeInstall(t *testing.T) {
 				tt.prefix + "/share/doc/spectrum/README.md":                0o644,
 				tt.prefix + "/lib/systemd/system/spectrumd.service":        0o644,
 				tt.prefix + "/share/bash-completion/completions/spectrumd": 0o644,
+				tt.prefix + "/share/zsh/site-functions/_spectrumd":         0o644,
 			}
 			// Every manual page, as roff, in its section's directory.
 			pages, err := filepath.Glob(filepath.Join(repoRoot(t), "docs/man/*.md"))

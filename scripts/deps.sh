@@ -14,6 +14,7 @@ pkgs=(
   zstd              # compressed (.ko.zst) modules of an override test kernel
   systemd           # systemd-analyze verify of the unit; systemd-journald for the journal tests
   mandoc            # mandoc -T lint of the manual pages (docs/man)
+  zsh               # the zsh completion's test (cmd/spectrumd)
   # Initramfs generators the agent's hooks are tested with (dist/, vmtest):
   # the -core packages only. They hold mkinitramfs and dracut but not
   # update-initramfs, the kernel postinst hooks or the dpkg triggers, so no

@@ -177,3 +177,69 @@ func TestBashCompletion(t *testing.T) {
 		})
 	}
 }
+
+// TestZshCompletion: compinit registers dist/completion/_spectrumd for
+// spectrumd, and the function hands spectrumd's candidates to zsh: here to
+// stand-ins of compadd, compset and _files (builtins of a completion widget,
+// which a script cannot run), which print what they are given. The
+// candidates are those the bash completion gets (TestBashCompletion); what
+// zsh's own part does (-data=DIR as one word) is checked here.
+func TestZshCompletion(t *testing.T) {
+	if _, err := exec.LookPath("zsh"); err != nil {
+		t.Fatalf("zsh: %v (scripts/deps.sh installs it)", err)
+	}
+	c := newCompleter(t)
+	mkdirs(t, c.cwd, "svc/data/appvm-lynx", "svc/data/netvm")
+	other := t.TempDir()
+	mkdirs(t, other, "x1", "x2")
+	none := t.TempDir()
+	daemon := filepath.Dir(controltest.Serve(t, &control.Server{Handler: listOnly{}}))
+	fpath := filepath.Dir(c.script)
+	zsh := func(t *testing.T, program string, args ...string) string {
+		t.Helper()
+		cmd := exec.Command("zsh", append([]string{"-f", "-c", `fpath=("$1" $fpath); shift
+autoload -U compinit; compinit -u -D
+` + program, "zsh", fpath}, args...)...)
+		cmd.Dir = c.cwd
+		cmd.Env = append(os.Environ(), "PATH="+c.path, asMain+"=1")
+		out, err := cmd.CombinedOutput()
+		if err != nil {
+			t.Fatalf("zsh: %v\n%s", err, out)
+		}
+		return string(out)
+	}
+	if got := zsh(t, `print -r -- $_comps[spectrumd]`); got != "_spectrumd\n" {
+		t.Errorf("compinit registers %q for spectrumd, want _spectrumd", got)
+	}
+	for _, tt := range []struct {
+		name  string
+		words []string
+		want  []string
+	}{
+		{"command prefix", []string{"st"}, []string{"start", "status", "stop"}},
+		{"flags", []string{"logs", "app", "-"}, []string{"-f", "-run", "-timeout"}},
+		{"names, no daemon", []string{"status", "-run", none, ""}, []string{"appvm-lynx", "netvm"}},
+		{"names from the daemon, -run=DIR one word", []string{"status", "-run=" + daemon, ""}, []string{"also-daemon", "from-daemon"}},
+		{"-data=: directories after the =", []string{"check", "-data=sv"}, []string{"COMPSET -P *=", "FILES -/"}},
+		{"-data DIR", []string{"check", "-data", ""}, []string{"FILES -/"}},
+		{"-accel=k", []string{"serve", "-accel=k"}, []string{"COMPSET -P *=", "kvm"}},
+		{"-start=x1, with -data", []string{"serve", "-data", other, "-start=x1,"}, []string{"COMPSET -P *=", "x1,x2"}},
+		{"nothing", []string{"list", "-run", none, ""}, nil},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			out := zsh(t, `compadd() { [[ $1 == -a ]] && print -rl -- "${(@P)2}" }
+compset() { print -r -- "COMPSET $*" }
+_files() { print -r -- "FILES $*" }
+words=(spectrumd "$@"); CURRENT=$#words
+_spectrumd`, tt.words...)
+			var got []string
+			for l := range strings.Lines(out) {
+				got = append(got, strings.TrimSuffix(l, "\n"))
+			}
+			slices.Sort(got)
+			if diff := cmp.Diff(tt.want, got); diff != "" {
+				t.Errorf("spectrumd %s<TAB> (-want +got):\n%s", strings.Join(tt.words, " "), diff)
+			}
+		})
+	}
+}
