@@ -30,8 +30,8 @@ FUZZ      := ./internal/mac:FuzzParseClassify:200000x ./guest:FuzzParseLink:1000
 # to $(UNITDIR) (both searched by the hooks and systemd as they are).
 PREFIX    ?= /usr/local
 UNITDIR   ?= $(PREFIX)/lib/systemd/system
-# The initramfs generators that get spectrum-netcfg's hooks (README,
-# "Shipping the agent in a guest initramfs"): by default those installed on
+# The initramfs generators that get spectrum-netcfg's hooks
+# (spectrum-netcfg(8), INITRAMFS): by default those installed on
 # this machine; with DESTDIR (a package or a guest image being built) all
 # three, since the target is not this machine. INITRAMFS="dracut" or
 # INITRAMFS= chooses by hand.
@@ -129,7 +129,7 @@ bench: deps build kernel
 
 # Start/stop cycles of a client and its provider under a real spectrumd
 # serve with QEMU (stub kernel): spectrumd's RSS, fds, children and links
-# before and after (README, "Reliability").
+# before and after (docs/TESTING.md, "Reliability").
 SOAK_CYCLES ?= 200
 soak: deps
 	SPECTRUM_SOAK_CYCLES=$(SOAK_CYCLES) $(GO) test -count=1 -run='^TestSoakServe$$' -v -timeout 60m ./host/cli/

@@ -22,7 +22,7 @@ import (
 //     translated, once), which must change nothing;
 //   - share-ms: each agent run − the warm baseline, the agent's own work.
 //
-// The medians are printed as the README's table, each sample below it.
+// The medians are printed as docs/BENCHMARKS.md's table, each sample below it.
 //
 // netvm's NIC is hot-plugged while it boots, so its init-hook run may find
 // no NIC (its -watch instance configures it): the table says which.

@@ -394,3 +394,20 @@ func TestLint(t *testing.T) {
 		})
 	}
 }
+
+// TestEveryProgramHasAPage: each program of cmd/ has its section-8 page,
+// but spectrum-demo, which is `make run` and never installed.
+func TestEveryProgramHasAPage(t *testing.T) {
+	dirs, err := os.ReadDir(filepath.Join(root, "cmd"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, d := range dirs {
+		if !d.IsDir() || d.Name() == "spectrum-demo" {
+			continue
+		}
+		if _, err := os.Stat(d.Name() + ".8.md"); err != nil {
+			t.Errorf("cmd/%s has no manual page: write docs/man/%s.8.md (%v)", d.Name(), d.Name(), err)
+		}
+	}
+}

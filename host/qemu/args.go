@@ -338,7 +338,7 @@ func PCIID(i int) string { return "hostpci" + strconv.Itoa(i) }
 // Machine is QEMU's machine type: q35 without the devices no spectrum
 // guest uses (vmport, the SATA controller, SMBus, the PS/2 controller).
 // Unlike "pc" it has no floppy or IDE controller at all. Measured with the
-// Debian test kernel under TCG, it boots as fast as "pc" (README).
+// Debian test kernel under TCG, it boots as fast as "pc" (docs/BENCHMARKS.md).
 const Machine = "q35,vmport=off,sata=off,smbus=off,i8042=off"
 
 // BridgeSlots is how many NICs one of a VM's PCIe-to-PCI bridges holds.

@@ -306,7 +306,7 @@ func TestParentDeathNeedsCAPKILL(t *testing.T) {
 	defer syscall.Kill(pid, syscall.SIGKILL)
 	time.Sleep(500 * time.Millisecond)
 	if gone(pid) {
-		t.Fatalf("QEMU %d died with a parent that lacked CAP_KILL: the kernel no longer checks the parent-death signal; update the docs (README, Start)", pid)
+		t.Fatalf("QEMU %d died with a parent that lacked CAP_KILL: the kernel no longer checks the parent-death signal; update the docs (spectrumd(8) in docs/man, Start)", pid)
 	}
 	if got, err := KillOrphan(c.PIDFile, 5*time.Second); err != nil || got != pid {
 		t.Fatalf("KillOrphan = %d, %v; want %d killed", got, err, pid)
