@@ -4,10 +4,11 @@
 //	0A:B3:EC : R0 : A : B
 //	 OUI       |    \___/
 //	           |      `-- link id: the client's address is 100.64.A.B
+//	           |          (and fd9f:2b8:5010:AB::2 in IPv6)
 //	           `-- 0x00 = client side of the link, 0x80 = provider side
 //
-// It parses and builds such addresses and derives the IPv4 addresses both
-// ends of a link use. It does no I/O and must stay free of heavy imports: it
+// It parses and builds such addresses and derives the IPv4 and IPv6
+// addresses both ends of a link use. It does no I/O and must stay free of heavy imports: it
 // is linked into the guest agent, whose binary has a size budget.
 package mac
 
@@ -132,6 +133,45 @@ func (id LinkID) ClientPrefix() netip.Prefix {
 // address.
 func (id LinkID) Gateway() netip.Addr {
 	return netip.AddrFrom4([4]byte{169, 254, byte(id >> 8), byte(id)})
+}
+
+// ULA is the IPv6 prefix of every link on every host: a unique local
+// address prefix (RFC 4193, its 40-bit global ID drawn at random once for
+// the project). Each link is the /64 whose subnet ID is the link id
+// (LinkPrefix); subnet 0, which no link has, holds the virtual resolver.
+// It is one fixed prefix, not a host's own, so that a client image works
+// behind any provider on any host, as 100.64.0.0/16 does in IPv4.
+var ULA = netip.MustParsePrefix("fd9f:2b8:5010::/48")
+
+// LinkLocalGateway is the provider's address on every link, fe80::1, the
+// client's IPv6 default gateway. A link-local address is scoped to its
+// link, so one address serves every link: a VM that is a client and a
+// provider at once holds it on its provider NICs and still routes via it
+// on its client NIC (the kernel looks for a link-local gateway among the
+// addresses of the route's own NIC only).
+var LinkLocalGateway = netip.MustParseAddr("fe80::1")
+
+// LinkPrefix is the link's IPv6 /64: ULA with the link id as its subnet
+// ID, fd9f:2b8:5010:AB::/64.
+func (id LinkID) LinkPrefix() netip.Prefix {
+	b := ULA.Addr().As16()
+	b[6], b[7] = byte(id>>8), byte(id)
+	return netip.PrefixFrom(netip.AddrFrom16(b), 64)
+}
+
+// ClientAddr6 is the client's IPv6 address on the link, ::2 of the link's
+// /64.
+func (id LinkID) ClientAddr6() netip.Addr { return id.linkAddr(2) }
+
+// ProviderAddr6 is the provider's routable IPv6 address on the link, ::1
+// of the link's /64 (its source for ICMPv6 errors to the client); the
+// client routes via LinkLocalGateway.
+func (id LinkID) ProviderAddr6() netip.Addr { return id.linkAddr(1) }
+
+func (id LinkID) linkAddr(host byte) netip.Addr {
+	b := id.LinkPrefix().Addr().As16()
+	b[15] = host
+	return netip.AddrFrom16(b)
 }
 
 // MAC builds the MAC of the given side of link id.

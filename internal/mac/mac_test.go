@@ -153,3 +153,39 @@ func FuzzParseClassify(f *testing.F) {
 		}
 	})
 }
+
+// TestIPv6: the reference example's link a5:46 in IPv6, and the
+// properties the scheme relies on.
+func TestIPv6(t *testing.T) {
+	id := LinkID(0xa546)
+	for _, tt := range []struct{ got, want string }{
+		{id.LinkPrefix().String(), "fd9f:2b8:5010:a546::/64"},
+		{id.ClientAddr6().String(), "fd9f:2b8:5010:a546::2"},
+		{id.ProviderAddr6().String(), "fd9f:2b8:5010:a546::1"},
+		{LinkID(0x0001).LinkPrefix().String(), "fd9f:2b8:5010:1::/64"},
+		{LinkLocalGateway.String(), "fe80::1"},
+	} {
+		if tt.got != tt.want {
+			t.Errorf("got %s, want %s", tt.got, tt.want)
+		}
+	}
+	if !ULA.Addr().Is6() || ULA.Bits() != 48 || !netip.MustParsePrefix("fc00::/7").Contains(ULA.Addr()) {
+		t.Errorf("ULA %v is not a /48 unique local prefix", ULA)
+	}
+	// Every link's /64 lies in the ULA and no two links share one; subnet
+	// 0 (the virtual resolver's) and ffff are no link's.
+	seen := map[netip.Prefix]bool{}
+	for id := MinLinkID; ; id++ {
+		p := id.LinkPrefix()
+		if !ULA.Contains(p.Addr()) || seen[p] || !p.Contains(id.ClientAddr6()) || !p.Contains(id.ProviderAddr6()) {
+			t.Fatalf("link %v: prefix %v is outside %v, a duplicate, or lacks its addresses", id, p, ULA)
+		}
+		seen[p] = true
+		if id == MaxLinkID {
+			break
+		}
+	}
+	if seen[netip.PrefixFrom(ULA.Addr(), 64)] {
+		t.Error("a link has subnet 0")
+	}
+}
