@@ -140,6 +140,12 @@ func escapeStatus(v *control.VMStatus) {
 	for i := range v.Links {
 		l := &v.Links[i]
 		l.Peer, l.Role, l.ID, l.MAC = p(l.Peer), p(l.Role), p(l.ID), p(l.MAC)
+		for j := range l.Addrs {
+			l.Addrs[j] = p(l.Addrs[j])
+		}
+		for j := range l.Gateways {
+			l.Gateways[j] = p(l.Gateways[j])
+		}
 	}
 	for i := range v.Uplinks {
 		u := &v.Uplinks[i]
@@ -256,7 +262,14 @@ func status(df daemonFlags, name string, asJSON bool, stdout io.Writer) error {
 		fmt.Fprintf(stdout, "error:    %s\n", v.Error)
 	}
 	for _, l := range v.Links {
-		fmt.Fprintf(stdout, "link %s: %s of %s, NIC %s\n", l.ID, l.Role, l.Peer, l.MAC)
+		fmt.Fprintf(stdout, "link %s: %s of %s, NIC %s", l.ID, l.Role, l.Peer, l.MAC)
+		if len(l.Addrs) > 0 {
+			fmt.Fprintf(stdout, ", addrs %s", strings.Join(l.Addrs, " "))
+		}
+		if len(l.Gateways) > 0 {
+			fmt.Fprintf(stdout, " via %s", strings.Join(l.Gateways, " "))
+		}
+		fmt.Fprintln(stdout)
 	}
 	for _, u := range v.Uplinks {
 		tap := "?"

@@ -2,6 +2,7 @@ package cli
 
 import (
 	"bytes"
+	"encoding/json"
 	"io"
 	"log/slog"
 	"os"
@@ -9,6 +10,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/google/go-cmp/cmp"
 
 	"spectrum-os.org/netcfg/host/control"
 	"spectrum-os.org/netcfg/host/control/controltest"
@@ -79,5 +82,49 @@ func TestStatusShowsFailure(t *testing.T) {
 		if !strings.Contains(out.String(), line) {
 			t.Errorf("status lacks %q:\n%s", line, out.String())
 		}
+	}
+}
+
+// TestStatusShowsLinkAddrs: status prints each link's addresses in both
+// families and a client's gateways on the link's line; list -json carries
+// them (escaped, as every string the daemon passes on).
+func TestStatusShowsLinkAddrs(t *testing.T) {
+	run := t.TempDir()
+	ln, err := control.Listen(ControlSocket(run))
+	if err != nil {
+		t.Fatal(err)
+	}
+	vms := []control.VMStatus{
+		{Name: "app", State: "running", Links: []control.LinkStatus{{Peer: "net", Role: "client", ID: "a5:46", MAC: "0a:b3:ec:00:a5:46",
+			Addrs: []string{"100.64.165.70/16", "fd9f:2b8:5010:a546::2/64"}, Gateways: []string{"169.254.165.70", "fe80::1\x1b[2J"}}}},
+		{Name: "net", State: "running", Links: []control.LinkStatus{{Peer: "app", Role: "provider", ID: "a5:46", MAC: "0a:b3:ec:80:a5:46",
+			Addrs: []string{"169.254.165.70/32", "fd9f:2b8:5010:a546::1/64", "fe80::1/64"}}}},
+	}
+	srv := &control.Server{Handler: statusHandler{vms: vms}, Log: slog.New(slog.DiscardHandler), AllowUID: os.Getuid()}
+	go srv.Serve(ln)
+	t.Cleanup(func() { ln.Close() })
+	for _, tc := range []struct{ name, want string }{
+		{"app", "link a5:46: client of net, NIC 0a:b3:ec:00:a5:46, addrs 100.64.165.70/16 fd9f:2b8:5010:a546::2/64 via 169.254.165.70 fe80::1\\x1b[2J\n"},
+		{"net", "link a5:46: provider of app, NIC 0a:b3:ec:80:a5:46, addrs 169.254.165.70/32 fd9f:2b8:5010:a546::1/64 fe80::1/64\n"},
+	} {
+		var out bytes.Buffer
+		if err := Status([]string{"-run", run, tc.name}, &out, io.Discard); err != nil {
+			t.Fatal(err)
+		}
+		if !strings.Contains(out.String(), tc.want) {
+			t.Errorf("status %s lacks %q:\n%s", tc.name, tc.want, out.String())
+		}
+	}
+	var out bytes.Buffer
+	if err := List([]string{"-run", run, "-json"}, &out, io.Discard); err != nil {
+		t.Fatal(err)
+	}
+	var got []control.VMStatus
+	if err := json.Unmarshal(out.Bytes(), &got); err != nil {
+		t.Fatal(err)
+	}
+	vms[0].Links[0].Gateways[1] = `fe80::1\x1b[2J`
+	if diff := cmp.Diff(vms, got); diff != "" {
+		t.Errorf("list -json (-want +got):\n%s", diff)
 	}
 }

@@ -60,4 +60,14 @@ type LinkStatus struct {
 	Role string `json:"role"` // this VM's side: "client" or "provider"
 	ID   string `json:"id"`   // link id A:B
 	MAC  string `json:"mac"`  // this VM's NIC on the link
+	// Addrs are the addresses this VM's NIC has on the link, IPv4 first,
+	// as spectrum-netcfg configures them from the MAC (docs/DESIGN.md's
+	// MAC scheme): a client's 100.64.A.B/16 and fd9f:2b8:5010:AB::2/64; a
+	// provider's 169.254.A.B/32, fd9f:2b8:5010:AB::1/64 and fe80::1/64.
+	// They are derived, not read from the guest: a guest kernel without
+	// IPv6 has only the IPv4 one.
+	Addrs []string `json:"addrs,omitempty"`
+	// Gateways are a client's default gateways on the link, one per
+	// family (169.254.A.B, fe80::1); empty for a provider.
+	Gateways []string `json:"gateways,omitempty"`
 }

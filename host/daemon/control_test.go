@@ -40,6 +40,8 @@ func TestDaemonControlSocket(t *testing.T) {
 	r, err = control.Call(path, control.Request{Op: "status", Name: "appvm-lynx"}, wait)
 	if err != nil || len(r.VMs) != 1 || len(r.VMs[0].Links) != 1 || r.VMs[0].Links[0].Peer != "netvm" || !strings.HasPrefix(r.VMs[0].Links[0].MAC, "0a:b3:ec:00:") {
 		t.Errorf("status = %+v, %v", r.VMs, err)
+	} else if l := r.VMs[0].Links[0]; len(l.Addrs) != 2 || len(l.Gateways) != 2 {
+		t.Errorf("status link %+v: want two addresses and two gateways (IPv4, IPv6)", l)
 	}
 	if _, err := control.Call(path, control.Request{Op: "stop", Name: "appvm-lynx"}, wait); err != nil {
 		t.Errorf("stop: %v", err)

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"net/netip"
 	"slices"
 	"strings"
 	"sync"
@@ -79,9 +80,9 @@ func (d *Daemon) statusLocked(name string) control.VMStatus {
 	for p, id := range d.ids {
 		switch name {
 		case p.Client:
-			st.Links = append(st.Links, control.LinkStatus{Peer: p.Provider, Role: "client", ID: id.String(), MAC: id.MAC(mac.Client).String()})
+			st.Links = append(st.Links, linkStatus(p.Provider, mac.Client, id))
 		case p.Provider:
-			st.Links = append(st.Links, control.LinkStatus{Peer: p.Client, Role: "provider", ID: id.String(), MAC: id.MAC(mac.Provider).String()})
+			st.Links = append(st.Links, linkStatus(p.Client, mac.Provider, id))
 		}
 	}
 	slices.SortFunc(st.Links, func(a, b control.LinkStatus) int {
@@ -169,4 +170,24 @@ func (c *consoleConn) Close() error {
 	err := c.Conn.Close()
 	c.once.Do(c.release)
 	return err
+}
+
+// linkStatus is one end of link id as status shows it: the NIC and the
+// addresses spectrum-netcfg gives it from its MAC (docs/DESIGN.md's MAC
+// scheme, both families), so that a user can tell which VM an address in
+// a log or a capture is without asking the guest.
+func linkStatus(peer string, side mac.Side, id mac.LinkID) control.LinkStatus {
+	l := control.LinkStatus{Peer: peer, Role: side.String(), ID: id.String(), MAC: id.MAC(side).String()}
+	var addrs []netip.Prefix
+	if side == mac.Client {
+		addrs = []netip.Prefix{id.ClientPrefix(), netip.PrefixFrom(id.ClientAddr6(), 64)}
+		l.Gateways = []string{id.Gateway().String(), mac.LinkLocalGateway.String()}
+	} else {
+		addrs = []netip.Prefix{netip.PrefixFrom(id.Gateway(), 32), netip.PrefixFrom(id.ProviderAddr6(), 64),
+			netip.PrefixFrom(mac.LinkLocalGateway, 64)}
+	}
+	for _, a := range addrs {
+		l.Addrs = append(l.Addrs, a.String())
+	}
+	return l
 }
