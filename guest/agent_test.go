@@ -30,11 +30,25 @@ func TestClient(t *testing.T) {
 		"eth0 0a:b3:ec:00:a5:46: added 100.64.165.70/16",
 		"eth0 0a:b3:ec:00:a5:46: added route default via 169.254.165.70 metric " + itoa(idx) + " onlink",
 		"eth0 0a:b3:ec:00:a5:46: added route 169.254.165.70/32 scope link",
+		"eth0 0a:b3:ec:00:a5:46: added fd9f:2b8:5010:a546::2/64",
+		"eth0 0a:b3:ec:00:a5:46: added route default via fe80::1 metric " + itoa(idx),
 		"eth0 0a:b3:ec:00:a5:46: client 100.64.165.70/16 via 169.254.165.70: configured",
 		"spectrum-netcfg: done: 1 configured, 0 failed, status 0",
 	}
 	if diff := cmp.Diff(wantLog, lines(r.console)); diff != "" {
 		t.Errorf("console log mismatch (-want +got):\n%s", diff)
+	}
+	// IPv6: the link's /64 and the route via the link-local gateway, no
+	// duplicate address detection (the address is usable at once).
+	if diff := cmp.Diff([]ipAddr{{Family: "inet6", Local: "fd9f:2b8:5010:a546::2", Prefixlen: 64, Scope: "global"}}, addrs6(t, ns, "eth0")); diff != "" {
+		t.Errorf("eth0 IPv6 addresses mismatch (-want +got):\n%s", diff)
+	}
+	wantRoutes6 := []ipRoute{
+		{Dst: "fd9f:2b8:5010:a546::/64", Dev: "eth0", Protocol: "kernel", Metric: 256, Flags: []string{"linkdown"}},
+		{Dst: "default", Gateway: "fe80::1", Dev: "eth0", Protocol: "static", Metric: idx, Flags: []string{"linkdown"}},
+	}
+	if diff := cmp.Diff(wantRoutes6, routes6(t, ns, "")); diff != "" {
+		t.Errorf("IPv6 routes mismatch (-want +got):\n%s", diff)
 	}
 	if r.stderr != "" {
 		t.Errorf("stderr = %q, want nothing (the log goes to the console only)", r.stderr)
@@ -94,11 +108,20 @@ func TestProvider(t *testing.T) {
 		"eth1 0a:b3:ec:80:a5:46: set link up",
 		"eth1 0a:b3:ec:80:a5:46: added 169.254.165.70/32",
 		"eth1 0a:b3:ec:80:a5:46: added route 100.64.165.70/32 scope link",
+		"eth1 0a:b3:ec:80:a5:46: added fe80::1/64",
+		"eth1 0a:b3:ec:80:a5:46: added fd9f:2b8:5010:a546::1/64",
 		"eth1 0a:b3:ec:80:a5:46: provider 169.254.165.70/32 for client 100.64.165.70: configured",
 		"spectrum-netcfg: done: 1 configured, 0 failed, status 0",
 	}
 	if diff := cmp.Diff(wantLog, lines(r.console)); diff != "" {
 		t.Errorf("console log mismatch (-want +got):\n%s", diff)
+	}
+	wantAddrs6 := []ipAddr{
+		{Family: "inet6", Local: "fd9f:2b8:5010:a546::1", Prefixlen: 64, Scope: "global"},
+		{Family: "inet6", Local: "fe80::1", Prefixlen: 64, Scope: "link"},
+	}
+	if diff := cmp.Diff(wantAddrs6, addrs6(t, ns, "eth1")); diff != "" {
+		t.Errorf("eth1 IPv6 addresses mismatch (-want +got):\n%s", diff)
 	}
 	wantLink := ipLink{
 		Index: ifindex(t, ns, "eth1"), Name: "eth1", Flags: upFlags, MAC: "0a:b3:ec:80:a5:46",
@@ -219,13 +242,19 @@ func TestForeignUntouched(t *testing.T) {
 	delete(after.Links, "ours0")
 	delete(before.RP, "ours0")
 	delete(after.RP, "ours0")
-	var foreignRoutes []ipRoute
-	for _, rt := range after.Routes {
-		if rt.Dev != "ours0" {
-			foreignRoutes = append(foreignRoutes, rt)
+	delete(before.Addrs6, "ours0")
+	delete(after.Addrs6, "ours0")
+	foreign := func(rs []ipRoute) []ipRoute {
+		out := []ipRoute{}
+		for _, rt := range rs {
+			if rt.Dev != "ours0" {
+				out = append(out, rt)
+			}
 		}
+		return out
 	}
-	after.Routes = foreignRoutes
+	before.Routes, before.Routes6 = foreign(before.Routes), foreign(before.Routes6)
+	after.Routes, after.Routes6 = foreign(after.Routes), foreign(after.Routes6)
 	if diff := cmp.Diff(before, after); diff != "" {
 		t.Errorf("state outside the OUI changed (-want +got):\n%s", diff)
 	}
@@ -255,6 +284,8 @@ func TestRefused(t *testing.T) {
 		"good0 0a:b3:ec:00:a5:46: added 100.64.165.70/16",
 		"good0 0a:b3:ec:00:a5:46: added route default via 169.254.165.70 metric " + itoa(idx) + " onlink",
 		"good0 0a:b3:ec:00:a5:46: added route 169.254.165.70/32 scope link",
+		"good0 0a:b3:ec:00:a5:46: added fd9f:2b8:5010:a546::2/64",
+		"good0 0a:b3:ec:00:a5:46: added route default via fe80::1 metric " + itoa(idx),
 		"good0 0a:b3:ec:00:a5:46: client 100.64.165.70/16 via 169.254.165.70: configured",
 		"spectrum-netcfg: done: 1 configured, 3 failed, status 1",
 	}
@@ -299,6 +330,8 @@ func TestMACChanged(t *testing.T) {
 					"eth0 0a:b3:ec:00:a5:46: added 100.64.165.70/16",
 					"eth0 0a:b3:ec:00:a5:46: added route default via 169.254.165.70 metric " + itoa(idx) + " onlink",
 					"eth0 0a:b3:ec:00:a5:46: added route 169.254.165.70/32 scope link",
+					"eth0 0a:b3:ec:00:a5:46: added fd9f:2b8:5010:a546::2/64",
+					"eth0 0a:b3:ec:00:a5:46: added route default via fe80::1 metric " + itoa(idx),
 					"eth0 0a:b3:ec:00:a5:46: client 100.64.165.70/16 via 169.254.165.70: configured",
 					"spectrum-netcfg: done: 1 configured, 0 failed, status 0",
 				}
@@ -326,6 +359,8 @@ func TestMACChanged(t *testing.T) {
 					"eth0 0a:b3:ec:80:01:02: removed 100.64.1.2/16",
 					"eth0 0a:b3:ec:80:01:02: added 169.254.1.2/32",
 					"eth0 0a:b3:ec:80:01:02: added route 100.64.1.2/32 scope link",
+					"eth0 0a:b3:ec:80:01:02: added fe80::1/64",
+					"eth0 0a:b3:ec:80:01:02: added fd9f:2b8:5010:102::1/64",
 					"eth0 0a:b3:ec:80:01:02: provider 169.254.1.2/32 for client 100.64.1.2: configured",
 					"spectrum-netcfg: done: 1 configured, 0 failed, status 0",
 				}
@@ -351,8 +386,8 @@ func TestMACChanged(t *testing.T) {
 				t.Fatalf("first run: exit status %d, want 0", r.code)
 			}
 			// A NIC's MAC changes while it is down (as when the host
-			// re-plugs it); going down drops its routes, not its
-			// addresses.
+			// re-plugs it); going down drops its routes and its IPv6
+			// addresses (keep_addr_on_down is 0), not its IPv4 ones.
 			ns.IP("link", "set", "eth0", "down")
 			ns.IP("link", "set", "eth0", "address", tt.to)
 			idx := ifindex(t, ns, "eth0")
@@ -399,6 +434,8 @@ func TestMACChangedWhileUp(t *testing.T) {
 		"eth0 0a:b3:ec:00:01:03: added 100.64.1.3/16",
 		"eth0 0a:b3:ec:00:01:03: added route default via 169.254.1.3 metric " + m + " onlink",
 		"eth0 0a:b3:ec:00:01:03: added route 169.254.1.3/32 scope link",
+		"eth0 0a:b3:ec:00:01:03: removed fd9f:2b8:5010:102::2/64",
+		"eth0 0a:b3:ec:00:01:03: added fd9f:2b8:5010:103::2/64",
 		"eth0 0a:b3:ec:00:01:03: client 100.64.1.3/16 via 169.254.1.3: configured",
 		"spectrum-netcfg: done: 1 configured, 0 failed, status 0",
 	}
@@ -514,6 +551,8 @@ func TestWatch(t *testing.T) {
 		"eth0 0a:b3:ec:00:00:01: added 100.64.0.1/16",
 		"eth0 0a:b3:ec:00:00:01: added route default via 169.254.0.1 metric " + itoa(ifindex(t, ns, "eth0")) + " onlink",
 		"eth0 0a:b3:ec:00:00:01: added route 169.254.0.1/32 scope link",
+		"eth0 0a:b3:ec:00:00:01: added fd9f:2b8:5010:1::2/64",
+		"eth0 0a:b3:ec:00:00:01: added route default via fe80::1 metric " + itoa(ifindex(t, ns, "eth0")),
 		"eth0 0a:b3:ec:00:00:01: client 100.64.0.1/16 via 169.254.0.1: configured",
 		guest.DoneLine(1, 0, 0),
 		"spectrum-netcfg: watching for new NICs",
@@ -521,6 +560,8 @@ func TestWatch(t *testing.T) {
 		"eth1 0a:b3:ec:80:12:34: set link up",
 		"eth1 0a:b3:ec:80:12:34: added 169.254.18.52/32",
 		"eth1 0a:b3:ec:80:12:34: added route 100.64.18.52/32 scope link",
+		"eth1 0a:b3:ec:80:12:34: added fe80::1/64",
+		"eth1 0a:b3:ec:80:12:34: added fd9f:2b8:5010:1234::1/64",
 		"eth1 0a:b3:ec:80:12:34: provider 169.254.18.52/32 for client 100.64.18.52: configured",
 		"eth1 0a:b3:ec:80:12:34: removed",
 		"spectrum-netcfg: stopped, status 0",
@@ -650,10 +691,10 @@ func TestProviderLooseAll(t *testing.T) {
 		"eth1 0a:b3:ec:80:00:07: error: net.ipv4.conf.all.rp_filter is 2, which makes this NIC's reverse-path filtering loose: set it to 0 or 1",
 		"eth1 0a:b3:ec:80:00:07: provider 169.254.0.7/32 for client 100.64.0.7: failed",
 	}
-	if len(got) < 6 {
+	if len(got) < 8 {
 		t.Fatalf("console log too short:\n%s", r.console)
 	}
-	if diff := cmp.Diff(wantTail, got[4:6]); diff != "" {
+	if diff := cmp.Diff(wantTail, got[6:8]); diff != "" {
 		t.Errorf("console log mismatch (-want +got):\n%s", diff)
 	}
 	if last := got[len(got)-1]; last != guest.DoneLine(1, 1, 1) {
@@ -715,5 +756,36 @@ exec "$0" -console /dev/ttyS0`
 	}
 	if rs := routes(t, ns, "eth1"); len(rs) != 1 {
 		t.Errorf("eth1 routes = %+v, want the host route", rs)
+	}
+}
+
+// TestNoIPv6: a NIC whose IPv6 is off (disable_ipv6, as a kernel booted
+// with ipv6.disable=1 has it everywhere) gets IPv4 as always and one
+// console line saying IPv6 is off; that is not a failure.
+func TestNoIPv6(t *testing.T) {
+	ns := nstest.New(t)
+	ns.AddTap("eth0", "0a:b3:ec:00:a5:46")
+	if out, err := ns.Command(context.Background(), "sysctl", "-w", "net.ipv6.conf.eth0.disable_ipv6=1").CombinedOutput(); err != nil {
+		t.Fatalf("sysctl: %v\n%s", err, out)
+	}
+	idx := ifindex(t, ns, "eth0")
+	r := runAgent(t, ns)
+	if r.code != 0 {
+		t.Errorf("exit status %d, want 0", r.code)
+	}
+	want := []string{
+		"eth0 0a:b3:ec:00:a5:46: IPv6 off (disable_ipv6 is set on it): IPv4 only",
+		"eth0 0a:b3:ec:00:a5:46: set link up",
+		"eth0 0a:b3:ec:00:a5:46: added 100.64.165.70/16",
+		"eth0 0a:b3:ec:00:a5:46: added route default via 169.254.165.70 metric " + itoa(idx) + " onlink",
+		"eth0 0a:b3:ec:00:a5:46: added route 169.254.165.70/32 scope link",
+		"eth0 0a:b3:ec:00:a5:46: client 100.64.165.70/16 via 169.254.165.70: configured",
+		guest.DoneLine(1, 0, 0),
+	}
+	if diff := cmp.Diff(want, lines(r.console)); diff != "" {
+		t.Errorf("console log mismatch (-want +got):\n%s", diff)
+	}
+	if got := addrs6(t, ns, "eth0"); len(got) != 0 {
+		t.Errorf("eth0 has IPv6 addresses %+v with IPv6 off", got)
 	}
 }

@@ -142,15 +142,15 @@ func (w Wanted) Describe(side mac.Side) string {
 // managedAddr tells whether an address has the shape the agent gives an
 // inter-guest NIC.
 func managedAddr(p netip.Prefix) bool {
-	return (p.Bits() == 16 && clientRange.Contains(p.Addr())) ||
-		(p.Bits() == 32 && gatewayRange.Contains(p.Addr()))
+	return p.Addr().Is4() && ((p.Bits() == 16 && clientRange.Contains(p.Addr())) ||
+		(p.Bits() == 32 && gatewayRange.Contains(p.Addr())))
 }
 
 // managedRoute tells whether a route on link index has the shape the agent
 // adds: a default route via a link gateway, a provider's host route to its
 // client, or a client's host route to its gateway.
 func managedRoute(r Route, index uint32) bool {
-	if r.OIF != index || r.Table != unix.RT_TABLE_MAIN {
+	if r.OIF != index || r.Table != unix.RT_TABLE_MAIN || !r.Dst.Addr().Is4() {
 		return false
 	}
 	switch {
@@ -221,6 +221,9 @@ func Plan(l Link, nic mac.NIC, addrs []Addr, routes []Route) []Action {
 			acts = append(acts, Action{Kind: AddRoute, Index: l.Index, Route: r})
 		}
 	}
+	if l.IPv6 == IPv6On {
+		acts = append(acts, plan6(l, nic, addrs, routes, !l.Up)...)
+	}
 	return acts
 }
 
@@ -285,6 +288,19 @@ func (e *ActionError) Unwrap() error { return e.Err }
 
 func addrMessage(index uint32, p netip.Prefix) *rtnetlink.AddressMessage {
 	ip := p.Addr().AsSlice()
+	if p.Addr().Is6() {
+		// No duplicate address detection: each link has one peer, which
+		// a duplicate could only cut off from itself, and a tentative
+		// address would make the first packets fail.
+		scope := uint8(unix.RT_SCOPE_UNIVERSE)
+		if p.Addr().IsLinkLocalUnicast() {
+			scope = unix.RT_SCOPE_LINK
+		}
+		return &rtnetlink.AddressMessage{
+			Family: unix.AF_INET6, PrefixLength: uint8(p.Bits()), Index: index, Flags: ifaFlagNoDAD,
+			Scope: scope, Attributes: &rtnetlink.AddressAttributes{Address: ip},
+		}
+	}
 	attrs := &rtnetlink.AddressAttributes{Address: ip, Local: ip}
 	if p.Bits() < 31 {
 		// The broadcast address `ip addr add ... brd +` would set.
@@ -301,8 +317,12 @@ func addrMessage(index uint32, p netip.Prefix) *rtnetlink.AddressMessage {
 }
 
 func routeMessage(r Route) *rtnetlink.RouteMessage {
+	family := uint8(unix.AF_INET)
+	if r.Dst.Addr().Is6() {
+		family = unix.AF_INET6
+	}
 	m := &rtnetlink.RouteMessage{
-		Family: unix.AF_INET, DstLength: uint8(r.Dst.Bits()), Tos: r.Tos, Table: unix.RT_TABLE_MAIN,
+		Family: family, DstLength: uint8(r.Dst.Bits()), Tos: r.Tos, Table: unix.RT_TABLE_MAIN,
 		Protocol: r.Protocol, Scope: r.Scope, Type: r.Type, Flags: r.Flags & unix.RTNH_F_ONLINK,
 		Attributes: rtnetlink.RouteAttributes{OutIface: r.OIF, Priority: r.Priority},
 	}

@@ -263,3 +263,67 @@ func TestErrorsUnwrap(t *testing.T) {
 		t.Errorf("Error() = %q, want %q", ne.Error(), want)
 	}
 }
+
+func TestPlan6(t *testing.T) {
+	const idx = 3
+	up := Link{Index: idx, Name: "eth0", Up: true, RPFilter: 1, IPv6: IPv6On}
+	v4 := func(nic mac.NIC) ([]Addr, []Route) {
+		w := Want(nic, idx)
+		return []Addr{{idx, w.Addr}}, w.Routes
+	}
+	def6 := Route{
+		Table: unix.RT_TABLE_MAIN, Dst: pfx("::/0"), Gateway: mac.LinkLocalGateway, OIF: idx, Priority: idx,
+		Protocol: unix.RTPROT_STATIC, Scope: unix.RT_SCOPE_UNIVERSE, Type: unix.RTN_UNICAST,
+	}
+	for _, tt := range []struct {
+		name   string
+		link   Link
+		nic    mac.NIC
+		addrs  []Addr
+		routes []Route
+		want   []Action
+	}{
+		{
+			name: "client", link: up, nic: client,
+			want: []Action{
+				{Kind: AddAddr, Index: idx, Prefix: pfx("fd9f:2b8:5010:a546::2/64")},
+				{Kind: AddRoute, Index: idx, Route: def6},
+			},
+		},
+		{
+			name: "client configured", link: up, nic: client,
+			addrs:  []Addr{{idx, pfx("fd9f:2b8:5010:a546::2/64")}, {idx, pfx("fe80::8b3:ecff:fe00:a546/64")}},
+			routes: []Route{def6, kernelRoute("fd9f:2b8:5010:a546::/64", idx)},
+		},
+		{
+			name: "client of another link before: its address and route go", link: up, nic: client,
+			addrs:  []Addr{{idx, pfx("fd9f:2b8:5010:102::2/64")}, {idx, pfx("2001:db8::7/64")}},
+			routes: []Route{{Table: unix.RT_TABLE_MAIN, Dst: pfx("::/0"), Gateway: mac.LinkLocalGateway, OIF: idx, Priority: 1024}},
+			want: []Action{
+				{Kind: DelRoute, Index: idx, Route: Route{Table: unix.RT_TABLE_MAIN, Dst: pfx("::/0"), Gateway: mac.LinkLocalGateway, OIF: idx, Priority: 1024}},
+				{Kind: DelAddr, Index: idx, Prefix: pfx("fd9f:2b8:5010:102::2/64")},
+				{Kind: AddAddr, Index: idx, Prefix: pfx("fd9f:2b8:5010:a546::2/64")},
+				{Kind: AddRoute, Index: idx, Route: def6},
+			},
+		},
+		{
+			name: "provider", link: up, nic: prov,
+			want: []Action{
+				{Kind: AddAddr, Index: idx, Prefix: pfx("fe80::1/64")},
+				{Kind: AddAddr, Index: idx, Prefix: pfx("fd9f:2b8:5010:a546::1/64")},
+			},
+		},
+		{
+			name: "IPv6 off: IPv4 only", link: Link{Index: idx, Up: true, RPFilter: 1, IPv6: IPv6Disabled}, nic: client,
+		},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			a4, r4 := v4(tt.nic)
+			got := Plan(tt.link, tt.nic, append(a4, tt.addrs...), append(r4, tt.routes...))
+			if diff := cmp.Diff(tt.want, got, cmp.Comparer(func(a, b netip.Prefix) bool { return a == b }),
+				cmp.Comparer(func(a, b netip.Addr) bool { return a == b })); diff != "" {
+				t.Errorf("Plan mismatch (-want +got):\n%s", diff)
+			}
+		})
+	}
+}

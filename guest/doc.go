@@ -3,7 +3,7 @@
 // table says, once at boot (an initramfs init hook) and, with -watch, again
 // each time a NIC appears or changes.
 //
-// A pass lists links, IPv4 addresses and main-table routes once (Scan),
+// A pass lists links, addresses and main-table routes of both families once (Scan),
 // computes per NIC the changes that bring it to its wanted state (Plan, a
 // pure function of the MAC, the ifindex and what the kernel reported) and
 // makes them (Apply). On an inter-guest NIC the agent manages only what has
@@ -44,6 +44,8 @@
 //	eth0 0a:b3:ec:00:a5:46: set link up
 //	eth0 0a:b3:ec:00:a5:46: added 100.64.165.70/16
 //	eth0 0a:b3:ec:00:a5:46: added route default via 169.254.165.70 metric 2 onlink
+//	eth0 0a:b3:ec:00:a5:46: added fd9f:2b8:5010:a546::2/64
+//	eth0 0a:b3:ec:00:a5:46: added route default via fe80::1 metric 2
 //	eth0 0a:b3:ec:00:a5:46: client 100.64.165.70/16 via 169.254.165.70: configured
 //	eth1 0a:b3:ec:80:00:07: provider 169.254.0.7/32 for client 100.64.0.7: already configured
 //	eth2 0a:b3:ec:00:ff:ff: error: refused, left unconfigured: link id 00:00 and ff:ff are never assigned

@@ -153,18 +153,56 @@ func routes(t *testing.T, ns *nstest.NS, dev string) []ipRoute {
 	return rs
 }
 
+// routes6 reads the main table's IPv6 routes through dev ("" for all).
+func routes6(t *testing.T, ns *nstest.NS, dev string) []ipRoute {
+	t.Helper()
+	args := []string{"-j", "-6", "route", "show", "table", "main"}
+	if dev != "" {
+		args = append(args, "dev", dev)
+	}
+	var rs []ipRoute
+	if err := json.Unmarshal(ns.IP(args...), &rs); err != nil {
+		t.Fatal(err)
+	}
+	for i := range rs {
+		if rs[i].Dev == "" {
+			rs[i].Dev = dev
+		}
+		if rs[i].Flags == nil {
+			rs[i].Flags = []string{}
+		}
+	}
+	return rs
+}
+
+// addrs6 reads a link's IPv6 addresses.
+func addrs6(t *testing.T, ns *nstest.NS, name string) []ipAddr {
+	t.Helper()
+	var ls []ipLink
+	if err := json.Unmarshal(ns.IP("-j", "-6", "addr", "show", "dev", name), &ls); err != nil {
+		t.Fatal(err)
+	}
+	if len(ls) == 0 {
+		return []ipAddr{}
+	}
+	return ls[0].AddrInfo
+}
+
 // state is everything the tests compare before and after a run.
 type state struct {
-	Links  map[string]ipLink
-	Routes []ipRoute
-	RP     map[string]string // rp_filter per link
+	Links   map[string]ipLink
+	Routes  []ipRoute
+	Routes6 []ipRoute
+	Addrs6  map[string][]ipAddr
+	RP      map[string]string // rp_filter per link
 }
 
 func snapshot(t *testing.T, ns *nstest.NS) state {
 	t.Helper()
-	s := state{Links: links(t, ns), Routes: routes(t, ns, ""), RP: map[string]string{}}
+	s := state{Links: links(t, ns), Routes: routes(t, ns, ""), Routes6: routes6(t, ns, ""), Addrs6: map[string][]ipAddr{}, RP: map[string]string{}}
 	for name := range s.Links {
 		s.RP[name] = ns.Sysctl("net.ipv4.conf." + name + ".rp_filter")
+		s.Addrs6[name] = addrs6(t, ns, name)
 	}
 	return s
 }

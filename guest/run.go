@@ -143,6 +143,10 @@ func (a *Agent) ConfigureNIC(l Link, addrs []Addr, routes []Route) (Outcome, err
 	var errs []error
 	n := 0
 	acts := Plan(l, nic, addrs, routes)
+	if l.IPv6 != IPv6On {
+		// Not a failure: the guest chose a kernel or a setting without IPv6.
+		a.log.NIC(l.Name, l.MAC, "IPv6 off ("+l.IPv6.String()+"): IPv4 only")
+	}
 	if err := a.route(l, nic); err != nil {
 		// Fail closed: a provider NIC the router does not cover carries
 		// nothing; one that is up (an earlier run's) goes down.

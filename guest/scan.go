@@ -30,15 +30,30 @@ type Link struct {
 	// link's IFLA_AF_SPEC; -1 when the kernel did not report it (no IPv4 on
 	// the link).
 	RPFilter int
+	// IPv6 is whether the link has IPv6, read from its IFLA_AF_SPEC: the
+	// kernel has it (not ipv6.disable=1 or CONFIG_IPV6=n) and the link's
+	// disable_ipv6 is 0.
+	IPv6 IPv6State
 }
 
-// Addr is one IPv4 address on a link.
+// IPv6State is whether a link has IPv6, and if not, why.
+type IPv6State uint8
+
+// The IPv6 states of a link.
+const (
+	NoIPv6Kernel IPv6State = iota // the kernel reports no IPv6 for the link
+	IPv6Disabled                  // net.ipv6.conf.<link>.disable_ipv6 is set
+	IPv6On
+)
+
+// Addr is one IPv4 or IPv6 address on a link.
 type Addr struct {
 	Index  uint32
 	Prefix netip.Prefix // the local address and its prefix length
 }
 
-// Route is one IPv4 route, with the fields that identify it to the kernel.
+// Route is one IPv4 or IPv6 route, with the fields that identify it to the
+// kernel.
 type Route struct {
 	Table    uint32
 	Dst      netip.Prefix
@@ -52,8 +67,8 @@ type Route struct {
 	Flags    uint32 // RTNH_F_*, e.g. unix.RTNH_F_ONLINK
 }
 
-// State is a snapshot of the kernel's links, IPv4 addresses and IPv4 routes
-// of the main table.
+// State is a snapshot of the kernel's links, addresses and main-table
+// routes, IPv4 and IPv6.
 type State struct {
 	Links  []Link
 	Addrs  []Addr
@@ -63,8 +78,8 @@ type State struct {
 	AllRPFilter int
 }
 
-// Scan reads every link, IPv4 address and main-table IPv4 route in three
-// dumps, once, so configuring n NICs costs three dumps and not 3n.
+// Scan reads every link, address and main-table route, of both families, in
+// three dumps, once, so configuring n NICs costs three dumps and not 3n.
 func Scan(c *netlink.Conn) (State, error) {
 	var s State
 	var err error
@@ -103,7 +118,9 @@ func scanLinks(c *netlink.Conn) ([]Link, error) {
 }
 
 func scanAddrsRoutes(c *netlink.Conn) ([]Addr, []Route, error) {
-	msgs, err := dump(c, unix.RTM_GETADDR, &rtnetlink.AddressMessage{Family: unix.AF_INET})
+	// AF_UNSPEC: both families in one dump each (a kernel without IPv6
+	// sends IPv4 alone).
+	msgs, err := dump(c, unix.RTM_GETADDR, &rtnetlink.AddressMessage{Family: unix.AF_UNSPEC})
 	if err != nil {
 		return nil, nil, errors.New("list addresses: " + err.Error())
 	}
@@ -120,7 +137,7 @@ func scanAddrsRoutes(c *netlink.Conn) ([]Addr, []Route, error) {
 			addrs = append(addrs, a)
 		}
 	}
-	msgs, err = dump(c, unix.RTM_GETROUTE, &rtnetlink.RouteMessage{Family: unix.AF_INET})
+	msgs, err = dump(c, unix.RTM_GETROUTE, &rtnetlink.RouteMessage{Family: unix.AF_UNSPEC})
 	if err != nil {
 		return nil, nil, errors.New("list routes: " + err.Error())
 	}
@@ -177,9 +194,15 @@ func ParseLink(b []byte) (Link, error) {
 		case unix.IFLA_AF_SPEC:
 			ad.Nested(func(ad *netlink.AttributeDecoder) error {
 				for ad.Next() {
-					if ad.Type() == unix.AF_INET {
+					switch ad.Type() {
+					case unix.AF_INET:
 						ad.Nested(func(ad *netlink.AttributeDecoder) error {
 							l.RPFilter = inetConfRPFilter(ad)
+							return nil
+						})
+					case unix.AF_INET6:
+						ad.Nested(func(ad *netlink.AttributeDecoder) error {
+							l.IPv6 = inet6State(ad)
 							return nil
 						})
 					}
@@ -194,33 +217,59 @@ func ParseLink(b []byte) (Link, error) {
 	return l, nil
 }
 
-// parseAddr decodes an RTM_NEWADDR body; ok is false for a non-IPv4 address.
+// parseAddr decodes an RTM_NEWADDR body; ok is false for an address of
+// another family.
 func parseAddr(b []byte) (a Addr, ok bool, err error) {
 	var m rtnetlink.AddressMessage
 	if err := m.UnmarshalBinary(b); err != nil {
 		return Addr{}, false, err
 	}
-	if m.Family != unix.AF_INET || m.Attributes == nil {
+	if m.Attributes == nil {
 		return Addr{}, false, nil
 	}
-	ip := m.Attributes.Local
-	if ip == nil {
-		ip = m.Attributes.Address
+	var addr netip.Addr
+	switch m.Family {
+	case unix.AF_INET:
+		ip := m.Attributes.Local
+		if ip == nil {
+			ip = m.Attributes.Address
+		}
+		addr, ok = netip.AddrFromSlice(ip.To4())
+	case unix.AF_INET6:
+		// IPv6 has no peer addresses: IFA_ADDRESS is the address.
+		addr, ok = netip.AddrFromSlice(m.Attributes.Address)
+		ok = ok && addr.Is6()
 	}
-	addr, ok := netip.AddrFromSlice(ip.To4())
-	if !ok || m.PrefixLength > 32 {
+	if !ok || int(m.PrefixLength) > addr.BitLen() {
 		return Addr{}, false, nil
 	}
 	return Addr{Index: m.Index, Prefix: netip.PrefixFrom(addr, int(m.PrefixLength))}, true, nil
 }
 
-// parseRoute decodes an RTM_NEWROUTE body; ok is false for a non-IPv4 route.
+// parseRoute decodes an RTM_NEWROUTE body; ok is false for a route of
+// another family.
 func parseRoute(b []byte) (r Route, ok bool, err error) {
 	var m rtnetlink.RouteMessage
 	if err := m.UnmarshalBinary(b); err != nil {
 		return Route{}, false, err
 	}
-	if m.Family != unix.AF_INET || m.DstLength > 32 {
+	var dst netip.Addr
+	var gw []byte
+	switch m.Family {
+	case unix.AF_INET:
+		dst, gw = netip.IPv4Unspecified(), m.Attributes.Gateway.To4()
+		if d, ok := netip.AddrFromSlice(m.Attributes.Dst.To4()); ok {
+			dst = d
+		}
+	case unix.AF_INET6:
+		dst, gw = netip.IPv6Unspecified(), m.Attributes.Gateway
+		if d, ok := netip.AddrFromSlice(m.Attributes.Dst); ok && d.Is6() {
+			dst = d
+		}
+	default:
+		return Route{}, false, nil
+	}
+	if int(m.DstLength) > dst.BitLen() {
 		return Route{}, false, nil
 	}
 	r = Route{
@@ -232,16 +281,12 @@ func parseRoute(b []byte) (r Route, ok bool, err error) {
 		Type:     m.Type,
 		Tos:      m.Tos,
 		Flags:    m.Flags,
+		Dst:      netip.PrefixFrom(dst, int(m.DstLength)),
 	}
 	if m.Attributes.Table != 0 {
 		r.Table = m.Attributes.Table
 	}
-	dst := netip.IPv4Unspecified()
-	if d, ok := netip.AddrFromSlice(m.Attributes.Dst.To4()); ok {
-		dst = d
-	}
-	r.Dst = netip.PrefixFrom(dst, int(m.DstLength))
-	if g, ok := netip.AddrFromSlice(m.Attributes.Gateway.To4()); ok {
+	if g, ok := netip.AddrFromSlice(gw); ok && g.BitLen() == dst.BitLen() {
 		r.Gateway = g
 	}
 	return r, true, nil

@@ -46,6 +46,28 @@ func linkMessage(t testing.TB, index, flags uint32, name string, hw []byte, rpFi
 	return append(b, a...)
 }
 
+// withIPv6Conf appends an IFLA_AF_SPEC with the AF_INET6 devconf array the
+// kernel sends, disable_ipv6 set to disable.
+func withIPv6Conf(t testing.TB, b []byte, disable uint32) []byte {
+	ae := netlink.NewAttributeEncoder()
+	ae.Nested(unix.IFLA_AF_SPEC, func(ae *netlink.AttributeEncoder) error {
+		ae.Nested(unix.AF_INET6, func(ae *netlink.AttributeEncoder) error {
+			ae.Uint32(1, 0x80000000) // IFLA_INET6_FLAGS: IF_READY
+			conf := make([]byte, 4*60)
+			binary.NativeEndian.PutUint32(conf[devconfDisableIPv6*4:], disable)
+			binary.NativeEndian.PutUint32(conf[0:], 1) // forwarding: not disable_ipv6
+			ae.Bytes(iflaInet6Conf, conf)
+			return nil
+		})
+		return nil
+	})
+	a, err := ae.Encode()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return append(b, a...)
+}
+
 func TestParseLink(t *testing.T) {
 	hw := net.HardwareAddr{0x0a, 0xb3, 0xec, 0x80, 0xa5, 0x46}
 	for _, tt := range []struct {
@@ -57,17 +79,27 @@ func TestParseLink(t *testing.T) {
 		{
 			name: "provider up, strict",
 			b:    linkMessage(t, 7, unix.IFF_UP|unix.IFF_BROADCAST, "eth1", hw, 1),
-			want: Link{Index: 7, Name: "eth1", MAC: hw, Up: true, RPFilter: 1},
+			want: Link{Index: 7, Name: "eth1", MAC: hw, Up: true, RPFilter: 1, IPv6: IPv6On},
 		},
 		{
 			name: "down, loose",
 			b:    linkMessage(t, 2, unix.IFF_BROADCAST, "eth0", hw, 2),
-			want: Link{Index: 2, Name: "eth0", MAC: hw, RPFilter: 2},
+			want: Link{Index: 2, Name: "eth0", MAC: hw, RPFilter: 2, IPv6: IPv6On},
 		},
 		{
 			name: "no IPv4 configuration reported, no address",
 			b:    linkMessage(t, 9, 0, "wg0", nil, -1),
 			want: Link{Index: 9, Name: "wg0", RPFilter: -1},
+		},
+		{
+			name: "disable_ipv6",
+			b:    withIPv6Conf(t, linkMessage(t, 3, 0, "eth2", hw, -1), 1),
+			want: Link{Index: 3, Name: "eth2", MAC: hw, RPFilter: -1, IPv6: IPv6Disabled},
+		},
+		{
+			name: "IPv6 conf, enabled",
+			b:    withIPv6Conf(t, linkMessage(t, 3, 0, "eth2", hw, -1), 0),
+			want: Link{Index: 3, Name: "eth2", MAC: hw, RPFilter: -1, IPv6: IPv6On},
 		},
 		{name: "short", b: make([]byte, 15), wantErr: true},
 		{name: "truncated attribute", b: append(linkMessage(t, 1, 0, "x", hw, 0), 8, 0), wantErr: true},

@@ -74,11 +74,15 @@ func TestRuleset(t *testing.T) {
 		"eth1 0a:b3:ec:80:12:34: set link up",
 		"eth1 0a:b3:ec:80:12:34: added 169.254.18.52/32",
 		"eth1 0a:b3:ec:80:12:34: added route 100.64.18.52/32 scope link",
+		"eth1 0a:b3:ec:80:12:34: added fe80::1/64",
+		"eth1 0a:b3:ec:80:12:34: added fd9f:2b8:5010:1234::1/64",
 		"eth1 0a:b3:ec:80:12:34: provider 169.254.18.52/32 for client 100.64.18.52: configured",
 		"up0 0a:b3:ec:00:00:07: set link up",
 		"up0 0a:b3:ec:00:00:07: added 100.64.0.7/16",
 		"up0 0a:b3:ec:00:00:07: added route default via 169.254.0.7 metric " + up0 + " onlink",
 		"up0 0a:b3:ec:00:00:07: added route 169.254.0.7/32 scope link",
+		"up0 0a:b3:ec:00:00:07: added fd9f:2b8:5010:7::2/64",
+		"up0 0a:b3:ec:00:00:07: added route default via fe80::1 metric 3",
 		"up0 0a:b3:ec:00:00:07: client 100.64.0.7/16 via 169.254.0.7: configured",
 		guest.DoneLine(2, 0, 0),
 		"spectrum-netcfg: watching for new NICs",
@@ -199,6 +203,8 @@ func TestRulesetHotplug(t *testing.T) {
 		"eth1 0a:b3:ec:80:12:34: set link up",
 		"eth1 0a:b3:ec:80:12:34: added 169.254.18.52/32",
 		"eth1 0a:b3:ec:80:12:34: added route 100.64.18.52/32 scope link",
+		"eth1 0a:b3:ec:80:12:34: added fe80::1/64",
+		"eth1 0a:b3:ec:80:12:34: added fd9f:2b8:5010:1234::1/64",
 		"eth1 0a:b3:ec:80:12:34: provider 169.254.18.52/32 for client 100.64.18.52: configured",
 	}
 	if diff := cmp.Diff(want, a.linesSince(n)); diff != "" {
@@ -374,6 +380,8 @@ func TestRouterWithoutProc(t *testing.T) {
 		"eth0 0a:b3:ec:00:56:78: added 100.64.86.120/16",
 		"eth0 0a:b3:ec:00:56:78: added route default via 169.254.86.120 metric 4 onlink",
 		"eth0 0a:b3:ec:00:56:78: added route 169.254.86.120/32 scope link",
+		"eth0 0a:b3:ec:00:56:78: added fd9f:2b8:5010:5678::2/64",
+		"eth0 0a:b3:ec:00:56:78: added route default via fe80::1 metric 4",
 		"eth0 0a:b3:ec:00:56:78: client 100.64.86.120/16 via 169.254.86.120: configured",
 		guest.DoneLine(1, 2, 1),
 	}
