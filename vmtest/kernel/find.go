@@ -76,3 +76,23 @@ func RepoRoot() (string, error) {
 		dir = parent
 	}
 }
+
+// FullCacheDir is where `make kernel` (scripts/test-kernel.sh full) keeps
+// Debian's full kernel, relative to the repository root: the nested VFIO
+// test's middle VM boots it (the cloud kernel has no 9p).
+const FullCacheDir = ".cache/kernel-full"
+
+// FindFull returns the cached full kernel: its bzImage (QEMU boots it
+// directly) as Vmlinux, and its module tree.
+func FindFull() (Kernel, error) {
+	root, err := RepoRoot()
+	if err != nil {
+		return Kernel{}, err
+	}
+	dir := filepath.Join(root, FullCacheDir)
+	k := Kernel{Vmlinux: filepath.Join(dir, "vmlinuz"), Modules: filepath.Join(dir, "modules")}
+	if err := k.stat(); err != nil {
+		return Kernel{}, fmt.Errorf("%w (run `make kernel`)", err)
+	}
+	return k, nil
+}
