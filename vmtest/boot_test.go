@@ -75,3 +75,39 @@ func TestBootForeignNIC(t *testing.T) {
 		t.Errorf("QEMU still running after the guest powered off")
 	}
 }
+
+// TestBootNoIPv6: a guest kernel booted with ipv6.disable=1 gets its IPv4
+// as always, and the agent's console says, once per NIC, that IPv6 is off;
+// its exit status is 0.
+func TestBootNoIPv6(t *testing.T) {
+	k := vm.Require(t)
+	a := vm.BuildAssets(t, k)
+	ns := nstest.New(t)
+	ctx := vm.Context(t, 3*time.Minute)
+
+	id := mac.LinkID(0x0103)
+	client, _ := vm.AddLink(ns, id)
+	dir, err := vm.WriteDir(t.TempDir(), vm.Spec{Name: "nov6", Test: "poweroff", Cmdline: "ipv6.disable=1"}, a)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := vm.Launch(t, ns, dir, []vm.NIC{client})
+	p.Wait(t, ctx, "poweroff")
+	if exit := p.Timing().AgentExit; exit != "0" {
+		t.Errorf("spectrum-netcfg exit status %q, want 0 (no IPv6 is not an error)", exit)
+	}
+	cnic := nicName(t, p, client.MAC)
+	if got, want := events(p, "addr "+cnic+" "), []string{"addr " + cnic + " " + id.ClientPrefix().String()}; !slices.Equal(got, want) {
+		t.Errorf("client NIC: addresses %q, want %q", got, want)
+	}
+	want := cnic + " " + client.MAC + ": IPv6 off (no IPv6 in the kernel): IPv4 only"
+	n := 0
+	for _, l := range p.Serial.Lines() {
+		if strings.TrimSpace(l.Text) == want {
+			n++
+		}
+	}
+	if n != 1 {
+		t.Errorf("the console has %q %d times, want once", want, n)
+	}
+}
