@@ -12,6 +12,7 @@ import (
 	"golang.org/x/net/dns/dnsmessage"
 	"golang.org/x/sys/unix"
 
+	"spectrum-os.org/netcfg/internal/mac"
 	"spectrum-os.org/netcfg/internal/nstest"
 )
 
@@ -253,5 +254,75 @@ func TestAttackResolverTCPHold(t *testing.T) {
 				t.Errorf("client 2's query (tcp %v) while client 1 holds %d connections: %v, %v", tcp, len(conns), a, err)
 			}
 		}
+	}
+}
+
+// TestAttackIPv6Isolation: with IPv6 forwarding on in the provider (as
+// its OS or a later router may have it), a client sends to another
+// client's IPv6 address (its link's ULA ::2, through its default route
+// via fe80::1) over UDP and TCP: nothing may arrive. The provider does
+// forward IPv6: a host behind a NIC that is not a provider link reaches
+// the LAN through it.
+func TestAttackIPv6Isolation(t *testing.T) {
+	n := newAttackNet(t)
+	sysctl(t, n.prov, "net.ipv6.conf.all.forwarding=1")
+	n.prov.IP("addr", "add", "fd17:2::1/64", "dev", "up0", "nodad")
+	n.lan.ns.IP("addr", "add", "fd17:2::10/64", "dev", "lan0", "nodad")
+	n.lan.ns.IP("route", "add", "fd17::/16", "via", "fd17:2::1")
+	other := nstest.New(t)
+	veth(t, n.prov, "x1", "52:54:00:00:00:11", other, "eth0", "52:54:00:00:00:12")
+	n.prov.IP("link", "set", "x1", "up")
+	n.prov.IP("addr", "add", "fd17:3::1/64", "dev", "x1", "nodad")
+	other.IP("link", "set", "eth0", "up")
+	other.IP("addr", "add", "fd17:3::2/64", "dev", "eth0", "nodad")
+	other.IP("route", "add", "default", "via", "fd17:3::1")
+	var lanUDP *net.UDPConn
+	inNS(t, n.lan.ns, func() {
+		var err error
+		if lanUDP, err = net.ListenUDP("udp6", &net.UDPAddr{IP: net.ParseIP("fd17:2::10"), Port: 9}); err != nil {
+			t.Fatal(err)
+		}
+	})
+	defer lanUDP.Close()
+	inNS(t, other, func() {
+		c, err := net.Dial("udp6", "[fd17:2::10]:9")
+		if err != nil {
+			t.Fatal(err)
+		}
+		c.Write([]byte("other"))
+		c.Close()
+	})
+	lanUDP.SetReadDeadline(time.Now().Add(5 * time.Second))
+	if _, _, err := lanUDP.ReadFromUDP(make([]byte, 100)); err != nil {
+		t.Fatalf("the other host's IPv6 datagram was not forwarded (%v): the test's set-up is wrong", err)
+	}
+
+	c2addr := mac.LinkID(2).ClientAddr6().String()
+	var ul *net.UDPConn
+	var tl net.Listener
+	inNS(t, n.c2, func() {
+		var err error
+		if ul, err = net.ListenUDP("udp6", &net.UDPAddr{Port: 9999}); err != nil {
+			t.Fatal(err)
+		}
+		if tl, err = net.Listen("tcp6", "[::]:9999"); err != nil {
+			t.Fatal(err)
+		}
+	})
+	defer ul.Close()
+	defer tl.Close()
+	inNS(t, n.c1, func() {
+		if c, err := net.Dial("udp6", "["+c2addr+"]:9999"); err == nil {
+			c.Write([]byte("from client 1"))
+			c.Close()
+		}
+		if c, err := net.DialTimeout("tcp6", "["+c2addr+"]:9999", 2*time.Second); err == nil {
+			t.Errorf("client 1 connected to client 2 over IPv6")
+			c.Close()
+		}
+	})
+	ul.SetReadDeadline(time.Now().Add(300 * time.Millisecond))
+	if n, from, err := ul.ReadFromUDP(make([]byte, 100)); err == nil {
+		t.Errorf("client 2 got %d bytes over IPv6 from %v", n, from)
 	}
 }
