@@ -86,10 +86,10 @@ func udp4(src, dst string, sport, dport uint16, payload []byte) []byte {
 	return b
 }
 
-// sendRaw4 sends whole IPv4 packets from ns through a raw socket
+// sendIPv4 sends whole IPv4 packets from ns through a raw socket
 // (IP_HDRINCL): the kernel routes them by their destination and sends
 // them as they are.
-func sendRaw4(t *testing.T, ns *nstest.NS, pkts ...[]byte) {
+func sendIPv4(t *testing.T, ns *nstest.NS, pkts ...[]byte) {
 	t.Helper()
 	inNS(t, ns, func() {
 		fd, err := unix.Socket(unix.AF_INET, unix.SOCK_RAW, unix.IPPROTO_RAW)
@@ -150,10 +150,10 @@ func captureLink(t *testing.T, ns *nstest.NS, dev string) *linkCapture {
 	var fd int
 	inNS(t, ns, func() {
 		var err error
-		if fd, err = unix.Socket(unix.AF_PACKET, unix.SOCK_DGRAM, int(htons(unix.ETH_P_IP))); err != nil {
+		if fd, err = unix.Socket(unix.AF_PACKET, unix.SOCK_DGRAM, int(hton16(unix.ETH_P_IP))); err != nil {
 			t.Fatal(err)
 		}
-		if err := unix.Bind(fd, &unix.SockaddrLinklayer{Protocol: htons(unix.ETH_P_IP), Ifindex: idx}); err != nil {
+		if err := unix.Bind(fd, &unix.SockaddrLinklayer{Protocol: hton16(unix.ETH_P_IP), Ifindex: idx}); err != nil {
 			t.Fatal(err)
 		}
 	})
@@ -176,7 +176,7 @@ func captureLink(t *testing.T, ns *nstest.NS, dev string) *linkCapture {
 	return c
 }
 
-func htons(v uint16) uint16 { return v<<8 | v>>8 }
+func hton16(v uint16) uint16 { return v<<8 | v>>8 }
 
 // to returns the captured packets whose destination f accepts.
 func (c *linkCapture) to(f func(dst netip.Addr) bool) []string {
@@ -191,13 +191,13 @@ func (c *linkCapture) to(f func(dst netip.Addr) bool) []string {
 	return out
 }
 
-// TestAttackResolverForgedSource: a client sends DNS queries to the
+// TestHostileResolverForgedSource: a client sends DNS queries to the
 // virtual resolver with another client's source address, and with an
 // outside one (strict rp_filter off on its link, so that only the router
 // stands in the way): no answer may go to the other client (a reflection,
 // or eating its share of a per-client limit), nor anything out of the
 // uplink for the outside address.
-func TestAttackResolverForgedSource(t *testing.T) {
+func TestHostileResolverForgedSource(t *testing.T) {
 	n := newAttackNet(t)
 	sysctl(t, n.prov, "net.ipv4.conf.p1.rp_filter=0")
 	sysctl(t, n.prov, "net.ipv4.conf.all.rp_filter=0")
@@ -211,7 +211,7 @@ func TestAttackResolverForgedSource(t *testing.T) {
 		pkts = append(pkts, ip4(c2, "100.127.255.53", 17, udp4(c2, "100.127.255.53", 5300, 53, q)))
 		pkts = append(pkts, ip4(outside, "100.127.255.53", 17, udp4(outside, "100.127.255.53", uint16(5300+i), 53, q)))
 	}
-	sendRaw4(t, n.c1, pkts...)
+	sendIPv4(t, n.c1, pkts...)
 	l.SetReadDeadline(time.Now().Add(time.Second))
 	if _, from, err := l.ReadFromUDP(make([]byte, 512)); err == nil {
 		t.Errorf("client 2 got an answer to a query client 1 forged in its name, from %v", from)
@@ -227,10 +227,10 @@ func TestAttackResolverForgedSource(t *testing.T) {
 	}
 }
 
-// TestAttackResolverTCPHold: a client opens 300 TCP connections to the
+// TestHostileResolverTCPHold: a client opens 300 TCP connections to the
 // virtual resolver and holds them open, sending nothing (a slowloris);
 // another client's queries, over UDP and TCP, must still be answered.
-func TestAttackResolverTCPHold(t *testing.T) {
+func TestHostileResolverTCPHold(t *testing.T) {
 	n := newAttackNet(t)
 	var conns []net.Conn
 	defer func() {
@@ -257,13 +257,13 @@ func TestAttackResolverTCPHold(t *testing.T) {
 	}
 }
 
-// TestAttackIPv6Isolation: with IPv6 forwarding on in the provider (as
+// TestHostileIPv6Isolation: with IPv6 forwarding on in the provider (as
 // its OS or a later router may have it), a client sends to another
 // client's IPv6 address (its link's ULA ::2, through its default route
 // via fe80::1) over UDP and TCP: nothing may arrive. The provider does
 // forward IPv6: a host behind a NIC that is not a provider link reaches
 // the LAN through it.
-func TestAttackIPv6Isolation(t *testing.T) {
+func TestHostileIPv6Isolation(t *testing.T) {
 	n := newAttackNet(t)
 	sysctl(t, n.prov, "net.ipv6.conf.all.forwarding=1")
 	n.prov.IP("addr", "add", "fd17:2::1/64", "dev", "up0", "nodad")
