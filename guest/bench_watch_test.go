@@ -108,9 +108,10 @@ func readFileB(b *testing.B, path string) string {
 // BenchmarkRouteHotplug measures how long spectrum-router
 // takes from a provider NIC appearing (a tap given a 0A:B3:EC provider
 // MAC, when the clock starts) to the router's rules for it being in
-// place: the commit of the nftables transaction whose anti-spoofing rule
-// for the NIC has its ifindex and client address, as a socket of this process on
-// the nftables notification group in the namespace sees it. The agent
+// place: the commit of the nftables transaction that puts the NIC's
+// ifindex and client address in the set "clients" (its anti-spoofing),
+// as a socket of this process on the nftables notification group in the
+// namespace sees it. The agent
 // puts them in before it brings the NIC up; the figure is also the
 // router's share of a hot-plug, on top of BenchmarkWatchHotplug's.
 func BenchmarkRouteHotplug(b *testing.B) {
@@ -118,7 +119,7 @@ func BenchmarkRouteHotplug(b *testing.B) {
 	w := startWatch(b, routerBin)
 	ns, mon, nft, rc := w.ns, w.mon, w.nft, w.rc
 
-	newRule := netlink.HeaderType(unix.NFNL_SUBSYS_NFTABLES<<8 | unix.NFT_MSG_NEWRULE)
+	newElem := netlink.HeaderType(unix.NFNL_SUBSYS_NFTABLES<<8 | unix.NFT_MSG_NEWSETELEM)
 	var lat []time.Duration
 	b.StopTimer()
 	b.ResetTimer()
@@ -135,19 +136,17 @@ func BenchmarkRouteHotplug(b *testing.B) {
 			}
 			return index != 0
 		})
-		// The NIC's anti-spoofing rule in chain "forward": its
-		// ifindex (host order) and its client's 100.64.A.B, each the
-		// data of a comparison.
-		ifindex := binary.NativeEndian.AppendUint32(nil, index)
-		client := []byte{100, 64, byte(i >> 8), byte(i)}
+		// The NIC's element of set "clients": its ifindex (host
+		// order), then its client's 100.64.A.B.
+		elem := binary.NativeEndian.AppendUint32(nil, index)
+		elem = append(elem, 100, 64, byte(i>>8), byte(i))
 		b.StartTimer()
 		start := time.Now()
 		if err := rc.Link.Set(&rtnetlink.LinkMessage{Index: index, Attributes: &rtnetlink.LinkAttributes{Address: hw}}); err != nil {
 			b.Fatalf("set %s address %s: %v", name, hw, err)
 		}
 		watchFor(b, nft, func(m netlink.Message) bool {
-			return m.Header.Type == newRule && bytes.Contains(m.Data, []byte("forward\x00")) &&
-				bytes.Contains(m.Data, ifindex) && bytes.Contains(m.Data, client)
+			return m.Header.Type == newElem && bytes.Contains(m.Data, []byte("clients\x00")) && bytes.Contains(m.Data, elem)
 		})
 		lat = append(lat, time.Since(start))
 		b.StopTimer()

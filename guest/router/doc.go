@@ -16,11 +16,20 @@
 //   - A provider NIC is in the table before the agent brings it up; the
 //     agent leaves a NIC the table could not take down (fail closed).
 //   - From a provider link only IPv4 from the link's own client address
-//     (100.64.A.B of its MAC) is forwarded: a rule per NIC matching its
-//     ifindex and that address, beside the strict rp_filter the agent
-//     sets; nothing goes
-//     from one provider link to another; to a provider link only replies
-//     (conntrack established/related); IPv6 from a provider link never.
+//     (100.64.A.B of its MAC) is forwarded (set clients, beside the
+//     strict rp_filter the agent sets); nothing goes from one provider
+//     link to another; to a provider link only replies (conntrack
+//     established/related); IPv6 from a provider link never; invalid
+//     packets from a provider link nowhere; link-local addresses
+//     (169.254.0.0/16, fe80::/10) are never forwarded.
+//   - A provider link reaches nothing of the provider itself but DNS and
+//     echo to its own gateway: the rest is refused at once (TCP reset,
+//     ICMP unreachable); DHCP from it is dropped, and so are IPv6 router
+//     advertisements, solicitations and redirects (its NIC also gets
+//     accept_ra 0 and autoconf 0); neighbour discovery passes.
+//   - Each provider link may start 1000 connections a second and hold a
+//     quarter of nf_conntrack_max (256 to 16384) conntrack entries
+//     (LimitsFor), so no client starves the others.
 //   - Client traffic leaving through any other interface (an uplink, or
 //     a chained provider's own client link) is masqueraded.
 //   - DNS to Resolver goes to the provider's own resolver (see DNS).
@@ -34,12 +43,11 @@
 //     (ip_forward-was-0), so a router restarted after a crash still knows
 //     it. Nothing else of the provider's ruleset is touched.
 //
-// Every change is one nftables transaction that replaces the whole table
-// (6 rules a provider NIC; tables are small), so packets see the old rules
-// or the new, a restart that finds its own table converges to the same
-// ruleset, and a table someone else changed is set right at the next
-// change. The rules name NICs by ifindex, not by name, so a NIC
-// that udev renames stays covered.
+// Every change is one nftables transaction that replaces the whole table,
+// so packets see the old rules or the new, a restart that finds its own
+// table converges to the same ruleset, and a table someone else changed
+// is set right at the next change. The rules name NICs by ifindex, not by
+// name, so a NIC that udev renames stays covered.
 //
 // The router never runs nft or iptables, never touches another table,
 // and never forwards IPv6.
@@ -86,20 +94,10 @@
 //
 // The ruleset needs nf_tables with the inet family, NAT chains
 // (nft_chain_nat, nf_nat), masquerade and DNAT (nft_masq, nft_nat),
-// conntrack state (nft_ct, nf_conntrack), reject (nft_reject_inet), and
-// ctnetlink (nf_conntrack_netlink). A kernel that builds them as modules
-// loads them on demand through modprobe; an initramfs without one must
-// load them first.
-//
-// # Size
-//
-// The agent is one static binary with a size budget, so the router keeps
-// to what the agent links anyway: ctnetlink is spoken directly over
-// mdlayher/netlink (a conntrack library would add about 110 KB), files
-// are read with plain system calls, the ruleset's expressions are a table
-// of data, the table has a rule per provider link rather than sets (the
-// library's set code is about 20 KB), and nothing is read back from
-// nftables but one probe.
+// conntrack state (nft_ct, nf_conntrack), reject (nft_reject_inet), the
+// limits (nft_limit, nft_connlimit), and ctnetlink (nf_conntrack_netlink).
+// A kernel that builds them as modules loads them on demand through
+// modprobe; an initramfs without one must load them first.
 package router
 
 // Resolver is the virtual DNS resolver address every client names in its

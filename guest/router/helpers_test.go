@@ -377,7 +377,23 @@ func renderValue(v any) string {
 				case "jump":
 					return "jump " + m["target"].(string)
 				case "reject":
-					return "reject with " + m["type"].(string) + " " + m["expr"].(string)
+					if e, ok := m["expr"].(string); ok {
+						return "reject with " + m["type"].(string) + " " + e
+					}
+					return "reject with " + m["type"].(string)
+				case "set":
+					return "{" + renderValue(val) + "}"
+				case "ct count":
+					if m["inv"] == true {
+						return "ct count over " + renderValue(m["val"])
+					}
+					return "ct count " + renderValue(m["val"])
+				case "limit":
+					over := ""
+					if m["inv"] == true {
+						over = "over "
+					}
+					return "limit rate " + over + renderValue(m["rate"]) + "/" + renderValue(m["per"]) + " burst " + renderValue(m["burst"]) + " packets"
 				case "dnat":
 					return "dnat " + m["family"].(string) + " to " + m["addr"].(string)
 				}
@@ -402,47 +418,99 @@ const (
 // checkRuleset compares them as sets (sortLinkRules).
 func wantRuleset(clients map[string]string, mode, resolver, forwardWas string) ruleset {
 	names := slices.Sorted(maps.Keys(clients))
+	set := func(typ string, elem func(name string) string) nftSet {
+		s := nftSet{Type: typ, Elems: []string{}}
+		for _, n := range names {
+			s.Elems = append(s.Elems, elem(n))
+		}
+		slices.Sort(s.Elems)
+		return s
+	}
 	rs := ruleset{
-		Sets: map[string]nftSet{},
+		Sets: map[string]nftSet{
+			"links":   set("iface_index", func(n string) string { return n }),
+			"clients": set("iface_index . ipv4_addr", func(n string) string { return n + " . " + clients[n] }),
+			"gateways": set("iface_index . ipv4_addr", func(n string) string {
+				return n + " . 169.254." + strings.SplitN(clients[n], ".", 3)[2]
+			}),
+			"client-addrs": set("ipv4_addr", func(n string) string { return clients[n] }),
+		},
 		Chains: map[string]nftChain{
 			"prerouting":                   {Type: "nat", Hook: "prerouting", Policy: "accept", Prio: -100},
 			"client-dns":                   {},
+			"guard":                        {Type: "filter", Hook: "prerouting", Policy: "accept", Prio: -150},
+			"from-link":                    {},
+			"input":                        {Type: "filter", Hook: "input", Policy: "accept", Prio: 0},
+			"to-provider":                  {},
+			"client-dns-in":                {},
 			"forward":                      {Type: "filter", Hook: "forward", Policy: "accept", Prio: 0},
 			"from-client":                  {},
 			"to-client":                    {},
 			"postrouting":                  {Type: "nat", Hook: "postrouting", Policy: "accept", Prio: 100},
+			"leak":                         {Type: "filter", Hook: "postrouting", Policy: "accept", Prio: 110},
 			"ip_forward-was-" + forwardWas: {},
 		},
 	}
-	each := func(chain, comment string, expr func(name string) string) {
-		for _, n := range names {
-			rs.Rules = append(rs.Rules, nftRule{chain, comment, expr(n)})
-		}
-	}
+	add := func(chain, comment, expr string) { rs.Rules = append(rs.Rules, nftRule{chain, comment, expr}) }
 	if mode == dnsNAT {
-		each("prerouting", "DNS from a client", func(n string) string { return "meta iif " + n + " jump client-dns" })
+		add("prerouting", "DNS from a client", "meta iif @links jump client-dns")
 		for _, p := range []string{"udp", "tcp"} {
-			rs.Rules = append(rs.Rules, nftRule{"client-dns", "DNS to the virtual resolver goes to this provider's own",
-				"ip daddr 100.127.255.53 " + p + " dport 53 dnat ip to " + resolver})
+			add("client-dns", "DNS to the virtual resolver goes to this provider's own",
+				"ip daddr 100.127.255.53 "+p+" dport 53 dnat ip to "+resolver)
 		}
 	}
-	each("forward", "from a provider link only its client's address", func(n string) string {
-		return "meta iif " + n + " ip saddr " + clients[n] + " jump from-client"
-	})
-	each("forward", "nothing else from a provider link: no other source, no IPv6", func(n string) string { return "meta iif " + n + " drop" })
-	each("forward", "to a client", func(n string) string { return "meta oif " + n + " jump to-client" })
-	each("from-client", "no client reaches another", func(n string) string { return "meta oif " + n + " drop" })
-	if mode != dnsForward {
-		rs.Rules = append(rs.Rules, nftRule{"from-client", "only DNS to the virtual resolver, and only while there is a resolver",
-			"ip daddr 100.127.255.53 reject with icmpx port-unreachable"})
+	add("guard", "from a provider link", "meta iif @links jump from-link")
+	add("from-link", "invalid packets go nowhere (nor un-NATed to the uplink)", "ct state invalid drop")
+	entries := strconv.Itoa(linkEntries())
+	for _, n := range names {
+		add("from-link", "new connections a second, per link", "meta iif "+n+" ct state new limit rate over 1000/second burst 2000 packets drop")
+		add("from-link", "conntrack entries, per link", "meta iif "+n+" ct state new ct count over "+entries+" drop")
 	}
-	rs.Rules = append(rs.Rules,
-		nftRule{"from-client", "clients reach everything else", "accept"},
-		nftRule{"to-client", "replies reach clients", "ct state established,related accept"},
-		nftRule{"to-client", "nothing else reaches a client", "drop"})
-	each("postrouting", "traffic to a client keeps its source", func(n string) string { return "meta oif " + n + " return" })
-	rs.Rules = append(rs.Rules, nftRule{"postrouting", "clients leave with this provider's address", "ip saddr 100.64.0.0/16 masquerade"})
+	add("input", "from a provider link", "meta iif @links jump to-provider")
+	add("to-provider", "no client redirects the provider's routes", "icmp type redirect drop")
+	add("to-provider", "no client is the provider's IPv6 router", "icmpv6 type {nd-router-solicit,nd-router-advert,nd-redirect} drop")
+	add("to-provider", "no client is the provider's DHCP server", "udp dport {67,68,546,547} drop")
+	add("to-provider", "replies to the provider's own connections", "ct state established,related accept")
+	add("to-provider", "neighbour discovery", "icmpv6 type {nd-neighbor-solicit,nd-neighbor-advert} accept")
+	add("to-provider", "DNS to the provider", "jump client-dns-in")
+	add("to-provider", "echo to the link's own gateway", "meta iif . ip daddr @gateways icmp type echo-request accept")
+	add("to-provider", "nothing else of the provider: refused at once", "meta l4proto tcp reject with tcp reset")
+	add("to-provider", "nothing else of the provider: refused at once", "reject with icmpx port-unreachable")
+	const ll = "link-local addresses are never forwarded (RFC 3927, RFC 4291)"
+	add("forward", ll, "ip daddr 169.254.0.0/16 drop")
+	add("forward", ll, "ip saddr 169.254.0.0/16 drop")
+	add("forward", ll, "ip6 daddr fe80::/10 drop")
+	add("forward", ll, "ip6 saddr fe80::/10 drop")
+	add("forward", "from a provider link", "meta iif @links jump from-client")
+	add("forward", "to a provider link", "meta oif @links jump to-client")
+	add("from-client", "no IPv6 from a provider link", "meta nfproto != ipv4 drop")
+	add("from-client", "from a provider link only its client's address", "meta iif . ip saddr != @clients drop")
+	add("from-client", "no client reaches another", "meta oif @links drop")
+	if mode != dnsForward {
+		add("from-client", "only DNS to the virtual resolver, and only while there is a resolver",
+			"ip daddr 100.127.255.53 reject with icmpx port-unreachable")
+	}
+	add("from-client", "clients reach everything else", "accept")
+	add("to-client", "replies reach clients", "ct state established,related accept")
+	add("to-client", "nothing else reaches a client", "drop")
+	add("postrouting", "traffic to a client keeps its source", "meta oif @links return")
+	add("postrouting", "clients leave with this provider's address", "ip saddr 100.64.0.0/16 masquerade")
+	add("leak", "no client's address leaves un-NATed", "meta oif != @links ip saddr @client-addrs drop")
 	return rs
+}
+
+// linkEntries is the conntrack entries a link may hold, as docs/DESIGN.md
+// says: a quarter of nf_conntrack_max, at least 256 and at most 16384.
+func linkEntries() int {
+	b, err := os.ReadFile("/proc/sys/net/netfilter/nf_conntrack_max")
+	if err != nil {
+		panic(err)
+	}
+	n, err := strconv.Atoi(strings.TrimSpace(string(b)))
+	if err != nil {
+		panic(err)
+	}
+	return min(max(n/4, 256), 16384)
 }
 
 // sortLinkRules sorts each run of rules that differ only in their link

@@ -3,11 +3,13 @@ package router
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"net/netip"
 	"strconv"
 
 	"github.com/google/nftables"
+	"golang.org/x/sys/unix"
 
 	"spectrum-os.org/netcfg/guest"
 	"spectrum-os.org/netcfg/internal/mac"
@@ -113,9 +115,7 @@ func (r *Router) open() error {
 }
 
 // wrap is err with what was being done in front.
-//
-//go:noinline
-func wrap(what string, err error) error { return errors.New(what + ": " + err.Error()) }
+func wrap(what string, err error) error { return fmt.Errorf("%s: %w", what, err) }
 
 // say logs one line of the router's own (about no one NIC).
 //
@@ -177,10 +177,43 @@ func (r *Router) call(f func()) {
 // write replaces the table with the one for the current state, in one
 // transaction.
 func (r *Router) write() error {
-	if err := writeTable(r.nft, spec{links: r.links, dns: r.dns, forwardWas: r.forwardWas}); err != nil {
+	// The limits follow nf_conntrack_max, which the provider may
+	// change. Its file is there once nf_conntrack is loaded, which a
+	// kernel with modules does for the table's first write: the table
+	// is written again then.
+	ctMax, err := readConntrackMax()
+	again := errors.Is(err, unix.ENOENT)
+	if err != nil && !again {
 		return err
 	}
-	return r.nft.Flush()
+	for {
+		if err := writeTable(r.nft, spec{links: r.links, dns: r.dns, limits: LimitsFor(ctMax), forwardWas: r.forwardWas}); err != nil {
+			return err
+		}
+		if err := r.nft.Flush(); err != nil || !again {
+			return err
+		}
+		again = false
+		if ctMax, err = readConntrackMax(); err != nil {
+			return err
+		}
+	}
+}
+
+// ConntrackMax is the size of the conntrack table, whose quarter a
+// link's connections may fill (LimitsFor).
+const ConntrackMax = "/proc/sys/net/netfilter/nf_conntrack_max"
+
+func readConntrackMax() (uint32, error) {
+	s, err := readFileString(ConntrackMax)
+	if err != nil {
+		return 0, wrap("read "+ConntrackMax, err)
+	}
+	n, err := strconv.ParseUint(s, 10, 32)
+	if err != nil {
+		return 0, errors.New(ConntrackMax + ": unexpected value " + quote(s))
+	}
+	return uint32(n), nil
 }
 
 // Provider implements guest.Router: the link's rules go in (a new link,
@@ -208,13 +241,27 @@ func (r *Router) change(index uint32, client netip.Addr) ([]string, error) {
 		if l.Index != index {
 			next = append(next, l)
 		} else if old = l.Client; old == client && l.unsaid {
-			// In the first table already: nothing to change.
+			// In the first table already: only its IPv6 settings,
+			// before the agent brings it up.
+			msg, err := quietIPv6(index)
+			if err != nil {
+				return nil, err
+			}
 			r.links[i].unsaid = false
-			return []string{"routing for client " + client.String()}, nil
+			return appendNonEmpty([]string{"routing for client " + client.String()}, msg), nil
 		}
 	}
 	if old == client {
 		return nil, nil
+	}
+	var v6msg string
+	if client.IsValid() {
+		// Before the table: a NIC the router cannot make deaf to
+		// router advertisements stays down.
+		var err error
+		if v6msg, err = quietIPv6(index); err != nil {
+			return nil, err
+		}
 	}
 	if client.IsValid() {
 		next = append(next, Link{Index: index, Client: client})
@@ -227,7 +274,7 @@ func (r *Router) change(index uint32, client netip.Addr) ([]string, error) {
 	} else if old.IsValid() {
 		msg += " (was " + old.String() + ")"
 	}
-	msgs := []string{msg}
+	msgs := appendNonEmpty([]string{msg}, v6msg)
 	if err := r.write(); err != nil {
 		err = wrap("table inet "+TableName, err)
 		if client.IsValid() {
@@ -243,6 +290,13 @@ func (r *Router) change(index uint32, client netip.Addr) ([]string, error) {
 		}
 	}
 	return msgs, nil
+}
+
+func appendNonEmpty(msgs []string, m string) []string {
+	if m == "" {
+		return msgs
+	}
+	return append(msgs, m)
 }
 
 // flushClient deletes the conntrack entries from or to a client address,

@@ -1,8 +1,10 @@
 package router
 
 import (
+	"cmp"
 	"errors"
 	"net/netip"
+	"slices"
 
 	"github.com/google/nftables"
 	"github.com/google/nftables/binaryutil"
@@ -17,17 +19,64 @@ import (
 // it stops. Nothing else of the provider's ruleset is touched.
 const TableName = "spectrum-router"
 
-// The table's regular chains, which the base chains jump to.
+// The table's sets, kept in step with the provider NICs.
 const (
-	chainFromClient = "from-client" // forward, from a provider link, its client's own address
-	chainToClient   = "to-client"   // forward, to a provider link
-	chainClientDNS  = "client-dns"  // prerouting, from a provider link (DNSNAT only)
+	setLinks       = "links"        // iface_index: the provider NICs
+	setClients     = "clients"      // iface_index . ipv4_addr: each provider NIC and its client's address
+	setGateways    = "gateways"     // iface_index . ipv4_addr: each provider NIC and its own address there (its client's gateway)
+	setClientAddrs = "client-addrs" // ipv4_addr: the clients' addresses
+)
+
+// The table's chains. The base chains jump to the regular ones for what
+// comes from or goes to a provider link; what touches no provider link
+// only passes through the first rules of forward (link-local) and
+// postrouting.
+const (
+	chainPre         = "prerouting"    // nat, dstnat: DNS
+	chainClientDNS   = "client-dns"    // DNS from a client (nat): the DNS part's
+	chainGuard       = "guard"         // filter, prerouting, after conntrack: invalid and per-link limits
+	chainFromLink    = "from-link"     // guard, from a provider link
+	chainInput       = "input"         // filter, input
+	chainToProvider  = "to-provider"   // input, from a provider link
+	chainClientDNSIn = "client-dns-in" // to-provider: DNS to the provider itself (the DNS part's; empty with a DNAT)
+	chainForward     = "forward"       // filter, forward
+	chainFromClient  = "from-client"   // forward, from a provider link
+	chainToClient    = "to-client"     // forward, to a provider link
+	chainPost        = "postrouting"   // nat, srcnat
+	chainLeak        = "leak"          // filter, postrouting after srcnat: no client address leaves un-NATed
 )
 
 var (
 	clientRange  = netip.MustParsePrefix("100.64.0.0/16")
 	resolverAddr = netip.MustParseAddr(Resolver)
 )
+
+// Limits are the per-link limits on new connections: see
+// docs/DESIGN.md ("No client starves another") for the numbers and why.
+type Limits struct {
+	// Entries is how many conntrack entries the connections from one
+	// provider link may hold at once (ct count); the next new one is
+	// dropped.
+	Entries uint32
+	// Rate and Burst bound the new connections from one provider link
+	// a second (limit rate, in packets that start a connection).
+	Rate, Burst uint32
+}
+
+// The limits' fixed parts.
+const (
+	limitRate       = 1000  // new connections a second, per link
+	limitBurst      = 2000  // ... and at once
+	limitEntriesMin = 256   // conntrack entries per link, at least ...
+	limitEntriesMax = 16384 // ... and at most: a quarter of one destination's NAT ports
+)
+
+// LimitsFor is the per-link limits on a provider whose conntrack table
+// holds ctMax entries (nf_conntrack_max): each link a quarter of the table,
+// between limitEntriesMin and limitEntriesMax.
+func LimitsFor(ctMax uint32) Limits {
+	return Limits{Entries: min(max(ctMax/4, limitEntriesMin), limitEntriesMax), Rate: limitRate, Burst: limitBurst}
+}
 
 // DNSMode is what the router does with DNS that clients send to Resolver.
 type DNSMode uint8
@@ -66,102 +115,19 @@ type Link struct {
 	unsaid bool
 }
 
+// gateway is the provider's own address on the link, 169.254.A.B for
+// client 100.64.A.B (mac.LinkID.Gateway).
+func (l Link) gateway() netip.Addr {
+	a := l.Client.As4()
+	return netip.AddrFrom4([4]byte{169, 254, a[2], a[3]})
+}
+
 // spec is everything the table is a function of.
 type spec struct {
 	links      []Link // in any order: writeTable writes them by ifindex
 	dns        DNS
+	limits     Limits
 	forwardWas byte // '0' or '1'
-}
-
-// The expressions rules are made of, by index; a rule names them in a
-// string (see rules). Expressions are only ever marshalled, so rules share
-// them. What a rule needs per link (the NIC's ifindex, its client's
-// address) and the DNAT's address are the expressions made per table
-// (exprs).
-var ops = [...]expr.Any{
-	&expr.Meta{Key: expr.MetaKeyIIF, Register: 1}, // 0
-	nil, // 1: == this link's ifindex (exprs)
-	&expr.Meta{Key: expr.MetaKeyOIF, Register: 1},                                           // 2
-	&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseNetworkHeader, Offset: 12, Len: 4}, // 3: ip saddr
-	&expr.Meta{Key: expr.MetaKeyNFPROTO, Register: 1},                                       // 4
-	&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{unix.NFPROTO_IPV4}},               // 5: ipv4
-	nil, // 6: == this link's client address (exprs)
-	&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseNetworkHeader, Offset: 16, Len: 4},                       // 7: ip daddr
-	&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: resolverAddr.AsSlice()},                                        // 8: Resolver
-	&expr.Verdict{Kind: expr.VerdictJump, Chain: chainFromClient},                                                 // 9
-	&expr.Verdict{Kind: expr.VerdictJump, Chain: chainToClient},                                                   // 10
-	&expr.Verdict{Kind: expr.VerdictJump, Chain: chainClientDNS},                                                  // 11
-	&expr.Bitwise{SourceRegister: 1, DestRegister: 1, Len: 4, Mask: []byte{255, 255, 0, 0}, Xor: make([]byte, 4)}, // 12: /16
-	&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: clientRange.Addr().AsSlice()},                                  // 13: 100.64.0.0
-	&expr.Meta{Key: expr.MetaKeyL4PROTO, Register: 1},                                                             // 14
-	&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{unix.IPPROTO_UDP}},                                      // 15
-	&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{unix.IPPROTO_TCP}},                                      // 16
-	// UDP and TCP both keep the destination port at offset 2.
-	&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseTransportHeader, Offset: 2, Len: 2}, // 17: dport
-	&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{0, 53}},                            // 18: 53
-	&expr.Ct{Register: 1, Key: expr.CtKeySTATE},                                              // 19
-	&expr.Bitwise{ // 20: & established|related, in host byte order
-		SourceRegister: 1, DestRegister: 1, Len: 4,
-		Mask: binaryutil.NativeEndian.PutUint32(expr.CtStateBitESTABLISHED | expr.CtStateBitRELATED),
-		Xor:  make([]byte, 4),
-	},
-	&expr.Cmp{Op: expr.CmpOpNeq, Register: 1, Data: make([]byte, 4)},                            // 21: != 0
-	&expr.NAT{Type: expr.NATTypeDestNAT, Family: unix.NFPROTO_IPV4, RegAddrMin: 1},              // 22: dnat ip to register 1
-	&expr.Verdict{Kind: expr.VerdictDrop},                                                       // 23
-	&expr.Verdict{Kind: expr.VerdictAccept},                                                     // 24
-	&expr.Reject{Type: unix.NFT_REJECT_ICMPX_UNREACH, Code: unix.NFT_REJECT_ICMPX_PORT_UNREACH}, // 25
-	&expr.Masq{},                            // 26
-	&expr.Verdict{Kind: expr.VerdictReturn}, // 27
-}
-
-// The ops exprs makes for each table, and what they stand for.
-const (
-	opIfindex = 1  // == the rule's link's ifindex
-	opClient  = 6  // == the rule's link's client address
-	opDNAT    = 22 // the provider's resolver, into register 1, before it
-)
-
-// The parts rules are made of, as strings of op indexes.
-const (
-	fromLink        = "\x00\x01" // iif is the rule's link
-	toLink          = "\x02\x01" // oif is the rule's link
-	isIPv4          = "\x04\x05" // in an inet table, before reading an IPv4 header field
-	fromItsClient   = "\x03\x06"
-	toResolver      = "\x07\x08"
-	fromClientRange = "\x03\x0c\x0d"
-	udpTo53         = "\x0e\x0f\x11\x12"
-	tcpTo53         = "\x0e\x10\x11\x12"
-	replies         = "\x13\x14\x15"
-	jumpFromClient  = "\x09"
-	jumpToClient    = "\x0a"
-	jumpClientDNS   = "\x0b"
-	dnat            = "\x16"
-	drop            = "\x17"
-	accept          = "\x18"
-	reject          = "\x19"
-	masquerade      = "\x1a"
-	ret             = "\x1b"
-)
-
-// exprs is the expressions for a string of op indexes: l is the rule's
-// link (for opIfindex and opClient), dns the provider's resolver, loaded
-// before the DNAT.
-func exprs(ix string, l Link, dns netip.Addr) []expr.Any {
-	es := make([]expr.Any, 0, len(ix)+1)
-	for i := 0; i < len(ix); i++ {
-		switch ix[i] {
-		case opIfindex:
-			es = append(es, &expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: binaryutil.NativeEndian.PutUint32(l.Index)})
-			continue
-		case opClient:
-			es = append(es, &expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: l.Client.AsSlice()})
-			continue
-		case opDNAT:
-			es = append(es, &expr.Immediate{Register: 1, Data: dns.AsSlice()})
-		}
-		es = append(es, ops[ix[i]])
-	}
-	return es
 }
 
 // writeTable queues the whole table for spec on c, replacing any table of
@@ -169,155 +135,313 @@ func exprs(ix string, l Link, dns netip.Addr) []expr.Any {
 // ruleset or the new, never a mix, and the same spec always gives the
 // same ruleset (a restart that finds its own table converges).
 //
-// The ruleset, in nft syntax (A = Resolver, R = DNS.Addr; "each link" is
-// one rule per provider NIC L with its client C = 100.64.A.B):
+// The ruleset, in nft syntax (A = Resolver, R = DNS.Addr; L each provider
+// NIC, C its client 100.64.A.B, G its own address 169.254.A.B; N, RATE
+// and BURST the Limits):
 //
 //	table inet spectrum-router {
+//		set links        { type iface_index; elements = { L, ... } }
+//		set clients      { type iface_index . ipv4_addr; elements = { L . C, ... } }
+//		set gateways     { type iface_index . ipv4_addr; elements = { L . G, ... } }
+//		set client-addrs { type ipv4_addr; elements = { C, ... } }
 //		chain prerouting { type nat hook prerouting priority dstnat; policy accept;
-//			iif L jump client-dns                         # each link; DNSNAT only
+//			iif @links jump client-dns                    # DNSNAT only
 //		}
-//		chain client-dns {
+//		chain client-dns {                                # the DNS part's
 //			ip daddr A udp dport 53 dnat ip to R
 //			ip daddr A tcp dport 53 dnat ip to R
 //		}
+//		chain guard { type filter hook prerouting priority -150; policy accept;
+//			iif @links jump from-link
+//		}
+//		chain from-link {
+//			ct state invalid drop
+//			iif L ct state new limit rate over RATE/second burst BURST packets drop   # each link
+//			iif L ct state new ct count over N drop                                  # each link
+//		}
+//		chain input { type filter hook input priority filter; policy accept;
+//			iif @links jump to-provider
+//		}
+//		chain to-provider {
+//			icmp type redirect drop
+//			icmpv6 type { nd-router-solicit, nd-router-advert, nd-redirect } drop
+//			udp dport { 67, 68, 546, 547 } drop            # DHCP, BOOTP, DHCPv6
+//			ct state established,related accept            # the provider's own connections
+//			icmpv6 type { nd-neighbor-solicit, nd-neighbor-advert } accept
+//			jump client-dns-in                             # the DNS part's
+//			iif . ip daddr @gateways icmp type echo-request accept
+//			meta l4proto tcp reject with tcp reset
+//			reject with icmpx port-unreachable
+//		}
+//		chain client-dns-in { }
 //		chain forward { type filter hook forward priority filter; policy accept;
-//			iif L ip saddr C jump from-client             # each link: its client's own address ...
-//			iif L drop                                    # ... and nothing else (another source, IPv6)
-//			oif L jump to-client                          # each link
+//			ip daddr 169.254.0.0/16 drop                   # link-local: never forwarded
+//			ip saddr 169.254.0.0/16 drop
+//			ip6 daddr fe80::/10 drop
+//			ip6 saddr fe80::/10 drop
+//			iif @links jump from-client
+//			oif @links jump to-client
 //		}
 //		chain from-client {
-//			oif L drop                                    # each link: no client reaches another
-//			ip daddr A reject                             # not DNS, or no resolver (not DNSForward)
+//			meta nfproto != ipv4 drop                      # no IPv6
+//			iif . ip saddr != @clients drop                # only its client's address
+//			oif @links drop                                # no client reaches another
+//			ip daddr A reject                              # not DNS, or no resolver (not DNSForward)
 //			accept
 //		}
 //		chain to-client {
 //			ct state established,related accept
-//			drop                                          # nothing else reaches a client
+//			drop                                           # nothing else reaches a client
 //		}
 //		chain postrouting { type nat hook postrouting priority srcnat; policy accept;
-//			oif L return                                  # each link
+//			oif @links return
 //			ip saddr 100.64.0.0/16 masquerade
+//		}
+//		chain leak { type filter hook postrouting priority 110; policy accept;
+//			oif != @links ip saddr @client-addrs drop
 //		}
 //		chain ip_forward-was-0 { }   # see forwardWasChain
 //	}
 //
-// Per-link rules rather than sets: a provider has a handful of links, and
-// nftables' set code in google/nftables (AddSet and its element encoding)
-// would cost about 20 KB of the agent's size budget, which it cannot spare.
-//
-// Both base chains accept by default: traffic that touches no provider
-// link (between two uplinks, say) is the provider's own firewall's
-// business, as in Qubes' sys-net. Each rule carries a comment saying why.
-// Rules name the NICs by ifindex, not by name, so a NIC renamed after it
-// appeared (udev's predictable names) stays covered.
+// Each rule carries a comment saying why. Rules name the NICs by ifindex,
+// not by name, so a NIC renamed after it appeared (udev's predictable
+// names) stays covered.
 func writeTable(c *nftables.Conn, s spec) error {
 	t := &nftables.Table{Name: TableName, Family: nftables.TableFamilyINet}
 	// Adding first makes the delete valid when there is no table yet.
 	c.AddTable(t)
 	c.DelTable(t)
 	c.AddTable(t)
+	links := slices.SortedFunc(slices.Values(s.links), func(a, b Link) int { return cmp.Compare(a.Index, b.Index) })
+
+	sets := map[string]*nftables.Set{}
+	var elems [4][]nftables.SetElement
+	for _, l := range links {
+		ix := binaryutil.NativeEndian.PutUint32(l.Index)
+		c4, g4 := l.Client.As4(), l.gateway().As4()
+		elems[0] = append(elems[0], nftables.SetElement{Key: ix})
+		elems[1] = append(elems[1], nftables.SetElement{Key: append(slices.Clone(ix), c4[:]...)})
+		elems[2] = append(elems[2], nftables.SetElement{Key: append(slices.Clone(ix), g4[:]...)})
+		elems[3] = append(elems[3], nftables.SetElement{Key: c4[:]})
+	}
+	for i, st := range []struct {
+		name string
+		typ  nftables.SetDatatype
+	}{
+		{setLinks, nftables.TypeIFIndex},
+		{setClients, nftables.MustConcatSetType(nftables.TypeIFIndex, nftables.TypeIPAddr)},
+		{setGateways, nftables.MustConcatSetType(nftables.TypeIFIndex, nftables.TypeIPAddr)},
+		{setClientAddrs, nftables.TypeIPAddr},
+	} {
+		set := &nftables.Set{Table: t, Name: st.name, KeyType: st.typ, Concatenation: len(nftables.ConcatSetTypeElements(st.typ)) > 1}
+		if st.typ == nftables.TypeIFIndex {
+			// For nft, which shows an ifindex in host order.
+			set.KeyByteOrder = binaryutil.NativeEndian
+		}
+		if err := c.AddSet(set, elems[i]); err != nil {
+			return err
+		}
+		sets[st.name] = set
+	}
+	// anon is a constant anonymous set of keys of typ, for one rule.
+	anon := func(typ nftables.SetDatatype, keys ...[]byte) (*nftables.Set, error) {
+		set := &nftables.Set{Table: t, Anonymous: true, Constant: true, KeyType: typ}
+		es := make([]nftables.SetElement, len(keys))
+		for i, k := range keys {
+			es[i] = nftables.SetElement{Key: k}
+		}
+		return set, c.AddSet(set, es)
+	}
+	lookup := func(set *nftables.Set, reg uint32, invert bool) expr.Any {
+		return &expr.Lookup{SourceRegister: reg, SetName: set.Name, SetID: set.ID, Invert: invert}
+	}
+	inSet := func(name string) expr.Any { return lookup(sets[name], 1, false) }
 
 	policy := nftables.ChainPolicyAccept
-	var chains [len(allChains)]*nftables.Chain
-	for i, ch := range allChains {
-		chain := &nftables.Chain{Name: ch.name, Table: t}
-		if ch.hook != nil {
-			chain.Type, chain.Hooknum, chain.Priority, chain.Policy = ch.typ, ch.hook, ch.prio, &policy
-		}
-		chains[i] = c.AddChain(chain)
+	chains := map[string]*nftables.Chain{}
+	base := func(name string, typ nftables.ChainType, hook *nftables.ChainHook, prio *nftables.ChainPriority) {
+		chains[name] = c.AddChain(&nftables.Chain{Name: name, Table: t, Type: typ, Hooknum: hook, Priority: prio, Policy: &policy})
 	}
-	c.AddChain(&nftables.Chain{Name: forwardWasChain(s.forwardWas), Table: t})
-	links := byIndex(s.links)
-	for _, rs := range rules {
-		if rs.when == ifDNSNAT && s.dns.Mode != DNSNAT || rs.when == unlessDNSForward && s.dns.Mode == DNSForward {
-			continue
-		}
-		n := 1
-		if rs.each {
-			n = len(links)
-		}
-		for i := range n {
-			var l Link
-			if rs.each {
-				l = links[i]
-			}
-			c.AddRule(&nftables.Rule{
-				Table: t, Chain: chains[rs.chain], Exprs: exprs(rs.ops, l, s.dns.Addr),
-				UserData: userdata.AppendString(nil, userdata.TypeComment, rs.comment),
-			})
+	regular := func(name string) { chains[name] = c.AddChain(&nftables.Chain{Name: name, Table: t}) }
+	base(chainPre, nftables.ChainTypeNAT, nftables.ChainHookPrerouting, nftables.ChainPriorityNATDest)
+	regular(chainClientDNS)
+	base(chainGuard, nftables.ChainTypeFilter, nftables.ChainHookPrerouting, nftables.ChainPriorityRef(-150))
+	regular(chainFromLink)
+	base(chainInput, nftables.ChainTypeFilter, nftables.ChainHookInput, nftables.ChainPriorityFilter)
+	regular(chainToProvider)
+	regular(chainClientDNSIn)
+	base(chainForward, nftables.ChainTypeFilter, nftables.ChainHookForward, nftables.ChainPriorityFilter)
+	regular(chainFromClient)
+	regular(chainToClient)
+	base(chainPost, nftables.ChainTypeNAT, nftables.ChainHookPostrouting, nftables.ChainPriorityNATSource)
+	base(chainLeak, nftables.ChainTypeFilter, nftables.ChainHookPostrouting, nftables.ChainPriorityRef(110))
+	regular(forwardWasChain(s.forwardWas))
+
+	rule := func(chain, comment string, es ...[]expr.Any) {
+		c.AddRule(&nftables.Rule{
+			Table: t, Chain: chains[chain], Exprs: slices.Concat(es...),
+			UserData: userdata.AppendString(nil, userdata.TypeComment, comment),
+		})
+	}
+	x := func(es ...expr.Any) []expr.Any { return es }
+
+	// DNS: the DNS part's (chainClientDNS, chainClientDNSIn and the
+	// reject in from-client).
+	if s.dns.Mode == DNSNAT {
+		rule(chainPre, "DNS from a client", x(iif(), inSet(setLinks)), jump(chainClientDNS))
+		for _, proto := range []byte{unix.IPPROTO_UDP, unix.IPPROTO_TCP} {
+			rule(chainClientDNS, "DNS to the virtual resolver goes to this provider's own",
+				ipv4(), daddr4Is(resolverAddr), l4Dport(proto, 53),
+				x(&expr.Immediate{Register: 1, Data: s.dns.Addr.AsSlice()},
+					&expr.NAT{Type: expr.NATTypeDestNAT, Family: unix.NFPROTO_IPV4, RegAddrMin: 1}))
 		}
 	}
+
+	rule(chainGuard, "from a provider link", x(iif(), inSet(setLinks)), jump(chainFromLink))
+	rule(chainFromLink, "invalid packets go nowhere (nor un-NATed to the uplink)", ctState(expr.CtStateBitINVALID), drop())
+	for _, l := range links {
+		rule(chainFromLink, "new connections a second, per link", iifIs(l.Index), ctState(expr.CtStateBitNEW),
+			x(&expr.Limit{Type: expr.LimitTypePkts, Rate: uint64(s.limits.Rate), Over: true, Unit: expr.LimitTimeSecond, Burst: s.limits.Burst}), drop())
+		rule(chainFromLink, "conntrack entries, per link", iifIs(l.Index), ctState(expr.CtStateBitNEW),
+			x(&expr.Connlimit{Count: s.limits.Entries, Flags: expr.NFT_CONNLIMIT_F_INV}), drop())
+	}
+
+	rule(chainInput, "from a provider link", x(iif(), inSet(setLinks)), jump(chainToProvider))
+	rule(chainToProvider, "no client redirects the provider's routes", icmpType(unix.IPPROTO_ICMP, 5), drop())
+	ra, err := anon(nftables.TypeICMP6Type, []byte{133}, []byte{134}, []byte{137})
+	if err != nil {
+		return err
+	}
+	rule(chainToProvider, "no client is the provider's IPv6 router", l4proto(unix.IPPROTO_ICMPV6),
+		x(&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseTransportHeader, Offset: 0, Len: 1}, lookup(ra, 1, false)), drop())
+	dhcp, err := anon(nftables.TypeInetService, []byte{0, 67}, []byte{0, 68}, []byte{2, 34}, []byte{2, 35})
+	if err != nil {
+		return err
+	}
+	rule(chainToProvider, "no client is the provider's DHCP server", l4proto(unix.IPPROTO_UDP),
+		x(&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseTransportHeader, Offset: 2, Len: 2}, lookup(dhcp, 1, false)), drop())
+	rule(chainToProvider, "replies to the provider's own connections", ctState(expr.CtStateBitESTABLISHED|expr.CtStateBitRELATED), accept())
+	nd, err := anon(nftables.TypeICMP6Type, []byte{135}, []byte{136})
+	if err != nil {
+		return err
+	}
+	rule(chainToProvider, "neighbour discovery", l4proto(unix.IPPROTO_ICMPV6),
+		x(&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseTransportHeader, Offset: 0, Len: 1}, lookup(nd, 1, false)), accept())
+	rule(chainToProvider, "DNS to the provider", jump(chainClientDNSIn))
+	rule(chainToProvider, "echo to the link's own gateway", ipv4(),
+		x(iif(), &expr.Payload{DestRegister: 9, Base: expr.PayloadBaseNetworkHeader, Offset: 16, Len: 4}, inSet(setGateways)),
+		icmpType(unix.IPPROTO_ICMP, 8), accept())
+	rule(chainToProvider, "nothing else of the provider: refused at once", l4proto(unix.IPPROTO_TCP),
+		x(&expr.Reject{Type: unix.NFT_REJECT_TCP_RST}))
+	rule(chainToProvider, "nothing else of the provider: refused at once", reject())
+
+	for _, ll := range []netip.Prefix{netip.MustParsePrefix("169.254.0.0/16"), netip.MustParsePrefix("fe80::/10")} {
+		for _, dst := range []bool{true, false} {
+			rule(chainForward, "link-local addresses are never forwarded (RFC 3927, RFC 4291)", inPrefix(ll, dst), drop())
+		}
+	}
+	rule(chainForward, "from a provider link", x(iif(), inSet(setLinks)), jump(chainFromClient))
+	rule(chainForward, "to a provider link", x(oif(), inSet(setLinks)), jump(chainToClient))
+	rule(chainFromClient, "no IPv6 from a provider link", x(&expr.Meta{Key: expr.MetaKeyNFPROTO, Register: 1},
+		&expr.Cmp{Op: expr.CmpOpNeq, Register: 1, Data: []byte{unix.NFPROTO_IPV4}}), drop())
+	rule(chainFromClient, "from a provider link only its client's address", ipv4(),
+		x(iif(), &expr.Payload{DestRegister: 9, Base: expr.PayloadBaseNetworkHeader, Offset: 12, Len: 4}, lookup(sets[setClients], 1, true)), drop())
+	rule(chainFromClient, "no client reaches another", x(oif(), inSet(setLinks)), drop())
+	if s.dns.Mode != DNSForward {
+		rule(chainFromClient, "only DNS to the virtual resolver, and only while there is a resolver", ipv4(), daddr4Is(resolverAddr), reject())
+	}
+	rule(chainFromClient, "clients reach everything else", accept())
+	rule(chainToClient, "replies reach clients", ctState(expr.CtStateBitESTABLISHED|expr.CtStateBitRELATED), accept())
+	rule(chainToClient, "nothing else reaches a client", drop())
+
+	rule(chainPost, "traffic to a client keeps its source", x(oif(), inSet(setLinks)), ret())
+	rule(chainPost, "clients leave with this provider's address", inPrefix(clientRange, false), x(&expr.Masq{}))
+	rule(chainLeak, "no client's address leaves un-NATed", x(oif(), lookup(sets[setLinks], 1, true)), ipv4(),
+		x(&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseNetworkHeader, Offset: 12, Len: 4}, inSet(setClientAddrs)), drop())
 	return nil
 }
 
-// byIndex returns a copy of links in ifindex order. An insertion sort: a
-// provider has a handful of links, and slices.SortFunc's generic code
-// would cost about 20 KB of the agent's size budget.
-func byIndex(links []Link) []Link {
-	out := make([]Link, len(links))
-	copy(out, links)
-	for i := 1; i < len(out); i++ {
-		for j := i; j > 0 && out[j].Index < out[j-1].Index; j-- {
-			out[j], out[j-1] = out[j-1], out[j]
-		}
+// The expressions rules are made of.
+
+func iif() expr.Any { return &expr.Meta{Key: expr.MetaKeyIIF, Register: 1} }
+func oif() expr.Any { return &expr.Meta{Key: expr.MetaKeyOIF, Register: 1} }
+
+func iifIs(index uint32) []expr.Any {
+	return []expr.Any{iif(), &expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: binaryutil.NativeEndian.PutUint32(index)}}
+}
+
+// ipv4 comes before reading an IPv4 header field, in an inet table.
+func ipv4() []expr.Any {
+	return []expr.Any{&expr.Meta{Key: expr.MetaKeyNFPROTO, Register: 1}, &expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{unix.NFPROTO_IPV4}}}
+}
+
+func daddr4Is(a netip.Addr) []expr.Any {
+	return []expr.Any{
+		&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseNetworkHeader, Offset: 16, Len: 4},
+		&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: a.AsSlice()},
 	}
-	return out
 }
 
-// The table's chains, by the indexes rules name them with: the base
-// chains, then the regular ones they jump to.
-const (
-	chainPre = iota
-	chainDNS
-	chainFwd
-	chainFrom
-	chainTo
-	chainPost
-)
-
-var allChains = [...]struct {
-	name string
-	typ  nftables.ChainType
-	hook *nftables.ChainHook // nil: a regular chain
-	prio *nftables.ChainPriority
-}{
-	chainPre:  {"prerouting", nftables.ChainTypeNAT, nftables.ChainHookPrerouting, nftables.ChainPriorityNATDest},
-	chainDNS:  {name: chainClientDNS},
-	chainFwd:  {"forward", nftables.ChainTypeFilter, nftables.ChainHookForward, nftables.ChainPriorityFilter},
-	chainFrom: {name: chainFromClient},
-	chainTo:   {name: chainToClient},
-	chainPost: {"postrouting", nftables.ChainTypeNAT, nftables.ChainHookPostrouting, nftables.ChainPriorityNATSource},
+// inPrefix matches the destination (dst) or source address in p, of
+// p's family.
+func inPrefix(p netip.Prefix, dst bool) []expr.Any {
+	var fam byte = unix.NFPROTO_IPV4
+	off, n := uint32(12), uint32(4)
+	if p.Addr().Is6() {
+		fam, off, n = unix.NFPROTO_IPV6, 8, 16
+	}
+	if dst {
+		off += n
+	}
+	mask := make([]byte, n)
+	for i := range p.Bits() {
+		mask[i/8] |= 0x80 >> (i % 8)
+	}
+	return []expr.Any{
+		&expr.Meta{Key: expr.MetaKeyNFPROTO, Register: 1},
+		&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{fam}},
+		&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseNetworkHeader, Offset: off, Len: n},
+		&expr.Bitwise{SourceRegister: 1, DestRegister: 1, Len: n, Mask: mask, Xor: make([]byte, n)},
+		&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: p.Masked().Addr().AsSlice()},
+	}
 }
 
-// When a rule is in the table.
-const (
-	always = iota
-	ifDNSNAT
-	unlessDNSForward
-)
+func l4proto(p byte) []expr.Any {
+	return []expr.Any{&expr.Meta{Key: expr.MetaKeyL4PROTO, Register: 1}, &expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{p}}}
+}
 
-// rules is the table's rules in order, as data (writeTable's comment has
-// them in nft syntax). A rule marked each is written once per provider
-// link, in the links' order, for that link's NIC and client.
-var rules = [...]struct {
-	chain, when uint8
-	each        bool
-	comment     string
-	ops         string
-}{
-	{chainPre, ifDNSNAT, true, "DNS from a client", fromLink + jumpClientDNS},
-	{chainDNS, ifDNSNAT, false, "DNS to the virtual resolver goes to this provider's own", isIPv4 + toResolver + udpTo53 + dnat},
-	{chainDNS, ifDNSNAT, false, "DNS to the virtual resolver goes to this provider's own", isIPv4 + toResolver + tcpTo53 + dnat},
-	{chainFwd, always, true, "from a provider link only its client's address", fromLink + isIPv4 + fromItsClient + jumpFromClient},
-	{chainFwd, always, true, "nothing else from a provider link: no other source, no IPv6", fromLink + drop},
-	{chainFwd, always, true, "to a client", toLink + jumpToClient},
-	{chainFrom, always, true, "no client reaches another", toLink + drop},
-	{chainFrom, unlessDNSForward, false, "only DNS to the virtual resolver, and only while there is a resolver", isIPv4 + toResolver + reject},
-	{chainFrom, always, false, "clients reach everything else", accept},
-	{chainTo, always, false, "replies reach clients", replies + accept},
-	{chainTo, always, false, "nothing else reaches a client", drop},
-	{chainPost, always, true, "traffic to a client keeps its source", toLink + ret},
-	{chainPost, always, false, "clients leave with this provider's address", isIPv4 + fromClientRange + masquerade},
+// l4Dport matches protocol proto (UDP or TCP: both keep the destination
+// port at offset 2) to port.
+func l4Dport(proto byte, port uint16) []expr.Any {
+	return append(l4proto(proto),
+		&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseTransportHeader, Offset: 2, Len: 2},
+		&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{byte(port >> 8), byte(port)}})
+}
+
+// icmpType matches ICMP (proto IPPROTO_ICMP) or ICMPv6 of type typ.
+func icmpType(proto, typ byte) []expr.Any {
+	return append(l4proto(proto),
+		&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseTransportHeader, Offset: 0, Len: 1},
+		&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{typ}})
+}
+
+// ctState matches a connection in any of the states bits.
+func ctState(bits uint32) []expr.Any {
+	return []expr.Any{
+		&expr.Ct{Register: 1, Key: expr.CtKeySTATE},
+		&expr.Bitwise{SourceRegister: 1, DestRegister: 1, Len: 4, Mask: binaryutil.NativeEndian.PutUint32(bits), Xor: make([]byte, 4)},
+		&expr.Cmp{Op: expr.CmpOpNeq, Register: 1, Data: make([]byte, 4)},
+	}
+}
+
+func jump(chain string) []expr.Any {
+	return []expr.Any{&expr.Verdict{Kind: expr.VerdictJump, Chain: chain}}
+}
+func drop() []expr.Any   { return []expr.Any{&expr.Verdict{Kind: expr.VerdictDrop}} }
+func accept() []expr.Any { return []expr.Any{&expr.Verdict{Kind: expr.VerdictAccept}} }
+func ret() []expr.Any    { return []expr.Any{&expr.Verdict{Kind: expr.VerdictReturn}} }
+func reject() []expr.Any {
+	return []expr.Any{&expr.Reject{Type: unix.NFT_REJECT_ICMPX_UNREACH, Code: unix.NFT_REJECT_ICMPX_PORT_UNREACH}}
 }
 
 // deleteTable queues the removal of the router's table.

@@ -70,6 +70,7 @@ func TestRuleset(t *testing.T) {
 		"spectrum-router: set net.ipv4.ip_forward 1, was 0",
 		"spectrum-router: DNS to 100.127.255.53 goes to 192.0.2.53 (first IPv4 nameserver of /etc/resolv.conf)",
 		"eth1 0a:b3:ec:80:12:34: router: routing for client 100.64.18.52",
+		"eth1 0a:b3:ec:80:12:34: router: set IPv6 accept_ra 0, autoconf 0 (were 1, 1)",
 		"eth1 0a:b3:ec:80:12:34: set rp_filter 1 (strict), was 0",
 		"eth1 0a:b3:ec:80:12:34: set link up",
 		"eth1 0a:b3:ec:80:12:34: added 169.254.18.52/32",
@@ -89,6 +90,12 @@ func TestRuleset(t *testing.T) {
 	}
 	if diff := cmp.Diff(want, a.lines()); diff != "" {
 		t.Errorf("console mismatch (-want +got):\n%s", diff)
+	}
+	// The provider NIC takes nothing from router advertisements; the
+	// client NIC (the provider's own uplink here) is left as it was.
+	for nic, want := range map[string]string{"eth1": "0", "up0": "1"} {
+		checkSysctl(t, ns, "net.ipv6.conf."+nic+".accept_ra", want)
+		checkSysctl(t, ns, "net.ipv6.conf."+nic+".autoconf", want)
 	}
 
 	n := len(a.lines())
@@ -198,6 +205,7 @@ func TestRulesetHotplug(t *testing.T) {
 	checkRuleset(t, ns, wantRuleset(map[string]string{"eth1": "100.64.18.52"}, dnsNAT, "192.0.2.53", "0"))
 	want := []string{
 		"eth1 0a:b3:ec:80:12:34: router: routing for client 100.64.18.52",
+		"eth1 0a:b3:ec:80:12:34: router: set IPv6 accept_ra 0, autoconf 0 (were 1, 1)",
 		"eth1 0a:b3:ec:80:12:34: router: flushed 2 conntrack entries of 100.64.18.52",
 		"eth1 0a:b3:ec:80:12:34: set rp_filter 1 (strict), was 0",
 		"eth1 0a:b3:ec:80:12:34: set link up",

@@ -20,13 +20,14 @@ var GuestModules = []string{"virtio_pci", "virtio_net", "virtio_blk", "virtio_co
 // RouterModules are what a provider's router (spectrum-router)
 // needs from the kernel: nf_tables with the expressions its
 // ruleset uses beyond the built-in ones (conntrack state, NAT chains,
-// masquerade and DNAT, reject, fib for reverse-path checks), conntrack
+// masquerade and DNAT, reject, fib for reverse-path checks, the per-link
+// limits: limit and ct count), conntrack
 // with IPv4 and IPv6 defragmentation, and ctnetlink, through which it
 // flushes a link's conntrack entries. Loading them does nothing until a
 // ruleset uses them, so every test guest carries them.
 var RouterModules = []string{"nf_tables", "nf_conntrack", "nf_defrag_ipv4", "nf_defrag_ipv6", "nf_nat",
 	"nft_ct", "nft_chain_nat", "nft_nat", "nft_masq", "nft_reject_inet", "nft_fib_inet",
-	"nfnetlink", "nf_conntrack_netlink"}
+	"nft_limit", "nft_connlimit", "nfnetlink", "nf_conntrack_netlink"}
 
 // PowerModules let a test guest see the ACPI power button (QEMU's
 // system_powerdown, which spectrumd sends to stop a VM) as a key press, so
