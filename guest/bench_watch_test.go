@@ -2,6 +2,7 @@ package guest_test
 
 import (
 	"bytes"
+	"context"
 	"encoding/binary"
 	"fmt"
 	"net"
@@ -225,4 +226,44 @@ func startWatch(b *testing.B, bin string, args ...string) *watchBench {
 	})
 	waitConsole(b, console, "spectrum-netcfg: watching for new NICs")
 	return w
+}
+
+// BenchmarkRestoreTable measures how long spectrum-router's table is gone
+// after another program removes it (`nft flush ruleset`, as Debian's
+// /etc/nftables.conf does): from the commit of the removal to the commit
+// of the router's table put back, both as a socket of this process on the
+// nftables notification group in the namespace sees them. It is the time
+// the provider forwards without the rules; the tests check what holds
+// after it (guest/router's TestFailClosedTableChanged).
+func BenchmarkRestoreTable(b *testing.B) {
+	w := startWatch(b, routerBin)
+	table := []byte("spectrum-router\x00")
+	typ := func(t int) netlink.HeaderType { return netlink.HeaderType(unix.NFNL_SUBSYS_NFTABLES<<8 | t) }
+	var lat []time.Duration
+	b.StopTimer()
+	b.ResetTimer()
+	for range b.N {
+		flush := w.ns.Command(context.Background(), "nft", "flush", "ruleset")
+		if err := flush.Start(); err != nil {
+			b.Fatal(err)
+		}
+		watchFor(b, w.nft, func(m netlink.Message) bool {
+			return m.Header.Type == typ(unix.NFT_MSG_DELTABLE) && bytes.Contains(m.Data, table)
+		})
+		b.StartTimer()
+		start := time.Now()
+		watchFor(b, w.nft, func(m netlink.Message) bool {
+			return m.Header.Type == typ(unix.NFT_MSG_NEWTABLE) && bytes.Contains(m.Data, table)
+		})
+		lat = append(lat, time.Since(start))
+		b.StopTimer()
+		// The rest of the router's transaction.
+		watchFor(b, w.nft, func(m netlink.Message) bool { return m.Header.Type == typ(unix.NFT_MSG_NEWGEN) })
+		if err := flush.Wait(); err != nil {
+			b.Fatalf("nft flush ruleset: %v", err)
+		}
+	}
+	slices.Sort(lat)
+	b.ReportMetric(float64(lat[len(lat)/2].Microseconds())/1000, "median-ms")
+	b.ReportMetric(float64(lat[len(lat)-1].Microseconds())/1000, "max-ms")
 }

@@ -31,7 +31,9 @@ type Router interface {
 	// the NIC's log. A NIC the router does not route for is no change.
 	Gone(index uint32) []string
 	// Stop removes everything the router added and returns what could
-	// not be undone.
+	// not be undone. The agent calls it after taking every provider NIC
+	// down, so that no provider link is up, with forwarding on (it may
+	// have been on before the router), once the rules are gone.
 	Stop() error
 }
 

@@ -116,6 +116,41 @@ func (a *Agent) routerGone(l Link) {
 	}
 }
 
+// downProviders takes every provider NIC the agent knows down, before the
+// router stops: once its table is gone, a provider link that is up would
+// be neither isolated nor filtered if forwarding stays on (it was on
+// before the router: sysctl.d, Docker, networkd's IPForward=). It returns
+// how many it could not take down.
+func (a *Agent) downProviders() (failed int) {
+	defer a.log.Flush()
+	// In ifindex order, for a log that reads the same each time (an
+	// insertion: slices.Sort would cost spectrum-netcfg 8 KB for this).
+	idx := make([]uint32, 0, len(a.known))
+	for i, k := range a.known {
+		if nic, err := mac.Classify(k.hw); err == nil && nic.Side == mac.Provider {
+			j := len(idx)
+			idx = append(idx, i)
+			for ; j > 0 && idx[j-1] > i; j-- {
+				idx[j] = idx[j-1]
+			}
+			idx[j] = i
+		}
+	}
+	for _, i := range idx {
+		k := a.known[i]
+		changed, err := Apply(a.c, Action{Kind: LinkDown, Index: i})
+		switch {
+		case errors.Is(err, unix.ENODEV):
+		case err != nil:
+			a.log.NIC(k.name, k.hw, "error: "+err.Error())
+			failed++
+		case changed:
+			a.log.NIC(k.name, k.hw, Action{Kind: LinkDown, Index: i}.String())
+		}
+	}
+	return failed
+}
+
 // ConfigureNIC brings link l to the state its MAC asks for, logs one line
 // per change and one outcome line, and returns the errors it met, joined.
 func (a *Agent) ConfigureNIC(l Link, addrs []Addr, routes []Route) (Outcome, error) {
@@ -304,6 +339,9 @@ func Run(ctx context.Context, cfg Config, stderr io.Writer, startRouter StartRou
 	// and was configured later counts as configured.
 	status = a.Watch(ctx, nc)
 	if startRouter != nil {
+		if a.downProviders() > 0 {
+			status = 1
+		}
 		if err := a.router.Stop(); err != nil {
 			log.Line(RouterPrefix, "error: ", err.Error())
 			status = 1

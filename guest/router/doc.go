@@ -37,17 +37,23 @@
 //     entries from or to its client address are deleted (ctnetlink), so
 //     no NAT state of an earlier client with the same address carries
 //     over.
-//   - SIGTERM (the agent's Stop) deletes the table and sets
-//     net.ipv4.ip_forward back to what it was before the first run; the
-//     table records that value in the name of an empty chain
+//   - SIGTERM: the agent takes the provider NICs down, then Stop sets
+//     net.ipv4.ip_forward back to what it was before the first run and
+//     only then deletes the table, so nothing is forwarded without the
+//     rules even when forwarding was on before the router. The table
+//     records that value in the name of an empty chain
 //     (ip_forward-was-0), so a router restarted after a crash still knows
 //     it. Nothing else of the provider's ruleset is touched.
+//   - Anyone else changing or removing the table (nft flush ruleset) is
+//     seen in nftables' notifications (tableWatch) and the table is
+//     written again at once; if it cannot be, forwarding is off until it
+//     is.
 //
 // Every change is one nftables transaction that replaces the whole table,
 // so packets see the old rules or the new, a restart that finds its own
 // table converges to the same ruleset, and a table someone else changed
-// is set right at the next change. The rules name NICs by ifindex, not by
-// name, so a NIC that udev renames stays covered.
+// is put back whole. The rules name NICs by ifindex, not by name, so a NIC
+// that udev renames stays covered.
 //
 // The router never runs nft or iptables, never touches another table,
 // and never forwards IPv6.

@@ -30,6 +30,7 @@ import (
 var agentBin, netcfgBin string
 
 func TestMain(m *testing.M) {
+	wrapped()
 	dir, err := os.MkdirTemp("", "spectrum-router-test-")
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
@@ -96,6 +97,13 @@ func startAgentNoWait(t *testing.T, ns *nstest.NS, resolv string, args ...string
 // agent's mount namespace (after /etc is made private).
 func startAgentSh(t *testing.T, ns *nstest.NS, sh0, resolv string, args ...string) *agent {
 	t.Helper()
+	return startAgentWith(t, ns, "", sh0, resolv, args...)
+}
+
+// startAgentWith is startAgentSh with the agent run through this test
+// binary as a wrapper (see wrapped) when wrap is not "".
+func startAgentWith(t *testing.T, ns *nstest.NS, wrap, sh0, resolv string, args ...string) *agent {
+	t.Helper()
 	console := filepath.Join(t.TempDir(), "console")
 	if err := os.WriteFile(console, nil, 0o600); err != nil {
 		t.Fatal(err)
@@ -111,6 +119,11 @@ exec "$agent" "$@"`
 	sh = append(sh, append([]string{"-console", console}, args...)...)
 	a := &agent{t: t, ns: ns, console: console, done: make(chan struct{})}
 	a.cmd = ns.Command(context.Background(), "unshare", sh...)
+	if wrap != "" {
+		sh[7] = os.Args[0]
+		a.cmd = ns.Command(context.Background(), "unshare", sh...)
+		a.cmd.Env = append(os.Environ(), wrapEnv+"="+wrap, wrapExecEnv+"="+agentBin)
+	}
 	var stderr bytes.Buffer
 	a.cmd.Stderr = &stderr
 	if err := a.cmd.Start(); err != nil {

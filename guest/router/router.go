@@ -9,6 +9,7 @@ import (
 	"strconv"
 
 	"github.com/google/nftables"
+	"github.com/mdlayher/netlink"
 	"golang.org/x/sys/unix"
 
 	"spectrum-os.org/netcfg/guest"
@@ -25,8 +26,11 @@ type Router struct {
 
 	// Owned by the owner goroutine.
 	nft        *nftables.Conn
+	ports      []uint32 // the netlink port of every nftables socket the router has written through
 	ct         *conntrack
 	watch      *resolvWatch
+	tables     *tableWatch
+	held       bool       // net.ipv4.ip_forward is 0 until the table is back (restore)
 	log        *guest.Log // lines about no one NIC
 	links      []Link     // in no order: writeTable writes them by ifindex
 	dns        DNS
@@ -59,14 +63,20 @@ func Start(_ context.Context, w io.Writer, links []guest.Link) (guest.Router, er
 	}
 	go r.own()
 	go r.watchResolv()
+	go r.watchTable()
 	return r, nil
 }
 
 // open does start's work: see Start.
 func (r *Router) open() error {
 	var err error
-	if r.nft, err = nftables.New(nftables.AsLasting()); err != nil {
+	if err = r.dialNFT(); err != nil {
 		return wrap("open nftables", err)
+	}
+	// Following the table's notifications before writing it, so that a
+	// change made in between is not missed.
+	if r.tables, err = dialTableWatch(); err != nil {
+		return wrap("follow nftables' notifications", err)
 	}
 	if r.ct, err = dialConntrack(); err != nil {
 		return wrap("open ctnetlink", err)
@@ -177,6 +187,12 @@ func (r *Router) call(f func()) {
 // write replaces the table with the one for the current state, in one
 // transaction.
 func (r *Router) write() error {
+	if r.nft == nil {
+		// The last reconnection failed: try again.
+		if err := r.dialNFT(); err != nil {
+			return wrap("open nftables", err)
+		}
+	}
 	// The limits follow nf_conntrack_max, which the provider may
 	// change. Its file is there once nf_conntrack is loaded, which a
 	// kernel with modules does for the table's first write: the table
@@ -188,9 +204,12 @@ func (r *Router) write() error {
 	}
 	for {
 		if err := writeTable(r.nft, spec{links: r.links, dns: r.dns, limits: LimitsFor(ctMax), forwardWas: r.forwardWas}); err != nil {
+			// What it queued must not go with the next write.
+			_ = r.nft.CloseLasting()
+			r.nft = nil
 			return err
 		}
-		if err := r.nft.Flush(); err != nil || !again {
+		if err := r.commit(); err != nil || !again {
 			return err
 		}
 		again = false
@@ -214,6 +233,40 @@ func readConntrackMax() (uint32, error) {
 		return 0, errors.New(ConntrackMax + ": unexpected value " + quote(s))
 	}
 	return uint32(n), nil
+}
+
+// commit sends what is queued on the router's nftables connection, in
+// one transaction. google/nftables' Conn does not recover from every
+// failed Flush (an error it keeps, acknowledgements left unread on the
+// socket that the next Flush would take for its own): after a failure,
+// the next write has a new connection.
+func (r *Router) commit() error {
+	err := r.nft.Flush()
+	if err != nil {
+		_ = r.nft.CloseLasting()
+		r.nft = nil
+		if derr := r.dialNFT(); derr != nil {
+			err = errors.Join(err, wrap("open nftables again", derr))
+		}
+	}
+	return err
+}
+
+// dialNFT opens the router's nftables connection and records its netlink
+// port, by which tableWatch's notifications of the router's own changes
+// are told from everyone else's.
+func (r *Router) dialNFT() error {
+	var port uint32
+	c, err := nftables.New(nftables.AsLasting(), nftables.WithSockOptions(func(c *netlink.Conn) error {
+		port = c.PID()
+		return nil
+	}))
+	if err != nil {
+		return err
+	}
+	r.nft = c
+	r.ports = append(r.ports, port)
+	return nil
 }
 
 // Provider implements guest.Router: the link's rules go in (a new link,
@@ -351,15 +404,17 @@ func (r *Router) Stop() (err error) {
 	return err
 }
 
+// stop undoes what the router did, in the order that never leaves
+// forwarding on without the rules: the table's watch ends first (the
+// router's own removal must not be put back), forwarding goes back to
+// what it was, and only then does the table go. The agent has taken the
+// provider NICs down before (guest.Router's Stop), so with forwarding on
+// before the router (sysctl.d, Docker), nothing reaches a provider link
+// once the table is gone either.
 func (r *Router) stop() error {
 	r.stopped = true
+	_ = r.tables.close()
 	var errs []error
-	deleteTable(r.nft)
-	if err := r.nft.Flush(); err != nil {
-		errs = append(errs, wrap("remove table inet "+TableName, err))
-	} else {
-		r.say("removed table inet " + TableName)
-	}
 	was := string(r.forwardWas)
 	if cur, err := readForward(); err != nil {
 		errs = append(errs, err)
@@ -370,11 +425,27 @@ func (r *Router) stop() error {
 	} else {
 		r.say("set net.ipv4.ip_forward " + was + " again")
 	}
+	if r.nft == nil {
+		if err := r.dialNFT(); err != nil {
+			errs = append(errs, wrap("remove table inet "+TableName+": open nftables", err))
+		}
+	}
+	if r.nft != nil {
+		deleteTable(r.nft)
+		if err := r.nft.Flush(); err != nil {
+			errs = append(errs, wrap("remove table inet "+TableName, err))
+		} else {
+			r.say("removed table inet " + TableName)
+		}
+	}
 	r.closeConns()
 	return errors.Join(errs...)
 }
 
 func (r *Router) closeConns() {
+	if r.tables != nil {
+		_ = r.tables.close()
+	}
 	if r.watch != nil {
 		_ = r.watch.close()
 	}

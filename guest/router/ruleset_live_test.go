@@ -48,8 +48,8 @@ func checkSysctl(t *testing.T, ns *nstest.NS, key, want string) {
 // TestRuleset: a provider that is also a client (a VPN VM between a
 // network VM and an app VM) and has an uplink. The router's table covers
 // its provider NIC only, forwarding goes on, DNS goes to the resolver of
-// its resolv.conf; SIGTERM removes the table and turns forwarding off
-// again, and nothing else of the ruleset is touched.
+// its resolv.conf; SIGTERM takes the provider NIC down, turns forwarding off
+// again and removes the table; nothing else of the ruleset is touched.
 func TestRuleset(t *testing.T) {
 	ns := nstest.New(t)
 	ns.AddTap("eth1", "0a:b3:ec:80:12:34")
@@ -102,9 +102,13 @@ func TestRuleset(t *testing.T) {
 	if code := a.stop(); code != 0 {
 		t.Errorf("exit status %d after SIGTERM, want 0", code)
 	}
+	// The provider NIC goes down first, and forwarding goes back to
+	// what it was before the table goes: never forwarding without the
+	// rules.
 	want = []string{
-		"spectrum-router: removed table inet spectrum-router",
+		"eth1 0a:b3:ec:80:12:34: set link down",
 		"spectrum-router: set net.ipv4.ip_forward 0 again",
+		"spectrum-router: removed table inet spectrum-router",
 		"spectrum-netcfg: stopped, status 0",
 	}
 	if diff := cmp.Diff(want, a.linesSince(n)); diff != "" {
@@ -176,7 +180,13 @@ func TestRulesetRestart(t *testing.T) {
 			if forwardBefore == "1" {
 				restore = "spectrum-router: left net.ipv4.ip_forward 1, as it was"
 			}
-			wantLog = []string{"spectrum-router: removed table inet spectrum-router", restore, "spectrum-netcfg: stopped, status 0"}
+			wantLog = []string{
+				"eth1 0a:b3:ec:80:12:34: set link down",
+				"eth2 0a:b3:ec:80:00:09: set link down",
+				restore,
+				"spectrum-router: removed table inet spectrum-router",
+				"spectrum-netcfg: stopped, status 0",
+			}
 			if diff := cmp.Diff(wantLog, a.linesSince(n)); diff != "" {
 				t.Errorf("console after SIGTERM mismatch (-want +got):\n%s", diff)
 			}

@@ -140,9 +140,11 @@ func (w *resolvWatch) matters(b []byte) bool {
 				continue
 			}
 			var st unix.Stat_t
-			if ev.Mask&unix.IN_CREATE != 0 && unix.Lstat(x.dir+"/"+name, &st) == nil && st.Mode&unix.S_IFMT == unix.S_IFREG {
+			if ev.Mask&unix.IN_CREATE != 0 && unix.Lstat(x.dir+"/"+name, &st) == nil && st.Mode&unix.S_IFMT == unix.S_IFREG && st.Nlink == 1 {
 				// A new regular file is being written: its
-				// IN_CLOSE_WRITE follows, with the contents.
+				// IN_CLOSE_WRITE follows, with the contents. Not
+				// a hard link to a file written elsewhere
+				// (Nlink > 1), which nothing closes here.
 				continue
 			}
 			hit = true

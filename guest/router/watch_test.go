@@ -80,6 +80,20 @@ func TestResolvWatch(t *testing.T) {
 	}
 	mustWake("removed")
 
+	// A hard link to a file written elsewhere: created, never written
+	// and closed under this name.
+	hard := filepath.Join(run, "resolv.conf.hard")
+	write(hard, "nameserver 192.0.2.6\n")
+	mustNotWake("a file in another directory written")
+	if err := os.Link(hard, conf); err != nil {
+		t.Fatal(err)
+	}
+	mustWake("hard link created")
+	if err := os.Remove(conf); err != nil {
+		t.Fatal(err)
+	}
+	mustWake("the hard link removed")
+
 	// A symlink into a directory that does not exist yet
 	// (NetworkManager's /run/NetworkManager/resolv.conf at boot).
 	target := filepath.Join(run, "nm", "resolv.conf")
