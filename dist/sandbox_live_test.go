@@ -278,16 +278,17 @@ func (e *sandboxEnv) lifecycle(t *testing.T, drop ...string) error {
 	if err != nil {
 		return err
 	}
-	// Each QEMU: its own uid, no capabilities, the unit's filter and its
-	// own sandbox on top; and its guest boots (the stub kernel's line on
+	// Each QEMU: its own uid, no capabilities, the unit's filter,
+	// spectrumd's (host/confine: its tap ioctls) and its own sandbox on
+	// top; and its guest boots (the stub kernel's line on
 	// the serial console).
 	for name, pid := range pids {
 		q, err := procStatus(pid)
 		if err != nil {
 			return err
 		}
-		if strings.HasPrefix(q["Uid"], "0\t") || q["CapEff"] != "0000000000000000" || q["Seccomp_filters"] != "2" {
-			return s.errorf("QEMU of %s: Uid %q, CapEff %q, Seccomp_filters %q; want a uid of its own, none, 2", name, q["Uid"], q["CapEff"], q["Seccomp_filters"])
+		if strings.HasPrefix(q["Uid"], "0\t") || q["CapEff"] != "0000000000000000" || q["Seccomp_filters"] != "3" {
+			return s.errorf("QEMU of %s: Uid %q, CapEff %q, Seccomp_filters %q; want a uid of its own, none, 3", name, q["Uid"], q["CapEff"], q["Seccomp_filters"])
 		}
 		t.Logf("QEMU of %s: pid %d, Uid %s, CapEff %s, Seccomp_filters %s", name, pid, strings.Fields(q["Uid"])[0], q["CapEff"], q["Seccomp_filters"])
 		deadline := time.Now().Add(60 * time.Second)

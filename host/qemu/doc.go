@@ -34,6 +34,10 @@
 //     no capabilities, in an empty network namespace, with no descriptor but
 //     those listed here: nothing in it needs root or a network, so nothing
 //     in it gets either, and one QEMU cannot signal another.
+//   - QEMU starts through a trampoline (host/confine: spectrumd itself)
+//     that installs spectrumd's system-call filter first, so a QEMU that a
+//     guest broke into cannot change its taps on the host (their MAC,
+//     owner, persistence, link); QEMU's own -sandbox stacks on top.
 //
 // This package never writes to a guest's serial port and never reads a
 // guest's disks.

@@ -16,6 +16,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"spectrum-os.org/netcfg/host/confine"
 	"spectrum-os.org/netcfg/host/qmp"
 )
 
@@ -42,6 +43,10 @@ type Process struct {
 	err   error
 }
 
+// confineTimeout bounds how long Start waits for the trampoline to exec
+// QEMU when ctx has no deadline.
+const confineTimeout = 30 * time.Second
+
 // serialPipeSize is how much serial output the pipe buffers before the
 // guest blocks (the kernel caps it at fs.pipe-max-size for non-root).
 const serialPipeSize = 1 << 20
@@ -59,8 +64,10 @@ const serialPipeSize = 1 << 20
 //
 // QEMU runs from its first instruction as c.UID and c.GID with c.Groups
 // and no capabilities, in a network namespace of its own that holds nothing
-// (CLONE_NEWNET), with no descriptor but those Args names and its standard
-// streams: Start marks every other descriptor of spectrumd close-on-exec
+// (CLONE_NEWNET), under spectrumd's system-call filter with no_new_privs
+// (host/confine: a trampoline, spectrumd itself, installs it and execs
+// QEMU; if it cannot, QEMU does not run and Start's error names the VM),
+// with no descriptor but those Args names and its standard streams: Start marks every other descriptor of spectrumd close-on-exec
 // first, including any it inherited from its own parent without that flag.
 // A kernel or initramfs that QEMU's uid may not read is handed over as a
 // sealed in-memory copy (see kernelFile). c.PIDFile, if set, is written by
@@ -142,19 +149,36 @@ func Start(ctx context.Context, c Config, stderr io.Writer) (*Process, error) {
 		Cloneflags: syscall.CLONE_NEWNET,
 	}
 	p := &Process{Argv: append([]string{bin}, args...), FDs: describe(c, extra), Serial: serialR, cmd: cmd, slots: newSlots(c), accel: c.Accel, done: make(chan struct{})}
+	// Last: Wrap adds the trampoline's status pipe after QEMU's files.
+	trampoline, err := confine.Wrap(cmd)
+	if err != nil {
+		serialR.Close()
+		removeSockets(c)
+		return nil, fmt.Errorf("qemu %s: %w", c.Name, err)
+	}
+	deadline, ok := ctx.Deadline()
+	if !ok {
+		deadline = time.Now().Add(confineTimeout)
+	}
 
 	started := make(chan error, 1)
 	go func() {
 		runtime.LockOSThread() // never unlocked: see Start's doc
 		if err := closeInherited(); err != nil {
+			trampoline.Close()
 			started <- err
 			return
 		}
 		if err := startWithMemlock(cmd, c.Memlock); err != nil {
+			trampoline.Close()
 			started <- err
 			return
 		}
-		started <- writePIDFile(c.PIDFile, cmd.Process.Pid)
+		if err := trampoline.Started(deadline); err != nil {
+			started <- err
+		} else {
+			started <- writePIDFile(c.PIDFile, cmd.Process.Pid)
+		}
 		p.err = cmd.Wait()
 		removeSockets(c)
 		close(p.done)

@@ -54,7 +54,7 @@ func testUID() uint32 {
 }
 
 func TestMain(m *testing.M) {
-	testenv.RunHelper(map[string]func() int{helperStart: startHelper, helperKill: killHelper})
+	testenv.RunHelper(map[string]func() int{helperStart: startHelper, helperKill: killHelper, helperFilter: filterHelper})
 	os.Exit(m.Run())
 }
 
