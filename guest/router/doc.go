@@ -33,10 +33,10 @@
 //   - Client traffic leaving through any other interface (an uplink, or
 //     a chained provider's own client link) is masqueraded.
 //   - DNS to Resolver goes to the provider's own resolver (see DNS).
-//   - When a provider NIC comes, goes or changes its MAC, the conntrack
-//     entries from or to its client address are deleted (ctnetlink), so
-//     no NAT state of an earlier client with the same address carries
-//     over.
+//   - When a provider NIC comes or changes its MAC, the conntrack entries
+//     from its client address are deleted (ctnetlink, the kernel picking
+//     them), so no NAT state of an earlier client with the same address
+//     carries over; when it goes, those from and to it.
 //   - SIGTERM: the agent takes the provider NICs down, then Stop sets
 //     net.ipv4.ip_forward back to what it was before the first run and
 //     only then deletes the table, so nothing is forwarded without the

@@ -337,10 +337,17 @@ func (r *Router) change(index uint32, client netip.Addr) ([]string, error) {
 		}
 		msgs = append(msgs, "error: "+err.Error())
 	}
-	for _, a := range [...]netip.Addr{client, old} {
-		if a.IsValid() {
-			msgs = r.flushClient(msgs, a)
-		}
+	// The new client's address: the entries from it, NAT state an
+	// earlier client with the address left, which the new one could
+	// otherwise inherit. The entries to it are the provider's own
+	// connections, which reach the new client as nothing but resets:
+	// one walk of the conntrack table instead of two, while the agent
+	// waits to bring the NIC up. The address that goes: from and to.
+	if client.IsValid() {
+		msgs = r.flush(msgs, client.String(), client, true, false)
+	}
+	if old.IsValid() {
+		msgs = r.flush(msgs, old.String(), old, true, true)
 	}
 	return msgs, nil
 }
@@ -352,17 +359,10 @@ func appendNonEmpty(msgs []string, m string) []string {
 	return append(msgs, m)
 }
 
-// flushClient deletes the conntrack entries from or to a client address,
-// so that no NAT state of an earlier use of the address carries over, and
-// appends what it did to msgs.
-func (r *Router) flushClient(msgs []string, a netip.Addr) []string {
-	return r.flush(msgs, a.String(), a, true)
-}
-
-// flush deletes the conntrack entries to a (or from it, with either)
-// and appends what it did to msgs; what is a for the log.
-func (r *Router) flush(msgs []string, what string, a netip.Addr, either bool) []string {
-	n, err := r.ct.flush(a, either)
+// flush deletes the conntrack entries from a (with from) and to a (with
+// to), and appends what it did to msgs; what is a for the log.
+func (r *Router) flush(msgs []string, what string, a netip.Addr, from, to bool) []string {
+	n, err := r.ct.flush(a, from, to)
 	if n > 0 {
 		msgs = append(msgs, "flushed "+strconv.Itoa(n)+" conntrack entries of "+what)
 	}
@@ -388,7 +388,7 @@ func (r *Router) setDNS(d DNS) {
 			r.dns = old
 			msgs[0] = "error: " + msgs[0] + ": " + err.Error()
 		} else {
-			msgs = r.flush(msgs, "DNS to "+Resolver, resolverAddr, false)
+			msgs = r.flush(msgs, "DNS to "+Resolver, resolverAddr, false, true)
 		}
 	}
 	for _, m := range msgs {

@@ -198,7 +198,8 @@ func TestRulesetRestart(t *testing.T) {
 
 // TestRulesetHotplug: provider NICs that come, change and go update the
 // table at once; the conntrack entries of a link's client address are
-// flushed when the link comes and when it goes, and no other entry is.
+// flushed when the link comes (those from it: NAT state the new client
+// could inherit) and when it goes (from and to it), and no other entry is.
 func TestRulesetHotplug(t *testing.T) {
 	ns := nstest.New(t)
 	a := startAgent(t, ns, "nameserver 192.0.2.53\n")
@@ -216,7 +217,7 @@ func TestRulesetHotplug(t *testing.T) {
 	want := []string{
 		"eth1 0a:b3:ec:80:12:34: router: routing for client 100.64.18.52",
 		"eth1 0a:b3:ec:80:12:34: router: set IPv6 accept_ra 0, autoconf 0 (were 1, 1)",
-		"eth1 0a:b3:ec:80:12:34: router: flushed 2 conntrack entries of 100.64.18.52",
+		"eth1 0a:b3:ec:80:12:34: router: flushed 1 conntrack entries of 100.64.18.52",
 		"eth1 0a:b3:ec:80:12:34: set rp_filter 1 (strict), was 0",
 		"eth1 0a:b3:ec:80:12:34: set link up",
 		"eth1 0a:b3:ec:80:12:34: added 169.254.18.52/32",
@@ -231,8 +232,8 @@ func TestRulesetHotplug(t *testing.T) {
 	if got := conntrackEntries(t, ns, "-s", "100.64.18.52"); len(got) != 0 {
 		t.Errorf("conntrack entries from 100.64.18.52 after its link came: %q", got)
 	}
-	if got := conntrackEntries(t, ns, "-d", "100.64.18.52"); len(got) != 0 {
-		t.Errorf("conntrack entries to 100.64.18.52 after its link came: %q", got)
+	if got := conntrackEntries(t, ns, "-d", "100.64.18.52"); len(got) != 1 {
+		t.Errorf("conntrack entries to 100.64.18.52 after its link came: %q, want the one there was", got)
 	}
 	if got := conntrackEntries(t, ns, "-s", "100.64.0.99"); len(got) != 1 {
 		t.Errorf("another client's conntrack entries: %q, want the one there was", got)
@@ -250,7 +251,7 @@ func TestRulesetHotplug(t *testing.T) {
 	want = []string{
 		"eth1 0a:b3:ec:80:12:34: removed",
 		"eth1 0a:b3:ec:80:12:34: router: stopped routing for client 100.64.18.52",
-		"eth1 0a:b3:ec:80:12:34: router: flushed 1 conntrack entries of 100.64.18.52",
+		"eth1 0a:b3:ec:80:12:34: router: flushed 2 conntrack entries of 100.64.18.52",
 	}
 	a.waitLine(want[len(want)-1])
 	if diff := cmp.Diff(want, a.linesSince(n)); diff != "" {
@@ -258,7 +259,10 @@ func TestRulesetHotplug(t *testing.T) {
 	}
 	checkRuleset(t, ns, wantRuleset(map[string]string{"eth2": "100.64.0.9"}, dnsNAT, "192.0.2.53", "0"))
 	if got := conntrackEntries(t, ns, "-s", "100.64.18.52"); len(got) != 0 {
-		t.Errorf("conntrack entries of 100.64.18.52 after its link went: %q", got)
+		t.Errorf("conntrack entries from 100.64.18.52 after its link went: %q", got)
+	}
+	if got := conntrackEntries(t, ns, "-d", "100.64.18.52"); len(got) != 0 {
+		t.Errorf("conntrack entries to 100.64.18.52 after its link went: %q", got)
 	}
 
 	// Renamed (udev's predictable names): the rules name the ifindex,
