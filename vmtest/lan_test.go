@@ -24,7 +24,14 @@ var (
 // a failure its log (dnsmasq's, the web server's) is printed.
 func (e *env) lan() *lan.LAN {
 	e.t.Helper()
-	l, err := lan.Start(lan.Config{HostNS: e.ns.Name, Bridge: lanBridge})
+	return e.lanMode(lan.IPv4Only)
+}
+
+// lanMode is lan for a LAN of the given mode (IPv6 by SLAAC and stateless
+// DHCPv6).
+func (e *env) lanMode(mode lan.Mode) *lan.LAN {
+	e.t.Helper()
+	l, err := lan.Start(lan.Config{HostNS: e.ns.Name, Bridge: lanBridge, Mode: mode})
 	if err != nil {
 		e.t.Fatal(err)
 	}
@@ -97,4 +104,42 @@ func lease(t testing.TB, ctx context.Context, p *vm.Proc, what string, match fun
 // inPool reports whether a is in p's DHCP pool.
 func inPool(a netip.Addr, p lan.Plan) bool {
 	return a.Compare(p.RangeStart) >= 0 && a.Compare(p.RangeEnd) <= 0
+}
+
+// lease6 waits for an IPv6 configuration p's network manager reported
+// ("dhcp6 IFACE lease addrs=... router=... dns=...") that match accepts,
+// and returns its first address and the event.
+func lease6(t testing.TB, ctx context.Context, p *vm.Proc, what string, match func(addrs []netip.Prefix, dns string) bool) (netip.Prefix, string) {
+	t.Helper()
+	var first netip.Prefix
+	l, err := p.Serial.WaitMatch(ctx, what, func(e string) bool {
+		if strings.HasPrefix(e, "fail dhcp") {
+			return true
+		}
+		f := strings.Fields(e)
+		if len(f) < 3 || f[0] != "dhcp6" || f[2] != "lease" {
+			return false
+		}
+		var addrs []netip.Prefix
+		for _, s := range strings.Split(vm.Field(e, "addrs"), ",") {
+			a, err := netip.ParsePrefix(s)
+			if err != nil {
+				return false
+			}
+			addrs = append(addrs, a)
+		}
+		if len(addrs) == 0 || !match(addrs, vm.Field(e, "dns")) {
+			return false
+		}
+		first = addrs[0]
+		return true
+	})
+	if err != nil {
+		t.Fatalf("%s: %v", p.Name, err)
+	}
+	e, _ := vm.Event(l.Text)
+	if strings.HasPrefix(e, "fail") {
+		t.Fatalf("%s: %s", p.Name, e)
+	}
+	return first, e
 }

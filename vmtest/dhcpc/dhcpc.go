@@ -1,15 +1,26 @@
-// Package dhcpc is the test guests' DHCP client for an uplink, a NIC without
-// the 0A:B3:EC OUI that spectrum-netcfg never touches (in the reference
-// system connman does this in netvm). It gets a lease, applies it (the
-// address, the default route via the lease's router, and the lease's DNS
-// servers in resolv.conf), renews it at T1, asks anew (DISCOVER) from T2 on
-// or at once when the server refuses it (DHCPNAK), and drops the address
-// when it expires. The guests' init (vmtest/cmd/testinit) runs it; its own
-// tests run it natively in a namespace against the LAN's dnsmasq.
+// Package dhcpc is the test guests' network manager for an uplink, a NIC
+// without the 0A:B3:EC OUI that spectrum-netcfg never touches (in the
+// reference system connman does this in netvm).
 //
-// DHCP goes through github.com/insomniacslk/dhcp (nclient4) on a raw
-// socket, as the NIC has no address yet; the configuration through
-// rtnetlink (vishvananda/netlink).
+// IPv4: it gets a DHCP lease, applies it (the address, the default route
+// via the lease's router, and the lease's DNS servers in resolv.conf),
+// renews it at T1, asks anew (DISCOVER) from T2 on or at once when the
+// server refuses it (DHCPNAK), and drops the address when it expires.
+//
+// IPv6 (Config.IPv6): the kernel takes the router advertisements (SLAAC,
+// the default route, the MTU) with accept_ra=2, so that it keeps taking
+// them once the VM forwards (a provider's router); the client reads the
+// same advertisements for their resolvers (RDNSS) and their M and O flags,
+// and asks DHCPv6 for an address (M) or for the resolvers (O). resolv.conf
+// names the resolvers of both families.
+//
+// The guests' init (vmtest/cmd/testinit) runs it; its own tests run it
+// natively in a namespace against the LAN's dnsmasq (vmtest/lan).
+//
+// DHCP goes through github.com/insomniacslk/dhcp (nclient4 on a raw
+// socket, as the NIC has no address yet; nclient6), the advertisements
+// through an ICMPv6 socket (golang.org/x/net/ipv6), the configuration
+// through rtnetlink (vishvananda/netlink).
 package dhcpc
 
 import (
@@ -18,8 +29,6 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
-	"os"
-	"path/filepath"
 	"slices"
 	"strings"
 	"time"
@@ -55,6 +64,17 @@ type Config struct {
 	// Timeout bounds one exchange with the server, retries included
 	// (zero: 10 s).
 	Timeout time.Duration
+	// IPv6 runs the IPv6 side as well (router advertisements, SLAAC,
+	// DHCPv6); false is IPv4 alone. On a kernel without IPv6 it logs
+	// "dhcp6 IFACE off: ..." once and IPv4 goes on.
+	IPv6 bool
+	// OnLease6 is called whenever the IPv6 configuration changes (see
+	// Lease6); nil ignores it.
+	OnLease6 func(Lease6)
+	// Do runs f in the NIC's network namespace, for every socket and
+	// sysctl the client opens (Open excepted, which is its own); nil runs
+	// f in the calling goroutine.
+	Do func(f func() error) error
 }
 
 // Lease is a lease as applied.
@@ -84,8 +104,9 @@ func (l Lease) same(o Lease) bool {
 	return l.Addr == o.Addr && l.Router == o.Router && slices.Equal(l.DNS, o.DNS)
 }
 
-// Run keeps the NIC configured by DHCP until ctx ends. It returns only
-// when ctx ends or the NIC cannot be used at all.
+// Run keeps the NIC configured by DHCP (and, with Config.IPv6, by router
+// advertisements and DHCPv6) until ctx ends. It returns only when ctx
+// ends or the NIC cannot be used at all.
 func Run(ctx context.Context, cfg Config) error {
 	if cfg.Log == nil {
 		cfg.Log = func(string, ...any) {}
@@ -93,9 +114,19 @@ func Run(ctx context.Context, cfg Config) error {
 	if cfg.Timeout == 0 {
 		cfg.Timeout = 10 * time.Second
 	}
+	if cfg.Do == nil {
+		cfg.Do = func(f func() error) error { return f() }
+	}
 	link, err := cfg.Handle.LinkByName(cfg.Iface)
 	if err != nil {
 		return fmt.Errorf("dhcp %s: %w", cfg.Iface, err)
+	}
+	res := &resolvConf{path: cfg.ResolvConf, iface: cfg.Iface}
+	var r6 *run6
+	if cfg.IPv6 {
+		// Before the NIC comes up, so that the kernel's own router
+		// solicitation at link-up counts.
+		r6 = newRun6(cfg, link, res)
 	}
 	if err := cfg.Handle.LinkSetUp(link); err != nil {
 		return fmt.Errorf("dhcp %s: set up: %w", cfg.Iface, err)
@@ -111,17 +142,30 @@ func Run(ctx context.Context, cfg Config) error {
 		}
 	}
 	if cfg.Open == nil {
-		cfg.Open = func(iface string) (net.PacketConn, error) {
-			return nclient4.NewRawUDPConn(iface, nclient4.ClientPort)
+		cfg.Open = func(iface string) (c net.PacketConn, err error) {
+			err = cfg.Do(func() (err error) {
+				c, err = nclient4.NewRawUDPConn(iface, nclient4.ClientPort)
+				return err
+			})
+			return c, err
 		}
 	}
-	r := &run{cfg: cfg, link: link}
+	done6 := make(chan struct{})
+	if r6 != nil {
+		go func() { defer close(done6); r6.loop(ctx) }()
+	} else {
+		close(done6)
+	}
+	r := &run{cfg: cfg, link: link, res: res}
 	defer r.close()
-	return r.loop(ctx)
+	err = r.loop(ctx)
+	<-done6
+	return err
 }
 
 type run struct {
 	cfg   Config
+	res   *resolvConf
 	link  netlink.Link
 	c     *nclient4.Client // nil until the first exchange, and after failures
 	fails int              // exchanges failed in a row
@@ -333,8 +377,8 @@ func (r *run) configure(old, nl Lease) error {
 			errs = append(errs, fmt.Errorf("default route via %v: %w", nl.Router, err))
 		}
 	}
-	if r.cfg.ResolvConf != "" && !slices.Equal(old.DNS, nl.DNS) {
-		if err := writeResolvConf(r.cfg.ResolvConf, r.cfg.Iface, nl); err != nil {
+	if !slices.Equal(old.DNS, nl.DNS) {
+		if err := r.res.set4(nl.DNS, nl.Server); err != nil {
 			errs = append(errs, err)
 		}
 	}
@@ -361,25 +405,6 @@ func (r *run) unapply() {
 	}
 	r.cfg.Log("dhcp %s released addr=%v", r.cfg.Iface, old.Addr)
 	r.cur, r.lease = nil, Lease{DNS: old.DNS}
-}
-
-// writeResolvConf replaces path with the lease's resolvers by a rename, so
-// a reader (the provider's router following its resolver) never sees a
-// half-written file.
-func writeResolvConf(path, iface string, l Lease) error {
-	var b strings.Builder
-	fmt.Fprintf(&b, "# from the DHCP lease on %s (server %v)\n", iface, l.Server)
-	for _, d := range l.DNS {
-		fmt.Fprintf(&b, "nameserver %v\n", d)
-	}
-	tmp := filepath.Join(filepath.Dir(path), "."+filepath.Base(path)+".dhcp")
-	if err := os.WriteFile(tmp, []byte(b.String()), 0o644); err != nil {
-		return fmt.Errorf("resolv.conf: %w", err)
-	}
-	if err := os.Rename(tmp, path); err != nil {
-		return fmt.Errorf("resolv.conf: %w", err)
-	}
-	return nil
 }
 
 func sleep(ctx context.Context, d time.Duration) bool {

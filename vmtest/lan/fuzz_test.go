@@ -30,3 +30,50 @@ func FuzzParseIPv4(f *testing.F) {
 		}
 	})
 }
+
+// FuzzParseIPv6 is FuzzParseIPv4 for IPv6, whose extension headers the
+// parser walks (a chain of them, lengths that overrun, a fragment): it
+// must never panic nor read past the packet, and what it accepts must be
+// IPv6 with the addresses of the header.
+func FuzzParseIPv6(f *testing.F) {
+	hdr := func(next byte, payload ...byte) []byte {
+		b := []byte{0x60, 0, 0, 0, 0, byte(len(payload)), next, 64,
+			0x20, 0x01, 0x0d, 0xb8, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0x10, 0x01,
+			0x20, 0x01, 0x0d, 0xb8, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1}
+		return append(b, payload...)
+	}
+	udp := []byte{0x9c, 0x47, 0, 7, 0, 16, 0, 0, 's', 'p', 'o', 'o', 'f', '!', '!', '!'}
+	f.Add(hdr(17, udp...))
+	f.Add(hdr(0, append([]byte{17, 0, 1, 4, 0, 0, 0, 0}, udp...)...))     // hop by hop, then UDP
+	f.Add(hdr(44, append([]byte{17, 0, 0, 1, 0, 0, 0, 1}, udp...)...))    // first fragment
+	f.Add(hdr(44, append([]byte{17, 0, 0, 0x19, 0, 0, 0, 1}, udp...)...)) // a later one
+	f.Add(hdr(60, 60, 200, 1, 2))                                         // a length past the end
+	f.Add(hdr(58, 135, 0, 0, 0))                                          // neighbour solicitation
+	f.Add([]byte{0x6f})
+	f.Fuzz(func(t *testing.T, b []byte) {
+		p, ok := parseIPv6(b)
+		if q, ok2 := parseIP(b); len(b) > 0 && b[0]>>4 == 6 && (ok2 != ok || !cmpPacket(p, q)) {
+			t.Fatalf("parseIP %+v %v, parseIPv6 %+v %v", q, ok2, p, ok)
+		}
+		if !ok {
+			return
+		}
+		if len(b) < 40 || b[0]>>4 != 6 {
+			t.Fatalf("accepted a packet that is not IPv6: % x", b)
+		}
+		if p.Src != netip.AddrFrom16([16]byte(b[8:24])) || p.Dst != netip.AddrFrom16([16]byte(b[24:40])) {
+			t.Fatalf("addresses %v > %v from % x", p.Src, p.Dst, b[8:40])
+		}
+		if len(p.Payload) > 64 {
+			t.Fatalf("payload of %d bytes kept", len(p.Payload))
+		}
+		if (p.SrcPort != 0 || p.DstPort != 0) && p.Proto != 6 && p.Proto != 17 {
+			t.Fatalf("ports for protocol %d", p.Proto)
+		}
+		if p.ICMPType != 0 && p.Proto != 58 && p.Proto != 1 {
+			t.Fatalf("an ICMP type for protocol %d", p.Proto)
+		}
+	})
+}
+
+func cmpPacket(a, b Packet) bool { return a == b }

@@ -3,13 +3,17 @@
 // namespace (the bridge a VM's uplinks/net/<bridge> entry names), with a
 // DHCP server and a DNS server (Debian's dnsmasq, one instance each) and a
 // web server, a UDP echo server and a throughput receiver (served by this
-// process on sockets opened inside the namespace).
+// process on sockets opened inside the namespace, on both families).
 //
-// Everything is on 203.0.113.0/24 (TEST-NET-3, RFC 5737), and the LAN's
-// namespace has no route beyond it, in particular none to the VMs'
-// 100.64.0.0/16: a reply reaches a client VM only through its provider's
-// NAT. The DNS server forwards nothing (no upstream), and nothing here sends
-// to any host outside the namespaces it and the test created.
+// A LAN speaks IPv4, IPv4 and IPv6, or IPv6 alone (Config.Mode), as the
+// uplinks a netvm meets do. IPv4 is 203.0.113.0/24 (TEST-NET-3, RFC 5737)
+// with DHCP; IPv6 is 2001:db8:1::/64 (RFC 3849) with router advertisements
+// (the prefix, a default route, RDNSS) and DHCPv6, stateless (addresses by
+// SLAAC) or stateful (Config.Stateful). The LAN's namespace has no route
+// beyond them, in particular none to the VMs' 100.64.0.0/16 or
+// fd9f:2b8:5010::/48: a reply reaches a client VM only through its
+// provider. The DNS server forwards nothing (no upstream), and nothing here
+// sends to any host outside the namespaces it and the test created.
 package lan
 
 import (
@@ -32,18 +36,65 @@ import (
 	"syscall"
 	"time"
 
+	"golang.org/x/net/ipv6"
+
 	"spectrum-os.org/netcfg/internal/syncbuf"
 	"spectrum-os.org/netcfg/vmtest/tput"
 )
 
 // The LAN's fixed addresses.
 var (
-	// Prefix is the LAN's subnet.
+	// Prefix is the LAN's IPv4 subnet.
 	Prefix = netip.MustParsePrefix("203.0.113.0/24")
 	// Router is the LAN's gateway (the lease's router option) and the DHCP
 	// server's address (its server identifier), the same in every Plan.
 	Router = netip.MustParseAddr("203.0.113.1")
+	// Prefix6 is the LAN's IPv6 subnet, the prefix its router
+	// advertisements carry.
+	Prefix6 = netip.MustParsePrefix("2001:db8:1::/64")
+	// Router6 is the LAN router's global IPv6 address, for pings and
+	// echo; clients route via its link-local address, the source of its
+	// router advertisements.
+	Router6 = netip.MustParseAddr("2001:db8:1::1")
 )
+
+// Mode is which IP families a LAN speaks.
+type Mode uint8
+
+// The modes of a LAN, one per kind of uplink a netvm meets.
+const (
+	// IPv4Only is DHCP on 203.0.113.0/24 and nothing of IPv6 (the zero
+	// Mode: the LAN the tests had before IPv6).
+	IPv4Only Mode = iota
+	// DualStack is IPv4Only and IPv6Only at once: the web name has an A
+	// and an AAAA record, the lease and the router advertisements each
+	// name the resolver of their family.
+	DualStack
+	// IPv6Only is router advertisements and DHCPv6 on 2001:db8:1::/64,
+	// no IPv4 address at all on the LAN and no DHCP server.
+	IPv6Only
+)
+
+func (m Mode) String() string {
+	switch m {
+	case IPv4Only:
+		return "ipv4"
+	case DualStack:
+		return "dual"
+	case IPv6Only:
+		return "ipv6"
+	}
+	return "mode(" + strconv.Itoa(int(m)) + ")"
+}
+
+// IPv4 reports whether the LAN speaks IPv4.
+func (m Mode) IPv4() bool { return m != IPv6Only }
+
+// IPv6 reports whether the LAN speaks IPv6.
+func (m Mode) IPv6() bool { return m != IPv4Only }
+
+// Modes are every Mode, for tests that run once per kind of uplink.
+var Modes = []Mode{IPv4Only, DualStack, IPv6Only}
 
 // WebName is the web server's name in the LAN's DNS. .test is reserved for
 // testing (RFC 6761), so it can never mean a real host.
@@ -57,12 +108,19 @@ const (
 	SinkPort = tput.Port
 )
 
-// Plan is one numbering of the LAN: what the DHCP server hands out and where
-// the DNS server is and what it answers.
+// Plan is one numbering of the LAN: what the DHCP servers hand out and
+// where the DNS server is and what it answers, in each family (a LAN uses
+// the fields of the families its Mode speaks).
 type Plan struct {
 	RangeStart, RangeEnd netip.Addr // the DHCP pool
 	DNS                  netip.Addr // the DNS server's address, handed out as the lease's resolver
-	Web                  netip.Addr // what WebName resolves to
+	Web                  netip.Addr // what WebName resolves to (A)
+	// The DHCPv6 pool (Config.Stateful), the DNS server's IPv6 address
+	// (in the router advertisements' RDNSS and DHCPv6's DNS option) and
+	// WebName's AAAA record.
+	Range6Start, Range6End netip.Addr
+	DNS6                   netip.Addr
+	Web6                   netip.Addr
 }
 
 // First is the numbering Start serves; Second is another one for
@@ -71,9 +129,13 @@ type Plan struct {
 // answer all along, so a fetch by name shows which answer it got).
 var (
 	First = Plan{RangeStart: netip.MustParseAddr("203.0.113.100"), RangeEnd: netip.MustParseAddr("203.0.113.149"),
-		DNS: netip.MustParseAddr("203.0.113.53"), Web: netip.MustParseAddr("203.0.113.80")}
+		DNS: netip.MustParseAddr("203.0.113.53"), Web: netip.MustParseAddr("203.0.113.80"),
+		Range6Start: netip.MustParseAddr("2001:db8:1::1000"), Range6End: netip.MustParseAddr("2001:db8:1::1fff"),
+		DNS6: netip.MustParseAddr("2001:db8:1::53"), Web6: netip.MustParseAddr("2001:db8:1::80")}
 	Second = Plan{RangeStart: netip.MustParseAddr("203.0.113.150"), RangeEnd: netip.MustParseAddr("203.0.113.199"),
-		DNS: netip.MustParseAddr("203.0.113.54"), Web: netip.MustParseAddr("203.0.113.81")}
+		DNS: netip.MustParseAddr("203.0.113.54"), Web: netip.MustParseAddr("203.0.113.81"),
+		Range6Start: netip.MustParseAddr("2001:db8:1::2000"), Range6End: netip.MustParseAddr("2001:db8:1::2fff"),
+		DNS6: netip.MustParseAddr("2001:db8:1::54"), Web6: netip.MustParseAddr("2001:db8:1::81")}
 )
 
 // Config says where the LAN goes.
@@ -93,6 +155,14 @@ type Config struct {
 	// Log gets every line of dnsmasq's logs and one line per web request;
 	// nil discards them (Log() still has them).
 	Log io.Writer
+	// Mode is which families the LAN speaks (zero: IPv4Only).
+	Mode Mode
+	// Stateful makes an IPv6 LAN hand out addresses by DHCPv6 (the
+	// router advertisements' M flag, a prefix without the A flag: no
+	// SLAAC); false is SLAAC with stateless DHCPv6 for the resolver (the
+	// O flag), what most home routers do. Both name the resolver in the
+	// advertisements (RDNSS) and in DHCPv6.
+	Stateful bool
 	// LeaseTime is the DHCP lease time (zero: 2 minutes, dnsmasq's
 	// minimum); T1 and T2 are the renewal and rebinding times it hands
 	// out (zero: 10 s and 15 s), short so that a client sees a Renumber
@@ -126,6 +196,19 @@ type Request struct {
 	Remote netip.AddrPort // as the server saw it: after the provider's NAT
 	Host   string
 	Path   string
+	// Family is the family that reached the server, "IPv4" or "IPv6"
+	// (what the front page tells the client too).
+	Family string
+}
+
+// FamilyOf names a's family as the pages and Request say it, "IPv4" or
+// "IPv6" (an IPv4-mapped IPv6 address is IPv4: the dual-stack listener's
+// view of an IPv4 client).
+func FamilyOf(a netip.Addr) string {
+	if a.Unmap().Is4() {
+		return "IPv4"
+	}
+	return "IPv6"
 }
 
 // Datagram is one datagram the echo server answered.
@@ -192,14 +275,24 @@ func Start(cfg Config) (l *LAN, err error) {
 		{"-n", cfg.NS, "link", "set", "lo", "up"},
 		{"-n", cfg.NS, "link", "add", Iface, "type", "veth", "peer", "name", port, "netns", cfg.HostNS},
 		{"-n", cfg.HostNS, "link", "set", port, "master", cfg.Bridge, "up"},
-		// The router's address first: it is the primary address, the
-		// DHCP server's identity.
-		{"-n", cfg.NS, "addr", "add", Router.String() + "/24", "dev", Iface},
-		{"-n", cfg.NS, "addr", "add", First.Web.String() + "/24", "dev", Iface},
-		{"-n", cfg.NS, "addr", "add", Second.Web.String() + "/24", "dev", Iface},
-		{"-n", cfg.NS, "addr", "add", First.DNS.String() + "/24", "dev", Iface},
-		{"-n", cfg.NS, "link", "set", Iface, "up"},
 	}
+	if cfg.Mode.IPv4() {
+		steps = append(steps,
+			// The router's address first: it is the primary address,
+			// the DHCP server's identity.
+			[]string{"-n", cfg.NS, "addr", "add", Router.String() + "/24", "dev", Iface},
+			[]string{"-n", cfg.NS, "addr", "add", First.Web.String() + "/24", "dev", Iface},
+			[]string{"-n", cfg.NS, "addr", "add", Second.Web.String() + "/24", "dev", Iface},
+			[]string{"-n", cfg.NS, "addr", "add", First.DNS.String() + "/24", "dev", Iface})
+	}
+	if cfg.Mode.IPv6() {
+		// Without duplicate address detection: the servers bind to
+		// them at once, and the LAN is the only host with them.
+		for _, a := range []netip.Addr{Router6, First.Web6, Second.Web6, First.DNS6} {
+			steps = append(steps, []string{"-n", cfg.NS, "addr", "add", a.String() + "/64", "dev", Iface, "nodad"})
+		}
+	}
+	steps = append(steps, []string{"-n", cfg.NS, "link", "set", Iface, "up"})
 	for _, s := range steps {
 		if err := ip(s...); err != nil {
 			return l, err
@@ -230,6 +323,9 @@ func (l *LAN) NS() string { return l.cfg.NS }
 // Path is the LAN namespace's bind mount, for Do and setns(2).
 func (l *LAN) Path() string { return l.path }
 
+// Mode is the families the LAN speaks.
+func (l *LAN) Mode() Mode { return l.cfg.Mode }
+
 // Plan is the numbering served now.
 func (l *LAN) Plan() Plan {
 	l.mu.Lock()
@@ -251,7 +347,10 @@ func (l *LAN) serve() error {
 	if err := l.capture(); err != nil {
 		return err
 	}
-	web, err := Listen(l.path, "tcp4", fmt.Sprintf(":%d", WebPort))
+	// Each server on both families (one IPv6 socket that takes IPv4
+	// too), whatever the Mode: the family a client reaches it by is the
+	// network's doing.
+	web, err := Listen(l.path, "tcp", fmt.Sprintf(":%d", WebPort))
 	if err != nil {
 		return fmt.Errorf("lan: web server: %w", err)
 	}
@@ -259,14 +358,36 @@ func (l *LAN) serve() error {
 	go srv.Serve(web)
 	l.servers = append(l.servers, srv)
 
+	// The echo server answers from the address it was asked at: a
+	// socket per family, IPv6's told each datagram's destination (the
+	// LAN has several addresses, and a client's connected socket takes
+	// replies from the one it sent to only).
 	echo, err := ListenPacket(l.path, "udp4", fmt.Sprintf(":%d", EchoPort))
 	if err != nil {
 		return fmt.Errorf("lan: echo server: %w", err)
 	}
-	go l.echo(echo)
+	go l.echo(echo.ReadFrom, func(b []byte, to net.Addr) { echo.WriteTo(b, to) })
 	l.servers = append(l.servers, echo)
+	echo6, err := ListenPacket(l.path, "udp6", fmt.Sprintf(":%d", EchoPort))
+	if err != nil {
+		return fmt.Errorf("lan: echo server: %w", err)
+	}
+	l.servers = append(l.servers, echo6)
+	pc := ipv6.NewPacketConn(echo6)
+	if err := pc.SetControlMessage(ipv6.FlagDst, true); err != nil {
+		return fmt.Errorf("lan: echo server: %w", err)
+	}
+	var dst net.IP
+	go l.echo(func(b []byte) (int, net.Addr, error) {
+		n, cm, from, err := pc.ReadFrom(b)
+		dst = nil
+		if cm != nil {
+			dst = cm.Dst
+		}
+		return n, from, err
+	}, func(b []byte, to net.Addr) { pc.WriteTo(b, &ipv6.ControlMessage{Src: dst}, to) })
 
-	sink, err := Listen(l.path, "tcp4", fmt.Sprintf(":%d", SinkPort))
+	sink, err := Listen(l.path, "tcp", fmt.Sprintf(":%d", SinkPort))
 	if err != nil {
 		return fmt.Errorf("lan: throughput receiver: %w", err)
 	}
@@ -277,30 +398,33 @@ func (l *LAN) serve() error {
 
 func (l *LAN) handle(w http.ResponseWriter, r *http.Request) {
 	remote, _ := netip.ParseAddrPort(r.RemoteAddr)
+	remote = netip.AddrPortFrom(remote.Addr().Unmap(), remote.Port())
+	family := FamilyOf(remote.Addr())
 	l.mu.Lock()
-	l.reqs = append(l.reqs, Request{At: time.Now(), Remote: remote, Host: r.Host, Path: r.URL.Path})
+	l.reqs = append(l.reqs, Request{At: time.Now(), Remote: remote, Host: r.Host, Path: r.URL.Path, Family: family})
 	l.notifyLocked()
 	l.mu.Unlock()
-	l.logf("web: %s http://%s%s from %s", r.Method, r.Host, r.URL.Path, r.RemoteAddr)
+	l.logf("web: %s http://%s%s from %s over %s", r.Method, r.Host, r.URL.Path, remote, family)
 	w.Header().Set("Content-Type", "text/html; charset=utf-8")
 	switch r.URL.Path {
 	case "/":
-		w.Write([]byte(FrontPage))
+		w.Write([]byte(FrontPageFor(family)))
 	case "/whoami":
-		fmt.Fprintf(w, whoamiPage, remote.Addr(), remote.Addr())
+		fmt.Fprintf(w, whoamiPage, remote.Addr(), family, remote.Addr())
 	case "/about":
-		p := l.Plan()
-		fmt.Fprintf(w, aboutPage, Prefix, Router, Router, p.RangeStart, p.RangeEnd, p.DNS, WebName, p.Web)
+		w.Write([]byte(l.about()))
 	default:
 		w.WriteHeader(http.StatusNotFound)
 		fmt.Fprintf(w, notFoundPage, r.URL.Path)
 	}
 }
 
-func (l *LAN) echo(c net.PacketConn) {
+// echo serves one echo socket: read gets a datagram, reply answers it
+// (both called from this goroutine only).
+func (l *LAN) echo(read func([]byte) (int, net.Addr, error), reply func([]byte, net.Addr)) {
 	buf := make([]byte, 2048)
 	for {
-		n, from, err := c.ReadFrom(buf)
+		n, from, err := read(buf)
 		if err != nil {
 			if errors.Is(err, net.ErrClosed) {
 				return
@@ -308,11 +432,12 @@ func (l *LAN) echo(c net.PacketConn) {
 			continue
 		}
 		remote, _ := netip.ParseAddrPort(from.String())
+		remote = netip.AddrPortFrom(remote.Addr().Unmap(), remote.Port())
 		l.mu.Lock()
 		l.grams = append(l.grams, Datagram{At: time.Now(), Remote: remote, Payload: string(buf[:min(n, 64)])})
 		l.notifyLocked()
 		l.mu.Unlock()
-		c.WriteTo(buf[:n], from)
+		reply(buf[:n], from)
 	}
 }
 
@@ -374,11 +499,13 @@ func waitFor[T any](ctx context.Context, l *LAN, list func() []T, match func(T) 
 	}
 }
 
-// Renumber serves p from now on: the DNS server moves to p.DNS (its old
-// address is removed, so a client still using it gets no answer) and
-// answers p.Web for WebName; the DHCP server hands out p's pool and
-// resolver, and refuses (DHCPNAK) a lease outside it, so a client renewing
-// its old lease gets a new one at its next renewal (Config.T1).
+// Renumber serves p from now on: the DNS server moves to p.DNS and
+// p.DNS6 (its old addresses are removed, so a client still using one gets
+// no answer) and answers p.Web and p.Web6 for WebName; the DHCP server
+// hands out p's pool and resolver, and refuses (DHCPNAK) a lease outside
+// it, so a client renewing its old lease gets a new one at its next
+// renewal (Config.T1); the router advertisements name the new resolver
+// from the new server's first one, and DHCPv6 hands out p's.
 func (l *LAN) Renumber(p Plan) error {
 	old := l.Plan()
 	var errs []error
@@ -388,9 +515,13 @@ func (l *LAN) Renumber(p Plan) error {
 		}
 	}
 	l.dhcp, l.dns = nil, nil
-	if old.DNS != p.DNS {
+	if l.cfg.Mode.IPv4() && old.DNS != p.DNS {
 		errs = append(errs, ip("-n", l.cfg.NS, "addr", "del", old.DNS.String()+"/24", "dev", Iface),
 			ip("-n", l.cfg.NS, "addr", "add", p.DNS.String()+"/24", "dev", Iface))
+	}
+	if l.cfg.Mode.IPv6() && old.DNS6 != p.DNS6 {
+		errs = append(errs, ip("-n", l.cfg.NS, "addr", "del", old.DNS6.String()+"/64", "dev", Iface),
+			ip("-n", l.cfg.NS, "addr", "add", p.DNS6.String()+"/64", "dev", Iface, "nodad"))
 	}
 	if err := errors.Join(errs...); err != nil {
 		return err
@@ -398,7 +529,8 @@ func (l *LAN) Renumber(p Plan) error {
 	l.mu.Lock()
 	l.plan = p
 	l.mu.Unlock()
-	l.logf("renumbered: pool %v-%v, DNS %v, %s %v", p.RangeStart, p.RangeEnd, p.DNS, WebName, p.Web)
+	l.logf("renumbered (%v): pool %v-%v, DNS %v, %s %v; pool %v-%v, DNS %v, %s %v", l.cfg.Mode,
+		p.RangeStart, p.RangeEnd, p.DNS, WebName, p.Web, p.Range6Start, p.Range6End, p.DNS6, WebName, p.Web6)
 	return l.startDnsmasq(p)
 }
 

@@ -33,23 +33,38 @@ import (
 // client is a host on the LAN's bridge in a namespace of its own, configured
 // by the DHCP client the guests run (package dhcpc), natively.
 type client struct {
-	ns     *nstest.NS
-	leases chan dhcpc.Lease
-	resolv string
+	ns      *nstest.NS
+	leases  chan dhcpc.Lease
+	leases6 chan dhcpc.Lease6
+	resolv  string
 }
 
 const clientIface = "up0"
 
 func newClient(t *testing.T, ctx context.Context, host *nstest.NS, bridge string) *client {
 	t.Helper()
-	return newClientWith(t, ctx, host, bridge, nil, 0)
+	return newClientWith(t, ctx, host, bridge, clientOpts{})
 }
 
-// newClientWith is newClient with a wrapper of each socket opened (given
-// the count of sockets so far) and an exchange timeout.
-func newClientWith(t *testing.T, ctx context.Context, host *nstest.NS, bridge string, wrap func(n int, c net.PacketConn) net.PacketConn, timeout time.Duration) *client {
+// clientOpts are what newClientWith varies.
+type clientOpts struct {
+	// wrap wraps each DHCP socket opened (given the count of sockets so
+	// far).
+	wrap func(n int, c net.PacketConn) net.PacketConn
+	// timeout is the client's exchange timeout (zero: its default).
+	timeout time.Duration
+	// ipv6 runs the client's IPv6 side too.
+	ipv6 bool
+	// forward turns IPv6 forwarding on in the client's namespace first,
+	// as on a provider that routes.
+	forward bool
+}
+
+// newClientWith is newClient with opts.
+func newClientWith(t *testing.T, ctx context.Context, host *nstest.NS, bridge string, opts clientOpts) *client {
 	t.Helper()
-	c := &client{ns: nstest.New(t), leases: make(chan dhcpc.Lease, 16), resolv: filepath.Join(t.TempDir(), "resolv.conf")}
+	c := &client{ns: nstest.New(t), leases: make(chan dhcpc.Lease, 16), leases6: make(chan dhcpc.Lease6, 16),
+		resolv: filepath.Join(t.TempDir(), "resolv.conf")}
 	host.IP("link", "add", "up0-br", "type", "veth", "peer", "name", clientIface, "netns", c.ns.Name)
 	host.IP("link", "set", "up0-br", "master", bridge, "up")
 	nsh, err := netns.GetFromPath(c.ns.Path())
@@ -62,6 +77,13 @@ func newClientWith(t *testing.T, ctx context.Context, host *nstest.NS, bridge st
 		t.Fatal(err)
 	}
 	t.Cleanup(h.Close)
+	if opts.forward {
+		if err := lan.Do(c.ns.Path(), func() error {
+			return os.WriteFile("/proc/sys/net/ipv6/conf/all/forwarding", []byte("1"), 0o644)
+		}); err != nil {
+			t.Fatal(err)
+		}
+	}
 	opened := 0
 	open := func(iface string) (conn net.PacketConn, err error) {
 		opened++
@@ -69,8 +91,8 @@ func newClientWith(t *testing.T, ctx context.Context, host *nstest.NS, bridge st
 			conn, err = nclient4.NewRawUDPConn(iface, nclient4.ClientPort)
 			return err
 		})
-		if err == nil && wrap != nil {
-			conn = wrap(opened, conn)
+		if err == nil && opts.wrap != nil {
+			conn = opts.wrap(opened, conn)
 		}
 		return conn, err
 	}
@@ -80,7 +102,14 @@ func newClientWith(t *testing.T, ctx context.Context, host *nstest.NS, bridge st
 	go func() {
 		defer wg.Done()
 		dhcpc.Run(ctx, dhcpc.Config{Iface: clientIface, Handle: h, Open: open, ResolvConf: c.resolv,
-			Log: t.Logf, Timeout: timeout, OnLease: func(l dhcpc.Lease) { c.leases <- l }})
+			Log: t.Logf, Timeout: opts.timeout, OnLease: func(l dhcpc.Lease) { c.leases <- l },
+			IPv6: opts.ipv6, OnLease6: func(l dhcpc.Lease6) {
+				select {
+				case c.leases6 <- l:
+				case <-ctx.Done():
+				}
+			},
+			Do: func(f func() error) error { return lan.Do(c.ns.Path(), f) }})
 	}()
 	t.Cleanup(func() { cancel(); wg.Wait() })
 	return c
@@ -327,12 +356,12 @@ func TestDHCPClientReopens(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer l.Close()
-	c := newClientWith(t, ctx, host, bridge, func(n int, c net.PacketConn) net.PacketConn {
+	c := newClientWith(t, ctx, host, bridge, clientOpts{wrap: func(n int, c net.PacketConn) net.PacketConn {
 		if n == 1 {
 			return &failFirstRead{PacketConn: c}
 		}
 		return c
-	}, 2*time.Second)
+	}, timeout: 2 * time.Second})
 	if got := c.lease(t, ctx); !inPool(got.Addr.Addr(), lan.First) {
 		t.Errorf("lease %v, want one of the first pool", got)
 	}
@@ -387,3 +416,5 @@ func get(t *testing.T, c *http.Client, url string) string {
 	}
 	return string(b)
 }
+
+func readFile(path string) ([]byte, error) { return os.ReadFile(path) }

@@ -29,11 +29,16 @@
 //	                when the provider is asked to forward to it
 //	    sysctl:KEY=VALUE  write a sysctl, e.g.
 //	                net.ipv4.ip_forward=1 for a provider that routes
-//	    dhcp        run the DHCP client (vmtest/dhcpc) on every NIC without
-//	                the OUI (uplinks), for as long as the VM runs, and wait
-//	                for each one's first lease: address, default route and
-//	                /etc/resolv.conf from the lease, renewals and new
-//	                leases followed ("dhcp IFACE lease ...", "dhcp ok n=N")
+//	    dhcp        run the network manager (vmtest/dhcpc) on every NIC
+//	                without the OUI (uplinks), for as long as the VM runs,
+//	                in both families, and wait for each one's first
+//	                configuration of either: IPv4 by DHCP (address, default
+//	                route, renewals and new leases followed: "dhcp IFACE
+//	                lease ..."), IPv6 by router advertisements (SLAAC, with
+//	                accept_ra=2 so that forwarding does not stop them) and
+//	                DHCPv6 as they ask ("dhcp6 IFACE lease addrs=...
+//	                router=... dns=..."); /etc/resolv.conf names the
+//	                resolvers of both, IPv4's first ("dhcp ok n=N")
 //	    resolve:NAME  look NAME up through /etc/resolv.conf until it
 //	                answers ("resolve NAME ok addrs=...")
 //	    fetch:URL   HTTP GET until it answers 200 ("fetch URL ok status=200

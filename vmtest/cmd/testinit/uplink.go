@@ -5,6 +5,7 @@ import (
 	"context"
 	"net"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/vishvananda/netlink"
@@ -37,11 +38,16 @@ func uplinks() []string {
 	return out
 }
 
-// dhcp starts the DHCP client (package dhcpc) on every uplink, for as long
-// as the VM runs, and waits up to timeout for each one's first lease. Each
-// client reports every lease that changes something as "dhcp IFACE lease
-// addr=... dns=... n=N" (N counts renewals too); then the step reports
-// "dhcp ok n=NICS" or "fail dhcp ...".
+// dhcp starts the uplinks' network manager (package dhcpc) on every
+// uplink, for as long as the VM runs, in both families: DHCP, and router
+// advertisements (SLAAC, accept_ra=2 so that a provider that forwards
+// keeps taking them) with DHCPv6 as they ask; resolv.conf names the
+// resolvers of both. It waits up to timeout for each uplink's first
+// configuration of either family (a LAN speaks IPv4, IPv6 or both).
+// Each client reports every lease that changes something as "dhcp IFACE
+// lease addr=... dns=... n=N" (N counts renewals too) and every IPv6
+// configuration as "dhcp6 IFACE lease addrs=... router=... dns=... n=N";
+// then the step reports "dhcp ok n=NICS" or "fail dhcp ...".
 func dhcp(timeout time.Duration) {
 	// The uplinks' drivers have probed by now (the agent and the disks
 	// ran after the modules were loaded).
@@ -57,15 +63,12 @@ func dhcp(timeout time.Duration) {
 	}
 	first := make(chan string, len(names))
 	for _, n := range names {
-		leased := false
-		cfg := dhcpc.Config{Iface: n, Handle: h, ResolvConf: resolvConf,
-			Log: func(format string, args ...any) { report(format, args...) },
-			OnLease: func(dhcpc.Lease) {
-				if !leased {
-					leased = true
-					first <- n
-				}
-			}}
+		var once sync.Once
+		configured := func() { once.Do(func() { first <- n }) }
+		cfg := dhcpc.Config{Iface: n, Handle: h, ResolvConf: resolvConf, IPv6: true,
+			Log:      func(format string, args ...any) { report(format, args...) },
+			OnLease:  func(dhcpc.Lease) { configured() },
+			OnLease6: func(dhcpc.Lease6) { configured() }}
 		go func() {
 			if err := dhcpc.Run(context.Background(), cfg); err != nil {
 				report("fail dhcp %s: %v", n, err)
