@@ -49,7 +49,7 @@ SIGTERM or SIGINT stops every VM and removes their links.`,
 		fs.IntVar(&f.memory, "memory", qemu.DefaultMemoryMiB, "guest RAM in `MiB`")
 		fs.StringVar(&f.logTo, "log", hostlog.Auto, "where the log goes: `auto|journal|stderr` (auto: the journal when stderr is the journal's stream, as under systemd; stderr otherwise)")
 		fs.BoolVar(&f.logJSON, "log-json", false, "log to stderr as JSON lines instead of text")
-		fs.StringVar(&f.vmUIDs, "vm-uids", vmm.DefaultUIDs, "`FIRST-LAST`: the uids (and gids of the same numbers) QEMU runs under, one per VM, kept in STATE/"+vmm.UIDFile+"; no user database entry needed")
+		fs.StringVar(&f.vmUIDs, "vm-uids", vmm.DefaultUIDs, "`FIRST-LAST`: the uids (and gids of the same numbers) QEMU runs under, one per VM, kept in STATE/"+vmm.UIDFile+"; no user database entry needed, and none may hold them (/etc/passwd, group, subuid, subgid)")
 		fs.DurationVar(&f.nicTimeout, "nic-timeout", daemon.DefaultNICTimeout, "how long a NIC hot-plug or unplug waits for the guest (an unplug the guest ignores leaves the device but frees the tap)")
 		fs.DurationVar(&f.silentAfter, "silent-after", daemon.DefaultSilentAfter, "warn about a VM that has written nothing to its serial console this long after launch (0: never)")
 		return func(_ []string, s Stdio) error { return serve(f, s.Err) }
@@ -79,6 +79,11 @@ func serve(f serveFlags, stderr io.Writer) error {
 	uidRange, err := vmm.ParseUIDRange(f.vmUIDs)
 	if err != nil {
 		return fmt.Errorf("-vm-uids: %w", err)
+	}
+	// A user, group or user namespace holding a VM's uid could signal or
+	// trace its QEMU: refuse the range rather than share it.
+	if err := vmm.CheckUIDRange("/", uidRange); err != nil {
+		return fmt.Errorf("-vm-uids:\n%w", err)
 	}
 	if f.silentAfter == 0 {
 		f.silentAfter = -1 // the daemon's "never"

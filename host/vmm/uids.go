@@ -27,10 +27,17 @@ const UIDFile = "vm-uids.json"
 const uidVersion = 1
 
 // DefaultUIDs is the range QEMU's uids come from unless -vm-uids says
-// otherwise: 65,536 ids in the block systemd leaves unused (65536-524287),
-// clear of regular users, nobody, systemd's DynamicUser= range and its
-// container ranges. No user database entry is needed for any of them.
-const DefaultUIDs = "327680-393215"
+// otherwise: 65,536 ids at 0x70000000, in the block systemd's
+// UIDS-GIDS.md leaves unassigned (1879048192-2147483647), and before its
+// foreign range (0x7FFE0000). No convention hands these out: below are
+// systemd's container ranges (524288-1879048191), which nspawn -U and
+// nsresourced pick from, and Debian's subordinate ids (/etc/subuid and
+// /etc/subgid: 100000 + 65536*n, up to 600100000, SUB_UID_MAX), which
+// the block 65536-524287 the old default took from overlaps; above is
+// 2^31, where uids meet signed 32-bit code. No user database entry is
+// needed for any of them, and CheckUIDRange refuses a range someone
+// holds anyway.
+const DefaultUIDs = "1879048192-1879113727"
 
 // UIDRange is an inclusive range of uids (and the gids of the same
 // numbers) for VMs.

@@ -18,7 +18,7 @@ func TestParseUIDRange(t *testing.T) {
 		want UIDRange
 		err  string
 	}{
-		{in: DefaultUIDs, want: UIDRange{327680, 393215}},
+		{in: DefaultUIDs, want: UIDRange{0x70000000, 0x7000ffff}},
 		{in: "1000-1000", want: UIDRange{1000, 1000}},
 		{in: "65535-70000", want: UIDRange{65535, 70000}},
 		{in: "", err: "want FIRST-LAST"},
