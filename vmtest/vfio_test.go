@@ -102,7 +102,7 @@ wait
 // its memlock limit is its RAM plus the margin, and after stop the device
 // is still on vfio-pci and the grant is gone.
 func TestVFIONested(t *testing.T) {
-	e := newEnv(t, 9*time.Minute)
+	e := newEnv(t, 12*time.Minute)
 	full, err := kernel.FindFull()
 	testenv.NoErr(t, err, "make kernel fetches Debian's full kernel")
 	start := time.Now()
