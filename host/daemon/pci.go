@@ -12,8 +12,9 @@ import (
 // checked on the host and bound to vfio-pci (Devices.Claim), which does
 // nothing to a device on vfio-pci already. A device stays on vfio-pci when
 // its VM stops: the host never drives it again (docs/DESIGN.md says why).
-// The kernel lets one process at a time open an IOMMU group, so a VM still
-// running with the device keeps it from any other.
+// The kernel lets one process at a time open an IOMMU group, and host/vmm
+// grants a group to one VM's QEMU at a time, so a VM still running with
+// the device (or another of its group) keeps it from any other.
 
 // errNoDevices: the daemon was given no Devices.
 var errNoDevices = errors.New("this spectrumd hands no PCI devices to VMs (no VFIO)")

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 
 	"spectrum-os.org/netcfg/host/daemon"
 	"spectrum-os.org/netcfg/host/vfio"
@@ -31,18 +32,24 @@ func (d Devices) Claim(addr string) (daemon.PCIDevice, string, error) {
 	return daemon.PCIDevice{Addr: addr, Group: dev.Group}, what, nil
 }
 
-// grant lets uid open the IOMMU group nodes of devs and returns the
-// groups it granted; on an error it takes back what it gave.
-func (q *QEMU) grant(devs []daemon.PCIDevice, uid uint32) ([]int, error) {
+// grant lets uid, vm's QEMU, open the IOMMU group nodes of devs and
+// returns the groups it granted. A group another VM's QEMU has is refused,
+// naming that VM: a grant would take the node from it (the ACL names one
+// uid). On an error it takes back what it gave.
+func (q *QEMU) grant(vm string, devs []daemon.PCIDevice, uid uint32) ([]int, error) {
 	var groups []int
-	seen := map[int]bool{}
 	for _, d := range devs {
-		if seen[d.Group] {
+		if slices.Contains(groups, d.Group) {
 			continue
 		}
-		seen[d.Group] = true
-		if err := q.opt.VFIO.Grant(d.Group, uid); err != nil {
-			q.revoke(groups, q.opt.Log)
+		err := q.take(vm, d.Group)
+		if err == nil {
+			if err = q.opt.VFIO.Grant(d.Group, uid); err != nil {
+				q.drop(vm, d.Group)
+			}
+		}
+		if err != nil {
+			q.revoke(vm, groups, q.opt.Log)
 			return nil, fmt.Errorf("PCI device %s: %w", d.Addr, err)
 		}
 		groups = append(groups, d.Group)
@@ -50,11 +57,32 @@ func (q *QEMU) grant(devs []daemon.PCIDevice, uid uint32) ([]int, error) {
 	return groups, nil
 }
 
-// revoke takes back the grants of groups.
-func (q *QEMU) revoke(groups []int, log *slog.Logger) {
+// take records that vm's QEMU has group g, unless another VM's has it.
+func (q *QEMU) take(vm string, g int) error {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	if o, ok := q.groups[g]; ok && o != vm {
+		return fmt.Errorf("IOMMU group %d is VM %s's, whose QEMU runs", g, o)
+	}
+	q.groups[g] = vm
+	return nil
+}
+
+// drop forgets that vm's QEMU has group g.
+func (q *QEMU) drop(vm string, g int) {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	if q.groups[g] == vm {
+		delete(q.groups, g)
+	}
+}
+
+// revoke takes back vm's grants of groups.
+func (q *QEMU) revoke(vm string, groups []int, log *slog.Logger) {
 	var errs []error
 	for _, g := range groups {
 		errs = append(errs, q.opt.VFIO.Revoke(g))
+		q.drop(vm, g)
 	}
 	if err := errors.Join(errs...); err != nil {
 		log.Error("taking back a VM's IOMMU groups", "err", err)

@@ -51,6 +51,9 @@ type Options struct {
 // QEMU launches VMs as QEMU processes. It is safe for concurrent use.
 type QEMU struct {
 	opt Options
+
+	mu     sync.Mutex
+	groups map[int]string // IOMMU groups granted, by the VM whose QEMU has them
 }
 
 // New returns a VMM that runs QEMU with opt.
@@ -65,7 +68,7 @@ func New(opt Options) (*QEMU, error) {
 		opt.OpenVhost = OpenVhostNet
 	}
 	opt.VhostNet = opt.VhostNet && opt.Accel == "kvm"
-	return &QEMU{opt: opt}, nil
+	return &QEMU{opt: opt, groups: map[int]string{}}, nil
 }
 
 // VhostNetDevice is the kernel's virtio-net backend device.
@@ -149,13 +152,13 @@ func (q *QEMU) Launch(ctx context.Context, spec daemon.Spec) (daemon.Instance, e
 			c.PCI = append(c.PCI, d.Addr)
 		}
 	}
-	granted, err := q.grant(spec.PCI, uid)
+	granted, err := q.grant(spec.VM.Name, spec.PCI, uid)
 	if err != nil {
 		q.opt.UIDs.Release(spec.VM.Name)
 		return nil, err
 	}
 	done := func() {
-		q.revoke(granted, log)
+		q.revoke(spec.VM.Name, granted, log)
 		q.opt.UIDs.Release(spec.VM.Name)
 	}
 	defer func() { closeVhosts(c.NICs) }() // QEMU has its own copies once Start returns
