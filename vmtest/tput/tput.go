@@ -25,20 +25,30 @@ func Serve(ln net.Listener) error {
 		if err != nil {
 			return err
 		}
-		go func() {
-			defer c.Close()
-			// A sender that stalls must not hold the goroutine forever.
-			c.SetDeadline(time.Now().Add(10 * time.Minute))
-			n, err := io.Copy(io.Discard, c)
-			if err != nil {
-				return
-			}
-			var b [8]byte
-			binary.BigEndian.PutUint64(b[:], uint64(n))
-			c.Write(b[:])
-		}()
+		go Receive(c)
 	}
 }
+
+// Receive reads c to its end, answers with the byte count (8 bytes, big
+// endian) and closes c: the receiver's side of one measurement, on a
+// connection either side opened.
+func Receive(c net.Conn) {
+	defer c.Close()
+	// A sender that stalls must not hold the goroutine forever.
+	c.SetDeadline(time.Now().Add(10 * time.Minute))
+	n, err := io.Copy(io.Discard, c)
+	if err != nil {
+		return
+	}
+	var b [8]byte
+	binary.BigEndian.PutUint64(b[:], uint64(n))
+	c.Write(b[:])
+}
+
+// BackPort is where a sender listens for a receiver that connects to it
+// (SendOn): a client measuring its path to its provider, which accepts no
+// connection from its clients but their replies.
+const BackPort = 5002
 
 // Result is one measurement.
 type Result struct {
@@ -62,6 +72,24 @@ func Send(addr string, d, timeout time.Duration) (Result, error) {
 	if err != nil {
 		return Result{}, err
 	}
+	return send(c, start, d, timeout)
+}
+
+// SendOn is Send on the first connection a receiver opens to ln (one
+// that runs Receive on it), waiting up to timeout for it.
+func SendOn(ln *net.TCPListener, d, timeout time.Duration) (Result, error) {
+	ln.SetDeadline(time.Now().Add(timeout))
+	c, err := ln.Accept()
+	if err != nil {
+		return Result{}, err
+	}
+	return send(c, time.Now(), d, timeout)
+}
+
+// send writes to c from start for d, then half-closes and reads the
+// receiver's count; c is closed on return.
+func send(c net.Conn, start time.Time, d, timeout time.Duration) (Result, error) {
+	addr := c.RemoteAddr().String()
 	defer c.Close()
 	c.SetDeadline(start.Add(timeout))
 	buf := make([]byte, 64<<10)

@@ -17,6 +17,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"spectrum-os.org/netcfg/vmtest/tput"
@@ -211,11 +212,61 @@ func throughput(arg string) {
 	report("tput %s ok bytes=%d took=%.3fs mbit=%.2f", addr, r.Bytes, r.Took.Seconds(), r.BitsPerSecond()/1e6)
 }
 
-// rtt measures N UDP echo round trips to ADDR (port 7): "rtt ADDR ok n=N
-// min=MS median=MS max=MS" or "fail rtt ...". The first round trip is not
-// counted: under TCG it pays for translating the path's code, and it
-// resolves the neighbour.
-func rtt(arg string) {
+// throughputBack is throughput the other way round: it waits for a
+// receiver to connect to this VM's tput.BackPort (a provider running
+// tputdial towards its client, which may not open connections to it) and
+// sends to it for secs seconds: "tput ADDR ok ..." as throughput says it,
+// ADDR (HOST/SECS) naming the receiver.
+func throughputBack(arg string) {
+	addr, secs := arg, 5
+	if i := strings.LastIndex(arg, "/"); i >= 0 {
+		addr = arg[:i]
+		if n, err := strconv.Atoi(arg[i+1:]); err == nil {
+			secs = n
+		}
+	}
+	addr = net.JoinHostPort(addr, strconv.Itoa(tput.BackPort))
+	backOnce.Do(func() {
+		backLn, backErr = net.ListenTCP("tcp4", &net.TCPAddr{Port: tput.BackPort})
+	})
+	if backErr != nil {
+		report("fail tput %s: %v", addr, backErr)
+		return
+	}
+	r, err := tput.SendOn(backLn, time.Duration(secs)*time.Second, time.Duration(secs)*time.Second+time.Minute)
+	if err != nil {
+		report("fail tput %s: %v", addr, err)
+		return
+	}
+	report("tput %s ok bytes=%d took=%.3fs mbit=%.2f", addr, r.Bytes, r.Took.Seconds(), r.BitsPerSecond()/1e6)
+}
+
+// The listener of throughputBack, kept from one measurement to the next.
+var (
+	backOnce sync.Once
+	backLn   *net.TCPListener
+	backErr  error
+)
+
+// throughputDial connects to HOST's tput.BackPort and receives, again
+// and again, for as long as the VM runs: the receiver of throughputBack.
+func throughputDial(host string) {
+	addr := net.JoinHostPort(host, strconv.Itoa(tput.BackPort))
+	for {
+		c, err := net.DialTimeout("tcp4", addr, 5*time.Second)
+		if err != nil {
+			time.Sleep(20 * time.Millisecond)
+			continue
+		}
+		tput.Receive(c)
+	}
+}
+
+// rtt measures N echo round trips to ADDR with probe (UDP to port 7, or
+// ICMP): "rtt ADDR ok n=N min=MS median=MS max=MS" or "fail rtt ...". The
+// first round trip is not counted: under TCG it pays for translating the
+// path's code, and it resolves the neighbour.
+func rtt(arg string, probe func(net.IP, int) (time.Duration, error)) {
 	addr, n := arg, 20
 	if i := strings.LastIndex(arg, "/"); i >= 0 {
 		addr = arg[:i]
@@ -228,13 +279,13 @@ func rtt(arg string) {
 		report("fail rtt %s: not an IPv4 address", addr)
 		return
 	}
-	if _, err := udpEcho(ip, 0); err != nil {
+	if _, err := probe(ip, 0); err != nil {
 		report("fail rtt %s: %v", addr, err)
 		return
 	}
 	var ms []float64
 	for seq := 1; seq <= n; seq++ {
-		d, err := udpEcho(ip, seq)
+		d, err := probe(ip, seq)
 		if err != nil {
 			report("fail rtt %s: %v (after %d)", addr, err, len(ms))
 			return

@@ -52,8 +52,14 @@
 //	                -dump URL" and "lynx URL ok lines=N"
 //	    tput:ADDR[/SECONDS]  TCP throughput to a receiver (vmtest/tput) at
 //	                ADDR (port 5001 unless given), default 5 s
+//	    tputback:ADDR[/SECONDS]  tput the other way round: wait for a
+//	                receiver to connect to port 5002 (ADDR names it) and
+//	                send to it
+//	    tputdial:HOST  connect to HOST's port 5002 and receive, again and
+//	                again (in the background)
 //	    rtt:ADDR[/N]  N UDP echo round trips to ADDR (default 20): min,
 //	                median and max
+//	    rtticmp:ADDR[/N]  the same with ICMP echo
 //	    serve       stay up (the UDP echo server keeps answering) until killed
 //	    poweroff    power the VM off (also done after the last step)
 //	spectrum.timeout=SECONDS      per ping, resolve, fetch, lynx or dhcp
@@ -184,8 +190,14 @@ func main() {
 			lynxDump(strings.TrimPrefix(step, "lynx:"), p.timeout)
 		case strings.HasPrefix(step, "tput:"):
 			throughput(strings.TrimPrefix(step, "tput:"))
+		case strings.HasPrefix(step, "tputback:"):
+			throughputBack(strings.TrimPrefix(step, "tputback:"))
+		case strings.HasPrefix(step, "tputdial:"):
+			go throughputDial(strings.TrimPrefix(step, "tputdial:"))
 		case strings.HasPrefix(step, "rtt:"):
-			rtt(strings.TrimPrefix(step, "rtt:"))
+			rtt(strings.TrimPrefix(step, "rtt:"), udpEcho)
+		case strings.HasPrefix(step, "rtticmp:"):
+			rtt(strings.TrimPrefix(step, "rtticmp:"), icmpEcho)
 		case strings.HasPrefix(step, "spoof:"):
 			src, dst, _ := strings.Cut(strings.TrimPrefix(step, "spoof:"), ">")
 			spoof(src, dst, p.timeout)
