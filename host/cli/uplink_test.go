@@ -97,7 +97,8 @@ func (statusHandler) Console(string) (io.ReadWriteCloser, error) {
 	return nil, errors.New("no console")
 }
 
-// TestListStatusUplinks: list and status show each VM's uplinks and MACs.
+// TestListStatusUplinks: list and status show each VM's uplinks and MACs,
+// and its PCI uplinks.
 func TestListStatusUplinks(t *testing.T) {
 	run := t.TempDir()
 	ln, err := control.Listen(ControlSocket(run))
@@ -108,7 +109,8 @@ func TestListStatusUplinks(t *testing.T) {
 		{Name: "app", State: "stopped", Links: []control.LinkStatus{{Peer: "netvm", Role: "client", ID: "a5:46", MAC: "0a:b3:ec:00:a5:46"}}},
 		{Name: "netvm", State: "running", PID: 42,
 			Links:   []control.LinkStatus{{Peer: "app", Role: "provider", ID: "a5:46", MAC: "0a:b3:ec:80:a5:46"}},
-			Uplinks: []control.UplinkStatus{{Iface: "br-lan", MAC: "3e:53:19:79:9f:e9"}, {Iface: "wlan0", MAC: "52:54:00:12:34:56"}}},
+			Uplinks: []control.UplinkStatus{{Iface: "br-lan", MAC: "3e:53:19:79:9f:e9"}, {Iface: "wlan0", MAC: "52:54:00:12:34:56"}},
+			PCI:     []string{"0000:03:00.0"}},
 	}}, Log: slog.New(slog.NewTextHandler(io.Discard, nil)), AllowUID: os.Getuid()}
 	go srv.Serve(ln)
 	t.Cleanup(func() { ln.Close() })
@@ -119,7 +121,7 @@ func TestListStatusUplinks(t *testing.T) {
 	}
 	want := "NAME   STATE    PID  RESTARTS  LINKS                       UPLINKS\n" +
 		"app    stopped  -    0         <-netvm(0a:b3:ec:00:a5:46)  -\n" +
-		"netvm  running  42   0         ->app(0a:b3:ec:80:a5:46)    br-lan(3e:53:19:79:9f:e9) wlan0(52:54:00:12:34:56)\n"
+		"netvm  running  42   0         ->app(0a:b3:ec:80:a5:46)    br-lan(3e:53:19:79:9f:e9) wlan0(52:54:00:12:34:56) pci:0000:03:00.0\n"
 	if diff := cmp.Diff(want, out.String()); diff != "" {
 		t.Errorf("list (-want +got):\n%s", diff)
 	}
@@ -130,6 +132,7 @@ func TestListStatusUplinks(t *testing.T) {
 	for _, line := range []string{
 		"uplink br-lan: NIC 3e:53:19:79:9f:e9, tap spu3e5319799fe9\n",
 		"uplink wlan0: NIC 52:54:00:12:34:56, tap spu525400123456\n",
+		"uplink pci 0000:03:00.0: host PCI device by VFIO\n",
 	} {
 		if !strings.Contains(out.String(), line) {
 			t.Errorf("status lacks %q:\n%s", line, out.String())
@@ -139,7 +142,7 @@ func TestListStatusUplinks(t *testing.T) {
 	if err := Status([]string{"-run", run, "-json", "netvm"}, &out, io.Discard); err != nil {
 		t.Fatal(err)
 	}
-	if !strings.Contains(out.String(), `"uplinks":[{"iface":"br-lan","mac":"3e:53:19:79:9f:e9"},{"iface":"wlan0","mac":"52:54:00:12:34:56"}]`) {
+	if !strings.Contains(out.String(), `"uplinks":[{"iface":"br-lan","mac":"3e:53:19:79:9f:e9"},{"iface":"wlan0","mac":"52:54:00:12:34:56"}],"pci":["0000:03:00.0"]`) {
 		t.Errorf("status -json: %s", out.String())
 	}
 }
