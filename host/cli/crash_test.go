@@ -22,7 +22,7 @@ import (
 )
 
 func TestMain(m *testing.M) {
-	testenv.RunHelper(map[string]func() int{helperServe: serveHelper, helperConsole: consoleHelper})
+	testenv.RunHelper(map[string]func() int{helperServe: serveHelper, helperConsole: consoleHelper, helperCheck: checkHelper})
 	os.Exit(m.Run())
 }
 

@@ -119,6 +119,10 @@ func TestUplinkQEMU(t *testing.T) {
 		srv.fail(t, "net's QEMU NICs (-want +got):\n%s", diff)
 	}
 	port := waitPort(t, srv, ns, tap)
+	// br-lan carries the host's 192.0.2.1: serve says net is its LAN peer.
+	if b, _ := os.ReadFile(logPath); !strings.Contains(string(b), "level=WARN msg=\"uplink: host bridge br-lan has the host's address 192.0.2.1/24") {
+		srv.fail(t, "no warning that br-lan carries the host's address")
+	}
 
 	// kill -9: relaunched on the same tap, now with app's link NIC
 	// cold-plugged before the uplink.

@@ -40,7 +40,7 @@ func TestCheckWarnings(t *testing.T) {
 	for _, want := range []string{
 		"  warning    " + typo + ": unknown entry, not used: did you mean providers/net?\n",
 		"  warning    " + raw + ": not a *.img disk image, not given to the VM\n",
-		"2 VMs valid, 0 invalid; 2 warnings (entries not used)\n",
+		"2 VMs valid, 0 invalid; 2 warnings\n",
 	} {
 		if !strings.Contains(out, want) {
 			t.Errorf("check output lacks %q:\n%s", want, out)

@@ -106,6 +106,11 @@ func (n *Net) CreateUplink(br string, m net.HardwareAddr) error {
 		// with a lock that might drop all the VM's frames.
 		return fmt.Errorf("uplink %s: host bridge %s filters VLANs, which spectrumd does not support", name, br.Attrs().Name)
 	}
+	if addrs, err := hostAddrs(n.h, bl); err != nil {
+		n.log.Warn("uplink: cannot list the host bridge's addresses", "bridge", br, "err", err)
+	} else if len(addrs) > 0 {
+		n.log.Warn("uplink: "+HostAddrWarning(br, addrs), "bridge", br, "addrs", strings.Join(addrs, " "))
+	}
 	tap, err := n.ensure(name, "tuntap", func(name string) error {
 		return n.inNS(func() error {
 			return n.h.LinkAdd(&netlink.Tuntap{
