@@ -157,6 +157,13 @@ func serve(f serveFlags, stderr io.Writer) error {
 	}
 	host := vfio.System
 	host.Modprobe = modprobe
+	// A spectrumd that died left its QEMUs' IOMMU groups granted; they
+	// were killed above.
+	if had, err := host.RevokeAll(); err != nil {
+		log.Error("taking back IOMMU groups a former spectrumd granted", "err", err)
+	} else if len(had) > 0 {
+		log.Info("took back IOMMU groups a former spectrumd granted", "groups", had)
+	}
 	qemus, err := vmm.New(vmm.Options{Accel: acc, MemoryMiB: f.memory, UIDs: uids, KVMGroup: kvmGroup, VhostNet: vhost, VFIO: &host, Log: log})
 	if err != nil {
 		return err

@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"path/filepath"
+	"strconv"
 
 	"golang.org/x/sys/unix"
 )
@@ -72,6 +74,37 @@ func (h Host) Revoke(g int) error {
 		return err
 	}
 	return clearACL(p)
+}
+
+// RevokeAll takes every grant off every IOMMU group's node: at start, what
+// a spectrumd that died left (its QEMUs were killed with it, or since).
+// It returns the groups whose node had an ACL.
+func (h Host) RevokeAll() ([]int, error) {
+	ents, err := os.ReadDir(filepath.Join(h.Dev, "vfio"))
+	if errors.Is(err, os.ErrNotExist) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	var had []int
+	var errs []error
+	for _, e := range ents {
+		g, err := strconv.Atoi(e.Name())
+		if err != nil || g < 0 {
+			continue // the container node, vfio
+		}
+		p := h.GroupNode(g)
+		if _, err := unix.Getxattr(p, aclXattr, nil); err != nil {
+			continue // no ACL (ENODATA), or nothing to read
+		}
+		if err := h.Revoke(g); err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		had = append(had, g)
+	}
+	return had, errors.Join(errs...)
 }
 
 func checkNode(p string) error {

@@ -82,3 +82,40 @@ func TestGrantLive(t *testing.T) {
 		t.Error("Grant to uid 0: nil error")
 	}
 }
+
+// TestRevokeAllLive: what a spectrumd that died left granted is taken back
+// at the next start; nodes without a grant and the container node are left
+// as they are.
+func TestRevokeAllLive(t *testing.T) {
+	testenv.Root(t, "to make device nodes")
+	h := vfiotest.New(t, true)
+	for _, g := range []string{"3", "4"} {
+		if err := unix.Mknod(h.Path("dev/vfio/"+g), unix.S_IFCHR|0o600, int(unix.Mkdev(1, 3))); err != nil {
+			testenv.Skip(t, "mknod in a temporary directory: "+err.Error())
+		}
+	}
+	if err := unix.Mknod(h.Path("dev/vfio/vfio"), unix.S_IFCHR|0o666, int(unix.Mkdev(1, 3))); err != nil {
+		t.Fatal(err)
+	}
+	unix.Chmod(h.Path("dev/vfio/vfio"), 0o666)
+	if err := h.Grant(4, 393001); err != nil {
+		t.Fatal(err)
+	}
+	had, err := h.RevokeAll()
+	if err != nil || len(had) != 1 || had[0] != 4 {
+		t.Fatalf("RevokeAll: %v, %v; want group 4 only", had, err)
+	}
+	for _, n := range []string{"dev/vfio/3", "dev/vfio/4"} {
+		if _, err := unix.Getxattr(h.Path(n), "system.posix_acl_access", nil); err == nil {
+			t.Errorf("%s has an ACL after RevokeAll", n)
+		}
+	}
+	var st unix.Stat_t
+	unix.Stat(h.Path("dev/vfio/vfio"), &st)
+	if st.Mode&0o777 != 0o666 {
+		t.Errorf("the container node's mode became %o", st.Mode&0o777)
+	}
+	if had, err := h.RevokeAll(); err != nil || len(had) != 0 {
+		t.Errorf("RevokeAll again: %v, %v; want nothing", had, err)
+	}
+}
