@@ -30,6 +30,11 @@ FUZZ      := ./internal/mac:FuzzParseClassify:200000x ./guest:FuzzParseLink:1000
 # to $(UNITDIR) (both searched by the hooks and systemd as they are).
 PREFIX    ?= /usr/local
 UNITDIR   ?= $(PREFIX)/lib/systemd/system
+# The udev rule and the systemd-networkd file that tell the provider's
+# network manager to leave the 0A:B3:EC NICs to spectrum-router (udev and
+# networkd search both directories under /usr/local as under /usr).
+UDEVRULESDIR ?= $(PREFIX)/lib/udev/rules.d
+NETWORKDIR   ?= $(PREFIX)/lib/systemd/network
 # The initramfs generators that get spectrum-netcfg's hooks
 # (spectrum-netcfg(8), INITRAMFS): by default those installed on
 # this machine; with DESTDIR (a package or a guest image being built) all
@@ -144,6 +149,8 @@ install: build man
 	chmod 0644 $(DESTDIR)$(UNITDIR)/spectrumd.service
 	sed 's|/usr/local/|$(PREFIX)/|g' dist/spectrum-router.service >$(DESTDIR)$(UNITDIR)/spectrum-router.service
 	chmod 0644 $(DESTDIR)$(UNITDIR)/spectrum-router.service
+	install -D -m 0644 dist/udev/90-spectrum-router.rules $(DESTDIR)$(UDEVRULESDIR)/90-spectrum-router.rules
+	install -D -m 0644 dist/networkd/00-spectrum-router.network $(DESTDIR)$(NETWORKDIR)/00-spectrum-router.network
 	install -D -m 0644 README.md $(DESTDIR)$(PREFIX)/share/doc/spectrum/README.md
 	@set -e; for p in $(MANPAGES); do s=$${p##*.}; \
 	  echo "install -D -m 0644 $$p $(DESTDIR)$(PREFIX)/share/man/man$$s/$${p##*/}"; \

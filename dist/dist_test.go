@@ -113,15 +113,17 @@ func TestMakeInstall(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			dest := install(t, tt.vars...)
 			want := map[string]os.FileMode{
-				tt.prefix + "/bin/spectrum-netcfg":                         0o755,
-				tt.prefix + "/bin/spectrum-router":                         0o755,
-				tt.prefix + "/lib/systemd/system/spectrum-router.service":  0o644,
-				tt.prefix + "/bin/spectrumd":                               0o755,
-				tt.prefix + "/bin/spectrum-initramfs-append":               0o755,
-				tt.prefix + "/share/doc/spectrum/README.md":                0o644,
-				tt.prefix + "/lib/systemd/system/spectrumd.service":        0o644,
-				tt.prefix + "/share/bash-completion/completions/spectrumd": 0o644,
-				tt.prefix + "/share/zsh/site-functions/_spectrumd":         0o644,
+				tt.prefix + "/bin/spectrum-netcfg":                            0o755,
+				tt.prefix + "/bin/spectrum-router":                            0o755,
+				tt.prefix + "/lib/systemd/system/spectrum-router.service":     0o644,
+				tt.prefix + "/lib/udev/rules.d/90-spectrum-router.rules":      0o644,
+				tt.prefix + "/lib/systemd/network/00-spectrum-router.network": 0o644,
+				tt.prefix + "/bin/spectrumd":                                  0o755,
+				tt.prefix + "/bin/spectrum-initramfs-append":                  0o755,
+				tt.prefix + "/share/doc/spectrum/README.md":                   0o644,
+				tt.prefix + "/lib/systemd/system/spectrumd.service":           0o644,
+				tt.prefix + "/share/bash-completion/completions/spectrumd":    0o644,
+				tt.prefix + "/share/zsh/site-functions/_spectrumd":            0o644,
 			}
 			// Every manual page, as roff, in its section's directory.
 			pages, err := filepath.Glob(filepath.Join(repoRoot(t), "docs/man/*.md"))
