@@ -427,6 +427,20 @@ func TestUnitSandboxJournal(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// What tells a missing entry's cause: where spectrumd's records went
+	// instead (its stderr), and whether the guest's line reached it (the
+	// VM's log file).
+	t.Cleanup(func() {
+		if t.Failed() {
+			vmLog, err := os.ReadFile(filepath.Join(state, "logs", "app.log"))
+			t.Logf("spectrumd (pid %d)'s stderr:\n%s\nthe VM's log file (%v):\n%s", s.cmd.Process.Pid, s.logTail(), err, vmLog)
+		}
+	})
+	// spectrumd says where it logs before it serves: the journal, or
+	// stderr and why not the journal.
+	if s.logTail() != "" {
+		t.Fatalf("spectrumd logs to stderr under systemd with a journal (its stderr below)\n%s", j.Dump())
+	}
 	if _, err := s.call(control.Request{Op: "start", Name: "app"}, 2*time.Minute); err != nil {
 		t.Fatal(s.errorf("start app: %v", err))
 	}

@@ -10,6 +10,12 @@
 // host's kernel messages and turn the kernel's auditing on), keeps its
 // journal in memory (Storage=volatile), forwards nothing (not to the
 // terminals of logged-in users, not to syslog) and has no rate limit.
+//
+// A namespace instance exits when it has had no stream or varlink client
+// for 30 s (socket activation starts it again; nothing does here), which
+// would leave a package's later tests without a journal: its config keeps
+// it running (MaxRetentionSec, see start), and Get fails a test once it
+// has exited anyway.
 package journaldtest
 
 import (
@@ -21,6 +27,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"syscall"
 	"testing"
@@ -38,9 +45,10 @@ const childEnv = "SPECTRUM_JOURNALDTEST"
 
 // Journald is the test binary's journald.
 type Journald struct {
-	Dir string // its journal files' directory, for journalctl -D
-	cmd *exec.Cmd
-	log syncbuf.Buffer // its own output
+	Dir    string // its journal files' directory, for journalctl -D
+	cmd    *exec.Cmd
+	log    syncbuf.Buffer // its own output
+	exited chan struct{}  // closed when it has exited (cmd.ProcessState set)
 }
 
 var (
@@ -93,7 +101,7 @@ func Main(m *testing.M) int {
 	code := m.Run()
 	if running != nil {
 		running.cmd.Process.Signal(syscall.SIGTERM)
-		running.cmd.Wait()
+		<-running.exited
 	}
 	return code
 }
@@ -119,8 +127,12 @@ func start() (*Journald, error) {
 		return nil, err
 	}
 	// zz-: the last drop-in read, whatever the host's /etc holds.
+	// MaxRetentionSec: a namespace instance whose retention limit is over
+	// its idle timeout (30 s) stays up to enforce it, instead of exiting
+	// 30 s after its last client (journald-server.c, server_is_idle);
+	// a year deletes nothing a test wrote.
 	err := os.WriteFile(filepath.Join(conf, "zz-spectrum-test.conf"), []byte(
-		"[Journal]\nStorage=volatile\nForwardToWall=no\nForwardToSyslog=no\nForwardToConsole=no\nForwardToKMsg=no\nRateLimitBurst=0\n"), 0o644)
+		"[Journal]\nStorage=volatile\nForwardToWall=no\nForwardToSyslog=no\nForwardToConsole=no\nForwardToKMsg=no\nRateLimitBurst=0\nMaxRetentionSec=1y\n"), 0o644)
 	if err != nil {
 		return nil, err
 	}
@@ -129,10 +141,25 @@ func start() (*Journald, error) {
 	if err := os.Symlink("journal."+namespace, "/run/systemd/journal"); err != nil {
 		return nil, err
 	}
-	j := &Journald{cmd: exec.Command(bin, namespace)}
+	j := &Journald{cmd: exec.Command(bin, namespace), exited: make(chan struct{})}
 	j.cmd.Stdout, j.cmd.Stderr = &j.log, &j.log
 	j.cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-	if err := j.cmd.Start(); err != nil {
+	// The parent-death signal comes when the thread that forked journald
+	// exits, and Go ends a thread whose goroutine exits locked to it (a
+	// test's network namespace switch, say): journald is forked from a
+	// thread locked to a goroutine that lives as long as journald does.
+	started := make(chan error)
+	go func() {
+		runtime.LockOSThread()
+		if err := j.cmd.Start(); err != nil {
+			started <- err
+			return
+		}
+		started <- nil
+		j.cmd.Wait()
+		close(j.exited)
+	}()
+	if err := <-started; err != nil {
 		return nil, err
 	}
 	deadline := time.Now().Add(30 * time.Second)
@@ -145,7 +172,7 @@ func start() (*Journald, error) {
 		}
 		if time.Now().After(deadline) {
 			j.cmd.Process.Kill()
-			j.cmd.Wait()
+			<-j.exited
 			return nil, fmt.Errorf("%s %s: no socket and journal after 30s: %s", bin, namespace, j.log.String())
 		}
 		time.Sleep(10 * time.Millisecond)
@@ -166,7 +193,21 @@ func Get(t testing.TB) *Journald {
 		}
 		t.Fatal("journald:", startErr)
 	}
+	if err := running.gone(); err != nil {
+		t.Fatalf("journald: %v", err)
+	}
 	return running
+}
+
+// gone says how journald exited, if it has: the tests after that have no
+// journal.
+func (j *Journald) gone() error {
+	select {
+	case <-j.exited:
+		return fmt.Errorf("systemd-journald exited during the tests (%v); its output: %q", j.cmd.ProcessState, j.log.String())
+	default:
+		return nil
+	}
 }
 
 // Entry is a journal entry's fields, as journalctl -o json gives them; a
@@ -250,10 +291,38 @@ func (j *Journald) Wait(ctx context.Context, t testing.TB, n int, match ...strin
 		}
 		select {
 		case <-ctx.Done():
-			t.Fatalf("journalctl %v: %d entries, want %d: %v\njournald: %s", match, len(es), n, es, j.log.String())
+			t.Fatalf("journalctl %v: %d entries, want %d: %v\n%s", match, len(es), n, es, j.Dump())
 		case <-time.After(20 * time.Millisecond):
 		}
 	}
+}
+
+// Dump is what a failed test needs to tell why an entry is missing: the
+// journal's last entries, whoever sent them, with their pid, identifier
+// and message (journald's own notices, "Suppressed N messages" among them,
+// included), the journal's files, and journald's own output.
+func (j *Journald) Dump() string {
+	var b strings.Builder
+	out, err := j.Journalctl("-o", "json", "--all", "-n", "200")
+	fmt.Fprintf(&b, "the journal's last entries (of any sender):\n")
+	if err != nil {
+		fmt.Fprintf(&b, "  %v\n", err)
+	}
+	for _, l := range bytes.Split(bytes.TrimSpace(out), []byte("\n")) {
+		var e map[string]any
+		if json.Unmarshal(l, &e) != nil {
+			continue
+		}
+		fmt.Fprintf(&b, "  %v _PID=%v _COMM=%v %v: %v\n", e["__MONOTONIC_TIMESTAMP"], e["_PID"], e["_COMM"], e["SYSLOG_IDENTIFIER"], e["MESSAGE"])
+	}
+	files, _ := filepath.Glob(filepath.Join(j.Dir, "*"))
+	fmt.Fprintf(&b, "journal files: %v\n", files)
+	if err := j.gone(); err != nil {
+		fmt.Fprintf(&b, "%v", err)
+	} else {
+		fmt.Fprintf(&b, "journald runs; its output: %q", j.log.String())
+	}
+	return b.String()
 }
 
 // Journalctl runs journalctl on the journal with args and returns its
