@@ -7,6 +7,7 @@ import (
 	"runtime"
 	"slices"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 	"unsafe"
@@ -137,4 +138,28 @@ func seccompFilter(pid, index int) ([]unix.SockFilter, error) {
 		}
 	}
 	return out, nil
+}
+
+// TestStartBinaryNotExecutable: spectrumd's binary, which QEMU starts
+// through, must be executable by QEMU's uid; one that is not (mode 0700)
+// fails the start with an error that says so, and QEMU never runs.
+func TestStartBinaryNotExecutable(t *testing.T) {
+	requireQEMU(t)
+	ctx := testContext(t, 30*time.Second)
+	c := testConfig(t)
+	bin := testenv.SharedBinary(t)
+	if err := os.Chmod(bin, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	dir := testDir(c)
+	c.Kernel, c.Initramfs, c.Images = nil, nil, nil
+	cfg, _ := json.Marshal(c)
+	cmd := testenv.HelperCommandOf(ctx, bin, helperStart, "SPECTRUM_QEMU_CONFIG="+string(cfg), "SPECTRUM_QEMU_DIR="+dir)
+	out, err := cmd.CombinedOutput()
+	if err == nil {
+		t.Fatalf("QEMU started from a binary its uid may not run:\n%s", out)
+	}
+	if !strings.Contains(string(out), "permission denied") || !strings.Contains(string(out), "must be executable by all") {
+		t.Errorf("the error does not say what is wrong:\n%s", out)
+	}
 }

@@ -196,6 +196,9 @@ func Start(ctx context.Context, c Config, stderr io.Writer) (*Process, error) {
 		if errors.Is(err, syscall.EPERM) {
 			err = fmt.Errorf("%w (spectrumd needs CAP_SETUID and CAP_SETGID for QEMU's uid, CAP_SYS_ADMIN for its network namespace)", err)
 		}
+		if errors.Is(err, syscall.EACCES) {
+			err = fmt.Errorf("%w (QEMU starts through spectrumd's own binary, %s, as QEMU's uid %d: it must be executable by all, mode 0755)", err, confine.Self, c.UID)
+		}
 		return nil, fmt.Errorf("start %s: %w", Quote(p.Argv), err)
 	}
 	for _, f := range files {
