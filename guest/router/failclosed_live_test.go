@@ -3,6 +3,7 @@ package router_test
 import (
 	"context"
 	"errors"
+	"io"
 	"net"
 	"os/exec"
 	"strings"
@@ -308,5 +309,52 @@ func TestFailClosedStartFails(t *testing.T) {
 			checkSysctl(t, prov, "net.ipv4.ip_forward", "1")
 			tc.checkIsolated(t)
 		})
+	}
+}
+
+// TestFailClosedTableHeld: another program removes the router's table and
+// holds its name (a table of the same name with the owner flag, which
+// nobody else may change while its socket lives), so the router cannot
+// put its table back. Forwarding goes off (fail closed) until it can:
+// client 2 reaches nothing of client 1 meanwhile. Once the other program
+// exits, the router's next try succeeds, through a new nftables
+// connection (google/nftables' does not recover from a refused Flush),
+// and forwarding comes back on.
+func TestFailClosedTableHeld(t *testing.T) {
+	tc := newTwoClients(t)
+	holder := tc.prov.Command(context.Background(), "nft", "-i")
+	stdin, err := holder.StdinPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := holder.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { stdin.Close(); holder.Wait() })
+	n := len(tc.pa.lines())
+	// One line, one transaction.
+	if _, err := io.WriteString(stdin, "flush ruleset; add table inet spectrum-router { flags owner; }\n"); err != nil {
+		t.Fatal(err)
+	}
+	tc.pa.waitLineAfter(n, "spectrum-router: set net.ipv4.ip_forward 0 until the table is back")
+	checkSysctl(t, tc.prov, "net.ipv4.ip_forward", "0")
+	tc.checkIsolated(t)
+	if _, err := dialTCP(t, tc.c1, webAddr, 7); err == nil {
+		t.Error("client 1 reached the LAN while the router's table was not there")
+	}
+
+	n = len(tc.pa.lines())
+	stdin.Close()
+	if err := holder.Wait(); err != nil {
+		t.Fatalf("nft -i: %v", err)
+	}
+	tc.pa.waitLineAfter(n, "spectrum-router: nft removed table inet spectrum-router: put it back")
+	tc.pa.waitLineAfter(n, "spectrum-router: set net.ipv4.ip_forward 1 again")
+	checkRuleset(t, tc.prov, wantRuleset(map[string]string{"p1": "100.64.0.1", "p2": "100.64.0.2"}, dnsNAT, dns1Addr, "1"))
+	checkSysctl(t, tc.prov, "net.ipv4.ip_forward", "1")
+	tc.checkIsolated(t)
+	tc.checkNAT(t)
+	if code := tc.pa.stop(); code != 0 {
+		t.Errorf("exit status %d after SIGTERM, want 0", code)
 	}
 }

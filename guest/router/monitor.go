@@ -139,7 +139,6 @@ func (r *Router) watchTable() {
 			r.call(func() { ok = r.restore(ch) })
 			if !ok {
 				time.Sleep(retryRestore)
-				ch = tableChange{lost: true, by: ch.by, removed: ch.removed}
 			}
 		}
 	}
@@ -166,7 +165,11 @@ func (r *Router) restore(ch tableChange) bool {
 		}
 	}
 	if err := r.write(); err != nil {
-		r.say("error: " + what + ", and it cannot be put back: " + err.Error())
+		// Said once, not at every try, unless the reason changes.
+		if msg := "error: " + what + ", and it cannot be put back: " + err.Error(); msg != r.heldWhy {
+			r.heldWhy = msg
+			r.say(msg)
+		}
 		if !r.held {
 			if err := writeForward('0'); err != nil {
 				r.say("error: set net.ipv4.ip_forward 0: " + err.Error())
@@ -182,6 +185,7 @@ func (r *Router) restore(ch tableChange) bool {
 	} else {
 		r.say(what + ": put it back")
 	}
+	r.heldWhy = ""
 	if r.held {
 		if err := writeForward('1'); err != nil {
 			r.say("error: set net.ipv4.ip_forward 1 again: " + err.Error())

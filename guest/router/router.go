@@ -31,6 +31,7 @@ type Router struct {
 	watch      *resolvWatch
 	tables     *tableWatch
 	held       bool       // net.ipv4.ip_forward is 0 until the table is back (restore)
+	heldWhy    string     // why the table could not be put back, as last logged
 	log        *guest.Log // lines about no one NIC
 	links      []Link     // in no order: writeTable writes them by ifindex
 	dns        DNS
