@@ -558,3 +558,63 @@ func floodUDP(t *testing.T, ns *nstest.NS, src, dst netip.Addr, dport uint16, pa
 		}
 	}
 }
+
+// TestAttackForgedReply: a client forges the LAN server's replies to the
+// provider's own UDP "connection" (its source, the provider's port), with
+// strict rp_filter off on its link so that only the router stands in the
+// way: the provider's socket gets none, and the genuine reply still comes.
+func TestAttackForgedReply(t *testing.T) {
+	prov, _, _, c1, _ := attackSetup(t)
+	sysctl(t, prov, "net.ipv4.conf.p1.rp_filter=0")
+	sysctl(t, prov, "net.ipv4.conf.all.rp_filter=0")
+	var pc *net.UDPConn
+	inNS(t, prov, func() {
+		var err error
+		if pc, err = net.DialUDP("udp", nil, &net.UDPAddr{IP: net.ParseIP(webAddr), Port: 7}); err != nil {
+			t.Fatal(err)
+		}
+	})
+	defer pc.Close()
+	if _, err := pc.Write([]byte("from the provider")); err != nil {
+		t.Fatal(err)
+	}
+	pc.SetReadDeadline(time.Now().Add(5 * time.Second))
+	buf := make([]byte, 100)
+	if n, err := pc.Read(buf); err != nil {
+		t.Fatalf("the LAN server's genuine reply: %q, %v: the test's set-up is wrong", buf[:n], err)
+	}
+	port := uint16(pc.LocalAddr().(*net.UDPAddr).Port)
+	// The forged reply: from the LAN server's address and port to the
+	// provider's uplink address and its socket's port, sent by client 1
+	// through its gateway, the provider.
+	c1.IP("addr", "add", webAddr+"/32", "dev", "eth0")
+	src, dst := netip.MustParseAddr(webAddr), netip.MustParseAddr(uplinkAddr)
+	u := make([]byte, 8, 8+len("forged"))
+	u = append(u, "forged"...)
+	binary.BigEndian.PutUint16(u[0:], 7)
+	binary.BigEndian.PutUint16(u[2:], port)
+	binary.BigEndian.PutUint16(u[4:], uint16(len(u)))
+	s4, d4 := src.As4(), dst.As4()
+	pseudo := append(append(append([]byte(nil), s4[:]...), d4[:]...), 0, unix.IPPROTO_UDP, 0, byte(len(u)))
+	binary.BigEndian.PutUint16(u[6:], ^checksum(uint32(checksum(0, pseudo)), u))
+	var fd int
+	var err error
+	inNS(t, c1, func() { fd, err = unix.Socket(unix.AF_INET, unix.SOCK_RAW|unix.SOCK_CLOEXEC, unix.IPPROTO_RAW) })
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer unix.Close(fd)
+	ip := make([]byte, 20, 20+len(u))
+	ip[0], ip[8], ip[9] = 0x45, 64, unix.IPPROTO_UDP
+	binary.BigEndian.PutUint16(ip[2:], uint16(20+len(u)))
+	copy(ip[12:], s4[:])
+	copy(ip[16:], d4[:])
+	binary.BigEndian.PutUint16(ip[10:], ^checksum(0, ip))
+	if err := unix.Sendto(fd, append(ip, u...), 0, &unix.SockaddrInet4{Addr: d4}); err != nil {
+		t.Fatalf("send the forged reply: %v", err)
+	}
+	pc.SetReadDeadline(time.Now().Add(time.Second))
+	if n, err := pc.Read(buf); err == nil {
+		t.Errorf("the provider's socket got %q from a client forging the LAN server", buf[:n])
+	}
+}

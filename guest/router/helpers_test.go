@@ -474,6 +474,7 @@ func wantRuleset(clients map[string]string, mode, resolver, forwardWas string) r
 	}
 	add("guard", "from a provider link", "meta iif @links jump from-link")
 	add("from-link", "invalid packets go nowhere (nor un-NATed to the uplink)", "ct state invalid drop")
+	add("from-link", "from a provider link only its client's address", "meta iif . ip saddr != @clients drop")
 	entries := strconv.Itoa(linkEntries())
 	for _, n := range names {
 		add("from-link", "new connections a second, per link", "meta iif "+n+" ct state new limit rate over 1000/second burst 2000 packets drop")
@@ -497,7 +498,6 @@ func wantRuleset(clients map[string]string, mode, resolver, forwardWas string) r
 	add("forward", "from a provider link", "meta iif @links jump from-client")
 	add("forward", "to a provider link", "meta oif @links jump to-client")
 	add("from-client", "no IPv6 from a provider link", "meta nfproto != ipv4 drop")
-	add("from-client", "from a provider link only its client's address", "meta iif . ip saddr != @clients drop")
 	add("from-client", "no client reaches another", "meta oif @links drop")
 	if mode != dnsForward {
 		add("from-client", "only DNS to the virtual resolver, and only while there is a resolver",

@@ -156,6 +156,7 @@ type spec struct {
 //		}
 //		chain from-link {
 //			ct state invalid drop
+//			iif . ip saddr != @clients drop                # only its client's address, to the provider too
 //			iif L ct state new limit rate over RATE/second burst BURST packets drop   # each link
 //			iif L ct state new ct count over N drop                                  # each link
 //		}
@@ -184,7 +185,6 @@ type spec struct {
 //		}
 //		chain from-client {
 //			meta nfproto != ipv4 drop                      # no IPv6
-//			iif . ip saddr != @clients drop                # only its client's address
 //			oif @links drop                                # no client reaches another
 //			ip daddr A reject                              # not DNS, or no resolver (not DNSForward)
 //			accept
@@ -299,6 +299,8 @@ func writeTable(c *nftables.Conn, s spec) error {
 
 	rule(chainGuard, "from a provider link", x(iif(), inSet(setLinks)), jump(chainFromLink))
 	rule(chainFromLink, "invalid packets go nowhere (nor un-NATed to the uplink)", ctState(expr.CtStateBitINVALID), drop())
+	rule(chainFromLink, "from a provider link only its client's address", ipv4(),
+		x(iif(), &expr.Payload{DestRegister: 9, Base: expr.PayloadBaseNetworkHeader, Offset: 12, Len: 4}, lookup(sets[setClients], 1, true)), drop())
 	for _, l := range links {
 		rule(chainFromLink, "new connections a second, per link", iifIs(l.Index), ctState(expr.CtStateBitNEW),
 			x(&expr.Limit{Type: expr.LimitTypePkts, Rate: uint64(s.limits.Rate), Over: true, Unit: expr.LimitTimeSecond, Burst: s.limits.Burst}), drop())
@@ -344,8 +346,6 @@ func writeTable(c *nftables.Conn, s spec) error {
 	rule(chainForward, "to a provider link", x(oif(), inSet(setLinks)), jump(chainToClient))
 	rule(chainFromClient, "no IPv6 from a provider link", x(&expr.Meta{Key: expr.MetaKeyNFPROTO, Register: 1},
 		&expr.Cmp{Op: expr.CmpOpNeq, Register: 1, Data: []byte{unix.NFPROTO_IPV4}}), drop())
-	rule(chainFromClient, "from a provider link only its client's address", ipv4(),
-		x(iif(), &expr.Payload{DestRegister: 9, Base: expr.PayloadBaseNetworkHeader, Offset: 12, Len: 4}, lookup(sets[setClients], 1, true)), drop())
 	rule(chainFromClient, "no client reaches another", x(oif(), inSet(setLinks)), drop())
 	if s.dns.Mode != DNSForward {
 		rule(chainFromClient, "only DNS to the virtual resolver, and only while there is a resolver", ipv4(), daddr4Is(resolverAddr), reject())
