@@ -2,6 +2,7 @@ package vmtest
 
 import (
 	"net/netip"
+	"strings"
 	"testing"
 	"time"
 
@@ -21,13 +22,17 @@ import (
 // address of that family.
 func TestDualStackUplink(t *testing.T) {
 	e := newEnv(t, 8*time.Minute)
-	l := e.lanMode(lan.DualStack)
+	l := e.lanMode(lan.DualStack, false)
 	e.spec(vm.Spec{Name: "netvm", Uplinks: []string{lanBridge}, Cmdline: "spectrum.watch spectrum.route"})
 	e.vm("app", []string{"netvm"}, "")
 	d := e.serve()
 	ctx := e.ctx
 	web6 := "http://[" + lan.First.Web6.String() + "]/"
-	e.setTest("netvm", "dhcp,fetch:"+web6+",fetch:"+webByAddr+",serve")
+	// Both families before the fetches: IPv6's address is there only
+	// once duplicate address detection passed, a second after the
+	// advertisement's default route (in between, netvm's own connections
+	// would leave with a source of another NIC, its provider side's ULA).
+	e.setTest("netvm", "dhcp:46,fetch:"+web6+",fetch:"+webByAddr+",serve")
 	// The families a client reaches the LAN by through netvm: IPv4 (the
 	// router's NAT). IPv6 joins once the router forwards it:
 	// {"IPv6", webByName or web6, lan.First.Web6}; a client prefers IPv4
@@ -82,5 +87,43 @@ func checkPageOf(t testing.TB, event, family string, web netip.Addr) {
 	t.Helper()
 	if vm.Field(event, "status") != "200" || vm.Field(event, "sha256") != lan.PageSumFor(family) || vm.Field(event, "addr") != web.String() {
 		t.Errorf("fetch: %s; want status 200 from %v, sha256 %s (the LAN's front page over %s)", event, web, lan.PageSumFor(family), family)
+	}
+}
+
+// TestIPv6OnlyUplink is netvm on an IPv6-only LAN that hands out addresses
+// by DHCPv6 (issue 18), forwarding IPv6 as a router does: its network
+// manager still takes the router advertisements (accept_ra=2), gets a
+// DHCPv6 address of the pool and the resolver, and writes resolv.conf with
+// that resolver alone; netvm resolves the web name (AAAA only) and fetches
+// the page over IPv6, the server seeing its DHCPv6 address. No DHCP lease
+// is reported, and "dhcp ok" comes with IPv6's configuration alone.
+func TestIPv6OnlyUplink(t *testing.T) {
+	e := newEnv(t, 6*time.Minute)
+	l := e.lanMode(lan.IPv6Only, true)
+	e.spec(vm.Spec{Name: "netvm", Uplinks: []string{lanBridge}})
+	d := e.serve()
+	ctx := e.ctx
+	e.setTest("netvm", "sysctl:net.ipv6.conf.all.forwarding=1,dhcp:6,resolve:"+lan.WebName+",fetch:"+webByName+",serve")
+	netvm := d.Start(t, "netvm")
+	up6, ev := lease6(t, ctx, netvm, "netvm's IPv6 configuration", func(addrs []netip.Prefix, dns string) bool {
+		return dns == lan.First.DNS6.String()
+	})
+	t.Logf("netvm: %s", ev)
+	ok(t, ctx, netvm, "sysctl net.ipv6.conf.all.forwarding=1")
+	if up6.Bits() != 128 || up6.Addr().Compare(lan.First.Range6Start) < 0 || up6.Addr().Compare(lan.First.Range6End) > 0 ||
+		vm.Field(ev, "m") != "1" {
+		t.Errorf("netvm's IPv6: %s; want a DHCPv6 /128 of %v-%v, m=1", ev, lan.First.Range6Start, lan.First.Range6End)
+	}
+	ok(t, ctx, netvm, "dhcp ok n=1")
+	if e := ok(t, ctx, netvm, "resolve "+lan.WebName+" ok"); vm.Field(e, "addrs") != lan.First.Web6.String() {
+		t.Errorf("%s; want addrs=%v", e, lan.First.Web6)
+	}
+	checkPageOf(t, ok(t, ctx, netvm, "fetch "+webByName+" ok"), "IPv6", lan.First.Web6)
+	if r := l.Requests(); len(r) != 1 || r[0].Family != "IPv6" || r[0].Remote.Addr() != up6.Addr() {
+		t.Errorf("the LAN's web server saw %+v, want one request over IPv6 from %v", r, up6.Addr())
+	}
+	// The uplink's name, from "dhcp6 IFACE lease ...".
+	if got := netvm.Serial.Events("dhcp " + strings.Fields(ev)[1] + " lease"); len(got) != 0 {
+		t.Errorf("a DHCP lease on an IPv6-only LAN: %q", got)
 	}
 }

@@ -24,14 +24,14 @@ var (
 // a failure its log (dnsmasq's, the web server's) is printed.
 func (e *env) lan() *lan.LAN {
 	e.t.Helper()
-	return e.lanMode(lan.IPv4Only)
+	return e.lanMode(lan.IPv4Only, false)
 }
 
-// lanMode is lan for a LAN of the given mode (IPv6 by SLAAC and stateless
-// DHCPv6).
-func (e *env) lanMode(mode lan.Mode) *lan.LAN {
+// lanMode is lan for a LAN of the given mode, its IPv6 addresses by SLAAC
+// or, stateful, by DHCPv6.
+func (e *env) lanMode(mode lan.Mode, stateful bool) *lan.LAN {
 	e.t.Helper()
-	l, err := lan.Start(lan.Config{HostNS: e.ns.Name, Bridge: lanBridge, Mode: mode})
+	l, err := lan.Start(lan.Config{HostNS: e.ns.Name, Bridge: lanBridge, Mode: mode, Stateful: stateful})
 	if err != nil {
 		e.t.Fatal(err)
 	}

@@ -81,7 +81,8 @@ type run6 struct {
 
 	router   netip.Addr
 	ra       RA
-	seen     bool // an advertisement came
+	raFrom   netip.Addr // the last advertisement's source
+	seen     bool       // an advertisement came
 	dhcpDNS  []netip.Addr
 	dhcpAddr netip.Prefix // DHCPv6's address, or invalid
 	renewAt  time.Time    // DHCPv6's next exchange (T1), or zero
@@ -167,8 +168,13 @@ func (r *run6) loop(ctx context.Context) {
 			if r.seen || sent >= rsCount {
 				continue
 			}
+			if !r.solicit(pc) {
+				// No usable link-local address yet (duplicate
+				// address detection): soon again, not counted.
+				rs.Reset(250 * time.Millisecond)
+				continue
+			}
 			sent++
-			r.solicit(pc)
 			rs.Reset(rsInterval)
 		case m, ok := <-ras:
 			if !ok {
@@ -217,21 +223,45 @@ func (r *run6) read(pc *ipv6.PacketConn, out chan<- raMsg) {
 	}
 }
 
-// solicit sends a router solicitation to all routers (ff02::2).
-func (r *run6) solicit(pc *ipv6.PacketConn) {
+// solicit sends a router solicitation to all routers (ff02::2). It
+// reports false while the NIC has no link-local address to send from.
+func (r *run6) solicit(pc *ipv6.PacketConn) bool {
 	rs := []byte{133, 0, 0, 0, 0, 0, 0, 0}
 	if hw := r.link.Attrs().HardwareAddr; len(hw) == 6 {
 		rs = append(rs, 1, 1) // source link-layer address
 		rs = append(rs, hw...)
 	}
 	dst := &net.IPAddr{IP: net.ParseIP("ff02::2")}
-	if _, err := pc.WriteTo(rs, &ipv6.ControlMessage{HopLimit: 255, IfIndex: r.link.Attrs().Index}, dst); err != nil && !r.failed {
+	_, err := pc.WriteTo(rs, &ipv6.ControlMessage{HopLimit: 255, IfIndex: r.link.Attrs().Index}, dst)
+	switch {
+	case errors.Is(err, unix.EADDRNOTAVAIL):
+		return false
+	case err != nil:
 		r.cfg.Log("dhcp6 %s router solicitation failed: %v", r.cfg.Iface, err)
 	}
+	return true
 }
 
 func (r *run6) onRA(ctx context.Context, m raMsg) {
-	r.seen = true
+	// Each advertisement that says something new (not the router's
+	// periodic repeats), so the log shows what the network offered.
+	if !r.seen || m.src != r.raFrom || !sameRA(m.ra, r.ra) {
+		var ps []string
+		for _, p := range m.ra.Prefixes {
+			f := ""
+			if p.Autonomous {
+				f = "(slaac)"
+			}
+			ps = append(ps, p.Prefix.String()+f)
+		}
+		ds := make([]string, len(m.ra.DNS))
+		for i, d := range m.ra.DNS {
+			ds[i] = d.String()
+		}
+		r.cfg.Log("dhcp6 %s ra from=%v lifetime=%v m=%d o=%d prefixes=%s dns=%s mtu=%d", r.cfg.Iface, m.src, m.ra.Lifetime,
+			b2i(m.ra.Managed), b2i(m.ra.Other), strings.Join(ps, ","), strings.Join(ds, ","), m.ra.MTU)
+	}
+	r.seen, r.raFrom = true, m.src
 	switch {
 	case m.ra.Lifetime > 0:
 		r.router = m.src
@@ -419,4 +449,19 @@ func (r *run6) report() {
 	if r.cfg.OnLease6 != nil {
 		r.cfg.OnLease6(l)
 	}
+}
+
+// sameRA reports whether two advertisements say the same (lifetimes of
+// prefixes aside, which count down in some routers' repeats).
+func sameRA(a, b RA) bool {
+	if a.Managed != b.Managed || a.Other != b.Other || a.Lifetime != b.Lifetime || a.MTU != b.MTU ||
+		!slices.Equal(a.DNS, b.DNS) || len(a.Prefixes) != len(b.Prefixes) {
+		return false
+	}
+	for i := range a.Prefixes {
+		if a.Prefixes[i].Prefix != b.Prefixes[i].Prefix || a.Prefixes[i].Autonomous != b.Prefixes[i].Autonomous {
+			return false
+		}
+	}
+	return true
 }

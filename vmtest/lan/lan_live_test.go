@@ -3,6 +3,7 @@ package lan_test
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
@@ -25,6 +26,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"spectrum-os.org/netcfg/internal/nstest"
+	"spectrum-os.org/netcfg/internal/syncbuf"
 	"spectrum-os.org/netcfg/vmtest/dhcpc"
 	"spectrum-os.org/netcfg/vmtest/lan"
 	"spectrum-os.org/netcfg/vmtest/tput"
@@ -37,6 +39,7 @@ type client struct {
 	leases  chan dhcpc.Lease
 	leases6 chan dhcpc.Lease6
 	resolv  string
+	log     *syncbuf.Buffer // the client's log lines
 }
 
 const clientIface = "up0"
@@ -64,7 +67,7 @@ type clientOpts struct {
 func newClientWith(t *testing.T, ctx context.Context, host *nstest.NS, bridge string, opts clientOpts) *client {
 	t.Helper()
 	c := &client{ns: nstest.New(t), leases: make(chan dhcpc.Lease, 16), leases6: make(chan dhcpc.Lease6, 16),
-		resolv: filepath.Join(t.TempDir(), "resolv.conf")}
+		resolv: filepath.Join(t.TempDir(), "resolv.conf"), log: &syncbuf.Buffer{}}
 	host.IP("link", "add", "up0-br", "type", "veth", "peer", "name", clientIface, "netns", c.ns.Name)
 	host.IP("link", "set", "up0-br", "master", bridge, "up")
 	nsh, err := netns.GetFromPath(c.ns.Path())
@@ -102,7 +105,10 @@ func newClientWith(t *testing.T, ctx context.Context, host *nstest.NS, bridge st
 	go func() {
 		defer wg.Done()
 		dhcpc.Run(ctx, dhcpc.Config{Iface: clientIface, Handle: h, Open: open, ResolvConf: c.resolv,
-			Log: t.Logf, Timeout: opts.timeout, OnLease: func(l dhcpc.Lease) { c.leases <- l },
+			Log: func(format string, args ...any) {
+				t.Logf(format, args...)
+				fmt.Fprintf(c.log, format+"\n", args...)
+			}, Timeout: opts.timeout, OnLease: func(l dhcpc.Lease) { c.leases <- l },
 			IPv6: opts.ipv6, OnLease6: func(l dhcpc.Lease6) {
 				select {
 				case c.leases6 <- l:

@@ -39,6 +39,8 @@
 //	                DHCPv6 as they ask ("dhcp6 IFACE lease addrs=...
 //	                router=... dns=..."); /etc/resolv.conf names the
 //	                resolvers of both, IPv4's first ("dhcp ok n=N")
+//	    dhcp:FAMILIES  dhcp, waiting for each uplink's configuration of
+//	                each family in FAMILIES (4, 6 or 46) instead of either
 //	    resolve:NAME  look NAME up through /etc/resolv.conf until it
 //	                answers ("resolve NAME ok addrs=...")
 //	    fetch:URL   HTTP GET until it answers 200 ("fetch URL ok status=200
@@ -178,8 +180,8 @@ func main() {
 			noping(strings.TrimPrefix(step, "noping:"), p.notimeout)
 		case strings.HasPrefix(step, "noreach:"):
 			noreach(strings.TrimPrefix(step, "noreach:"), p.notimeout)
-		case step == "dhcp":
-			dhcp(p.timeout)
+		case step == "dhcp" || strings.HasPrefix(step, "dhcp:"):
+			dhcp(p.timeout, strings.TrimPrefix(strings.TrimPrefix(step, "dhcp"), ":"))
 		case strings.HasPrefix(step, "resolve:"):
 			resolve(strings.TrimPrefix(step, "resolve:"), p.timeout)
 		case strings.HasPrefix(step, "fetch:") && validURL(strings.TrimPrefix(step, "fetch:")):

@@ -43,12 +43,14 @@ func uplinks() []string {
 // advertisements (SLAAC, accept_ra=2 so that a provider that forwards
 // keeps taking them) with DHCPv6 as they ask; resolv.conf names the
 // resolvers of both. It waits up to timeout for each uplink's first
-// configuration of either family (a LAN speaks IPv4, IPv6 or both).
-// Each client reports every lease that changes something as "dhcp IFACE
-// lease addr=... dns=... n=N" (N counts renewals too) and every IPv6
-// configuration as "dhcp6 IFACE lease addrs=... router=... dns=... n=N";
-// then the step reports "dhcp ok n=NICS" or "fail dhcp ...".
-func dhcp(timeout time.Duration) {
+// configuration of the families in want: "" either (a LAN speaks IPv4,
+// IPv6 or both), "4", "6" or "46" (each of them: on a dual-stack LAN, so
+// that the next step has both). Each client reports every lease that
+// changes something as "dhcp IFACE lease addr=... dns=... n=N" (N counts
+// renewals too) and every IPv6 configuration as "dhcp6 IFACE lease
+// addrs=... router=... dns=... n=N"; then the step reports "dhcp ok
+// n=NICS" or "fail dhcp ...".
+func dhcp(timeout time.Duration, want string) {
 	// The uplinks' drivers have probed by now (the agent and the disks
 	// ran after the modules were loaded).
 	names := uplinks()
@@ -56,19 +58,39 @@ func dhcp(timeout time.Duration) {
 		report("fail dhcp: no NIC without the OUI")
 		return
 	}
+	if strings.Trim(want, "46") != "" {
+		report("fail dhcp: families %q: want 4, 6 or 46", want)
+		return
+	}
 	h, err := netlink.NewHandle(unix.NETLINK_ROUTE)
 	if err != nil {
 		report("fail dhcp: %v", err)
 		return
 	}
-	first := make(chan string, len(names))
+	// configured gets each NIC once, when it has what want asks for.
+	configured := make(chan string, len(names))
 	for _, n := range names {
-		var once sync.Once
-		configured := func() { once.Do(func() { first <- n }) }
+		var mu sync.Mutex
+		have, done := "", false
+		got := func(family string) {
+			mu.Lock()
+			defer mu.Unlock()
+			if !strings.Contains(have, family) {
+				have += family
+			}
+			ok := len(have) > 0
+			for _, f := range want {
+				ok = ok && strings.ContainsRune(have, f)
+			}
+			if ok && !done {
+				done = true
+				configured <- n
+			}
+		}
 		cfg := dhcpc.Config{Iface: n, Handle: h, ResolvConf: resolvConf, IPv6: true,
 			Log:      func(format string, args ...any) { report(format, args...) },
-			OnLease:  func(dhcpc.Lease) { configured() },
-			OnLease6: func(dhcpc.Lease6) { configured() }}
+			OnLease:  func(dhcpc.Lease) { got("4") },
+			OnLease6: func(dhcpc.Lease6) { got("6") }}
 		go func() {
 			if err := dhcpc.Run(context.Background(), cfg); err != nil {
 				report("fail dhcp %s: %v", n, err)
@@ -79,7 +101,7 @@ func dhcp(timeout time.Duration) {
 	deadline := time.After(timeout)
 	for len(got) < len(names) {
 		select {
-		case n := <-first:
+		case n := <-configured:
 			got = append(got, n)
 		case <-deadline:
 			report("fail dhcp: no lease on %s within %v (got %s)", strings.Join(names, ","), timeout, strings.Join(got, ","))
