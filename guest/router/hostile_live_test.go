@@ -5,7 +5,10 @@ import (
 	"net"
 	"net/netip"
 	"os"
+	"strconv"
+	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -178,8 +181,21 @@ func captureLink(t *testing.T, ns *nstest.NS, dev string) *linkCapture {
 
 func hton16(v uint16) uint16 { return v<<8 | v>>8 }
 
-// to returns the captured packets whose destination f accepts.
-func (c *linkCapture) to(f func(dst netip.Addr) bool) []string {
+// to returns the captured packets of protocol proto to dst.
+func (c *linkCapture) to(dst string, proto byte) [][]byte {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	var out [][]byte
+	for _, p := range c.pkts {
+		if p[9] == proto && netip.AddrFrom4([4]byte(p[16:20])).String() == dst {
+			out = append(out, p)
+		}
+	}
+	return out
+}
+
+// toAny returns the captured packets whose destination f accepts.
+func (c *linkCapture) toAny(f func(dst netip.Addr) bool) []string {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	var out []string
@@ -222,7 +238,7 @@ func TestHostileResolverForgedSource(t *testing.T) {
 			t.Errorf("client 2's query after the forged ones: %v, %v", a, err)
 		}
 	}
-	for _, p := range cap.to(func(d netip.Addr) bool { return d.String() == outside }) {
+	for _, p := range cap.toAny(func(d netip.Addr) bool { return d.String() == outside }) {
 		t.Errorf("an answer to a query forged from %s left the uplink: %s", outside, p)
 	}
 }
@@ -325,4 +341,432 @@ func TestHostileIPv6Isolation(t *testing.T) {
 	if n, from, err := ul.ReadFromUDP(make([]byte, 100)); err == nil {
 		t.Errorf("client 2 got %d bytes over IPv6 from %v", n, from)
 	}
+}
+
+// provLL is the provider's IPv6 link-local address on link id's NIC
+// (modified EUI-64 of 0a:b3:ec:80:00:id).
+func provLL(id byte) string { return "fe80::8b3:ecff:fe80:" + strconv.FormatUint(uint64(id), 16) }
+
+// waitDAD waits until no IPv6 address of ns is tentative.
+func waitDAD(t *testing.T, ns *nstest.NS) {
+	t.Helper()
+	end := deadline(t)
+	for strings.TrimSpace(string(ns.IP("-6", "addr", "show", "tentative"))) != "" {
+		if time.Now().After(end) {
+			t.Fatalf("IPv6 addresses still tentative: %s", ns.IP("-6", "addr"))
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// services listens in ns on TCP and UDP [::]:port (both families, every
+// address, as a careless service does) and records what reaches it.
+type services struct {
+	mu   sync.Mutex
+	got  []string
+	tl   net.Listener
+	ul   *net.UDPConn
+	port int
+}
+
+func listenServices(t *testing.T, ns *nstest.NS, port int) *services {
+	t.Helper()
+	s := &services{port: port}
+	inNS(t, ns, func() {
+		var err error
+		if s.tl, err = net.Listen("tcp", "[::]:"+itoa(port)); err != nil {
+			t.Fatal(err)
+		}
+		if s.ul, err = net.ListenUDP("udp", &net.UDPAddr{Port: port}); err != nil {
+			t.Fatal(err)
+		}
+	})
+	t.Cleanup(func() { s.tl.Close(); s.ul.Close() })
+	go func() {
+		for {
+			c, err := s.tl.Accept()
+			if err != nil {
+				return
+			}
+			s.add("tcp from " + c.RemoteAddr().String() + " to " + c.LocalAddr().String())
+			c.Write([]byte("provider service\n"))
+			c.Close()
+		}
+	}()
+	go func() {
+		buf := make([]byte, 1500)
+		for {
+			n, from, err := s.ul.ReadFromUDP(buf)
+			if err != nil {
+				return
+			}
+			s.add("udp " + string(buf[:n]) + " from " + from.String())
+			s.ul.WriteToUDP(buf[:n], from)
+		}
+	}()
+	return s
+}
+
+func (s *services) add(e string) {
+	s.mu.Lock()
+	s.got = append(s.got, e)
+	s.mu.Unlock()
+}
+
+func (s *services) seen() []string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return append([]string(nil), s.got...)
+}
+
+// dialFrom tries a TCP connection from ns to addr:port and returns how
+// long it took and the error (nil: connected).
+func dialFrom(t *testing.T, ns *nstest.NS, addr string, port int) (time.Duration, error) {
+	t.Helper()
+	var err error
+	var took time.Duration
+	inNS(t, ns, func() {
+		start := time.Now()
+		var c net.Conn
+		c, err = net.DialTimeout("tcp", net.JoinHostPort(addr, itoa(port)), 3*time.Second)
+		took = time.Since(start)
+		if err == nil {
+			c.Close()
+		}
+	})
+	return took, err
+}
+
+// sendUDP sends one datagram from ns to addr:port (with options set on the
+// socket first by ctl, if not nil) and waits up to wait for an answer.
+func sendUDP(t *testing.T, ns *nstest.NS, addr string, port int, payload string, wait time.Duration, ctl func(fd int) error) ([]byte, error) {
+	t.Helper()
+	var c *net.UDPConn
+	var err error
+	inNS(t, ns, func() {
+		d := net.Dialer{Control: func(_, _ string, rc syscall.RawConn) error {
+			var cerr error
+			rc.Control(func(fd uintptr) {
+				cerr = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_BROADCAST, 1)
+				if cerr == nil && ctl != nil {
+					cerr = ctl(int(fd))
+				}
+			})
+			return cerr
+		}}
+		var nc net.Conn
+		if nc, err = d.Dial("udp", net.JoinHostPort(addr, itoa(port))); err == nil {
+			c = nc.(*net.UDPConn)
+		}
+	})
+	if err != nil {
+		return nil, err
+	}
+	defer c.Close()
+	if _, err := c.Write([]byte(payload)); err != nil {
+		return nil, err
+	}
+	c.SetReadDeadline(time.Now().Add(wait))
+	buf := make([]byte, 1500)
+	n, err := c.Read(buf)
+	return buf[:n], err
+}
+
+// fastReject is how soon a refused probe must fail: a reset or an ICMP
+// error comes back in a round trip, a drop only at the dial's timeout.
+const fastReject = time.Second
+
+// TestHostileProviderServices is row 1 of issue 17 at the addresses
+// TestAttackProviderServices does not try: a client tries a service of
+// its provider's bound to [::] (TCP and UDP) at an IPv6 address of the
+// uplink's (through the provider's link-local), at the link's ULA ::1 and
+// another link's, and at the
+// virtual resolver's address on a port that is not DNS. None may answer;
+// TCP must fail fast (reset or ICMP unreachable), not time out.
+func TestHostileProviderServices(t *testing.T) {
+	n := newAttackNet(t)
+	const port = 2222
+	svc := listenServices(t, n.prov, port)
+	n.prov.IP("addr", "add", "fd17:1::2/64", "dev", "up0", "nodad")
+	waitDAD(t, n.prov)
+	waitDAD(t, n.c1)
+	n.c1.IP("-6", "route", "add", "fd17:1::/64", "via", provLL(1), "dev", "eth0")
+	// The service answers where it may: the provider itself.
+	if _, err := dialFrom(t, n.prov, uplinkAddr, port); err != nil {
+		t.Fatalf("the provider's own service does not answer it: %v", err)
+	}
+	for _, a := range []string{
+		"fd17:1::2",                            // an IPv6 address of the uplink's
+		mac.LinkID(1).ProviderAddr6().String(), // the link's ULA ::1
+		mac.LinkID(2).ProviderAddr6().String(), // another link's
+		"100.127.255.53",                       // the virtual resolver, not DNS
+	} {
+		took, err := dialFrom(t, n.c1, a, port)
+		switch {
+		case err == nil:
+			t.Errorf("TCP [%s]:%d: client 1 connected to its provider's service", a, port)
+		case took > fastReject:
+			t.Errorf("TCP [%s]:%d: failed after %v (%v): dropped, want a fast reject", a, port, took.Round(time.Millisecond), err)
+		}
+		if r, err := sendUDP(t, n.c1, a, port, "probe "+a, 500*time.Millisecond, nil); err == nil {
+			t.Errorf("UDP [%s]:%d: the provider's service answered %q", a, port, r)
+		}
+	}
+	for _, s := range svc.seen() {
+		if !strings.Contains(s, " from "+uplinkAddr+":") && !strings.Contains(s, "from ["+uplinkAddr) {
+			t.Errorf("the provider's service got a client's probe: %s", s)
+		}
+	}
+}
+
+// TestHostileProviderBroadcast: a client sends UDP to the provider's
+// broadcast and multicast addresses, where a service bound to 0.0.0.0 or
+// [::] (mDNS, LLMNR, a DHCP client or server, ...) hears them: the
+// limited broadcast and all-nodes on its link, the uplink's subnet
+// broadcast through its gateway, mDNS's groups. Nothing may reach the
+// provider's sockets.
+func TestHostileProviderBroadcast(t *testing.T) {
+	n := newAttackNet(t)
+	const port = 5353
+	svc := listenServices(t, n.prov, port)
+	// A service that joined mDNS's groups, as an mDNS responder does, on
+	// every provider NIC.
+	inNS(t, n.prov, func() {
+		fd, err := svc.ul.SyscallConn()
+		if err != nil {
+			t.Fatal(err)
+		}
+		fd.Control(func(fd uintptr) {
+			for _, dev := range []string{"p1", "p2", "up0"} {
+				ifi, err := net.InterfaceByName(dev)
+				if err != nil {
+					t.Fatal(err)
+				}
+				mreq := &unix.IPMreqn{Multiaddr: [4]byte{224, 0, 0, 251}, Ifindex: int32(ifi.Index)}
+				if err := unix.SetsockoptIPMreqn(int(fd), unix.IPPROTO_IP, unix.IP_ADD_MEMBERSHIP, mreq); err != nil {
+					t.Fatal(err)
+				}
+				m6 := &unix.IPv6Mreq{Multiaddr: [16]byte{0xff, 0x02, 15: 0xfb}, Interface: uint32(ifi.Index)}
+				if err := unix.SetsockoptIPv6Mreq(int(fd), unix.IPPROTO_IPV6, unix.IPV6_JOIN_GROUP, m6); err != nil {
+					t.Fatal(err)
+				}
+			}
+		})
+	})
+	waitDAD(t, n.c1)
+	bindEth0 := func(fd int) error { return unix.SetsockoptString(fd, unix.SOL_SOCKET, unix.SO_BINDTODEVICE, "eth0") }
+	n.c1.IP("route", "add", "203.0.113.255/32", "via", "169.254.0.1", "dev", "eth0", "onlink")
+	// A numeric zone: Go's cache of NIC names is the process's, not the
+	// namespace's.
+	zone := "%" + itoa(link(t, n.c1, "eth0"))
+	for _, a := range []string{"255.255.255.255", "203.0.113.255", "224.0.0.251", "ff02::1" + zone, "ff02::fb" + zone} {
+		sendUDP(t, n.c1, a, port, "probe "+a, 300*time.Millisecond, bindEth0)
+	}
+	// The same from the provider's own LAN, to see that the service
+	// hears broadcasts at all.
+	sendUDP(t, n.lan.ns, "203.0.113.255", port, "control", time.Second, func(fd int) error {
+		return unix.SetsockoptString(fd, unix.SOL_SOCKET, unix.SO_BINDTODEVICE, "lan0")
+	})
+	time.Sleep(300 * time.Millisecond)
+	control := false
+	for _, s := range svc.seen() {
+		if strings.HasPrefix(s, "udp control ") {
+			control = true
+			continue
+		}
+		t.Errorf("the provider's service heard a client: %s", s)
+	}
+	if !control {
+		t.Errorf("the provider's service did not hear the LAN's broadcast: the test's set-up is wrong")
+	}
+}
+
+// TestHostileDHCPFromClient: a client plays DHCP server to its provider
+// (the provider's OS might run a DHCP client on the NIC): a BOOTP reply
+// from port 67 to port 68, broadcast on its link and unicast to its
+// gateway, must not reach the provider's port 68.
+func TestHostileDHCPFromClient(t *testing.T) {
+	n := newAttackNet(t)
+	svc := listenServices(t, n.prov, 68)
+	from67 := func(fd int) error {
+		if err := unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_REUSEADDR, 1); err != nil {
+			return err
+		}
+		if err := unix.SetsockoptString(fd, unix.SOL_SOCKET, unix.SO_BINDTODEVICE, "eth0"); err != nil {
+			return err
+		}
+		return unix.Bind(fd, &unix.SockaddrInet4{Port: 67})
+	}
+	for _, a := range []string{"255.255.255.255", "169.254.0.1"} {
+		sendUDP(t, n.c1, a, 68, "bootp reply to "+a, 300*time.Millisecond, from67)
+	}
+	time.Sleep(200 * time.Millisecond)
+	for _, s := range svc.seen() {
+		t.Errorf("the provider's DHCP client port got a client's datagram: %s", s)
+	}
+}
+
+// tcp4 is a TCP segment with the given flags and a valid checksum.
+func tcp4(src, dst string, sport, dport uint16, seq, ack uint32, flags byte) []byte {
+	b := make([]byte, 20)
+	binary.BigEndian.PutUint16(b[0:], sport)
+	binary.BigEndian.PutUint16(b[2:], dport)
+	binary.BigEndian.PutUint32(b[4:], seq)
+	binary.BigEndian.PutUint32(b[8:], ack)
+	b[12], b[13] = 5<<4, flags
+	binary.BigEndian.PutUint16(b[14:], 65535)
+	binary.BigEndian.PutUint16(b[16:], csum(pseudo4(src, dst, 6, len(b)), b))
+	return b
+}
+
+// icmp4 is an ICMP message of type and code with body (after the
+// 4-byte header) and a valid checksum.
+func icmp4(typ, code byte, body []byte) []byte {
+	b := append([]byte{typ, code, 0, 0}, body...)
+	binary.BigEndian.PutUint16(b[2:], csum(b))
+	return b
+}
+
+// TestHostileInvalidLeaks is row 5 of issue 17: packets conntrack finds
+// invalid (an unsolicited ICMP echo reply, a TCP SYN+FIN, a bare ACK, a
+// RST, no flags, an ICMP error quoting no flow) from a client must not
+// leave the uplink, NATed or not.
+func TestHostileInvalidLeaks(t *testing.T) {
+	n := newAttackNet(t)
+	wire := captureLink(t, n.lan.ns, "lan0")
+	const c1 = "100.64.0.1"
+	sendIPv4(t, n.c1,
+		ip4(c1, webAddr, 1, icmp4(0, 0, []byte{0x53, 0x50, 0, 1, 'l', 'e', 'a', 'k'})), // echo reply
+		ip4(c1, webAddr, 6, tcp4(c1, webAddr, 1001, 7, 1000, 0, 0x03)),                 // SYN+FIN
+		ip4(c1, webAddr, 6, tcp4(c1, webAddr, 1002, 7, 1000, 2000, 0x10)),              // bare ACK
+		ip4(c1, webAddr, 6, tcp4(c1, webAddr, 1003, 7, 1000, 2000, 0x04)),              // RST
+		ip4(c1, webAddr, 6, tcp4(c1, webAddr, 1004, 7, 1000, 0, 0x29)),                 // FIN+PSH+URG (xmas)
+		// A port unreachable quoting a flow there never was.
+		ip4(c1, webAddr, 1, icmp4(3, 3, append([]byte{0, 0, 0, 0}, quoteUDP(webAddr, c1, 7, 1007)...))),
+		ip4(c1, webAddr, 6, tcp4(c1, webAddr, 1006, 7, 1000, 0, 0x00)), // no flags
+	)
+	// A barrier: a genuine connection after them.
+	if _, err := dialTCP(t, n.c1, webAddr, 7); err != nil {
+		t.Fatalf("client 1's genuine connection: %v", err)
+	}
+	time.Sleep(200 * time.Millisecond)
+	for _, p := range wire.to(webAddr, unix.IPPROTO_ICMP) {
+		if len(p) > 20 && p[20] == 0 {
+			t.Errorf("an unsolicited echo reply left the uplink from %v", src4(p))
+		}
+		if len(p) > 20 && p[20] == 3 {
+			t.Errorf("an ICMP error quoting no flow left the uplink from %v", src4(p))
+		}
+	}
+	for _, p := range wire.to(webAddr, unix.IPPROTO_TCP) {
+		if len(p) < 40 {
+			continue
+		}
+		// The forged segments' source ports are below the ephemeral
+		// range: NATed or not, they are theirs.
+		// The bare ACK may leave NATed: conntrack takes it for a
+		// connection picked up mid-stream (nf_conntrack_tcp_loose), a
+		// new one, under the link's limits.
+		sport := binary.BigEndian.Uint16(p[20:])
+		if sport == 1002 && src4(p).String() == uplinkAddr {
+			continue
+		}
+		if sport >= 1001 && sport <= 1006 || src4(p).String() != uplinkAddr {
+			t.Errorf("an invalid TCP segment left the uplink: from %v:%d flags %#x", src4(p), sport, p[33])
+		}
+	}
+}
+
+// raBody is a Router Advertisement after its type, code and checksum
+// (RFC 4861 4.2): router preference high (RFC 4191), lifetime 1800 s, and
+// a Prefix Information option for the /64 pfx with L and A set.
+func raBody(pfx netip.Prefix) []byte {
+	b := []byte{64, 0x08, 0x07, 0x08, 0, 0, 0, 0, 0, 0, 0, 0}
+	b = append(b, 3, 4, 64, 0xc0)
+	b = binary.BigEndian.AppendUint32(b, 86400)
+	b = binary.BigEndian.AppendUint32(b, 14400)
+	b = append(b, 0, 0, 0, 0)
+	a := pfx.Addr().As16()
+	return append(b, a[:]...)
+}
+
+// sendICMP6 sends an ICMPv6 message (type, code, body; the kernel sums
+// it) from ns to dst on NIC dev, hop limit 255 as NDP requires, with the
+// IPv6 extension header ext (a sticky option such as IPV6_HOPOPTS or
+// IPV6_DSTOPTS, given with its bytes; 0 for none).
+func sendICMP6(t *testing.T, ns *nstest.NS, dev, dst string, typ byte, body []byte, ext int, extHdr []byte) {
+	t.Helper()
+	idx := link(t, ns, dev)
+	inNS(t, ns, func() {
+		fd, err := unix.Socket(unix.AF_INET6, unix.SOCK_RAW, unix.IPPROTO_ICMPV6)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer unix.Close(fd)
+		for _, o := range [][2]int{{unix.IPV6_MULTICAST_HOPS, 255}, {unix.IPV6_UNICAST_HOPS, 255}, {unix.IPV6_MULTICAST_IF, idx}} {
+			if err := unix.SetsockoptInt(fd, unix.IPPROTO_IPV6, o[0], o[1]); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if ext != 0 {
+			if err := unix.SetsockoptString(fd, unix.IPPROTO_IPV6, ext, string(extHdr)); err != nil {
+				t.Fatalf("extension header %d: %v", ext, err)
+			}
+		}
+		to := &unix.SockaddrInet6{Addr: netip.MustParseAddr(dst).As16(), ZoneId: uint32(idx)}
+		if err := unix.Sendto(fd, append([]byte{typ, 0, 0, 0}, body...), 0, to); err != nil {
+			t.Fatalf("send ICMPv6 type %d: %v", typ, err)
+		}
+	})
+}
+
+// TestHostileRouterAdvertisement is row 2 of issue 17 in the forms
+// TestAttackRouterAdvertisement does not send: a client's Router
+// Advertisements (preference high, a prefix with A=1) behind a
+// hop-by-hop options header and behind a destination options header (a
+// rule that looks for ICMPv6 right after the IPv6 header misses those;
+// the kernel's NDP takes them), and one sent to the provider's
+// link-local rather than to all nodes. The provider must take no
+// route (default or the prefix's) and no address.
+func TestHostileRouterAdvertisement(t *testing.T) {
+	n := newAttackNet(t)
+	waitDAD(t, n.c1)
+	waitDAD(t, n.prov)
+	pad := []byte{0, 0, 1, 4, 0, 0, 0, 0} // next header (the kernel's), length 0, PadN(4)
+	for i, v := range []struct {
+		name string
+		ext  int
+		dst  string
+	}{
+		{"unicast", 0, provLL(1)},
+		{"hop-by-hop options", unix.IPV6_HOPOPTS, "ff02::1"},
+		{"destination options", unix.IPV6_DSTOPTS, "ff02::1"},
+	} {
+		pfx := netip.MustParsePrefix("2001:db8:17:" + itoa(i+1) + "::/64")
+		t.Run(v.name, func(t *testing.T) {
+			var hdr []byte
+			if v.ext != 0 {
+				hdr = pad
+			}
+			for range 2 {
+				sendICMP6(t, n.c1, "eth0", v.dst, 134, raBody(pfx), v.ext, hdr)
+			}
+			time.Sleep(300 * time.Millisecond)
+			if r := strings.TrimSpace(string(n.prov.IP("-6", "route", "show", "match", pfx.Addr().Next().String()))); strings.Contains(r, pfx.String()) {
+				t.Errorf("the provider took the RA's prefix as a route: %s", r)
+			}
+			if a := strings.TrimSpace(string(n.prov.IP("-6", "addr", "show", "to", pfx.String()))); a != "" {
+				t.Errorf("the provider took an address from the RA: %s", a)
+			}
+		})
+	}
+	if r := strings.TrimSpace(string(n.prov.IP("-6", "route", "show", "default"))); r != "" {
+		t.Errorf("the provider took a default route from the RAs: %s", r)
+	}
+}
+
+// quoteUDP is the start of an IPv4 packet src:sport -> dst:dport (UDP) as
+// an ICMP error quotes it: its header and 8 bytes.
+func quoteUDP(src, dst string, sport, dport uint16) []byte {
+	return ip4(src, dst, 17, udp4(src, dst, sport, dport, nil))
 }
