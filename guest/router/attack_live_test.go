@@ -166,18 +166,27 @@ func TestAttackRouterAdvertisement(t *testing.T) {
 		}
 		mac = ifi.HardwareAddr
 	})
-	prefix := netip.MustParseAddr("fd00:17::")
-	for range 3 {
-		sendRA(t, c1, "eth0", netip.MustParseAddr("fe80::c1"), mac, prefix)
-		time.Sleep(100 * time.Millisecond)
+	check := func(when string) {
+		t.Helper()
+		prefix := netip.MustParseAddr("fd00:17::")
+		for range 3 {
+			sendRA(t, c1, "eth0", netip.MustParseAddr("fe80::c1"), mac, prefix)
+			time.Sleep(100 * time.Millisecond)
+		}
+		time.Sleep(500 * time.Millisecond)
+		if out := string(prov.IP("-6", "route", "show", "table", "all", "dev", "p1")); strings.Contains(out, "default") || strings.Contains(out, "fd00:17") {
+			t.Errorf("%s: the provider took routes from the client's RA:\n%s", when, out)
+		}
+		if out := string(prov.IP("-6", "addr", "show", "dev", "p1")); strings.Contains(out, "fd00:17") {
+			t.Errorf("%s: the provider took an address from the client's RA:\n%s", when, out)
+		}
 	}
-	time.Sleep(500 * time.Millisecond)
-	if out := string(prov.IP("-6", "route", "show", "table", "all", "dev", "p1")); strings.Contains(out, "default") || strings.Contains(out, "fd00:17") {
-		t.Errorf("the provider took routes from the client's RA:\n%s", out)
-	}
-	if out := string(prov.IP("-6", "addr", "show", "dev", "p1")); strings.Contains(out, "fd00:17") {
-		t.Errorf("the provider took an address from the client's RA:\n%s", out)
-	}
+	check("as the router left the NIC")
+	// Another program (a network manager) turns them on again: the
+	// table still drops the RA.
+	sysctl(t, prov, "net.ipv6.conf.p1.accept_ra=1")
+	sysctl(t, prov, "net.ipv6.conf.p1.autoconf=1")
+	check("with accept_ra and autoconf 1 again")
 }
 
 // TestAttackInvalid (issue 17 row 5): an unsolicited echo-reply, a TCP
