@@ -83,6 +83,7 @@ type Lease struct {
 	Router netip.Addr // invalid if the lease has none
 	DNS    []netip.Addr
 	Server netip.Addr // the server's identifier
+	MTU    int        // the link MTU the lease gives (interface-mtu), 0 if none
 	Time   time.Duration
 	T1, T2 time.Duration
 	// N counts the leases applied: 1 for the first, one more for each
@@ -95,13 +96,17 @@ func (l Lease) String() string {
 	for i, a := range l.DNS {
 		dns[i] = a.String()
 	}
-	return fmt.Sprintf("addr=%v router=%v dns=%s server=%v time=%v t1=%v t2=%v n=%d",
-		l.Addr, l.Router, strings.Join(dns, ","), l.Server, l.Time, l.T1, l.T2, l.N)
+	mtu := ""
+	if l.MTU != 0 {
+		mtu = fmt.Sprintf(" mtu=%d", l.MTU)
+	}
+	return fmt.Sprintf("addr=%v router=%v dns=%s server=%v time=%v t1=%v t2=%v%s n=%d",
+		l.Addr, l.Router, strings.Join(dns, ","), l.Server, l.Time, l.T1, l.T2, mtu, l.N)
 }
 
 // same reports whether two leases configure the same thing.
 func (l Lease) same(o Lease) bool {
-	return l.Addr == o.Addr && l.Router == o.Router && slices.Equal(l.DNS, o.DNS)
+	return l.Addr == o.Addr && l.Router == o.Router && slices.Equal(l.DNS, o.DNS) && l.MTU == o.MTU
 }
 
 // Run keeps the NIC configured by DHCP (and, with Config.IPv6, by router
@@ -180,7 +185,7 @@ type run struct {
 // requested are the options asked for, besides nclient4's defaults.
 var requested = dhcpv4.WithRequestedOptions(dhcpv4.OptionSubnetMask, dhcpv4.OptionRouter,
 	dhcpv4.OptionDomainNameServer, dhcpv4.OptionIPAddressLeaseTime,
-	dhcpv4.OptionRenewTimeValue, dhcpv4.OptionRebindingTimeValue)
+	dhcpv4.OptionRenewTimeValue, dhcpv4.OptionRebindingTimeValue, dhcpv4.OptionInterfaceMTU)
 
 // retryEvery is how often a failed exchange is tried again.
 const retryEvery = 2 * time.Second
@@ -323,6 +328,12 @@ func parse(l *nclient4.Lease) (Lease, error) {
 		}
 	}
 	out.Server, _ = netip.AddrFromSlice(ack.ServerIdentifier().To4())
+	// RFC 2132 9.1: at least 68; a value below IPv4's minimum is ignored.
+	if b := ack.Options.Get(dhcpv4.OptionInterfaceMTU); len(b) == 2 {
+		if mtu := int(b[0])<<8 | int(b[1]); mtu >= 68 {
+			out.MTU = mtu
+		}
+	}
 	out.Time = ack.IPAddressLeaseTime(time.Hour)
 	out.T1 = ack.IPAddressRenewalTime(out.Time / 2)
 	out.T2 = ack.IPAddressRebindingTime(out.Time * 7 / 8)
@@ -368,6 +379,13 @@ func (r *run) configure(old, nl Lease) error {
 		a := &netlink.Addr{IPNet: &net.IPNet{IP: nl.Addr.Addr().AsSlice(), Mask: net.CIDRMask(nl.Addr.Bits(), 32)}}
 		if err := h.AddrReplace(r.link, a); err != nil {
 			errs = append(errs, fmt.Errorf("address: %w", err))
+		}
+	}
+	if nl.MTU != 0 && nl.MTU != r.link.Attrs().MTU {
+		if err := h.LinkSetMTU(r.link, nl.MTU); err != nil {
+			errs = append(errs, fmt.Errorf("MTU %d: %w", nl.MTU, err))
+		} else {
+			r.link.Attrs().MTU = nl.MTU
 		}
 	}
 	if nl.Router.IsValid() && (old.Router != nl.Router || old.Addr != nl.Addr) {

@@ -33,6 +33,9 @@ type Lease6 struct {
 	DNS []netip.Addr
 	// Managed and Other are the last advertisement's M and O flags.
 	Managed, Other bool
+	// MTU is the last advertisement's link MTU (the kernel applies it to
+	// the NIC's IPv6 MTU); 0 if it gives none.
+	MTU uint32
 	// N counts the configurations reported: 1 for the first.
 	N int
 }
@@ -46,8 +49,12 @@ func (l Lease6) String() string {
 	for i, a := range l.DNS {
 		ds[i] = a.String()
 	}
-	return fmt.Sprintf("addrs=%s router=%v dns=%s m=%d o=%d n=%d", strings.Join(as, ","), l.Router,
-		strings.Join(ds, ","), b2i(l.Managed), b2i(l.Other), l.N)
+	mtu := ""
+	if l.MTU != 0 {
+		mtu = fmt.Sprintf(" mtu=%d", l.MTU)
+	}
+	return fmt.Sprintf("addrs=%s router=%v dns=%s m=%d o=%d%s n=%d", strings.Join(as, ","), l.Router,
+		strings.Join(ds, ","), b2i(l.Managed), b2i(l.Other), mtu, l.N)
 }
 
 func b2i(b bool) int {
@@ -59,7 +66,7 @@ func b2i(b bool) int {
 
 func (l Lease6) same(o Lease6) bool {
 	return slices.Equal(l.Addrs, o.Addrs) && l.Router == o.Router && slices.Equal(l.DNS, o.DNS) &&
-		l.Managed == o.Managed && l.Other == o.Other
+		l.Managed == o.Managed && l.Other == o.Other && l.MTU == o.MTU
 }
 
 // Router solicitations (RFC 4861 6.3.7): a few, 4 s apart, until an
@@ -413,7 +420,7 @@ func (r *run6) closeClient() {
 // configuration changed and it has an address, logs it, writes the
 // resolvers and calls OnLease6.
 func (r *run6) report() {
-	l := Lease6{Router: r.router, Managed: r.ra.Managed, Other: r.ra.Other}
+	l := Lease6{Router: r.router, Managed: r.ra.Managed, Other: r.ra.Other, MTU: r.ra.MTU}
 	addrs, err := r.cfg.Handle.AddrList(r.link, netlink.FAMILY_V6)
 	if err != nil {
 		r.cfg.Log("dhcp6 %s fail: list addresses: %v", r.cfg.Iface, err)

@@ -109,6 +109,9 @@ func (l *LAN) startDnsmasq(p Plan) error {
 			fmt.Sprintf("--dhcp-option=option:T2,%d", int(l.cfg.T2.Seconds())),
 			// NAK a lease from another plan at once, so the client asks anew.
 			"--dhcp-authoritative")
+		if l.cfg.MTU != 0 {
+			dhcpArgs = append(dhcpArgs, fmt.Sprintf("--dhcp-option=option:mtu,%d", l.cfg.MTU))
+		}
 	}
 	if mode.IPv6() {
 		secs := int(l.cfg.LeaseTime.Seconds())
@@ -116,10 +119,14 @@ func (l *LAN) startDnsmasq(p Plan) error {
 		if l.cfg.Stateful {
 			rng = fmt.Sprintf("--dhcp-range=%v,%v,64,%d", p.Range6Start, p.Range6End, secs)
 		}
+		mtu := ""
+		if l.cfg.MTU != 0 {
+			mtu = fmt.Sprintf("mtu:%d,", l.cfg.MTU)
+		}
 		dhcpArgs = append(dhcpArgs, "--enable-ra",
 			// An advertisement every 10 s (and one at once for a
 			// solicitation), the router for 10 minutes.
-			"--ra-param="+Iface+",10,600",
+			"--ra-param="+Iface+","+mtu+"10,600",
 			rng,
 			// In the advertisements' RDNSS as well as in DHCPv6.
 			"--dhcp-option=option6:dns-server,["+p.DNS6.String()+"]")

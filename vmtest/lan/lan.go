@@ -163,6 +163,11 @@ type Config struct {
 	// O flag), what most home routers do. Both name the resolver in the
 	// advertisements (RDNSS) and in DHCPv6.
 	Stateful bool
+	// MTU is the LAN's link MTU (zero: Ethernet's 1500): its NIC's and
+	// its bridge port's, handed out by DHCP (interface-mtu) and in the
+	// router advertisements (the MTU option), as a PPPoE (1492) or a
+	// tunnelled (1280, 1400) uplink does.
+	MTU int
 	// LeaseTime is the DHCP lease time (zero: 2 minutes, dnsmasq's
 	// minimum); T1 and T2 are the renewal and rebinding times it hands
 	// out (zero: 10 s and 15 s), short so that a client sees a Renumber
@@ -274,8 +279,12 @@ func Start(cfg Config) (l *LAN, err error) {
 		{"-n", cfg.HostNS, "link", "set", cfg.Bridge, "up"},
 		{"-n", cfg.NS, "link", "set", "lo", "up"},
 		{"-n", cfg.NS, "link", "add", Iface, "type", "veth", "peer", "name", port, "netns", cfg.HostNS},
-		{"-n", cfg.HostNS, "link", "set", port, "master", cfg.Bridge, "up"},
 	}
+	if cfg.MTU != 0 {
+		steps = append(steps, []string{"-n", cfg.NS, "link", "set", Iface, "mtu", strconv.Itoa(cfg.MTU)},
+			[]string{"-n", cfg.HostNS, "link", "set", port, "mtu", strconv.Itoa(cfg.MTU)})
+	}
+	steps = append(steps, []string{"-n", cfg.HostNS, "link", "set", port, "master", cfg.Bridge, "up"})
 	if cfg.Mode.IPv4() {
 		steps = append(steps,
 			// The router's address first: it is the primary address,

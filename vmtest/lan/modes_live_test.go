@@ -1,6 +1,7 @@
 package lan_test
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -13,7 +14,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/google/go-cmp/cmp"
+	gocmp "github.com/google/go-cmp/cmp"
 
 	"spectrum-os.org/netcfg/internal/nstest"
 	"spectrum-os.org/netcfg/vmtest/dhcpc"
@@ -43,18 +44,21 @@ func TestLANModes(t *testing.T) {
 		name     string
 		mode     lan.Mode
 		stateful bool
+		mtu      int
 	}{
-		{"ipv4", lan.IPv4Only, false},
-		{"dual", lan.DualStack, false},
-		{"ipv6", lan.IPv6Only, false},
-		{"ipv6-stateful", lan.IPv6Only, true},
+		{"ipv4", lan.IPv4Only, false, 0},
+		{"dual", lan.DualStack, false, 0},
+		{"ipv6", lan.IPv6Only, false, 0},
+		{"ipv6-stateful", lan.IPv6Only, true, 0},
+		{"dual-mtu1400", lan.DualStack, false, 1400},
+		{"ipv6-mtu1280", lan.IPv6Only, false, 1280},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 			defer cancel()
 			host := nstest.New(t)
 			const bridge = "lanbr0"
-			l, err := lan.Start(lan.Config{HostNS: host.Name, Bridge: bridge, Mode: tc.mode, Stateful: tc.stateful})
+			l, err := lan.Start(lan.Config{HostNS: host.Name, Bridge: bridge, Mode: tc.mode, Stateful: tc.stateful, MTU: tc.mtu})
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -76,6 +80,9 @@ func TestLANModes(t *testing.T) {
 				if !inPool(first.Addr.Addr(), lan.First) || first.Router != lan.Router {
 					t.Fatalf("lease %v, want one of the first pool via %v", first, lan.Router)
 				}
+				if first.MTU != tc.mtu {
+					t.Errorf("lease %v: MTU %d, want %d", first, first.MTU, tc.mtu)
+				}
 				v4 = first.Addr.Addr()
 				wantDNS = append(wantDNS, lan.First.DNS.String())
 			}
@@ -84,6 +91,10 @@ func TestLANModes(t *testing.T) {
 				if len(l6.Addrs) != 1 || !l6.Router.IsLinkLocalUnicast() || l6.Managed != tc.stateful || (!tc.stateful && !l6.Other) ||
 					!slices.Equal(l6.DNS, []netip.Addr{lan.First.DNS6}) {
 					t.Fatalf("IPv6 configuration %v: want one address, a link-local router, m=%v, DNS %v", l6, tc.stateful, lan.First.DNS6)
+				}
+				// dnsmasq advertises its NIC's MTU, 1500 unless set.
+				if want := cmp.Or(tc.mtu, 1500); l6.MTU != uint32(want) {
+					t.Errorf("IPv6 configuration %v: MTU %d, want %d", l6, l6.MTU, want)
 				}
 				a := l6.Addrs[0]
 				switch {
@@ -94,12 +105,33 @@ func TestLANModes(t *testing.T) {
 				}
 				v6 = a.Addr()
 				wantDNS = append(wantDNS, lan.First.DNS6.String())
-				if diff := cmp.Diff([]string{"default " + l6.Router.String() + " " + clientIface}, c.defaultRoutes(t, "-6")); diff != "" {
+				if diff := gocmp.Diff([]string{"default " + l6.Router.String() + " " + clientIface}, c.defaultRoutes(t, "-6")); diff != "" {
 					t.Errorf("IPv6 default routes (-want +got):\n%s", diff)
 				}
 			}
-			if diff := cmp.Diff(wantDNS, nameservers(t, c.resolv)); diff != "" {
+			if diff := gocmp.Diff(wantDNS, nameservers(t, c.resolv)); diff != "" {
 				t.Errorf("resolv.conf nameservers (-want +got):\n%s", diff)
+			}
+			// The link's MTU from the lease; IPv6's from the
+			// advertisements (on an IPv6-only LAN, the link keeps 1500).
+			if tc.mtu != 0 {
+				want := tc.mtu
+				if !tc.mode.IPv4() {
+					want = 1500
+				}
+				var ls []struct{ MTU int }
+				if err := json.Unmarshal(c.ns.IP("-j", "link", "show", "dev", clientIface), &ls); err != nil || len(ls) != 1 || ls[0].MTU != want {
+					t.Errorf("%s's MTU %+v, %v; want %d", clientIface, ls, err, want)
+				}
+				if tc.mode.IPv6() {
+					var mtu6 []byte
+					if err := lan.Do(c.ns.Path(), func() (err error) {
+						mtu6, err = readFile("/proc/sys/net/ipv6/conf/" + clientIface + "/mtu")
+						return err
+					}); err != nil || strings.TrimSpace(string(mtu6)) != fmt.Sprint(tc.mtu) {
+						t.Errorf("%s's IPv6 MTU %q, %v; want %d", clientIface, mtu6, err, tc.mtu)
+					}
+				}
 			}
 			if !tc.mode.IPv4() {
 				if got := c.defaultRoutes(t, "-4"); len(got) != 0 {
@@ -203,7 +235,7 @@ func TestLANModes(t *testing.T) {
 					// which may have come already.
 					want[0] = lan.Second.DNS.String()
 				}
-				if diff := cmp.Diff(want, nameservers(t, c.resolv)); diff != "" {
+				if diff := gocmp.Diff(want, nameservers(t, c.resolv)); diff != "" {
 					t.Errorf("resolv.conf nameservers after Renumber (-want +got):\n%s", diff)
 				}
 				got, err := c.lookupNet(ctx, lan.Second.DNS6, "ip6", lan.WebName)
