@@ -16,15 +16,16 @@ import (
 // families, a DHCP lease and SLAAC with the resolver from the router
 // advertisements and stateless DHCPv6; netvm reaches the LAN's web server
 // over each family itself, the server seeing its address of that family;
-// and a client behind netvm's router fetches the page by name through
-// netvm (DNS to the virtual resolver, the LAN's resolver answering A and
-// AAAA) over the families the router routes, the server seeing netvm's
-// address of that family.
+// and appvm-lynx behind netvm's router gets the page by name through netvm
+// (DNS to the virtual resolver, the LAN's resolver answering A and AAAA),
+// with Debian's lynx (glibc's resolver and address sorting) and with Go's
+// client, over the families the router routes: lynx shows the page saying
+// that family, and the server sees netvm's address of that family.
 func TestDualStackUplink(t *testing.T) {
 	e := newEnv(t, 8*time.Minute)
 	l := e.lanMode(lan.DualStack, false)
 	e.spec(vm.Spec{Name: "netvm", Uplinks: []string{lanBridge}, Cmdline: "spectrum.watch spectrum.route"})
-	e.vm("app", []string{"netvm"}, "")
+	e.spec(vm.Spec{Name: "appvm-lynx", Providers: []string{"netvm"}, Lynx: true})
 	d := e.serve()
 	ctx := e.ctx
 	web6 := "http://[" + lan.First.Web6.String() + "]/"
@@ -45,11 +46,11 @@ func TestDualStackUplink(t *testing.T) {
 	}
 	steps := ""
 	for _, f := range clientFetches {
-		steps += "fetch:" + f.url + ","
+		steps += "lynx:" + f.url + ",fetch:" + f.url + ","
 	}
-	e.setTest("app", steps+"serve")
+	e.setTest("appvm-lynx", steps+"serve")
 
-	app := d.Start(t, "app")
+	app := d.Start(t, "appvm-lynx")
 	netvm := d.Proc("netvm")
 	up4, _ := lease(t, ctx, netvm, "netvm's DHCP lease", func(a netip.Prefix, dns string) bool {
 		return inPool(a.Addr(), lan.First) && dns == lan.First.DNS.String()
@@ -63,12 +64,16 @@ func TestDualStackUplink(t *testing.T) {
 	checkPageOf(t, ok(t, ctx, netvm, "fetch "+web6+" ok"), "IPv6", lan.First.Web6)
 	checkPageOf(t, ok(t, ctx, netvm, "fetch "+webByAddr+" ok"), "IPv4", lan.First.Web)
 	for _, f := range clientFetches {
+		ok(t, ctx, app, "lynx "+f.url+" ok")
+		if page := lynxPage(app, f.url); !strings.Contains(page, lan.PageFamily(f.family)) {
+			t.Errorf("lynx -dump %s shows no %q:\n%s", f.url, lan.PageFamily(f.family), page)
+		}
 		checkPageOf(t, ok(t, ctx, app, "fetch "+f.url+" ok"), f.family, f.web)
 	}
 	want := map[string]netip.Addr{"IPv4": up4.Addr(), "IPv6": up6.Addr()}
 	reqs := l.Requests()
-	if len(reqs) != 2+len(clientFetches) {
-		t.Errorf("the LAN's web server answered %d requests, want %d: %+v", len(reqs), 2+len(clientFetches), reqs)
+	if len(reqs) != 2+2*len(clientFetches) {
+		t.Errorf("the LAN's web server answered %d requests, want %d: %+v", len(reqs), 2+2*len(clientFetches), reqs)
 	}
 	for _, r := range reqs {
 		if r.Remote.Addr() != want[r.Family] {
@@ -126,4 +131,23 @@ func TestIPv6OnlyUplink(t *testing.T) {
 	if got := netvm.Serial.Events("dhcp " + strings.Fields(ev)[1] + " lease"); len(got) != 0 {
 		t.Errorf("a DHCP lease on an IPv6-only LAN: %q", got)
 	}
+}
+
+// lynxPage is what p's lynx:URL step printed: the console's lines between
+// "lynx -dump URL" and "lynx URL ok".
+func lynxPage(p *vm.Proc, url string) string {
+	var b strings.Builder
+	in := false
+	for _, l := range p.Serial.Lines() {
+		e, isEvent := vm.Event(l.Text)
+		switch {
+		case isEvent && strings.HasPrefix(e, "lynx -dump "+url):
+			in = true
+		case isEvent && strings.HasPrefix(e, "lynx "+url+" ok"):
+			return b.String()
+		case in && !isEvent:
+			b.WriteString(l.Text + "\n")
+		}
+	}
+	return b.String()
 }
