@@ -2,11 +2,14 @@ package vmtest
 
 import (
 	"fmt"
+	"net"
 	"net/netip"
+	"slices"
 	"strings"
 	"testing"
 	"time"
 
+	"spectrum-os.org/netcfg/internal/mac"
 	"spectrum-os.org/netcfg/vmtest/lan"
 	"spectrum-os.org/netcfg/vmtest/vm"
 )
@@ -32,6 +35,8 @@ var clients = netip.MustParsePrefix("100.64.0.0/10")
 //     gateway; what it forges (another client's source, an outside one,
 //     UDP and TCP SYNs) never reaches the LAN (the LAN's capture, up to
 //     the barrier datagram sent after them).
+//   - client2 restarted as a hostile client (hostileClient): it reaches
+//     no service of netvm's and its Router Advertisement changes nothing.
 //   - a new lease on the uplink (the LAN renumbered: new pool, resolver
 //     and answer): client1 resolves and fetches again, the new answer,
 //     without a restart.
@@ -50,7 +55,7 @@ func TestRouter(t *testing.T) {
 	addr1, addr2 := id1.ClientAddr().String(), id2.ClientAddr().String()
 	ctx := e.ctx
 	const outside = "198.51.100.7" // TEST-NET-2: nobody's address here
-	netvmTest := "dhcp,fetch:" + webByName + ",serve"
+	netvmTest := "dhcp,fetch:" + webByName + ",listen:" + servicePort + ",ip6watch,serve"
 	e.setTest("netvm", netvmTest)
 	e.setTest("client1", "fetch:"+webByName+",fetch:"+webByAddr+",fetchwatch:"+webByName+",serve")
 	e.setTest("client2", fmt.Sprintf("fetch:%s,noreach:%s,spoof:%s>%s,spoof:%s>%s,serve",
@@ -112,6 +117,10 @@ func TestRouter(t *testing.T) {
 			}
 		}
 	})
+	t.Run("hostile client", func(t *testing.T) {
+		hostileClient(t, e, d, netvm, id1, id2, up1.Addr())
+		c2 = d.Proc("client2")
+	})
 	// Nothing from the clients' space reached the LAN un-NATed.
 	for _, p := range l.Packets() {
 		if clients.Contains(p.Src) {
@@ -171,6 +180,102 @@ func TestRouter(t *testing.T) {
 		t.Errorf("client1 heard client2: %q", got)
 	}
 	t.Logf("wall time %.1fs", time.Since(start).Seconds())
+}
+
+// servicePort is the port of netvm's TCP service on [::] in TestRouter,
+// which no client may reach.
+const servicePort = "2222"
+
+// raPrefix is the prefix the hostile client advertises (with A=1).
+var raPrefix = netip.MustParsePrefix("2001:db8:17::/64")
+
+// hostileClient restarts client2 as a client that attacks its provider
+// netvm (issue 17, rows 1 and 2): it sends Router Advertisements on its
+// link (preference high, raPrefix with A=1), then tries netvm's TCP
+// service (listen:, on [::]) at its own gateway, at client1's gateway, at
+// netvm's uplink address up, and at netvm's IPv6 addresses: its
+// link-local and fe80::1 on client2's link, the ULA ::1 of client2's
+// link and of client1's.
+// Each attempt must fail, and fail fast (a reset or an ICMP error, not a
+// drop that leaves the client waiting), except at a link-local netvm does
+// not have; netvm must accept no connection and take no route or address
+// from the RA (its ip6watch reports).
+func hostileClient(t *testing.T, e *env, d *vm.Spectrumd, netvm *vm.Proc, id1, id2 mac.LinkID, up netip.Addr) {
+	ctx := e.ctx
+	ll := linkLocal(id2.MAC(mac.Provider))
+	v4 := []string{id2.Gateway().String(), id1.Gateway().String(), up.String()}
+	// netvm's IPv6 addresses on client2's link (the kernel's link-local,
+	// the gateway's fe80::1, the link's ULA ::1) and on client1's.
+	v6 := []string{ll.String(), mac.LinkLocalGateway.String(), id2.ProviderAddr6().String(), id1.ProviderAddr6().String()}
+	targets := append(v4, v6...)
+	steps := "ra:" + raPrefix.String()
+	for _, a := range targets {
+		steps += ",noconnect:" + a + "/" + servicePort
+	}
+	ok(t, ctx, netvm, "listen "+servicePort+" ok")
+	d.Stop(t, "client2")
+	e.setTest("client2", steps+",serve")
+	c2 := d.Start(t, "client2")
+	ra := ok(t, ctx, c2, "ra sent ")
+	for _, a := range targets {
+		l := c2.Wait(t, ctx, "noconnect "+a+"/"+servicePort+" ", "fail noconnect "+a+"/")
+		ev, _ := vm.Event(l.Text)
+		if strings.HasPrefix(ev, "fail ") {
+			t.Errorf("client2: %s", ev)
+			continue
+		}
+		if slices.Contains(v6, a) && !hasIP6(netvm, "ip6 addr ", a+"/") {
+			continue // netvm has no such address: nothing to reject
+		}
+		// Not yet at a link-local address: the provider's TCP reset
+		// to one goes out of whichever NIC's fe80::/64 route comes
+		// first (guest/router TestHostileLinkLocalReject, open).
+		if vm.Field(ev, "err") == "timeout" && !netip.MustParseAddr(a).IsLinkLocalUnicast() {
+			t.Errorf("client2: %s: dropped, want a fast reject (reset or ICMP unreachable)", ev)
+		}
+	}
+	// netvm polls its IPv6 state twice a second: give it time to report
+	// what the RAs did, long after the first of them.
+	time.Sleep(3 * time.Second)
+	for _, a := range netvm.Serial.Events("accept " + servicePort + " ") {
+		// Its own test of the service, on loopback, aside.
+		if from := vm.Field(strings.Replace(a, " from ", " from=", 1), "from"); !strings.HasPrefix(from, "127.0.0.1:") && !strings.HasPrefix(from, "[::1]:") {
+			t.Errorf("netvm accepted a connection: %s", a)
+		}
+	}
+	for _, ev := range netvm.Serial.Events("ip6 ") {
+		f := strings.Fields(ev) // ip6 route|addr ...
+		if f[1] == "route" && (strings.Contains(ev, " via ") || strings.Contains(ev, raPrefix.Addr().String())) {
+			t.Errorf("netvm took a route from client2's RA (%s): %s", ra, ev)
+		}
+		if f[1] != "addr" || len(f) < 4 {
+			continue
+		}
+		if p, err := netip.ParsePrefix(f[3]); err == nil && raPrefix.Contains(p.Addr()) {
+			t.Errorf("netvm took an address from client2's RA (%s): %s", ra, ev)
+		}
+	}
+	if len(netvm.Serial.Events("ip6 done ")) == 0 {
+		t.Errorf("netvm reported no IPv6 state")
+	}
+}
+
+// hasIP6 reports whether p's IPv6 reports had an event starting with
+// prefix and containing s.
+func hasIP6(p *vm.Proc, prefix, s string) bool {
+	for _, ev := range p.Serial.Events(prefix) {
+		if strings.Contains(ev, " "+s) {
+			return true
+		}
+	}
+	return false
+}
+
+// linkLocal is the IPv6 link-local address the kernel derives from hw
+// (modified EUI-64, RFC 4291 appendix A).
+func linkLocal(hw net.HardwareAddr) netip.Addr {
+	a := [16]byte{0: 0xfe, 1: 0x80, 8: hw[0] ^ 2, 9: hw[1], 10: hw[2], 11: 0xff, 12: 0xfe, 13: hw[3], 14: hw[4], 15: hw[5]}
+	return netip.AddrFrom16(a)
 }
 
 // checkPage checks a fetch report: the LAN's front page (status, checksum,

@@ -62,6 +62,20 @@
 //	    rtt:ADDR[/N]  N UDP echo round trips to ADDR (default 20): min,
 //	                median and max
 //	    rtticmp:ADDR[/N]  the same with ICMP echo
+//	    listen:PORT  bring lo up and serve TCP on [::]:PORT (both
+//	                families) in the background: "listen PORT ok" once it
+//	                answers itself on 127.0.0.1 and ::1, "accept PORT from
+//	                ADDR" for each connection (a provider's service a client
+//	                must not reach)
+//	    noconnect:ADDR/PORT  a TCP connection to ADDR (an IPv6 link-local
+//	                one without a zone: on the default route's NIC) must
+//	                fail: "noconnect ADDR/PORT ok err=ERRNO|timeout ms=N"
+//	    ra:PREFIX   send three IPv6 Router Advertisements (preference
+//	                high, PREFIX a /64 with L and A) to ff02::1 on the
+//	                default route's NIC, as a hostile client ("ra sent ...")
+//	    ip6watch    in the background, report the IPv6 addresses and
+//	                main-table routes ("ip6 addr ...", "ip6 route ...",
+//	                "ip6 done n=N") now and whenever they change
 //	    serve       stay up (the UDP echo server keeps answering) until killed
 //	    poweroff    power the VM off (also done after the last step)
 //	spectrum.timeout=SECONDS      per ping, resolve, fetch, lynx or dhcp
@@ -205,6 +219,14 @@ func main() {
 			spoof(src, dst, p.timeout)
 		case strings.HasPrefix(step, "sysctl:"):
 			sysctl(strings.TrimPrefix(step, "sysctl:"))
+		case strings.HasPrefix(step, "listen:"):
+			listenTCP(strings.TrimPrefix(step, "listen:"))
+		case strings.HasPrefix(step, "noconnect:"):
+			noconnect(strings.TrimPrefix(step, "noconnect:"))
+		case strings.HasPrefix(step, "ra:"):
+			sendRA(strings.TrimPrefix(step, "ra:"))
+		case step == "ip6watch":
+			go ip6Watch()
 		case step == "serve":
 			report("serving")
 			select {}
