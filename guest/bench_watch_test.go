@@ -242,7 +242,7 @@ func fillConntrack(b *testing.B, ns *nstest.NS, n int) {
 			data = attr(data, 2|unix.NLA_F_NESTED, tuple(dst, src, dport, sport))
 			data = attr(data, 7, binary.BigEndian.AppendUint32(nil, 600)) // CTA_TIMEOUT
 			msgs = append(msgs, netlink.Message{
-				Header: netlink.Header{Type: netlink.HeaderType(unix.NFNL_SUBSYS_CTNETLINK<<8 | 0), // IPCTNL_MSG_CT_NEW
+				Header: netlink.Header{Type: netlink.HeaderType(unix.NFNL_SUBSYS_CTNETLINK << 8), // IPCTNL_MSG_CT_NEW (0)
 					Flags: netlink.Request | netlink.Create | netlink.Acknowledge},
 				Data: data,
 			})
