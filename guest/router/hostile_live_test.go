@@ -181,8 +181,8 @@ func captureLink(t *testing.T, ns *nstest.NS, dev string) *linkCapture {
 
 func hton16(v uint16) uint16 { return v<<8 | v>>8 }
 
-// to returns the captured packets of protocol proto to dst.
-func (c *linkCapture) to(dst string, proto byte) [][]byte {
+// toProto returns the captured packets of protocol proto to dst.
+func (c *linkCapture) toProto(dst string, proto byte) [][]byte {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	var out [][]byte
@@ -194,8 +194,8 @@ func (c *linkCapture) to(dst string, proto byte) [][]byte {
 	return out
 }
 
-// toAny returns the captured packets whose destination f accepts.
-func (c *linkCapture) toAny(f func(dst netip.Addr) bool) []string {
+// to returns the captured packets whose destination f accepts.
+func (c *linkCapture) to(f func(dst netip.Addr) bool) []string {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	var out []string
@@ -238,7 +238,7 @@ func TestHostileResolverForgedSource(t *testing.T) {
 			t.Errorf("client 2's query after the forged ones: %v, %v", a, err)
 		}
 	}
-	for _, p := range cap.toAny(func(d netip.Addr) bool { return d.String() == outside }) {
+	for _, p := range cap.to(func(d netip.Addr) bool { return d.String() == outside }) {
 		t.Errorf("an answer to a query forged from %s left the uplink: %s", outside, p)
 	}
 }
@@ -650,7 +650,7 @@ func TestHostileInvalidLeaks(t *testing.T) {
 		t.Fatalf("client 1's genuine connection: %v", err)
 	}
 	time.Sleep(200 * time.Millisecond)
-	for _, p := range wire.to(webAddr, unix.IPPROTO_ICMP) {
+	for _, p := range wire.toProto(webAddr, unix.IPPROTO_ICMP) {
 		if len(p) > 20 && p[20] == 0 {
 			t.Errorf("an unsolicited echo reply left the uplink from %v", src4(p))
 		}
@@ -658,7 +658,7 @@ func TestHostileInvalidLeaks(t *testing.T) {
 			t.Errorf("an ICMP error quoting no flow left the uplink from %v", src4(p))
 		}
 	}
-	for _, p := range wire.to(webAddr, unix.IPPROTO_TCP) {
+	for _, p := range wire.toProto(webAddr, unix.IPPROTO_TCP) {
 		if len(p) < 40 {
 			continue
 		}
@@ -769,4 +769,48 @@ func TestHostileRouterAdvertisement(t *testing.T) {
 // an ICMP error quotes it: its header and 8 bytes.
 func quoteUDP(src, dst string, sport, dport uint16) []byte {
 	return ip4(src, dst, 17, udp4(src, dst, sport, dport, nil))
+}
+
+// TestHostileSpoofedReplies: a client sends its provider datagrams forged
+// as replies of the provider's own UDP flow out of its uplink (a DNS
+// forwarder's to its upstream, say): from the LAN server's address and
+// port to the provider's uplink address and the flow's port, with strict
+// rp_filter off on the link so that the router's own source check is what
+// stops them. Conntrack takes them for the flow's replies; they must not
+// reach the provider's socket (a client poisoning its provider's DNS).
+func TestHostileSpoofedReplies(t *testing.T) {
+	n := newAttackNet(t)
+	sysctl(t, n.prov, "net.ipv4.conf.p1.rp_filter=0")
+	sysctl(t, n.prov, "net.ipv4.conf.all.rp_filter=0")
+	var c *net.UDPConn
+	inNS(t, n.prov, func() {
+		var err error
+		c, err = net.DialUDP("udp", &net.UDPAddr{IP: net.ParseIP(uplinkAddr), Port: 6000}, &net.UDPAddr{IP: net.ParseIP(webAddr), Port: 7})
+		if err != nil {
+			t.Fatal(err)
+		}
+	})
+	defer c.Close()
+	buf := make([]byte, 512)
+	c.Write([]byte("the provider's own flow"))
+	c.SetReadDeadline(time.Now().Add(5 * time.Second))
+	if _, err := c.Read(buf); err != nil {
+		t.Fatalf("the provider's flow to %s: %v", webAddr, err)
+	}
+	// The client takes the server's address as its own to send from it.
+	n.c1.IP("addr", "add", webAddr+"/32", "dev", "eth0")
+	inNS(t, n.c1, func() {
+		d, err := net.DialUDP("udp", &net.UDPAddr{IP: net.ParseIP(webAddr), Port: 7}, &net.UDPAddr{IP: net.ParseIP(uplinkAddr), Port: 6000})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer d.Close()
+		for range 3 {
+			d.Write([]byte("forged answer"))
+		}
+	})
+	c.SetReadDeadline(time.Now().Add(time.Second))
+	if k, err := c.Read(buf); err == nil {
+		t.Errorf("the provider's socket %s:6000 took client 1's forged reply: %q", uplinkAddr, buf[:k])
+	}
 }
