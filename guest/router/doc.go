@@ -48,6 +48,8 @@
 //     seen in nftables' notifications (tableWatch) and the table is
 //     written again at once; if it cannot be, forwarding is off until it
 //     is.
+//   - The guard, a policy routing rule (guard.go), keeps clients apart
+//     even while the table is gone.
 //
 // Every change is one nftables transaction that replaces the whole table,
 // so packets see the old rules or the new, a restart that finds its own
@@ -86,6 +88,7 @@
 // Lines about one NIC come with that NIC's other lines; the router's own
 // start with "spectrum-router: ":
 //
+//	spectrum-router: added ip rule 1: from 100.64.0.0/16 to 100.64.0.0/16 prohibit
 //	spectrum-router: added table inet spectrum-router (1 provider NICs)
 //	spectrum-router: set net.ipv4.ip_forward 1, was 0
 //	spectrum-router: DNS to 100.127.255.53 goes to 192.0.2.53 (first IPv4 nameserver of /etc/resolv.conf)
@@ -93,8 +96,10 @@
 //	eth1 0a:b3:ec:80:12:34: router: flushed 2 conntrack entries of 100.64.18.52
 //	eth1 0a:b3:ec:80:12:34: router: stopped routing for client 100.64.18.52
 //	spectrum-router: DNS to 100.127.255.53 is refused: /etc/resolv.conf names no IPv4 nameserver
-//	spectrum-router: removed table inet spectrum-router
+//	eth2 0a:b3:ec:80:00:09: set link down
 //	spectrum-router: set net.ipv4.ip_forward 0 again
+//	spectrum-router: removed table inet spectrum-router
+//	spectrum-router: removed ip rule 1: from 100.64.0.0/16 to 100.64.0.0/16 prohibit
 //
 // # Kernel
 //

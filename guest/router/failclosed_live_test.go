@@ -2,6 +2,7 @@ package router_test
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"io"
 	"net"
@@ -12,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"spectrum-os.org/netcfg/guest/router"
 	"spectrum-os.org/netcfg/internal/nstest"
 )
 
@@ -162,13 +164,18 @@ func nftIn(t *testing.T, ns *nstest.NS, script string) {
 
 // TestFailClosedTableChanged: another program on the provider removes or
 // changes the router's table (row 3: Debian's /etc/nftables.conf starts
-// with `flush ruleset`). The router notices through nftables' own
-// notifications and puts its table back: once it says so, client 2
-// reaches nothing of client 1 and client 1 is NATed again. How long that
+// with `flush ruleset`) while client 2 sends to client 1 every
+// millisecond: nothing arrives, not even before the table is back (the
+// router's guard, a policy routing rule). The router notices through
+// nftables' own notifications and puts its table back: once it says so,
+// client 2 reaches nothing of client 1 and client 1 is NATed again. How long that
 // takes is BenchmarkRestoreTable's figure (make bench), not asserted here.
 func TestFailClosedTableChanged(t *testing.T) {
 	tc := newTwoClients(t)
 	tc.checkIsolated(t)
+	if n := guardRules(t, tc.prov); n != 1 {
+		t.Errorf("%d guard rules, want 1", n)
+	}
 	want := wantRuleset(map[string]string{"p1": "100.64.0.1", "p2": "100.64.0.2"}, dnsNAT, dns1Addr, "1")
 	for _, tt := range []struct{ name, script, why string }{
 		{"flush ruleset", "flush ruleset\n", "removed"},
@@ -186,9 +193,17 @@ table inet filter {
 		// One namespace for all: the agent's waits fail the test
 		// itself, so no subtests.
 		t.Log(tt.name)
+		// Client 2 sends to client 1 all along: nothing may arrive,
+		// not even before the table is back (the guard).
+		f := startFlood(t, tc.c2, tc.c1)
+		time.Sleep(50 * time.Millisecond)
 		n := len(tc.pa.lines())
 		nftIn(t, tc.prov, tt.script)
 		tc.pa.waitLineAfter(n, "spectrum-router: nft "+tt.why+" table inet spectrum-router: put it back")
+		time.Sleep(50 * time.Millisecond)
+		if got := f.end(); got != 0 {
+			t.Errorf("%s: client 1 got %d datagrams from client 2 around the change", tt.name, got)
+		}
 		checkRuleset(t, tc.prov, want)
 		checkSysctl(t, tc.prov, "net.ipv4.ip_forward", "1")
 		tc.checkIsolated(t)
@@ -230,11 +245,14 @@ func TestFailClosedStop(t *testing.T) {
 	checkDown(t, tc.prov, "p1", "p2")
 	checkNoRuleset(t, tc.prov)
 	checkSysctl(t, tc.prov, "net.ipv4.ip_forward", "1")
+	if n := guardRules(t, tc.prov); n != 0 {
+		t.Errorf("%d guard rules after SIGTERM, want none", n)
+	}
 	lines := strings.Join(tc.pa.linesSince(n), "\n") + "\n"
 	for _, want := range []string{
 		"p1 0a:b3:ec:80:00:01: set link down\n",
 		"p2 0a:b3:ec:80:00:02: set link down\n",
-		"spectrum-router: left net.ipv4.ip_forward 1, as it was\nspectrum-router: removed table inet spectrum-router\n",
+		"spectrum-router: left net.ipv4.ip_forward 1, as it was\nspectrum-router: removed table inet spectrum-router\nspectrum-router: removed ip rule 1: from 100.64.0.0/16 to 100.64.0.0/16 prohibit\n",
 	} {
 		if !strings.Contains(lines, want) {
 			t.Errorf("no %q in the console after SIGTERM:\n%s", want, lines)
@@ -357,4 +375,28 @@ func TestFailClosedTableHeld(t *testing.T) {
 	if code := tc.pa.stop(); code != 0 {
 		t.Errorf("exit status %d after SIGTERM, want 0", code)
 	}
+}
+
+// guardRules counts the router's guard among ns's IPv4 policy routing
+// rules, read back with ip -j.
+func guardRules(t *testing.T, ns *nstest.NS) int {
+	t.Helper()
+	var rules []struct {
+		Priority int    `json:"priority"`
+		Src      string `json:"src"`
+		SrcLen   int    `json:"srclen"`
+		Dst      string `json:"dst"`
+		DstLen   int    `json:"dstlen"`
+		Action   string `json:"action"`
+	}
+	if err := json.Unmarshal(ns.IP("-j", "-4", "rule", "show"), &rules); err != nil {
+		t.Fatalf("ip -j rule show: %v", err)
+	}
+	n := 0
+	for _, r := range rules {
+		if r.Priority == router.GuardPriority && r.Src == "100.64.0.0" && r.SrcLen == 16 && r.Dst == "100.64.0.0" && r.DstLen == 16 && r.Action == "prohibit" {
+			n++
+		}
+	}
+	return n
 }

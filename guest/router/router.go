@@ -100,6 +100,11 @@ func (r *Router) open() error {
 		// and the table says how it was before.
 		r.forwardWas, verb = prev, "replaced the earlier run's"
 	}
+	// The guard before the table and before forwarding: clients stay
+	// apart whatever becomes of the table (guard.go).
+	if err := r.addGuard(); err != nil {
+		return err
+	}
 	var ferr error
 	r.dns, ferr = r.decideDNS()
 	if err := r.write(); err != nil {
@@ -438,6 +443,9 @@ func (r *Router) stop() error {
 		} else {
 			r.say("removed table inet " + TableName)
 		}
+	}
+	if err := r.removeGuard(); err != nil {
+		errs = append(errs, err)
 	}
 	r.closeConns()
 	return errors.Join(errs...)

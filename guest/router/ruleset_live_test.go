@@ -66,6 +66,7 @@ func TestRuleset(t *testing.T) {
 	checkSysctl(t, ns, "net.ipv4.ip_forward", "1")
 	up0 := itoa(link(t, ns, "up0"))
 	want := []string{
+		"spectrum-router: added ip rule 1: from 100.64.0.0/16 to 100.64.0.0/16 prohibit",
 		"spectrum-router: added table inet spectrum-router (1 provider NICs)",
 		"spectrum-router: set net.ipv4.ip_forward 1, was 0",
 		"spectrum-router: DNS to 100.127.255.53 goes to 192.0.2.53 (first IPv4 nameserver of /etc/resolv.conf)",
@@ -109,6 +110,7 @@ func TestRuleset(t *testing.T) {
 		"eth1 0a:b3:ec:80:12:34: set link down",
 		"spectrum-router: set net.ipv4.ip_forward 0 again",
 		"spectrum-router: removed table inet spectrum-router",
+		"spectrum-router: removed ip rule 1: from 100.64.0.0/16 to 100.64.0.0/16 prohibit",
 		"spectrum-netcfg: stopped, status 0",
 	}
 	if diff := cmp.Diff(want, a.linesSince(n)); diff != "" {
@@ -156,6 +158,7 @@ func TestRulesetRestart(t *testing.T) {
 			a = startAgent(t, ns, "nameserver 192.0.2.53\n")
 			checkRuleset(t, ns, want)
 			wantLog := []string{
+				"spectrum-router: kept the earlier run's ip rule 1: from 100.64.0.0/16 to 100.64.0.0/16 prohibit",
 				"spectrum-router: replaced the earlier run's table inet spectrum-router (2 provider NICs)",
 				"spectrum-router: net.ipv4.ip_forward already 1",
 				"spectrum-router: DNS to 100.127.255.53 goes to 192.0.2.53 (first IPv4 nameserver of /etc/resolv.conf)",
@@ -185,6 +188,7 @@ func TestRulesetRestart(t *testing.T) {
 				"eth2 0a:b3:ec:80:00:09: set link down",
 				restore,
 				"spectrum-router: removed table inet spectrum-router",
+				"spectrum-router: removed ip rule 1: from 100.64.0.0/16 to 100.64.0.0/16 prohibit",
 				"spectrum-netcfg: stopped, status 0",
 			}
 			if diff := cmp.Diff(wantLog, a.linesSince(n)); diff != "" {
