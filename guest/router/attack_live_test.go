@@ -38,7 +38,7 @@ func attackSetup(t *testing.T) (prov *nstest.NS, l *lan, pa *agent, c1, c2 *nste
 // client is dropped, and only echo to the client's own gateway and
 // replies to the provider's own connections pass.
 func TestAttackProviderServices(t *testing.T) {
-	prov, l, _, c1, _ := attackSetup(t)
+	prov, l, _, c1, c2 := attackSetup(t)
 	var tl net.Listener
 	var ul, dhcp *net.UDPConn
 	inNS(t, prov, func() {
@@ -92,6 +92,20 @@ func TestAttackProviderServices(t *testing.T) {
 		}
 		if r, err := udpExchange(t, c1, "", 0, addr, 2223, []byte("to the provider")); !errors.Is(err, syscall.ECONNREFUSED) {
 			t.Errorf("UDP to the provider at %s: %q, %v; want port unreachable", addr, r, err)
+		}
+	}
+	// Each client at the provider's link-local on its own link, a few
+	// times: the refusal goes back through the NIC the try came in on
+	// (a TCP reset to a link-local address would be routed by the
+	// provider's first fe80::/64 route, often another client's link).
+	for i, c := range []*nstest.NS{c1, c2} {
+		ll := linkLocal(t, prov, "p"+itoa(i+1)).String() + "%eth0"
+		linkLocal(t, c, "eth0")
+		for try := range 3 {
+			start := time.Now()
+			if got, err := dialTCP(t, c, ll, 2222); !errors.Is(err, syscall.ECONNREFUSED) || time.Since(start) > 2*time.Second {
+				t.Errorf("client %d, try %d: TCP to the provider at %s: %q, %v after %v; want refused at once", i+1, try+1, ll, got, err, time.Since(start))
+			}
 		}
 	}
 	// A DHCP server on the client answering the provider's DHCP client.

@@ -488,7 +488,8 @@ func wantRuleset(clients map[string]string, mode, resolver, forwardWas string) r
 	add("to-provider", "neighbour discovery", "icmpv6 type {nd-neighbor-solicit,nd-neighbor-advert} accept")
 	add("to-provider", "DNS to the provider", "jump client-dns-in")
 	add("to-provider", "echo to the link's own gateway", "meta iif . ip daddr @gateways icmp type echo-request accept")
-	add("to-provider", "nothing else of the provider: refused at once", "meta l4proto tcp reject with tcp reset")
+	add("to-provider", "nothing else of the provider: refused at once", "ip protocol tcp reject with tcp reset")
+	add("to-provider", "nothing else of the provider: refused at once", "ip6 saddr != fe80::/10 meta l4proto tcp reject with tcp reset")
 	add("to-provider", "nothing else of the provider: refused at once", "reject with icmpx port-unreachable")
 	const ll = "link-local addresses are never forwarded (RFC 3927, RFC 4291)"
 	add("forward", ll, "ip daddr 169.254.0.0/16 drop")

@@ -171,7 +171,8 @@ type spec struct {
 //			icmpv6 type { nd-neighbor-solicit, nd-neighbor-advert } accept
 //			jump client-dns-in                             # the DNS part's
 //			iif . ip daddr @gateways icmp type echo-request accept
-//			meta l4proto tcp reject with tcp reset
+//			ip protocol tcp reject with tcp reset
+//			ip6 saddr != fe80::/10 meta l4proto tcp reject with tcp reset
 //			reject with icmpx port-unreachable
 //		}
 //		chain client-dns-in { }
@@ -333,7 +334,18 @@ func writeTable(c *nftables.Conn, s spec) error {
 	rule(chainToProvider, "echo to the link's own gateway", ipv4(),
 		x(iif(), &expr.Payload{DestRegister: 9, Base: expr.PayloadBaseNetworkHeader, Offset: 16, Len: 4}, inSet(setGateways)),
 		icmpType(unix.IPPROTO_ICMP, 8), accept())
-	rule(chainToProvider, "nothing else of the provider: refused at once", l4proto(unix.IPPROTO_TCP),
+	// TCP gets a reset, but not to a link-local address: the kernel
+	// routes such a reset by the provider's first fe80::/64 route,
+	// whichever NIC that is, while an ICMPv6 error leaves by the NIC the
+	// packet came in on (and TCP takes it as a refusal too; ICMPv6
+	// errors are rate-limited, resets are not).
+	rule(chainToProvider, "nothing else of the provider: refused at once", ipv4(),
+		x(&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseNetworkHeader, Offset: 9, Len: 1},
+			&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{unix.IPPROTO_TCP}},
+			&expr.Reject{Type: unix.NFT_REJECT_TCP_RST}))
+	notLL := inPrefix(netip.MustParsePrefix("fe80::/10"), false)
+	notLL[len(notLL)-1].(*expr.Cmp).Op = expr.CmpOpNeq
+	rule(chainToProvider, "nothing else of the provider: refused at once", notLL, l4proto(unix.IPPROTO_TCP),
 		x(&expr.Reject{Type: unix.NFT_REJECT_TCP_RST}))
 	rule(chainToProvider, "nothing else of the provider: refused at once", reject())
 
