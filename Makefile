@@ -21,7 +21,8 @@ FUZZ      := ./internal/mac:FuzzParseClassify:200000x ./guest:FuzzParseLink:1000
              ./host/link:FuzzParseName:100000x ./host/config:FuzzLoad:2000x ./host/config:FuzzLoaderReload:600x \
              ./host/alloc:FuzzState:2000x ./host/control:FuzzControlRequest:20000x ./host/qmp:FuzzParse:100000x \
              ./host/vmlog:FuzzSanitize:100000x ./host/vmlog:FuzzLinePriority:100000x ./host/termfilter:FuzzFilter:200000x ./internal/printable:FuzzString:50000x \
-             ./guest/router:FuzzFirstNameserver:100000x ./guest/router:FuzzParseConntrack:100000x \
+             ./guest/router:FuzzNameservers:100000x ./guest/router:FuzzParseConntrack:100000x \
+             ./guest/router/dnsfwd:FuzzQuery:100000x ./guest/router/dnsfwd:FuzzAnswer:100000x \
              ./vmtest/lan:FuzzParseIPv4:100000x ./vmtest/lan:FuzzParseIPv6:100000x ./vmtest/dhcpc:FuzzParseRA:100000x
 
 .PHONY: all deps build man test vet staticcheck fuzz fuzz-count bench soak run clean kernel install

@@ -32,7 +32,8 @@
 //     (LimitsFor), so no client starves the others.
 //   - Client traffic leaving through any other interface (an uplink, or
 //     a chained provider's own client link) is masqueraded.
-//   - DNS to Resolver goes to the provider's own resolver (see DNS).
+//   - DNS to Resolver is redirected to the router's forwarder, which asks
+//     the provider's own resolver (see DNS).
 //   - When a provider NIC comes or changes its MAC, the conntrack entries
 //     from its client address are deleted (ctnetlink, the kernel picking
 //     them), so no NAT state of an earlier client with the same address
@@ -64,24 +65,22 @@
 //
 // A client names Resolver (100.127.255.53) in its resolv.conf, whatever
 // its provider and link id. The address is routed, not on-link, from every
-// client, so it reaches the client's provider, whose router DNATs UDP and
-// TCP port 53 sent to it from a provider link to the first IPv4
-// nameserver of the provider's own /etc/resolv.conf, as it is now: the
-// file is followed with inotify on its directory (a DHCP client renames a
-// new file over it) and through symlinks, and the DNAT is swapped in one
-// transaction, with the conntrack entries of DNS to Resolver deleted so
-// that a client querying from a fixed port reaches the new resolver.
+// client, so it reaches the client's provider, whose table redirects UDP
+// and TCP port 53 sent to it from a provider link (by that link's own
+// client) to the port of the router's DNS forwarder (package dnsfwd). The
+// forwarder asks the first allowed nameserver of the provider's own
+// /etc/resolv.conf, of either family, and answers REFUSED at once when
+// there is none. The file is followed with inotify on its directory (a
+// DHCP client renames a new file over it) and through symlinks; a change
+// gives the forwarder its new upstreams and changes nothing in the table.
 //
-// A provider whose own resolver is Resolver (a VPN VM that is itself a
-// client) forwards and masquerades DNS to its provider, which resolves. A
-// resolver on the provider's loopback (127.0.0.53, systemd-resolved's
-// stub; 127.0.0.1) cannot be a DNAT target without route_localnet, which
-// would open every loopback service of the provider to its clients; with
-// one, or with no IPv4 nameserver at all (no lease yet), DNS to Resolver
-// is rejected (ICMP port unreachable, so client resolvers fail at once)
-// and the console says why. With systemd-resolved, /etc/resolv.conf should
-// point at /run/systemd/resolve/resolv.conf, which lists its upstream
-// servers.
+// An upstream is allowed by its address (dnsfwd.CheckUpstream: unicast,
+// global, private or loopback, not a client's) and, before each query, by
+// its route (routeCheck): never through a provider link, never broadcast
+// or multicast, and Resolver itself only through one of the provider's
+// own client NICs: a provider that is a client of another (a VPN VM)
+// forwards to its provider, which resolves. A resolver on the provider's
+// loopback (systemd-resolved's 127.0.0.53) works as any other.
 //
 // # Console
 //
@@ -91,11 +90,13 @@
 //	spectrum-router: added ip rule 1: from 100.64.0.0/16 to 100.64.0.0/16 prohibit
 //	spectrum-router: added table inet spectrum-router (1 provider NICs)
 //	spectrum-router: set net.ipv4.ip_forward 1, was 0
-//	spectrum-router: DNS to 100.127.255.53 goes to 192.0.2.53 (first IPv4 nameserver of /etc/resolv.conf)
+//	spectrum-router: DNS forwarder on port 40123, UDP and TCP
+//	spectrum-router: DNS to 100.127.255.53 goes to 192.0.2.53 (first nameserver of /etc/resolv.conf)
 //	eth1 0a:b3:ec:80:12:34: router: routing for client 100.64.18.52
 //	eth1 0a:b3:ec:80:12:34: router: flushed 2 conntrack entries of 100.64.18.52
 //	eth1 0a:b3:ec:80:12:34: router: stopped routing for client 100.64.18.52
-//	spectrum-router: DNS to 100.127.255.53 is refused: /etc/resolv.conf names no IPv4 nameserver
+//	spectrum-router: DNS to 100.127.255.53 is refused: /etc/resolv.conf names no nameserver
+//	spectrum-router: DNS upstream 100.127.255.53 not used: routes through eth0, not a client NIC: this provider is no one's client
 //	eth2 0a:b3:ec:80:00:09: set link down
 //	spectrum-router: set net.ipv4.ip_forward 0 again
 //	spectrum-router: removed table inet spectrum-router
@@ -104,7 +105,7 @@
 // # Kernel
 //
 // The ruleset needs nf_tables with the inet family, NAT chains
-// (nft_chain_nat, nf_nat), masquerade and DNAT (nft_masq, nft_nat),
+// (nft_chain_nat, nf_nat), masquerade and redirect (nft_masq, nft_redir),
 // conntrack state (nft_ct, nf_conntrack), reject (nft_reject_inet), the
 // limits (nft_limit, nft_connlimit), and ctnetlink (nf_conntrack_netlink).
 // A kernel that builds them as modules loads them on demand through
@@ -114,10 +115,10 @@ package router
 // Resolver is the virtual DNS resolver address every client names in its
 // resolv.conf ("nameserver 100.127.255.53"), whatever its provider and
 // link id, so one client image works behind any provider. A provider
-// running the router DNATs DNS (UDP and TCP port 53) sent to it through a
-// provider link to the resolver the provider itself uses now (the first
-// IPv4 nameserver of its /etc/resolv.conf); a chained provider whose own
-// resolver is this address forwards and masquerades it to its upstream.
+// running the router redirects DNS (UDP and TCP port 53) sent to it
+// through a provider link to its forwarder, which asks the resolver the
+// provider itself uses now (a nameserver of its /etc/resolv.conf); a
+// chained provider whose own resolver is this address asks its provider.
 //
 // It lies in the shared address space 100.64.0.0/10 (RFC 6598, meant for a
 // provider's internal network, where the clients' 100.64.0.0/16 already

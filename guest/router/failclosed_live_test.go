@@ -176,7 +176,7 @@ func TestFailClosedTableChanged(t *testing.T) {
 	if n := guardRules(t, tc.prov); n != 1 {
 		t.Errorf("%d guard rules, want 1", n)
 	}
-	want := wantRuleset(map[string]string{"p1": "100.64.0.1", "p2": "100.64.0.2"}, dnsNAT, dns1Addr, "1")
+	want := wantRuleset(map[string]string{"p1": "100.64.0.1", "p2": "100.64.0.2"}, tc.pa.dnsPort(), "1")
 	for _, tt := range []struct{ name, script, why string }{
 		{"flush ruleset", "flush ruleset\n", "removed"},
 		{"Debian's nftables.conf", `flush ruleset
@@ -368,7 +368,7 @@ func TestFailClosedTableHeld(t *testing.T) {
 	}
 	tc.pa.waitLineAfter(n, "spectrum-router: nft removed table inet spectrum-router: put it back")
 	tc.pa.waitLineAfter(n, "spectrum-router: set net.ipv4.ip_forward 1 again")
-	checkRuleset(t, tc.prov, wantRuleset(map[string]string{"p1": "100.64.0.1", "p2": "100.64.0.2"}, dnsNAT, dns1Addr, "1"))
+	checkRuleset(t, tc.prov, wantRuleset(map[string]string{"p1": "100.64.0.1", "p2": "100.64.0.2"}, tc.pa.dnsPort(), "1"))
 	checkSysctl(t, tc.prov, "net.ipv4.ip_forward", "1")
 	tc.checkIsolated(t)
 	tc.checkNAT(t)

@@ -129,7 +129,7 @@ func serveDNS(t *testing.T, addr string, a [4]byte) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	tl, err := net.Listen("tcp", addr+":53")
+	tl, err := net.Listen("tcp", net.JoinHostPort(addr, "53"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -292,8 +292,12 @@ func query(t *testing.T, ns *nstest.NS, tcp bool, sport int) (netip.Addr, error)
 		return netip.Addr{}, err
 	}
 	var p dnsmessage.Parser
-	if _, err := p.Start(resp); err != nil {
+	rh, err := p.Start(resp)
+	if err != nil {
 		return netip.Addr{}, err
+	}
+	if rh.RCode != dnsmessage.RCodeSuccess {
+		return netip.Addr{}, rcodeError(rh.RCode)
 	}
 	p.SkipAllQuestions()
 	h, err := p.AnswerHeader()
@@ -306,6 +310,11 @@ func query(t *testing.T, ns *nstest.NS, tcp bool, sport int) (netip.Addr, error)
 	a, err := p.AResource()
 	return netip.AddrFrom4(a.A), err
 }
+
+// rcodeError is an answer that says no (REFUSED, SERVFAIL, ...).
+type rcodeError dnsmessage.RCode
+
+func (e rcodeError) Error() string { return "answer " + dnsmessage.RCode(e).String() }
 
 // TestFunctional puts real traffic through the router: two clients and a
 // chained provider with its own client behind one provider, a LAN beyond
@@ -483,25 +492,27 @@ func TestFunctional(t *testing.T) {
 			}
 		}
 		// The same source port before and after the provider's lease
-		// changes: its conntrack state must not keep the old DNAT.
+		// changes: the forwarder asks the new resolver.
 		if a, err := query(t, c1, false, 5353); err != nil || a != netip.MustParseAddr("192.0.2.1") {
 			t.Errorf("query: %v, %v; want 192.0.2.1", a, err)
 		}
 		n := pa.setResolv("nameserver " + dns2Addr + "\n")
-		pa.waitLineAfter(n, "spectrum-router: DNS to 100.127.255.53 goes to "+dns2Addr+" (first IPv4 nameserver of /etc/resolv.conf)")
+		pa.waitLineAfter(n, "spectrum-router: DNS to 100.127.255.53 goes to "+dns2Addr+" (first nameserver of /etc/resolv.conf)")
 		for _, tcp := range []bool{false, true} {
 			if a, err := query(t, c1, tcp, 5353); err != nil || a != netip.MustParseAddr("192.0.2.2") {
 				t.Errorf("query after the change (tcp %v): %v, %v; want 192.0.2.2 from %s", tcp, a, err, dns2Addr)
 			}
 		}
-		// No resolver: refused at once, not a timeout.
+		// No resolver: REFUSED at once, not a timeout.
 		n = pa.setResolv("")
-		pa.waitLineAfter(n, "spectrum-router: DNS to 100.127.255.53 is refused: /etc/resolv.conf names no IPv4 nameserver")
-		if _, err := query(t, c1, false, 0); !errors.Is(err, syscall.ECONNREFUSED) {
-			t.Errorf("query without a resolver: %v, want connection refused", err)
+		pa.waitLineAfter(n, "spectrum-router: DNS to 100.127.255.53 is refused: /etc/resolv.conf names no nameserver")
+		for _, tcp := range []bool{false, true} {
+			if _, err := query(t, c1, tcp, 0); err != rcodeError(dnsmessage.RCodeRefused) {
+				t.Errorf("query without a resolver (tcp %v): %v, want REFUSED", tcp, err)
+			}
 		}
 		n = pa.setResolv("nameserver " + dns1Addr + "\n")
-		pa.waitLineAfter(n, "spectrum-router: DNS to 100.127.255.53 goes to "+dns1Addr+" (first IPv4 nameserver of /etc/resolv.conf)")
+		pa.waitLineAfter(n, "spectrum-router: DNS to 100.127.255.53 goes to "+dns1Addr+" (first nameserver of /etc/resolv.conf)")
 	})
 
 	t.Run("chained provider", func(t *testing.T) {
@@ -511,7 +522,7 @@ func TestFunctional(t *testing.T) {
 		veth(t, prov, "p3", "0a:b3:ec:80:00:03", vpn, "up0", "0a:b3:ec:00:00:03")
 		pa.waitLine("p3 0a:b3:ec:80:00:03: provider 169.254.0.3/32 for client 100.64.0.3: configured")
 		va := startAgent(t, vpn, "nameserver "+router.Resolver+"\n")
-		va.waitLine("spectrum-router: DNS to 100.127.255.53 is forwarded as is (/etc/resolv.conf names it too: this provider is a client of another)")
+		va.waitLine("spectrum-router: DNS to 100.127.255.53 goes to 100.127.255.53 (first nameserver of /etc/resolv.conf: this provider's own provider, while it routes through a client NIC)")
 		app := client(t, vpn, va, "d1", 4)
 
 		got, err := dialTCP(t, app, webAddr, 7)

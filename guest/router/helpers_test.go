@@ -212,6 +212,21 @@ func (a *agent) waitLineAfter(n int, line string) {
 // linesSince returns the console's lines after the first n.
 func (a *agent) linesSince(n int) []string { return a.lines()[n:] }
 
+// dnsPort is the port of the agent's DNS forwarder, from its console.
+func (a *agent) dnsPort() string {
+	a.t.Helper()
+	const pre, post = "spectrum-router: DNS forwarder on port ", ", UDP and TCP"
+	for _, l := range a.lines() {
+		if p, ok := strings.CutPrefix(l, pre); ok {
+			if p, ok = strings.CutSuffix(p, post); ok {
+				return p
+			}
+		}
+	}
+	a.t.Fatalf("no line %q on the console; console:\n%s", pre+"N"+post, a.log())
+	return ""
+}
+
 // stop sends SIGTERM and returns the exit status.
 func (a *agent) stop() int {
 	a.t.Helper()
@@ -409,6 +424,8 @@ func renderValue(v any) string {
 					return "limit rate " + over + renderValue(m["rate"]) + "/" + renderValue(m["per"]) + " burst " + renderValue(m["burst"]) + " packets"
 				case "dnat":
 					return "dnat " + m["family"].(string) + " to " + m["addr"].(string)
+				case "redirect":
+					return "redirect to :" + renderValue(m["port"])
 				}
 			}
 		}
@@ -417,19 +434,12 @@ func renderValue(v any) string {
 	return string(b)
 }
 
-// DNS modes of the ruleset, as wantRuleset takes them.
-const (
-	dnsNAT     = "nat"
-	dnsRefused = "refused"
-	dnsForward = "forward"
-)
-
 // wantRuleset is the table for the provider NICs in clients (name →
-// client address), DNS in mode (to resolver when dnsNAT), and
+// client address), the DNS forwarder on port dnsPort, and
 // net.ipv4.ip_forward as it was before ("0" or "1"). The rules written once
 // per link come in the NICs' ifindex order, which the test does not know:
 // checkRuleset compares them as sets (sortLinkRules).
-func wantRuleset(clients map[string]string, mode, resolver, forwardWas string) ruleset {
+func wantRuleset(clients map[string]string, dnsPort, forwardWas string) ruleset {
 	names := slices.Sorted(maps.Keys(clients))
 	set := func(typ string, elem func(name string) string) nftSet {
 		s := nftSet{Type: typ, Elems: []string{}}
@@ -451,6 +461,7 @@ func wantRuleset(clients map[string]string, mode, resolver, forwardWas string) r
 		Chains: map[string]nftChain{
 			"prerouting":                   {Type: "nat", Hook: "prerouting", Policy: "accept", Prio: -100},
 			"client-dns":                   {},
+			"dns-input":                    {Type: "filter", Hook: "input", Policy: "accept", Prio: -10},
 			"guard":                        {Type: "filter", Hook: "prerouting", Policy: "accept", Prio: -150},
 			"from-link":                    {},
 			"input":                        {Type: "filter", Hook: "input", Policy: "accept", Prio: 0},
@@ -465,11 +476,17 @@ func wantRuleset(clients map[string]string, mode, resolver, forwardWas string) r
 		},
 	}
 	add := func(chain, comment, expr string) { rs.Rules = append(rs.Rules, nftRule{chain, comment, expr}) }
-	if mode == dnsNAT {
-		add("prerouting", "DNS from a client", "meta iif @links jump client-dns")
+	add("prerouting", "DNS from a client", "meta iif . ip saddr @clients jump client-dns")
+	for _, p := range []string{"udp", "tcp"} {
+		add("client-dns", "DNS to the virtual resolver goes to this provider's forwarder",
+			"ip daddr 100.127.255.53 "+p+" dport 53 redirect to :"+dnsPort)
+	}
+	for _, p := range []string{"udp", "tcp"} {
+		add("dns-input", "nothing reaches the forwarder but DNS redirected from a client", p+" dport "+dnsPort+" ct status ! dnat drop")
+	}
+	for _, n := range names {
 		for _, p := range []string{"udp", "tcp"} {
-			add("client-dns", "DNS to the virtual resolver goes to this provider's own",
-				"ip daddr 100.127.255.53 "+p+" dport 53 dnat ip to "+resolver)
+			add("dns-input", "a client's share of the forwarder", "meta iif "+n+" "+p+" dport "+dnsPort+" limit rate over 200/second burst 400 packets drop")
 		}
 	}
 	add("guard", "from a provider link", "meta iif @links jump from-link")
@@ -491,6 +508,9 @@ func wantRuleset(clients map[string]string, mode, resolver, forwardWas string) r
 	add("to-provider", "nothing else of the provider: refused at once", "ip protocol tcp reject with tcp reset")
 	add("to-provider", "nothing else of the provider: refused at once", "ip6 saddr != fe80::/10 meta l4proto tcp reject with tcp reset")
 	add("to-provider", "nothing else of the provider: refused at once", "reject with icmpx port-unreachable")
+	for _, p := range []string{"udp", "tcp"} {
+		add("client-dns-in", "DNS to the virtual resolver, redirected to the forwarder", p+" dport "+dnsPort+" ct status dnat accept")
+	}
 	const ll = "link-local addresses are never forwarded (RFC 3927, RFC 4291)"
 	add("forward", ll, "ip daddr 169.254.0.0/16 drop")
 	add("forward", ll, "ip saddr 169.254.0.0/16 drop")
@@ -500,10 +520,8 @@ func wantRuleset(clients map[string]string, mode, resolver, forwardWas string) r
 	add("forward", "to a provider link", "meta oif @links jump to-client")
 	add("from-client", "no IPv6 from a provider link", "meta nfproto != ipv4 drop")
 	add("from-client", "no client reaches another", "meta oif @links drop")
-	if mode != dnsForward {
-		add("from-client", "only DNS to the virtual resolver, and only while there is a resolver",
-			"ip daddr 100.127.255.53 reject with icmpx port-unreachable")
-	}
+	add("from-client", "only DNS to the virtual resolver, which never gets here",
+		"ip daddr 100.127.255.53 reject with icmpx port-unreachable")
 	add("from-client", "clients reach everything else", "accept")
 	add("to-client", "replies reach clients", "ct state established,related accept")
 	add("to-client", "nothing else reaches a client", "drop")

@@ -10,56 +10,52 @@ import (
 	"github.com/google/go-cmp/cmp"
 )
 
-func TestFirstNameserver(t *testing.T) {
+func TestNameservers(t *testing.T) {
 	for _, tt := range []struct {
-		name, conf, want string // want "" = none
+		name, conf, want string // want: space-separated
 	}{
 		{name: "empty", conf: ""},
 		{name: "one", conf: "nameserver 192.0.2.53\n", want: "192.0.2.53"},
 		{name: "no newline", conf: "nameserver 192.0.2.53", want: "192.0.2.53"},
 		{name: "tab and trailing words", conf: "nameserver\t  192.0.2.53  # the LAN's\n", want: "192.0.2.53"},
-		{name: "first of two", conf: "nameserver 192.0.2.1\nnameserver 192.0.2.2\n", want: "192.0.2.1"},
+		{name: "two", conf: "nameserver 192.0.2.1\nnameserver 192.0.2.2\n", want: "192.0.2.1 192.0.2.2"},
 		{name: "comments and options", conf: "# nameserver 192.0.2.9\n; nameserver 192.0.2.8\nsearch example.org\noptions edns0\nnameserver 192.0.2.7\n", want: "192.0.2.7"},
-		{name: "IPv6 first", conf: "nameserver 2001:db8::53\nnameserver 192.0.2.53\n", want: "192.0.2.53"},
-		{name: "IPv6 with zone", conf: "nameserver fe80::1%eth0\nnameserver 192.0.2.53\n", want: "192.0.2.53"},
-		{name: "only IPv6", conf: "nameserver 2001:db8::53\n"},
-		{name: "fourth is ignored, as glibc does", conf: "nameserver 2001:db8::1\nnameserver 2001:db8::2\nnameserver 2001:db8::3\nnameserver 192.0.2.53\n"},
-		{name: "invalid ones do not count", conf: "nameserver x\nnameserver 300.1.1.1\nnameserver 2001:db8::1\nnameserver 2001:db8::2\nnameserver 192.0.2.53\n", want: "192.0.2.53"},
+		{name: "IPv6 first", conf: "nameserver 2001:db8::53\nnameserver 192.0.2.53\n", want: "2001:db8::53 192.0.2.53"},
+		{name: "IPv6 with zone", conf: "nameserver fe80::1%eth0\nnameserver 192.0.2.53\n", want: "fe80::1%eth0 192.0.2.53"},
+		{name: "fourth is ignored, as glibc does", conf: "nameserver 2001:db8::1\nnameserver 2001:db8::2\nnameserver 2001:db8::3\nnameserver 192.0.2.53\n", want: "2001:db8::1 2001:db8::2 2001:db8::3"},
+		{name: "invalid ones do not count", conf: "nameserver x\nnameserver 300.1.1.1\nnameserver 2001:db8::1\nnameserver 192.0.2.53\n", want: "2001:db8::1 192.0.2.53"},
 		{name: "leading blank: not a nameserver line for glibc", conf: " nameserver 192.0.2.1\nnameserver 192.0.2.2\n", want: "192.0.2.2"},
 		{name: "keyword glued to the address", conf: "nameserver192.0.2.1\nnameserver 192.0.2.2\n", want: "192.0.2.2"},
 		{name: "keyword alone", conf: "nameserver\nnameserver \n", want: ""},
 		{name: "inet_aton shorthand is not recognised", conf: "nameserver 127.1\n"},
 		{name: "CRLF: glibc fails the address too", conf: "nameserver 192.0.2.1\r\n"},
 		{name: "loopback", conf: "nameserver 127.0.0.53\n", want: "127.0.0.53"},
-		{name: "v4-mapped IPv6 counts as IPv6", conf: "nameserver ::ffff:192.0.2.1\n"},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
-			got := FirstNameserver([]byte(tt.conf))
-			var want netip.Addr
-			if tt.want != "" {
-				want = netip.MustParseAddr(tt.want)
+			var got []string
+			for _, a := range Nameservers([]byte(tt.conf)) {
+				got = append(got, a.String())
 			}
-			if got != want {
-				t.Errorf("FirstNameserver(%q) = %v, want %v", tt.conf, got, want)
+			if strings.Join(got, " ") != tt.want {
+				t.Errorf("Nameservers(%q) = %v, want %v", tt.conf, got, tt.want)
 			}
 		})
 	}
 }
 
-func FuzzFirstNameserver(f *testing.F) {
+func FuzzNameservers(f *testing.F) {
 	f.Add([]byte("nameserver 192.0.2.53\n"))
 	f.Add([]byte("# comment\nnameserver 2001:db8::1\nnameserver\t192.0.2.1 x\n"))
 	f.Fuzz(func(t *testing.T, b []byte) {
-		a := FirstNameserver(b)
-		if !a.IsValid() {
-			return
+		as := Nameservers(b)
+		if len(as) > maxNameservers {
+			t.Fatalf("Nameservers returned %d addresses", len(as))
 		}
-		if !a.Is4() {
-			t.Fatalf("FirstNameserver returned a non-IPv4 address %v", a)
-		}
-		// The address is written in the file, on a nameserver line.
-		if !strings.Contains(string(b), "nameserver") || !strings.Contains(string(b), a.String()) {
-			t.Fatalf("FirstNameserver(%q) = %v, which the file does not name", b, a)
+		for _, a := range as {
+			// Each address is written in the file, on a nameserver line.
+			if !a.IsValid() || !strings.Contains(string(b), "nameserver") || !strings.Contains(string(b), a.String()) {
+				t.Fatalf("Nameservers(%q) has %v, which the file does not name", b, a)
+			}
 		}
 	})
 }
@@ -73,21 +69,36 @@ func TestDecideDNS(t *testing.T) {
 		}
 		return p
 	}
+	addrs := func(s ...string) []netip.Addr {
+		var out []netip.Addr
+		for _, a := range s {
+			out = append(out, netip.MustParseAddr(a))
+		}
+		return out
+	}
 	for _, tt := range []struct {
 		name string
 		path string
 		want DNS
 	}{
 		{"resolver", write("ok", "nameserver 192.0.2.53\n"),
-			DNS{Mode: DNSNAT, Addr: netip.MustParseAddr("192.0.2.53"), Why: "first IPv4 nameserver of " + dir + "/ok"}},
+			DNS{Upstreams: addrs("192.0.2.53"), Why: "first nameserver of " + dir + "/ok"}},
+		{"three, either family", write("three", "nameserver 2001:db8::53\nnameserver 192.0.2.53\nnameserver ::ffff:192.0.2.54\n"),
+			DNS{Upstreams: addrs("2001:db8::53", "192.0.2.53", "192.0.2.54"), Why: "nameservers of " + dir + "/three"}},
 		{"chained", write("chained", "nameserver 100.127.255.53\n"),
-			DNS{Mode: DNSForward, Why: dir + "/chained names it too: this provider is a client of another"}},
+			DNS{Upstreams: addrs("100.127.255.53"), Why: "first nameserver of " + dir + "/chained: this provider's own provider, while it routes through a client NIC"}},
 		{"resolved's stub", write("stub", "nameserver 127.0.0.53\noptions edns0 trust-ad\n"),
-			DNS{Why: dir + "/stub names 127.0.0.53, on this provider's loopback, which clients cannot reach"}},
-		{"unspecified", write("any", "nameserver 0.0.0.0\n"),
-			DNS{Why: dir + "/any names 0.0.0.0, on this provider's loopback, which clients cannot reach"}},
-		{"empty", write("empty", ""), DNS{Why: dir + "/empty names no IPv4 nameserver"}},
-		{"IPv6 only", write("v6", "nameserver 2001:db8::53\n"), DNS{Why: dir + "/v6 names no IPv4 nameserver"}},
+			DNS{Upstreams: addrs("127.0.0.53"), Why: "first nameserver of " + dir + "/stub"}},
+		{"never upstreams", write("bad", "nameserver 0.0.0.0\nnameserver 100.64.0.2\nnameserver 224.0.0.251\n"),
+			DNS{Why: dir + "/bad names no nameserver that may be used", Skipped: []string{
+				dir + "/bad names nameserver 0.0.0.0, never used: not a unicast address",
+				dir + "/bad names nameserver 100.64.0.2, never used: a client address (100.64.0.0/16)",
+				dir + "/bad names nameserver 224.0.0.251, never used: a multicast address",
+			}}},
+		{"some skipped", write("some", "nameserver 169.254.0.1\nnameserver 192.0.2.53\n"),
+			DNS{Upstreams: addrs("192.0.2.53"), Why: "first nameserver of " + dir + "/some",
+				Skipped: []string{dir + "/some names nameserver 169.254.0.1, never used: a link-local address"}}},
+		{"empty", write("empty", ""), DNS{Why: dir + "/empty names no nameserver"}},
 		{"missing", filepath.Join(dir, "missing"),
 			DNS{Why: "cannot read " + dir + "/missing: no such file or directory"}},
 		{"a directory", dir, DNS{Why: "cannot read " + dir + ": is a directory"}},

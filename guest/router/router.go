@@ -13,6 +13,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"spectrum-os.org/netcfg/guest"
+	"spectrum-os.org/netcfg/guest/router/dnsfwd"
 	"spectrum-os.org/netcfg/internal/mac"
 )
 
@@ -29,6 +30,9 @@ type Router struct {
 	ports      []uint32 // the netlink port of every nftables socket the router has written through
 	ct         *conntrack
 	watch      *resolvWatch
+	routes     *routeCheck
+	fwd        *dnsfwd.Forwarder
+	fwdLog     chan string // the forwarder's lines, for the owner to log
 	tables     *tableWatch
 	held       bool       // net.ipv4.ip_forward is 0 until the table is back (restore)
 	heldWhy    string     // why the table could not be put back, as last logged
@@ -52,7 +56,7 @@ var _ guest.Router = (*Router)(nil)
 // came or went while no agent ran has its entries flushed when it comes
 // next.
 func Start(_ context.Context, w io.Writer, links []guest.Link) (guest.Router, error) {
-	r := &Router{reqs: make(chan func()), done: make(chan struct{}), log: guest.NewLog(w)}
+	r := &Router{reqs: make(chan func()), done: make(chan struct{}), log: guest.NewLog(w), fwdLog: make(chan string, 16)}
 	for _, l := range links {
 		if nic, err := mac.Classify(l.MAC); err == nil && nic.Side == mac.Provider {
 			r.links = append(r.links, Link{Index: l.Index, Client: nic.Link.ClientAddr(), unsaid: true})
@@ -65,6 +69,7 @@ func Start(_ context.Context, w io.Writer, links []guest.Link) (guest.Router, er
 	go r.own()
 	go r.watchResolv()
 	go r.watchTable()
+	go r.logForwarder()
 	return r, nil
 }
 
@@ -84,6 +89,24 @@ func (r *Router) open() error {
 	}
 	if r.watch, err = newResolvWatch(); err != nil {
 		return wrap("inotify", err)
+	}
+	if r.routes, err = newRouteCheck(); err != nil {
+		return wrap("open rtnetlink", err)
+	}
+	// The forwarder before the table: the table redirects to its port.
+	r.fwd, err = dnsfwd.Listen(dnsfwd.Config{
+		Listen:  []netip.Addr{netip.IPv4Unspecified()},
+		Clients: clientPrefixes,
+		Check:   r.routes.check,
+		Log: func(s string) {
+			select {
+			case r.fwdLog <- s:
+			default: // a line lost rather than a query held
+			}
+		},
+	})
+	if err != nil {
+		return err
 	}
 	prev, found, err := readForwardWas(r.nft)
 	if err != nil {
@@ -107,6 +130,7 @@ func (r *Router) open() error {
 	}
 	var ferr error
 	r.dns, ferr = r.decideDNS()
+	r.fwd.SetUpstreams(r.dns.Upstreams)
 	if err := r.write(); err != nil {
 		return wrap("add table inet "+TableName, err)
 	}
@@ -126,7 +150,10 @@ func (r *Router) open() error {
 	if ferr != nil {
 		r.say("error: " + ferr.Error())
 	}
-	r.say(r.dns.describe())
+	r.say("DNS forwarder on port " + strconv.Itoa(int(r.fwd.Port())) + ", UDP and TCP")
+	for _, m := range r.dns.describe() {
+		r.say(m)
+	}
 	return nil
 }
 
@@ -163,6 +190,18 @@ func (r *Router) watchResolv() {
 			}
 			r.setDNS(d)
 		})
+	}
+}
+
+// logForwarder logs the forwarder's lines on the owner, until Stop.
+func (r *Router) logForwarder() {
+	for {
+		select {
+		case s := <-r.fwdLog:
+			r.call(func() { r.say("DNS " + s) })
+		case <-r.done:
+			return
+		}
 	}
 }
 
@@ -209,7 +248,7 @@ func (r *Router) write() error {
 		return err
 	}
 	for {
-		if err := writeTable(r.nft, spec{links: r.links, dns: r.dns, limits: LimitsFor(ctMax), forwardWas: r.forwardWas}); err != nil {
+		if err := writeTable(r.nft, spec{links: r.links, dnsPort: r.fwd.Port(), limits: LimitsFor(ctMax), forwardWas: r.forwardWas}); err != nil {
 			// What it queued must not go with the next write.
 			_ = r.nft.CloseLasting()
 			r.nft = nil
@@ -378,26 +417,16 @@ func (r *Router) flush(msgs []string, what string, a netip.Addr, from, to bool) 
 	return msgs
 }
 
-// setDNS makes d the DNS decision. The conntrack entries of DNS to
-// Resolver are flushed when the rules change: a client that sends its
-// queries from one port (a caching resolver does) would otherwise keep
-// reaching the old resolver until the entry times out.
+// setDNS makes d the DNS decision: the forwarder's upstreams. The table
+// does not change (it redirects to the forwarder whatever the upstream),
+// so neither do the clients' conntrack entries.
 func (r *Router) setDNS(d DNS) {
-	if d == r.dns {
+	if d.equal(r.dns) {
 		return
 	}
-	old := r.dns
 	r.dns = d
-	msgs := []string{d.describe()}
-	if d.Mode != old.Mode || d.Addr != old.Addr {
-		if err := r.write(); err != nil {
-			r.dns = old
-			msgs[0] = "error: " + msgs[0] + ": " + err.Error()
-		} else {
-			msgs = r.flush(msgs, "DNS to "+Resolver, resolverAddr, false, true)
-		}
-	}
-	for _, m := range msgs {
+	r.fwd.SetUpstreams(d.Upstreams)
+	for _, m := range d.describe() {
 		r.say(m)
 	}
 }
@@ -452,6 +481,12 @@ func (r *Router) stop() error {
 }
 
 func (r *Router) closeConns() {
+	if r.fwd != nil {
+		_ = r.fwd.Close()
+	}
+	if r.routes != nil {
+		_ = r.routes.close()
+	}
 	if r.tables != nil {
 		_ = r.tables.close()
 	}

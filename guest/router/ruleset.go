@@ -34,11 +34,12 @@ const (
 const (
 	chainPre         = "prerouting"    // nat, dstnat: DNS
 	chainClientDNS   = "client-dns"    // DNS from a client (nat): the DNS part's
+	chainDNSGuard    = "dns-input"     // filter, input, before input: the DNS part's
 	chainGuard       = "guard"         // filter, prerouting, after conntrack: invalid and per-link limits
 	chainFromLink    = "from-link"     // guard, from a provider link
 	chainInput       = "input"         // filter, input
 	chainToProvider  = "to-provider"   // input, from a provider link
-	chainClientDNSIn = "client-dns-in" // to-provider: DNS to the provider itself (the DNS part's; empty with a DNAT)
+	chainClientDNSIn = "client-dns-in" // to-provider: DNS to the provider itself (the DNS part's)
 	chainForward     = "forward"       // filter, forward
 	chainFromClient  = "from-client"   // forward, from a provider link
 	chainToClient    = "to-client"     // forward, to a provider link
@@ -78,34 +79,6 @@ func LimitsFor(ctMax uint32) Limits {
 	return Limits{Entries: min(max(ctMax/4, limitEntriesMin), limitEntriesMax), Rate: limitRate, Burst: limitBurst}
 }
 
-// DNSMode is what the router does with DNS that clients send to Resolver.
-type DNSMode uint8
-
-// The DNS modes.
-const (
-	// DNSRefused: no resolver clients can be sent to (resolv.conf
-	// missing, empty, or naming a loopback resolver). Everything sent
-	// to Resolver is rejected, so clients fail fast instead of waiting.
-	DNSRefused DNSMode = iota
-	// DNSNAT: UDP and TCP port 53 to Resolver are DNATed to DNS.Addr,
-	// the provider's own resolver, then masqueraded like any client
-	// traffic; anything else to Resolver is rejected.
-	DNSNAT
-	// DNSForward: the provider's own resolver is Resolver itself (it is a
-	// client too: a chained provider); client traffic to Resolver is
-	// forwarded and masqueraded as is, to this provider's provider.
-	DNSForward
-)
-
-// DNS is the router's DNS decision: what DNS to Resolver becomes, and why.
-type DNS struct {
-	Mode DNSMode
-	Addr netip.Addr // DNSNAT: the resolver; zero otherwise
-	// Why is the reason in words, for the log: where Addr comes from,
-	// or why DNS is refused.
-	Why string
-}
-
 // Link is one provider NIC the router routes for.
 type Link struct {
 	Index  uint32     // the NIC's ifindex: rules match it, not its name, so a rename changes nothing
@@ -125,7 +98,7 @@ func (l Link) gateway() netip.Addr {
 // spec is everything the table is a function of.
 type spec struct {
 	links      []Link // in any order: writeTable writes them by ifindex
-	dns        DNS
+	dnsPort    uint16 // the DNS forwarder's, UDP and TCP (dnsrules.go)
 	limits     Limits
 	forwardWas byte // '0' or '1'
 }
@@ -135,9 +108,9 @@ type spec struct {
 // ruleset or the new, never a mix, and the same spec always gives the
 // same ruleset (a restart that finds its own table converges).
 //
-// The ruleset, in nft syntax (A = Resolver, R = DNS.Addr; L each provider
-// NIC, C its client 100.64.A.B, G its own address 169.254.A.B; N, RATE
-// and BURST the Limits):
+// The ruleset, in nft syntax (A = Resolver, P = the DNS forwarder's port;
+// L each provider NIC, C its client 100.64.A.B, G its own address
+// 169.254.A.B; N, RATE and BURST the Limits):
 //
 //	table inet spectrum-router {
 //		set links        { type iface_index; elements = { L, ... } }
@@ -145,11 +118,11 @@ type spec struct {
 //		set gateways     { type iface_index . ipv4_addr; elements = { L . G, ... } }
 //		set client-addrs { type ipv4_addr; elements = { C, ... } }
 //		chain prerouting { type nat hook prerouting priority dstnat; policy accept;
-//			iif @links jump client-dns                    # DNSNAT only
+//			iif . ip saddr @clients jump client-dns       # a link's own client's DNS
 //		}
-//		chain client-dns {                                # the DNS part's
-//			ip daddr A udp dport 53 dnat ip to R
-//			ip daddr A tcp dport 53 dnat ip to R
+//		chain client-dns {                                # the DNS part's (dnsrules.go)
+//			ip daddr A udp dport 53 redirect to :P
+//			ip daddr A tcp dport 53 redirect to :P
 //		}
 //		chain guard { type filter hook prerouting priority -150; policy accept;
 //			iif @links jump from-link
@@ -160,6 +133,7 @@ type spec struct {
 //			iif L ct state new limit rate over RATE/second burst BURST packets drop   # each link
 //			iif L ct state new ct count over N drop                                  # each link
 //		}
+//		chain dns-input { ... }                          # the DNS part's (dnsrules.go)
 //		chain input { type filter hook input priority filter; policy accept;
 //			iif @links jump to-provider
 //		}
@@ -175,7 +149,10 @@ type spec struct {
 //			ip6 saddr != fe80::/10 meta l4proto tcp reject with tcp reset
 //			reject with icmpx port-unreachable
 //		}
-//		chain client-dns-in { }
+//		chain client-dns-in {                             # the DNS part's (dnsrules.go)
+//			udp dport P ct status dnat accept
+//			tcp dport P ct status dnat accept
+//		}
 //		chain forward { type filter hook forward priority filter; policy accept;
 //			ip daddr 169.254.0.0/16 drop                   # link-local: never forwarded
 //			ip saddr 169.254.0.0/16 drop
@@ -187,7 +164,7 @@ type spec struct {
 //		chain from-client {
 //			meta nfproto != ipv4 drop                      # no IPv6
 //			oif @links drop                                # no client reaches another
-//			ip daddr A reject                              # not DNS, or no resolver (not DNSForward)
+//			ip daddr A reject                              # not DNS (redirected before it gets here)
 //			accept
 //		}
 //		chain to-client {
@@ -266,6 +243,7 @@ func writeTable(c *nftables.Conn, s spec) error {
 	regular := func(name string) { chains[name] = c.AddChain(&nftables.Chain{Name: name, Table: t}) }
 	base(chainPre, nftables.ChainTypeNAT, nftables.ChainHookPrerouting, nftables.ChainPriorityNATDest)
 	regular(chainClientDNS)
+	base(chainDNSGuard, nftables.ChainTypeFilter, nftables.ChainHookInput, nftables.ChainPriorityRef(*nftables.ChainPriorityFilter-10))
 	base(chainGuard, nftables.ChainTypeFilter, nftables.ChainHookPrerouting, nftables.ChainPriorityRef(-150))
 	regular(chainFromLink)
 	base(chainInput, nftables.ChainTypeFilter, nftables.ChainHookInput, nftables.ChainPriorityFilter)
@@ -286,16 +264,9 @@ func writeTable(c *nftables.Conn, s spec) error {
 	}
 	x := func(es ...expr.Any) []expr.Any { return es }
 
-	// DNS: the DNS part's (chainClientDNS, chainClientDNSIn and the
-	// reject in from-client).
-	if s.dns.Mode == DNSNAT {
-		rule(chainPre, "DNS from a client", x(iif(), inSet(setLinks)), jump(chainClientDNS))
-		for _, proto := range []byte{unix.IPPROTO_UDP, unix.IPPROTO_TCP} {
-			rule(chainClientDNS, "DNS to the virtual resolver goes to this provider's own",
-				ipv4(), daddr4Is(resolverAddr), l4Dport(proto, 53),
-				x(&expr.Immediate{Register: 1, Data: s.dns.Addr.AsSlice()},
-					&expr.NAT{Type: expr.NATTypeDestNAT, Family: unix.NFPROTO_IPV4, RegAddrMin: 1}))
-		}
+	// DNS: the DNS part's (dnsrules.go).
+	for _, r := range dnsRules(links, s.dnsPort, sets[setClients]) {
+		rule(r.chain, r.comment, r.exprs)
 	}
 
 	rule(chainGuard, "from a provider link", x(iif(), inSet(setLinks)), jump(chainFromLink))
@@ -359,9 +330,7 @@ func writeTable(c *nftables.Conn, s spec) error {
 	rule(chainFromClient, "no IPv6 from a provider link", x(&expr.Meta{Key: expr.MetaKeyNFPROTO, Register: 1},
 		&expr.Cmp{Op: expr.CmpOpNeq, Register: 1, Data: []byte{unix.NFPROTO_IPV4}}), drop())
 	rule(chainFromClient, "no client reaches another", x(oif(), inSet(setLinks)), drop())
-	if s.dns.Mode != DNSForward {
-		rule(chainFromClient, "only DNS to the virtual resolver, and only while there is a resolver", ipv4(), daddr4Is(resolverAddr), reject())
-	}
+	rule(chainFromClient, "only DNS to the virtual resolver, which never gets here", ipv4(), daddr4Is(resolverAddr), reject())
 	rule(chainFromClient, "clients reach everything else", accept())
 	rule(chainToClient, "replies reach clients", ctState(expr.CtStateBitESTABLISHED|expr.CtStateBitRELATED), accept())
 	rule(chainToClient, "nothing else reaches a client", drop())
@@ -488,15 +457,4 @@ func readForwardWas(c *nftables.Conn) (v byte, found bool, err error) {
 		}
 	}
 	return 0, false, nil
-}
-
-// describe is a spec's DNS decision in words, for the log.
-func (d DNS) describe() string {
-	switch d.Mode {
-	case DNSNAT:
-		return "DNS to " + Resolver + " goes to " + d.Addr.String() + " (" + d.Why + ")"
-	case DNSForward:
-		return "DNS to " + Resolver + " is forwarded as is (" + d.Why + ")"
-	}
-	return "DNS to " + Resolver + " is refused: " + d.Why
 }

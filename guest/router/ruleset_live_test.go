@@ -62,14 +62,15 @@ func TestRuleset(t *testing.T) {
 	checkSysctl(t, ns, "net.ipv4.ip_forward", "0")
 
 	a := startAgent(t, ns, "nameserver 192.0.2.53\n")
-	checkRuleset(t, ns, wantRuleset(map[string]string{"eth1": "100.64.18.52"}, dnsNAT, "192.0.2.53", "0"))
+	checkRuleset(t, ns, wantRuleset(map[string]string{"eth1": "100.64.18.52"}, a.dnsPort(), "0"))
 	checkSysctl(t, ns, "net.ipv4.ip_forward", "1")
 	up0 := itoa(link(t, ns, "up0"))
 	want := []string{
 		"spectrum-router: added ip rule 1: from 100.64.0.0/16 to 100.64.0.0/16 prohibit",
 		"spectrum-router: added table inet spectrum-router (1 provider NICs)",
 		"spectrum-router: set net.ipv4.ip_forward 1, was 0",
-		"spectrum-router: DNS to 100.127.255.53 goes to 192.0.2.53 (first IPv4 nameserver of /etc/resolv.conf)",
+		"spectrum-router: DNS forwarder on port " + a.dnsPort() + ", UDP and TCP",
+		"spectrum-router: DNS to 100.127.255.53 goes to 192.0.2.53 (first nameserver of /etc/resolv.conf)",
 		"eth1 0a:b3:ec:80:12:34: router: routing for client 100.64.18.52",
 		"eth1 0a:b3:ec:80:12:34: router: set IPv6 accept_ra 0, autoconf 0 (were 1, 1)",
 		"eth1 0a:b3:ec:80:12:34: set rp_filter 1 (strict), was 0",
@@ -134,12 +135,15 @@ func TestRulesetRestart(t *testing.T) {
 			ns.AddTap("eth1", "0a:b3:ec:80:12:34")
 			ns.AddTap("eth2", "0a:b3:ec:80:00:09")
 			sysctl(t, ns, "net.ipv4.ip_forward="+forwardBefore)
-			want := wantRuleset(map[string]string{"eth1": "100.64.18.52", "eth2": "100.64.0.9"}, dnsNAT, "192.0.2.53", forwardBefore)
+			// The forwarder's port is each run's own.
+			want := func(a *agent) ruleset {
+				return wantRuleset(map[string]string{"eth1": "100.64.18.52", "eth2": "100.64.0.9"}, a.dnsPort(), forwardBefore)
+			}
 
 			// Twice, each stopped cleanly.
 			for range 2 {
 				a := startAgent(t, ns, "nameserver 192.0.2.53\n")
-				checkRuleset(t, ns, want)
+				checkRuleset(t, ns, want(a))
 				if code := a.stop(); code != 0 {
 					t.Errorf("exit status %d, want 0", code)
 				}
@@ -151,17 +155,18 @@ func TestRulesetRestart(t *testing.T) {
 			// isolated) until the next run replaces it.
 			a := startAgent(t, ns, "nameserver 192.0.2.53\n")
 			a.kill()
-			checkRuleset(t, ns, want)
+			checkRuleset(t, ns, want(a))
 			checkSysctl(t, ns, "net.ipv4.ip_forward", "1")
 			addConntrack(t, ns, "100.64.18.52", "192.0.2.10")
 
 			a = startAgent(t, ns, "nameserver 192.0.2.53\n")
-			checkRuleset(t, ns, want)
+			checkRuleset(t, ns, want(a))
 			wantLog := []string{
 				"spectrum-router: kept the earlier run's ip rule 1: from 100.64.0.0/16 to 100.64.0.0/16 prohibit",
 				"spectrum-router: replaced the earlier run's table inet spectrum-router (2 provider NICs)",
 				"spectrum-router: net.ipv4.ip_forward already 1",
-				"spectrum-router: DNS to 100.127.255.53 goes to 192.0.2.53 (first IPv4 nameserver of /etc/resolv.conf)",
+				"spectrum-router: DNS forwarder on port " + a.dnsPort() + ", UDP and TCP",
+				"spectrum-router: DNS to 100.127.255.53 goes to 192.0.2.53 (first nameserver of /etc/resolv.conf)",
 				"eth1 0a:b3:ec:80:12:34: router: routing for client 100.64.18.52",
 				"eth1 0a:b3:ec:80:12:34: provider 169.254.18.52/32 for client 100.64.18.52: already configured",
 				"eth2 0a:b3:ec:80:00:09: router: routing for client 100.64.0.9",
@@ -207,7 +212,7 @@ func TestRulesetRestart(t *testing.T) {
 func TestRulesetHotplug(t *testing.T) {
 	ns := nstest.New(t)
 	a := startAgent(t, ns, "nameserver 192.0.2.53\n")
-	checkRuleset(t, ns, wantRuleset(nil, dnsNAT, "192.0.2.53", "0"))
+	checkRuleset(t, ns, wantRuleset(nil, a.dnsPort(), "0"))
 	// Stale state of an earlier client with the same address, and
 	// another client's, which must stay.
 	addConntrack(t, ns, "100.64.18.52", "192.0.2.10")
@@ -217,7 +222,7 @@ func TestRulesetHotplug(t *testing.T) {
 	n := len(a.lines())
 	ns.AddTap("eth1", "0a:b3:ec:80:12:34")
 	a.waitLine("eth1 0a:b3:ec:80:12:34: provider 169.254.18.52/32 for client 100.64.18.52: configured")
-	checkRuleset(t, ns, wantRuleset(map[string]string{"eth1": "100.64.18.52"}, dnsNAT, "192.0.2.53", "0"))
+	checkRuleset(t, ns, wantRuleset(map[string]string{"eth1": "100.64.18.52"}, a.dnsPort(), "0"))
 	want := []string{
 		"eth1 0a:b3:ec:80:12:34: router: routing for client 100.64.18.52",
 		"eth1 0a:b3:ec:80:12:34: router: set IPv6 accept_ra 0, autoconf 0 (were 1, 1)",
@@ -245,7 +250,7 @@ func TestRulesetHotplug(t *testing.T) {
 
 	ns.AddTap("eth2", "0a:b3:ec:80:00:09")
 	a.waitLine("eth2 0a:b3:ec:80:00:09: provider 169.254.0.9/32 for client 100.64.0.9: configured")
-	checkRuleset(t, ns, wantRuleset(map[string]string{"eth1": "100.64.18.52", "eth2": "100.64.0.9"}, dnsNAT, "192.0.2.53", "0"))
+	checkRuleset(t, ns, wantRuleset(map[string]string{"eth1": "100.64.18.52", "eth2": "100.64.0.9"}, a.dnsPort(), "0"))
 
 	// The link goes (its client stopped).
 	addConntrack(t, ns, "100.64.18.52", "192.0.2.10")
@@ -261,7 +266,7 @@ func TestRulesetHotplug(t *testing.T) {
 	if diff := cmp.Diff(want, a.linesSince(n)); diff != "" {
 		t.Errorf("console mismatch (-want +got):\n%s", diff)
 	}
-	checkRuleset(t, ns, wantRuleset(map[string]string{"eth2": "100.64.0.9"}, dnsNAT, "192.0.2.53", "0"))
+	checkRuleset(t, ns, wantRuleset(map[string]string{"eth2": "100.64.0.9"}, a.dnsPort(), "0"))
 	if got := conntrackEntries(t, ns, "-s", "100.64.18.52"); len(got) != 0 {
 		t.Errorf("conntrack entries from 100.64.18.52 after its link went: %q", got)
 	}
@@ -281,7 +286,7 @@ func TestRulesetHotplug(t *testing.T) {
 			t.Fatalf("rename eth2: %v", err)
 		}
 	}
-	checkRuleset(t, ns, wantRuleset(map[string]string{"ens5": "100.64.0.9"}, dnsNAT, "192.0.2.53", "0"))
+	checkRuleset(t, ns, wantRuleset(map[string]string{"ens5": "100.64.0.9"}, a.dnsPort(), "0"))
 
 	// Its MAC changes to another link's, then to a client's.
 	n = len(a.lines())
@@ -290,10 +295,10 @@ func TestRulesetHotplug(t *testing.T) {
 	if got := a.linesSince(n)[0]; got != "ens5 0a:b3:ec:80:00:0a: router: routing for client 100.64.0.10 (was 100.64.0.9)" {
 		t.Errorf("first line after the MAC change: %q", got)
 	}
-	checkRuleset(t, ns, wantRuleset(map[string]string{"ens5": "100.64.0.10"}, dnsNAT, "192.0.2.53", "0"))
+	checkRuleset(t, ns, wantRuleset(map[string]string{"ens5": "100.64.0.10"}, a.dnsPort(), "0"))
 	ns.IP("link", "set", "ens5", "address", "0a:b3:ec:00:00:0a")
 	a.waitLine("ens5 0a:b3:ec:00:00:0a: router: stopped routing for client 100.64.0.10")
-	checkRuleset(t, ns, wantRuleset(nil, dnsNAT, "192.0.2.53", "0"))
+	checkRuleset(t, ns, wantRuleset(nil, a.dnsPort(), "0"))
 
 	if code := a.stop(); code != 0 {
 		t.Errorf("exit status %d, want 0", code)
@@ -301,10 +306,10 @@ func TestRulesetHotplug(t *testing.T) {
 	checkNoRuleset(t, ns)
 }
 
-// TestRulesetDNS: the DNAT follows the provider's resolv.conf however it
-// changes (renamed over, written in place, removed, a symlink into a
-// directory made later), and says why when there is no resolver clients
-// can be sent to.
+// TestRulesetDNS: the forwarder's upstreams follow the provider's
+// resolv.conf however it changes (renamed over, written in place, removed,
+// a symlink into a directory made later), and the console says why when
+// there is none; the table stays as it is through all of it.
 func TestRulesetDNS(t *testing.T) {
 	ns := nstest.New(t)
 	ns.AddTap("eth1", "0a:b3:ec:80:12:34")
@@ -312,43 +317,45 @@ func TestRulesetDNS(t *testing.T) {
 	const prefix = "spectrum-router: DNS to 100.127.255.53 "
 	a.waitLine(prefix + "is refused: cannot read /etc/resolv.conf: no such file or directory")
 	links := map[string]string{"eth1": "100.64.18.52"}
-	checkRuleset(t, ns, wantRuleset(links, dnsRefused, "", "0"))
+	want := wantRuleset(links, a.dnsPort(), "0")
+	checkRuleset(t, ns, want)
 
 	// The DHCP client's first lease.
 	n := a.setResolv("# generated by the DHCP client\nnameserver 198.51.100.53\n")
-	a.waitLineAfter(n, prefix+"goes to 198.51.100.53 (first IPv4 nameserver of /etc/resolv.conf)")
-	checkRuleset(t, ns, wantRuleset(links, dnsNAT, "198.51.100.53", "0"))
+	a.waitLineAfter(n, prefix+"goes to 198.51.100.53 (first nameserver of /etc/resolv.conf)")
+	checkRuleset(t, ns, want)
 
-	// A new lease: a client that reuses its source port must reach the
-	// new resolver, so the old DNAT's state goes.
+	// A new lease: the table and the clients' conntrack entries stay (a
+	// client reusing its source port reaches the forwarder, which asks
+	// the new resolver).
 	addConntrack(t, ns, "100.64.18.52", "100.127.255.53")
 	n = a.setResolv("nameserver 203.0.113.53\n")
-	a.waitLineAfter(n, prefix+"goes to 203.0.113.53 (first IPv4 nameserver of /etc/resolv.conf)")
-	a.waitLineAfter(n, "spectrum-router: flushed 1 conntrack entries of DNS to 100.127.255.53")
-	if got := a.linesSince(n); len(got) != 2 {
-		t.Errorf("console after the change: %q, want the two lines", got)
+	a.waitLineAfter(n, prefix+"goes to 203.0.113.53 (first nameserver of /etc/resolv.conf)")
+	if got := a.linesSince(n); len(got) != 1 {
+		t.Errorf("console after the change: %q, want the one line", got)
 	}
-	checkRuleset(t, ns, wantRuleset(links, dnsNAT, "203.0.113.53", "0"))
+	if got := conntrackEntries(t, ns, "-s", "100.64.18.52"); len(got) != 1 {
+		t.Errorf("conntrack entries of 100.64.18.52 after the change: %q, want the one there was", got)
+	}
+	checkRuleset(t, ns, want)
 
 	// Written in place.
 	n = len(a.lines())
 	if err := os.WriteFile(filepath.Join(a.etc(), "resolv.conf"), []byte("nameserver 192.0.2.53\n"), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	a.waitLineAfter(n, prefix+"goes to 192.0.2.53 (first IPv4 nameserver of /etc/resolv.conf)")
+	a.waitLineAfter(n, prefix+"goes to 192.0.2.53 (first nameserver of /etc/resolv.conf)")
 
-	for _, tt := range []struct{ conf, line, mode, addr string }{
-		{"", "is refused: /etc/resolv.conf names no IPv4 nameserver", dnsRefused, ""},
-		{"nameserver 2001:db8::53\n", "", dnsRefused, ""}, // the same reason: no new line
-		{"nameserver 127.0.0.53\noptions edns0 trust-ad\n", "is refused: /etc/resolv.conf names 127.0.0.53, on this provider's loopback, which clients cannot reach", dnsRefused, ""},
-		{"nameserver 100.127.255.53\n", "is forwarded as is (/etc/resolv.conf names it too: this provider is a client of another)", dnsForward, ""},
-		{"nameserver 192.0.2.54\n", "goes to 192.0.2.54 (first IPv4 nameserver of /etc/resolv.conf)", dnsNAT, "192.0.2.54"},
+	for _, tt := range []struct{ conf, line string }{
+		{"", "is refused: /etc/resolv.conf names no nameserver"},
+		{"nameserver 224.0.0.251\n", "is refused: /etc/resolv.conf names no nameserver that may be used"},
+		{"nameserver 127.0.0.53\noptions edns0 trust-ad\n", "goes to 127.0.0.53 (first nameserver of /etc/resolv.conf)"},
+		{"nameserver 100.127.255.53\n", "goes to 100.127.255.53 (first nameserver of /etc/resolv.conf: this provider's own provider, while it routes through a client NIC)"},
+		{"nameserver 2001:db8::53\nnameserver 192.0.2.54\n", "goes to the first of 2001:db8::53, 192.0.2.54 it may use (nameservers of /etc/resolv.conf)"},
 	} {
 		n := a.setResolv(tt.conf)
-		if tt.line != "" {
-			a.waitLineAfter(n, prefix+tt.line)
-		}
-		checkRuleset(t, ns, wantRuleset(links, tt.mode, tt.addr, "0"))
+		a.waitLineAfter(n, prefix+tt.line)
+		checkRuleset(t, ns, want)
 	}
 
 	n = len(a.lines())
@@ -356,7 +363,6 @@ func TestRulesetDNS(t *testing.T) {
 		t.Fatal(err)
 	}
 	a.waitLineAfter(n, prefix+"is refused: cannot read /etc/resolv.conf: no such file or directory")
-	checkRuleset(t, ns, wantRuleset(links, dnsRefused, "", "0"))
 
 	// A symlink into a directory that appears later, as
 	// /run/NetworkManager/resolv.conf does at boot.
@@ -370,8 +376,8 @@ func TestRulesetDNS(t *testing.T) {
 	if err := os.WriteFile(filepath.Join(a.etc(), "nm", "resolv.conf"), []byte("nameserver 198.51.100.1\n"), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	a.waitLineAfter(n, prefix+"goes to 198.51.100.1 (first IPv4 nameserver of /etc/resolv.conf)")
-	checkRuleset(t, ns, wantRuleset(links, dnsNAT, "198.51.100.1", "0"))
+	a.waitLineAfter(n, prefix+"goes to 198.51.100.1 (first nameserver of /etc/resolv.conf)")
+	checkRuleset(t, ns, want)
 
 	if code := a.stop(); code != 0 {
 		t.Errorf("exit status %d, want 0", code)

@@ -27,7 +27,7 @@ var GuestModules = []string{"virtio_pci", "virtio_net", "virtio_blk", "virtio_co
 // ruleset uses them, so every test guest carries them.
 var RouterModules = []string{"nf_tables", "nf_conntrack", "nf_defrag_ipv4", "nf_defrag_ipv6", "nf_nat",
 	"nft_ct", "nft_chain_nat", "nft_nat", "nft_masq", "nft_reject_inet", "nft_fib_inet",
-	"nft_limit", "nft_connlimit", "nfnetlink", "nf_conntrack_netlink"}
+	"nft_limit", "nft_connlimit", "nft_redir", "nfnetlink", "nf_conntrack_netlink"}
 
 // PowerModules let a test guest see the ACPI power button (QEMU's
 // system_powerdown, which spectrumd sends to stop a VM) as a key press, so
