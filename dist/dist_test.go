@@ -225,15 +225,16 @@ func TestUnitVerifies(t *testing.T) {
 }
 
 // TestUnitExposure: systemd-analyze security rates the installed unit at
-// most 3.0 (it rated the unit before issue 13 4.8).
+// most 2.6, as issue 19 requires of the unit that passes devices through
+// (it rated the unit 4.8 before issue 13, 2.6 after it, 2.5 with VFIO).
 func TestUnitExposure(t *testing.T) {
 	testenv.Tool(t, "systemd-analyze", "make deps installs systemd")
 	dest := install(t, "INITRAMFS=")
 	unit := filepath.Join(dest, "usr/local/lib/systemd/system/spectrumd.service")
-	out, err := exec.Command("systemd-analyze", "security", "--offline=true", "--threshold=30", "--no-pager", unit).CombinedOutput()
+	out, err := exec.Command("systemd-analyze", "security", "--offline=true", "--threshold=26", "--no-pager", unit).CombinedOutput()
 	lines := strings.Split(strings.TrimSpace(string(out)), "\n")
 	t.Log(lines[len(lines)-1])
 	if err != nil {
-		t.Errorf("systemd-analyze security --threshold=30: %v\n%s", err, out)
+		t.Errorf("systemd-analyze security --threshold=26: %v\n%s", err, out)
 	}
 }
