@@ -641,3 +641,76 @@ func TestAttackForgedReply(t *testing.T) {
 		t.Errorf("the provider's socket got %q from a client forging the LAN server", buf[:n])
 	}
 }
+
+// TestAttackForgedICMPErrors: a client forges ICMP errors quoting flows
+// that are not its own, which conntrack would take as related to them:
+// one about another client's flow (port unreachable, and fragmentation
+// needed with MTU 68) never leaves the uplink, and one about the
+// provider's own flow out of its uplink never reaches its socket.
+func TestAttackForgedICMPErrors(t *testing.T) {
+	prov, l, _, c1, c2 := attackSetup(t)
+	// icmpError is an ICMP destination unreachable of code with mtu,
+	// quoting a UDP datagram src:sport -> dst:dport.
+	icmpError := func(code byte, mtu uint16, src, dst string, sport, dport uint16) []byte {
+		inner := make([]byte, 28)
+		inner[0], inner[8], inner[9] = 0x45, 64, unix.IPPROTO_UDP
+		binary.BigEndian.PutUint16(inner[2:], 28+4)
+		s, d := netip.MustParseAddr(src).As4(), netip.MustParseAddr(dst).As4()
+		copy(inner[12:], s[:])
+		copy(inner[16:], d[:])
+		binary.BigEndian.PutUint16(inner[10:], ^checksum(0, inner[:20]))
+		binary.BigEndian.PutUint16(inner[20:], sport)
+		binary.BigEndian.PutUint16(inner[22:], dport)
+		binary.BigEndian.PutUint16(inner[24:], 12)
+		b := append([]byte{3, code, 0, 0, 0, 0, byte(mtu >> 8), byte(mtu)}, inner...)
+		binary.BigEndian.PutUint16(b[2:], ^checksum(0, b))
+		return b
+	}
+
+	// Another client's flow: 100.64.0.2:5000 -> web:7, answered.
+	capture := captureIPv4(t, l.ns, "lan0")
+	if _, err := udpExchange(t, c2, "", 5000, webAddr, 7, []byte("client 2's flow")); err != nil {
+		t.Fatalf("client 2's flow: %v", err)
+	}
+	web := netip.MustParseAddr(webAddr)
+	sendRaw4(t, c1, unix.IPPROTO_ICMP, web, icmpError(3, 0, webAddr, "100.64.0.2", 7, 5000))
+	sendRaw4(t, c1, unix.IPPROTO_ICMP, web, icmpError(4, 68, webAddr, "100.64.0.2", 7, 5000))
+	if _, err := udpExchange(t, c1, "", 0, webAddr, 7, []byte("barrier")); err != nil {
+		t.Fatalf("client 1's barrier: %v", err)
+	}
+	for _, p := range capture() {
+		if p.proto == unix.IPPROTO_ICMP {
+			t.Errorf("an ICMP message left the uplink: %v -> %v", p.src, p.dst)
+		}
+	}
+
+	// The provider's own flow out of its uplink.
+	var pc *net.UDPConn
+	inNS(t, prov, func() {
+		var err error
+		pc, err = net.DialUDP("udp", &net.UDPAddr{IP: net.ParseIP(uplinkAddr), Port: 6000}, &net.UDPAddr{IP: net.ParseIP(webAddr), Port: 7})
+		if err != nil {
+			t.Fatal(err)
+		}
+	})
+	defer pc.Close()
+	buf := make([]byte, 100)
+	pc.Write([]byte("the provider's flow"))
+	pc.SetReadDeadline(time.Now().Add(5 * time.Second))
+	if _, err := pc.Read(buf); err != nil {
+		t.Fatalf("the provider's flow: %v", err)
+	}
+	for _, dst := range []string{"169.254.0.1", uplinkAddr} {
+		sendRaw4(t, c1, unix.IPPROTO_ICMP, netip.MustParseAddr(dst), icmpError(3, 0, uplinkAddr, webAddr, 6000, 7))
+	}
+	time.Sleep(100 * time.Millisecond)
+	// The socket's pending error comes with its next write or read.
+	_, err := pc.Write([]byte("again"))
+	if err == nil {
+		pc.SetReadDeadline(time.Now().Add(5 * time.Second))
+		_, err = pc.Read(buf)
+	}
+	if err != nil {
+		t.Errorf("the provider's flow after client 1's forged port unreachable: %v", err)
+	}
+}

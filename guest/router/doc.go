@@ -20,7 +20,9 @@
 //     strict rp_filter the agent sets); nothing goes from one provider
 //     link to another; to a provider link only replies (conntrack
 //     established/related); IPv6 from a provider link never; invalid
-//     packets from a provider link nowhere; link-local addresses
+//     packets from a provider link nowhere; ICMP errors from a provider
+//     link only about its own client's connections (which carry the
+//     link's ifindex as their ct mark); link-local addresses
 //     (169.254.0.0/16, fe80::/10) are never forwarded.
 //   - A provider link reaches nothing of the provider itself but DNS and
 //     echo to its own gateway: the rest is refused at once (TCP reset,

@@ -422,6 +422,8 @@ func renderValue(v any) string {
 						over = "over "
 					}
 					return "limit rate " + over + renderValue(m["rate"]) + "/" + renderValue(m["per"]) + " burst " + renderValue(m["burst"]) + " packets"
+				case "mangle":
+					return renderValue(m["key"]) + " set " + renderValue(m["value"])
 				case "dnat":
 					return "dnat " + m["family"].(string) + " to " + m["addr"].(string)
 				case "redirect":
@@ -464,6 +466,7 @@ func wantRuleset(clients map[string]string, dnsPort, forwardWas string) ruleset 
 			"dns-input":                    {Type: "filter", Hook: "input", Policy: "accept", Prio: -10},
 			"guard":                        {Type: "filter", Hook: "prerouting", Policy: "accept", Prio: -150},
 			"from-link":                    {},
+			"output":                       {Type: "filter", Hook: "output", Policy: "accept", Prio: 0},
 			"input":                        {Type: "filter", Hook: "input", Policy: "accept", Prio: 0},
 			"to-provider":                  {},
 			"client-dns-in":                {},
@@ -492,11 +495,14 @@ func wantRuleset(clients map[string]string, dnsPort, forwardWas string) ruleset 
 	add("guard", "from a provider link", "meta iif @links jump from-link")
 	add("from-link", "invalid packets go nowhere (nor un-NATed to the uplink)", "ct state invalid drop")
 	add("from-link", "from a provider link only its client's address", "meta iif . ip saddr != @clients drop")
+	add("from-link", "a connection from a provider link carries its ifindex", "ct state new ct mark set meta iif")
+	add("from-link", "ICMP errors only about its own client's connections", "ct state related meta iif . ct mark != @link-marks drop")
 	entries := strconv.Itoa(linkEntries())
 	for _, n := range names {
 		add("from-link", "new connections a second, per link", "meta iif "+n+" ct state new limit rate over 1000/second burst 2000 packets drop")
 		add("from-link", "conntrack entries, per link", "meta iif "+n+" ct state new ct count over "+entries+" drop")
 	}
+	add("output", "the provider's own connection to a client carries the link's ifindex", "meta oif @links ct state new ct mark set meta oif")
 	add("input", "from a provider link", "meta iif @links jump to-provider")
 	add("to-provider", "no client redirects the provider's routes", "icmp type redirect drop")
 	add("to-provider", "no client is the provider's IPv6 router", "icmpv6 type {nd-router-solicit,nd-router-advert,nd-redirect} drop")

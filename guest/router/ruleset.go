@@ -25,6 +25,7 @@ const (
 	setClients     = "clients"      // iface_index . ipv4_addr: each provider NIC and its client's address
 	setGateways    = "gateways"     // iface_index . ipv4_addr: each provider NIC and its own address there (its client's gateway)
 	setClientAddrs = "client-addrs" // ipv4_addr: the clients' addresses
+	setLinkMarks   = "link-marks"   // iface_index . mark: each provider NIC and its ifindex, the ct mark of its connections
 )
 
 // The table's chains. The base chains jump to the regular ones for what
@@ -37,6 +38,7 @@ const (
 	chainDNSGuard    = "dns-input"     // filter, input, before input: the DNS part's
 	chainGuard       = "guard"         // filter, prerouting, after conntrack: invalid and per-link limits
 	chainFromLink    = "from-link"     // guard, from a provider link
+	chainOutput      = "output"        // filter, output: the provider's own connections to its clients
 	chainInput       = "input"         // filter, input
 	chainToProvider  = "to-provider"   // input, from a provider link
 	chainClientDNSIn = "client-dns-in" // to-provider: DNS to the provider itself (the DNS part's)
@@ -117,6 +119,7 @@ type spec struct {
 //		set clients      { type iface_index . ipv4_addr; elements = { L . C, ... } }
 //		set gateways     { type iface_index . ipv4_addr; elements = { L . G, ... } }
 //		set client-addrs { type ipv4_addr; elements = { C, ... } }
+//		set link-marks   { type iface_index . mark; elements = { L . L, ... } }
 //		chain prerouting { type nat hook prerouting priority dstnat; policy accept;
 //			iif . ip saddr @clients jump client-dns       # a link's own client's DNS
 //		}
@@ -130,10 +133,15 @@ type spec struct {
 //		chain from-link {
 //			ct state invalid drop
 //			iif . ip saddr != @clients drop                # only its client's address, to the provider too
+//			ct state new ct mark set meta iif              # its connections carry its ifindex ...
+//			ct state related meta iif . ct mark != @link-marks drop   # ... and only errors about them pass
 //			iif L ct state new limit rate over RATE/second burst BURST packets drop   # each link
 //			iif L ct state new ct count over N drop                                  # each link
 //		}
 //		chain dns-input { ... }                          # the DNS part's (dnsrules.go)
+//		chain output { type filter hook output priority filter; policy accept;
+//			oif @links ct state new ct mark set meta oif   # the provider's own connections to a client
+//		}
 //		chain input { type filter hook input priority filter; policy accept;
 //			iif @links jump to-provider
 //		}
@@ -193,7 +201,7 @@ func writeTable(c *nftables.Conn, s spec) error {
 	links := slices.SortedFunc(slices.Values(s.links), func(a, b Link) int { return cmp.Compare(a.Index, b.Index) })
 
 	sets := map[string]*nftables.Set{}
-	var elems [4][]nftables.SetElement
+	var elems [5][]nftables.SetElement
 	for _, l := range links {
 		ix := binaryutil.NativeEndian.PutUint32(l.Index)
 		c4, g4 := l.Client.As4(), l.gateway().As4()
@@ -201,6 +209,7 @@ func writeTable(c *nftables.Conn, s spec) error {
 		elems[1] = append(elems[1], nftables.SetElement{Key: append(slices.Clone(ix), c4[:]...)})
 		elems[2] = append(elems[2], nftables.SetElement{Key: append(slices.Clone(ix), g4[:]...)})
 		elems[3] = append(elems[3], nftables.SetElement{Key: c4[:]})
+		elems[4] = append(elems[4], nftables.SetElement{Key: append(slices.Clone(ix), ix...)})
 	}
 	for i, st := range []struct {
 		name string
@@ -210,6 +219,7 @@ func writeTable(c *nftables.Conn, s spec) error {
 		{setClients, nftables.MustConcatSetType(nftables.TypeIFIndex, nftables.TypeIPAddr)},
 		{setGateways, nftables.MustConcatSetType(nftables.TypeIFIndex, nftables.TypeIPAddr)},
 		{setClientAddrs, nftables.TypeIPAddr},
+		{setLinkMarks, nftables.MustConcatSetType(nftables.TypeIFIndex, nftables.TypeMark)},
 	} {
 		set := &nftables.Set{Table: t, Name: st.name, KeyType: st.typ, Concatenation: len(nftables.ConcatSetTypeElements(st.typ)) > 1}
 		if st.typ == nftables.TypeIFIndex {
@@ -246,6 +256,7 @@ func writeTable(c *nftables.Conn, s spec) error {
 	base(chainDNSGuard, nftables.ChainTypeFilter, nftables.ChainHookInput, nftables.ChainPriorityRef(*nftables.ChainPriorityFilter-10))
 	base(chainGuard, nftables.ChainTypeFilter, nftables.ChainHookPrerouting, nftables.ChainPriorityRef(-150))
 	regular(chainFromLink)
+	base(chainOutput, nftables.ChainTypeFilter, nftables.ChainHookOutput, nftables.ChainPriorityFilter)
 	base(chainInput, nftables.ChainTypeFilter, nftables.ChainHookInput, nftables.ChainPriorityFilter)
 	regular(chainToProvider)
 	regular(chainClientDNSIn)
@@ -273,6 +284,18 @@ func writeTable(c *nftables.Conn, s spec) error {
 	rule(chainFromLink, "invalid packets go nowhere (nor un-NATed to the uplink)", ctState(expr.CtStateBitINVALID), drop())
 	rule(chainFromLink, "from a provider link only its client's address", ipv4(),
 		x(iif(), &expr.Payload{DestRegister: 9, Base: expr.PayloadBaseNetworkHeader, Offset: 12, Len: 4}, lookup(sets[setClients], 1, true)), drop())
+	// ICMP errors that conntrack relates to a connection are taken as
+	// that connection's (forwarded NATed as its, or delivered to the
+	// provider's socket): from a provider link, only about its own
+	// client's connections, which carry the link's ifindex as their
+	// mark (set here for connections from the link, in output for the
+	// provider's own to it).
+	rule(chainFromLink, "a connection from a provider link carries its ifindex", ctState(expr.CtStateBitNEW),
+		x(iif(), &expr.Ct{Key: expr.CtKeyMARK, Register: 1, SourceRegister: true}))
+	rule(chainFromLink, "ICMP errors only about its own client's connections", ctState(expr.CtStateBitRELATED),
+		x(iif(), &expr.Ct{Key: expr.CtKeyMARK, Register: 9}, lookup(sets[setLinkMarks], 1, true)), drop())
+	rule(chainOutput, "the provider's own connection to a client carries the link's ifindex", x(oif(), inSet(setLinks)),
+		ctState(expr.CtStateBitNEW), x(oif(), &expr.Ct{Key: expr.CtKeyMARK, Register: 1, SourceRegister: true}))
 	for _, l := range links {
 		rule(chainFromLink, "new connections a second, per link", iifIs(l.Index), ctState(expr.CtStateBitNEW),
 			x(&expr.Limit{Type: expr.LimitTypePkts, Rate: uint64(s.limits.Rate), Over: true, Unit: expr.LimitTimeSecond, Burst: s.limits.Burst}), drop())

@@ -6,6 +6,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -23,6 +24,15 @@ func checkRuleset(t *testing.T, ns *nstest.NS, want ruleset) {
 	got, ok := readRuleset(t, ns)
 	if !ok {
 		t.Fatal("no table inet spectrum-router")
+	}
+	// Each link's mark is its ifindex, which only ns knows.
+	if links, ok := want.Sets["links"]; ok {
+		m := nftSet{Type: "iface_index . mark", Elems: []string{}}
+		for _, n := range links.Elems {
+			m.Elems = append(m.Elems, n+" . "+itoa(link(t, ns, n)))
+		}
+		slices.Sort(m.Elems)
+		want.Sets["link-marks"] = m
 	}
 	sortLinkRules(want.Rules)
 	sortLinkRules(got.Rules)
