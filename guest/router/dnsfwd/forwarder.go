@@ -136,7 +136,8 @@ func network(proto string, a netip.Addr) string {
 func (f *Forwarder) Port() uint16 { return f.port }
 
 // SetUpstreams makes addrs, in order, the upstreams: each query goes to
-// the first one Check allows now. Addresses CheckUpstream refuses are the
+// the first one Check allows now, then to the next allowed if that one
+// fails. Addresses CheckUpstream refuses are the
 // caller's to leave out. None: every query is REFUSED.
 func (f *Forwarder) SetUpstreams(addrs []netip.Addr) { f.ups.set(addrs) }
 
@@ -177,24 +178,34 @@ func (f *Forwarder) answer(msg []byte, src netip.Addr, tcp bool) []byte {
 		return reply(qu, dnsmessage.RCodeRefused, true)
 	}
 	defer f.lim.done(src)
-	up, ok := f.ups.pick()
-	if !ok {
+	ups := f.ups.pick()
+	if len(ups) == 0 {
 		return reply(qu, dnsmessage.RCodeRefused, true)
 	}
-	out, err := f.exchange(up, msg, qu, tcp)
-	if err != nil {
-		return reply(qu, dnsmessage.RCodeServerFailure, true)
+	// As a stub resolver does, the next upstream when one fails (no
+	// answer in its share of Limits.Timeout, or refused at once): a
+	// stale first nameserver costs each query a share, not all of it.
+	end := time.Now().Add(f.cfg.Limits.Timeout)
+	for i, up := range ups {
+		share := time.Until(end) / time.Duration(len(ups)-i)
+		out, err := f.exchange(up, msg, qu, tcp, share)
+		if err == nil {
+			return out
+		}
+		if f.ctx.Err() != nil {
+			break
+		}
 	}
-	return out
+	return reply(qu, dnsmessage.RCodeServerFailure, true)
 }
 
 // exchange asks upstream up: msg goes with a random ID of its own, on a
 // socket of its own, and the answer comes back with the client's ID.
-func (f *Forwarder) exchange(up netip.Addr, msg []byte, qu query, tcp bool) ([]byte, error) {
+func (f *Forwarder) exchange(up netip.Addr, msg []byte, qu query, tcp bool, timeout time.Duration) ([]byte, error) {
 	q := append([]byte(nil), msg...)
 	id := uint16(rand.Uint32())
 	setID(q, id)
-	ctx, cancel := context.WithTimeout(f.ctx, f.cfg.Limits.Timeout)
+	ctx, cancel := context.WithTimeout(f.ctx, timeout)
 	defer cancel()
 	to := netip.AddrPortFrom(up, f.cfg.UpstreamPort).String()
 	var d net.Dialer

@@ -415,6 +415,44 @@ func TestLimits(t *testing.T) {
 	})
 }
 
+// TestUpstreamFailover: a first upstream that refuses (nothing listens)
+// or never answers costs a query its share of the timeout, and the next
+// answers.
+func TestUpstreamFailover(t *testing.T) {
+	up := newUpstream(t)
+	// 127.0.0.9: no listener, refused at once. 127.0.0.3: takes
+	// queries and never answers.
+	silentUDP, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 3), Port: int(up.port)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer silentUDP.Close()
+	silentTCP, err := net.ListenTCP("tcp4", &net.TCPAddr{IP: net.IPv4(127, 0, 0, 3), Port: int(up.port)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer silentTCP.Close() // the kernel completes handshakes; nothing is read
+	f := forwarder(t, up, Limits{Timeout: 2 * time.Second}, nil, nil)
+	for _, first := range []string{"127.0.0.9", "127.0.0.3"} {
+		f.SetUpstreams([]netip.Addr{netip.MustParseAddr(first), netip.MustParseAddr("127.0.0.1")})
+		for _, tcp := range []bool{false, true} {
+			var r result
+			if tcp {
+				r = askTCP(t, dialTCP(t, f, "127.0.0.2"), newQuery(t, 1, "web.example."))
+			} else {
+				r = askUDP(t, f, "127.0.0.2", newQuery(t, 1, "web.example."), 5*time.Second)
+			}
+			if r.a != a1 {
+				t.Errorf("first upstream %s (tcp %v): %+v, want the second's answer", first, tcp, r)
+			}
+		}
+	}
+	f.SetUpstreams([]netip.Addr{netip.MustParseAddr("127.0.0.9")})
+	if r := askUDP(t, f, "127.0.0.2", newQuery(t, 2, "web.example."), 5*time.Second); r.rcode != dnsmessage.RCodeServerFailure {
+		t.Errorf("the only upstream refusing: %+v, want SERVFAIL", r)
+	}
+}
+
 // TestUpstreamLies: only the answer to the query asked counts.
 func TestUpstreamLies(t *testing.T) {
 	up := newUpstream(t)

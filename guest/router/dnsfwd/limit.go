@@ -16,7 +16,7 @@ type Limits struct {
 	Conns         int           // TCP connections of one client open at once
 	TotalConns    int           // TCP connections of all clients
 	Idle          time.Duration // a TCP connection with no complete query for this long is closed
-	Timeout       time.Duration // an upstream that has not answered by then: SERVFAIL
+	Timeout       time.Duration // a query's time with its upstreams, shared in order; none answered: SERVFAIL
 	MaxQuery      int           // bytes of a query over TCP (UDP: one datagram)
 }
 

@@ -83,12 +83,13 @@ func (u *upstreams) set(addrs []netip.Addr) {
 	}
 }
 
-// pick returns the first upstream that may be used now, or false. A
-// verdict that changes is logged.
-func (u *upstreams) pick() (netip.Addr, bool) {
+// pick returns the upstreams that may be used now, in order (none: the
+// query is refused). A verdict that changes is logged.
+func (u *upstreams) pick() []netip.Addr {
 	u.mu.Lock()
 	defer u.mu.Unlock()
 	now := u.now()
+	var ok []netip.Addr
 	for i := range u.list {
 		up := &u.list[i]
 		if up.checked.IsZero() || now.Sub(up.checked) >= checkEvery {
@@ -104,8 +105,8 @@ func (u *upstreams) pick() (netip.Addr, bool) {
 			up.checked, up.err = now, err
 		}
 		if up.err == nil {
-			return up.addr, true
+			ok = append(ok, up.addr)
 		}
 	}
-	return netip.Addr{}, false
+	return ok
 }
