@@ -15,6 +15,7 @@ import (
 	"golang.org/x/net/dns/dnsmessage"
 	"golang.org/x/sys/unix"
 
+	"spectrum-os.org/netcfg/guest/router"
 	"spectrum-os.org/netcfg/internal/mac"
 	"spectrum-os.org/netcfg/internal/nstest"
 )
@@ -812,5 +813,63 @@ func TestHostileSpoofedReplies(t *testing.T) {
 	c.SetReadDeadline(time.Now().Add(time.Second))
 	if k, err := c.Read(buf); err == nil {
 		t.Errorf("the provider's socket %s:6000 took client 1's forged reply: %q", uplinkAddr, buf[:k])
+	}
+}
+
+// TestHostileRouterListeners: whatever the router itself listens on (its
+// DNS forwarder's sockets, any other) is a service for no one directly:
+// each listening TCP or UDP socket in the provider's namespace, tried on
+// its own port from a client at its gateway, the uplink's address and the
+// virtual resolver's, and from the LAN at the uplink's address, must not
+// answer. DNS reaches the forwarder only redirected from the virtual
+// resolver's port 53.
+func TestHostileRouterListeners(t *testing.T) {
+	n := newAttackNet(t)
+	// The router is up and serving: a query through it works.
+	if a, err := query(t, n.c1, false, 0); err != nil || a != netip.MustParseAddr("192.0.2.1") {
+		t.Fatalf("query: %v, %v; want 192.0.2.1", a, err)
+	}
+	out, err := n.prov.Command(t.Context(), "ss", "-Hlntu").Output()
+	if err != nil {
+		t.Fatalf("ss: %v", err)
+	}
+	q := dnsQuery(t)
+	listeners := 0
+	for _, line := range strings.Split(strings.TrimSpace(string(out)), "\n") {
+		f := strings.Fields(line) // proto state recv-q send-q local peer
+		if len(f) < 5 {
+			continue
+		}
+		local := f[4]
+		port, err := strconv.Atoi(local[strings.LastIndex(local, ":")+1:])
+		if err != nil {
+			t.Fatalf("ss: %q", line)
+		}
+		t.Logf("the provider listens: %s %s", f[0], local)
+		listeners++
+		for _, p := range []struct {
+			who  string
+			ns   *nstest.NS
+			addr string
+		}{
+			{"client 1", n.c1, "169.254.0.1"},
+			{"client 1", n.c1, uplinkAddr},
+			{"client 1", n.c1, router.Resolver},
+			{"the LAN", n.lan.ns, uplinkAddr},
+		} {
+			switch f[0] {
+			case "tcp":
+				if _, err := dialFrom(t, p.ns, p.addr, port); err == nil {
+					t.Errorf("%s connected to %s:%d (the provider's %s)", p.who, p.addr, port, local)
+				}
+			case "udp":
+				if r, err := sendUDP(t, p.ns, p.addr, port, string(q), 300*time.Millisecond, nil); err == nil {
+					t.Errorf("%s got an answer from %s:%d (the provider's %s): %d bytes", p.who, p.addr, port, local, len(r))
+				}
+			}
+		}
+	}
+	if listeners == 0 {
+		t.Fatal("the provider listens on nothing: no forwarder to try")
 	}
 }
