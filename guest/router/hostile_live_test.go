@@ -2,6 +2,7 @@ package router_test
 
 import (
 	"encoding/binary"
+	"errors"
 	"net"
 	"net/netip"
 	"os"
@@ -872,4 +873,93 @@ func TestHostileRouterListeners(t *testing.T) {
 	if listeners == 0 {
 		t.Fatal("the provider listens on nothing: no forwarder to try")
 	}
+}
+
+// TestHostileICMPKillsDNS: while another client's query waits on the
+// provider's upstream (a slow one, 3 s), a client sprays ICMP port
+// unreachables to the provider's uplink address quoting every port of it
+// towards the upstream's port 53, one of which is the DNS forwarder's
+// pending query's. The other client's query must still be answered (it
+// got SERVFAIL while conntrack let such an error through as related to
+// the forwarder's connection).
+func TestHostileICMPKillsDNS(t *testing.T) {
+	n := newAttackNet(t)
+	const slow = "203.0.113.55"
+	n.lan.ns.IP("addr", "add", slow+"/24", "dev", "lan0")
+	var uc *net.UDPConn
+	inNS(t, n.lan.ns, func() {
+		var err error
+		if uc, err = net.ListenUDP("udp", &net.UDPAddr{IP: net.ParseIP(slow), Port: 53}); err != nil {
+			t.Fatal(err)
+		}
+	})
+	defer uc.Close()
+	go func() {
+		buf := make([]byte, 512)
+		for {
+			k, from, err := uc.ReadFromUDP(buf)
+			if err != nil {
+				return
+			}
+			q := append([]byte(nil), buf[:k]...)
+			go func() {
+				time.Sleep(3 * time.Second)
+				uc.WriteToUDP(answerA(q, [4]byte{192, 0, 2, 55}), from)
+			}()
+		}
+	}()
+	n.pa.setResolv("nameserver " + slow + "\n")
+	time.Sleep(300 * time.Millisecond)
+	// A query with time for the slow upstream: its answer, or why not.
+	slowQuery := func() error {
+		r, err := sendUDP(t, n.c2, "100.127.255.53", 53, string(dnsQuery(t)), 5*time.Second, nil)
+		if err != nil {
+			return err
+		}
+		var p dnsmessage.Parser
+		h, err := p.Start(r)
+		if err != nil {
+			return err
+		}
+		if h.RCode != dnsmessage.RCodeSuccess {
+			return errors.New("answer " + h.RCode.String())
+		}
+		return nil
+	}
+	if err := slowQuery(); err != nil {
+		t.Fatalf("client 2's query to the slow upstream: %v", err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- slowQuery() }()
+	time.Sleep(300 * time.Millisecond) // the query is at the upstream
+	const c1 = "100.64.0.1"
+	var pkts [][]byte
+	for p := 1024; p < 65536; p++ {
+		inner := quoteUDP(uplinkAddr, slow, uint16(p), 53)
+		pkts = append(pkts, ip4(c1, uplinkAddr, 1, icmp4(3, 3, append([]byte{0, 0, 0, 0}, inner...))))
+	}
+	sendIPv4(t, n.c1, pkts...)
+	if err := <-done; err != nil {
+		t.Errorf("client 2's query while client 1 sprayed ICMP errors: %v", err)
+	}
+}
+
+// answerA is the answer to query q with one A record a.
+func answerA(q []byte, a [4]byte) []byte {
+	var p dnsmessage.Parser
+	h, err := p.Start(q)
+	if err != nil {
+		return nil
+	}
+	question, err := p.Question()
+	if err != nil {
+		return nil
+	}
+	b := dnsmessage.NewBuilder(nil, dnsmessage.Header{ID: h.ID, Response: true, RecursionAvailable: true})
+	b.StartQuestions()
+	b.Question(question)
+	b.StartAnswers()
+	b.AResource(dnsmessage.ResourceHeader{Name: question.Name, Type: dnsmessage.TypeA, Class: dnsmessage.ClassINET, TTL: 60}, dnsmessage.AResource{A: a})
+	out, _ := b.Finish()
+	return out
 }
