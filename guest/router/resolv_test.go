@@ -95,6 +95,11 @@ func TestDecideDNS(t *testing.T) {
 				dir + "/bad names nameserver 100.64.0.2, never used: a client address (100.64.0.0/16)",
 				dir + "/bad names nameserver 224.0.0.251, never used: a multicast address",
 			}}},
+		{"a link's IPv6", write("ula", "nameserver fd9f:2b8:5010:1::2\nnameserver fd9f:2b8:5010:1::1\n"),
+			DNS{Why: dir + "/ula names no nameserver that may be used", Skipped: []string{
+				dir + "/ula names nameserver fd9f:2b8:5010:1::2, never used: a client address (fd9f:2b8:5010::/48)",
+				dir + "/ula names nameserver fd9f:2b8:5010:1::1, never used: a client address (fd9f:2b8:5010::/48)",
+			}}},
 		{"some skipped", write("some", "nameserver 169.254.0.1\nnameserver 192.0.2.53\n"),
 			DNS{Upstreams: addrs("192.0.2.53"), Why: "first nameserver of " + dir + "/some",
 				Skipped: []string{dir + "/some names nameserver 169.254.0.1, never used: a link-local address"}}},

@@ -13,9 +13,11 @@ import (
 	"spectrum-os.org/netcfg/internal/mac"
 )
 
-// clientPrefixes are the clients' addresses: the forwarder takes queries
-// only from them, and never uses one as an upstream.
-var clientPrefixes = []netip.Prefix{clientRange}
+// clientPrefixes are the clients' addresses, both families (IPv6: the
+// links' ULA, which also holds the provider's own address on each link):
+// the forwarder takes queries only from them, and never uses one as an
+// upstream.
+var clientPrefixes = []netip.Prefix{clientRange, mac.ULA}
 
 // routeCheck decides, by a route lookup, whether the forwarder may send to
 // an upstream now (dnsfwd.Config.Check):
