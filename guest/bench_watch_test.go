@@ -295,6 +295,13 @@ func startWatch(b *testing.B, bin string, args ...string) *watchBench {
 		if w.nft, err = netlink.Dial(unix.NETLINK_NETFILTER, &netlink.Config{Groups: 1 << (unix.NFNLGRP_NFTABLES - 1)}); err != nil {
 			return
 		}
+		// Room for a burst of notifications (the router's whole table
+		// at each change) while the benchmark is not reading.
+		for _, c := range []*netlink.Conn{w.mon, w.nft} {
+			if err = c.SetReadBuffer(8 << 20); err != nil {
+				return
+			}
+		}
 		if w.rc, err = rtnetlink.Dial(nil); err != nil {
 			return
 		}

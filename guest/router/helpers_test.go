@@ -410,6 +410,9 @@ func renderValue(v any) string {
 					}
 					return "reject with " + m["type"].(string)
 				case "set":
+					if m != nil { // add @set { key stmt }
+						return m["op"].(string) + " " + m["set"].(string) + " {" + renderValue(m["elem"]) + " " + renderValue(m["stmt"]) + "}"
+					}
 					return "{" + renderValue(val) + "}"
 				case "ct count":
 					if m["inv"] == true {
@@ -459,6 +462,10 @@ func wantRuleset(clients map[string]string, dnsPort, forwardWas string) ruleset 
 				return n + " . 169.254." + strings.SplitN(clients[n], ".", 3)[2]
 			}),
 			"client-addrs": set("ipv4_addr", func(n string) string { return clients[n] }),
+			// Dynamic: each link enters them with its first new
+			// connection (checkRuleset leaves their elements out).
+			"link-rate":  {Type: "iface_index", Elems: []string{}},
+			"link-conns": {Type: "iface_index", Elems: []string{}},
 		},
 		Chains: map[string]nftChain{
 			"prerouting":                   {Type: "nat", Hook: "prerouting", Policy: "accept", Prio: -100},
@@ -497,11 +504,8 @@ func wantRuleset(clients map[string]string, dnsPort, forwardWas string) ruleset 
 	add("from-link", "from a provider link only its client's address", "meta iif . ip saddr != @clients drop")
 	add("from-link", "a connection from a provider link carries its ifindex", "ct state new ct mark set meta iif")
 	add("from-link", "ICMP errors only about its own client's connections", "ct state related meta iif . ct mark != @link-marks drop")
-	entries := strconv.Itoa(linkEntries())
-	for _, n := range names {
-		add("from-link", "new connections a second, per link", "meta iif "+n+" ct state new limit rate over 1000/second burst 2000 packets drop")
-		add("from-link", "conntrack entries, per link", "meta iif "+n+" ct state new ct count over "+entries+" drop")
-	}
+	add("from-link", "new connections a second, per link", "ct state new add @link-rate {meta iif limit rate over 1000/second burst 2000 packets} drop")
+	add("from-link", "conntrack entries, per link", "ct state new add @link-conns {meta iif ct count over "+strconv.Itoa(linkEntries())+"} drop")
 	add("output", "the provider's own connection to a client carries the link's ifindex", "meta oif @links ct state new ct mark set meta oif")
 	add("input", "from a provider link", "meta iif @links jump to-provider")
 	add("to-provider", "no client redirects the provider's routes", "icmp type redirect drop")

@@ -26,6 +26,8 @@ const (
 	setGateways    = "gateways"     // iface_index . ipv4_addr: each provider NIC and its own address there (its client's gateway)
 	setClientAddrs = "client-addrs" // ipv4_addr: the clients' addresses
 	setLinkMarks   = "link-marks"   // iface_index . mark: each provider NIC and its ifindex, the ct mark of its connections
+	setLinkRate    = "link-rate"    // iface_index, dynamic: each provider NIC's new connections a second
+	setLinkConns   = "link-conns"   // iface_index, dynamic: each provider NIC's conntrack entries
 )
 
 // The table's chains. The base chains jump to the regular ones for what
@@ -120,6 +122,8 @@ type spec struct {
 //		set gateways     { type iface_index . ipv4_addr; elements = { L . G, ... } }
 //		set client-addrs { type ipv4_addr; elements = { C, ... } }
 //		set link-marks   { type iface_index . mark; elements = { L . L, ... } }
+//		set link-rate    { type iface_index; size 65536; flags dynamic; }
+//		set link-conns   { type iface_index; size 65536; flags dynamic; }
 //		chain prerouting { type nat hook prerouting priority dstnat; policy accept;
 //			iif . ip saddr @clients jump client-dns       # a link's own client's DNS
 //		}
@@ -135,8 +139,8 @@ type spec struct {
 //			iif . ip saddr != @clients drop                # only its client's address, to the provider too
 //			ct state new ct mark set meta iif              # its connections carry its ifindex ...
 //			ct state related meta iif . ct mark != @link-marks drop   # ... and only errors about them pass
-//			iif L ct state new limit rate over RATE/second burst BURST packets drop   # each link
-//			iif L ct state new ct count over N drop                                  # each link
+//			ct state new add @link-rate { iif limit rate over RATE/second burst BURST packets } drop
+//			ct state new add @link-conns { iif ct count over N } drop
 //		}
 //		chain dns-input { ... }                          # the DNS part's (dnsrules.go)
 //		chain output { type filter hook output priority filter; policy accept;
@@ -296,11 +300,22 @@ func writeTable(c *nftables.Conn, s spec) error {
 		x(iif(), &expr.Ct{Key: expr.CtKeyMARK, Register: 9}, lookup(sets[setLinkMarks], 1, true)), drop())
 	rule(chainOutput, "the provider's own connection to a client carries the link's ifindex", x(oif(), inSet(setLinks)),
 		ctState(expr.CtStateBitNEW), x(oif(), &expr.Ct{Key: expr.CtKeyMARK, Register: 1, SourceRegister: true}))
-	for _, l := range links {
-		rule(chainFromLink, "new connections a second, per link", iifIs(l.Index), ctState(expr.CtStateBitNEW),
-			x(&expr.Limit{Type: expr.LimitTypePkts, Rate: uint64(s.limits.Rate), Over: true, Unit: expr.LimitTimeSecond, Burst: s.limits.Burst}), drop())
-		rule(chainFromLink, "conntrack entries, per link", iifIs(l.Index), ctState(expr.CtStateBitNEW),
-			x(&expr.Connlimit{Count: s.limits.Entries, Flags: expr.NFT_CONNLIMIT_F_INV}), drop())
+	// The per-link limits: sets each link's NIC enters with its first
+	// new connection, each element with its own limit and count.
+	for _, m := range []struct {
+		name, comment string
+		e             expr.Any
+	}{
+		{setLinkRate, "new connections a second, per link",
+			&expr.Limit{Type: expr.LimitTypePkts, Rate: uint64(s.limits.Rate), Over: true, Unit: expr.LimitTimeSecond, Burst: s.limits.Burst}},
+		{setLinkConns, "conntrack entries, per link", &expr.Connlimit{Count: s.limits.Entries, Flags: expr.NFT_CONNLIMIT_F_INV}},
+	} {
+		set := &nftables.Set{Table: t, Name: m.name, KeyType: nftables.TypeIFIndex, KeyByteOrder: binaryutil.NativeEndian, Dynamic: true, Size: 65536}
+		if err := c.AddSet(set, nil); err != nil {
+			return err
+		}
+		rule(chainFromLink, m.comment, ctState(expr.CtStateBitNEW),
+			x(iif(), &expr.Dynset{SrcRegKey: 1, SetName: set.Name, SetID: set.ID, Operation: unix.NFT_DYNSET_OP_ADD, Exprs: []expr.Any{m.e}}), drop())
 	}
 
 	rule(chainInput, "from a provider link", x(iif(), inSet(setLinks)), jump(chainToProvider))
