@@ -132,9 +132,14 @@ func link(t *testing.T, ns *nstest.NS, name string) ipLink {
 }
 
 // routes reads the main table's IPv4 routes through dev ("" for all).
-func routes(t *testing.T, ns *nstest.NS, dev string) []ipRoute {
+func routes(t *testing.T, ns *nstest.NS, dev string) []ipRoute { return routesOf(t, ns, "-4", dev) }
+
+// routes6 reads the main table's IPv6 routes through dev ("" for all).
+func routes6(t *testing.T, ns *nstest.NS, dev string) []ipRoute { return routesOf(t, ns, "-6", dev) }
+
+func routesOf(t *testing.T, ns *nstest.NS, family, dev string) []ipRoute {
 	t.Helper()
-	args := []string{"-j", "-4", "route", "show", "table", "main"}
+	args := []string{"-j", family, "route", "show", "table", "main"}
 	if dev != "" {
 		args = append(args, "dev", dev)
 	}
@@ -145,28 +150,6 @@ func routes(t *testing.T, ns *nstest.NS, dev string) []ipRoute {
 	for i := range rs {
 		if rs[i].Dev == "" {
 			rs[i].Dev = dev // ip leaves dev out when filtering by it
-		}
-		if rs[i].Flags == nil {
-			rs[i].Flags = []string{}
-		}
-	}
-	return rs
-}
-
-// routes6 reads the main table's IPv6 routes through dev ("" for all).
-func routes6(t *testing.T, ns *nstest.NS, dev string) []ipRoute {
-	t.Helper()
-	args := []string{"-j", "-6", "route", "show", "table", "main"}
-	if dev != "" {
-		args = append(args, "dev", dev)
-	}
-	var rs []ipRoute
-	if err := json.Unmarshal(ns.IP(args...), &rs); err != nil {
-		t.Fatal(err)
-	}
-	for i := range rs {
-		if rs[i].Dev == "" {
-			rs[i].Dev = dev
 		}
 		if rs[i].Flags == nil {
 			rs[i].Flags = []string{}
