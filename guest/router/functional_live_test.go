@@ -457,6 +457,23 @@ func TestFunctional(t *testing.T) {
 			t.Errorf("a client's IPv6 datagram was forwarded: %q", s)
 		case <-time.After(time.Second):
 		}
+		// Refused at once, not dropped: the client has an IPv6 address
+		// and default route of its own (spectrum-netcfg), so an
+		// IPv6-only destination must fail fast, not time out.
+		inNS(t, c1, func() {
+			d := net.Dialer{Timeout: 10 * time.Second, LocalAddr: &net.TCPAddr{IP: net.ParseIP("fd9f:2b8:5010:1::2")}}
+			start := time.Now()
+			c, err := d.Dial("tcp", "[fd00:2::10]:80")
+			if err == nil {
+				c.Close()
+				t.Fatal("a client's IPv6 connection went through")
+			}
+			var ne net.Error
+			if errors.As(err, &ne) && ne.Timeout() {
+				t.Errorf("a client's IPv6 connection timed out after %v instead of being refused: %v", time.Since(start), err)
+			}
+			t.Logf("refused after %v: %v", time.Since(start), err)
+		})
 	})
 
 	t.Run("outside cannot reach a client", func(t *testing.T) {

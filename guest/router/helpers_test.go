@@ -528,7 +528,7 @@ func wantRuleset(clients map[string]string, dnsPort, forwardWas string) ruleset 
 	add("forward", ll, "ip6 saddr fe80::/10 drop")
 	add("forward", "from a provider link", "meta iif @links jump from-client")
 	add("forward", "to a provider link", "meta oif @links jump to-client")
-	add("from-client", "no IPv6 from a provider link", "meta nfproto != ipv4 drop")
+	add("from-client", "no IPv6 from a provider link", "meta nfproto != ipv4 reject with icmpx admin-prohibited")
 	add("from-client", "no client reaches another", "meta oif @links drop")
 	add("from-client", "only DNS to the virtual resolver, which never gets here",
 		"ip daddr 100.127.255.53 reject with icmpx port-unreachable")

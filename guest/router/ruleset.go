@@ -174,7 +174,7 @@ type spec struct {
 //			oif @links jump to-client
 //		}
 //		chain from-client {
-//			meta nfproto != ipv4 drop                      # no IPv6
+//			meta nfproto != ipv4 reject with icmpx admin-prohibited  # no IPv6 yet: fail fast
 //			oif @links drop                                # no client reaches another
 //			ip daddr A reject                              # not DNS (redirected before it gets here)
 //			accept
@@ -365,8 +365,12 @@ func writeTable(c *nftables.Conn, s spec) error {
 	}
 	rule(chainForward, "from a provider link", x(iif(), inSet(setLinks)), jump(chainFromClient))
 	rule(chainForward, "to a provider link", x(oif(), inSet(setLinks)), jump(chainToClient))
+	// Refused, not dropped: a client has an IPv6 address and default
+	// route of its own (spectrum-netcfg), so an IPv6-only destination
+	// must fail at once rather than time out.
 	rule(chainFromClient, "no IPv6 from a provider link", x(&expr.Meta{Key: expr.MetaKeyNFPROTO, Register: 1},
-		&expr.Cmp{Op: expr.CmpOpNeq, Register: 1, Data: []byte{unix.NFPROTO_IPV4}}), drop())
+		&expr.Cmp{Op: expr.CmpOpNeq, Register: 1, Data: []byte{unix.NFPROTO_IPV4}}),
+		[]expr.Any{&expr.Reject{Type: unix.NFT_REJECT_ICMPX_UNREACH, Code: unix.NFT_REJECT_ICMPX_ADMIN_PROHIBITED}})
 	rule(chainFromClient, "no client reaches another", x(oif(), inSet(setLinks)), drop())
 	rule(chainFromClient, "only DNS to the virtual resolver, which never gets here", ipv4(), daddr4Is(resolverAddr), reject())
 	rule(chainFromClient, "clients reach everything else", accept())
