@@ -107,24 +107,7 @@ func (l *lan) datagrams() []string {
 // serveDNS answers every A query to addr:53, over UDP and TCP, with a.
 // It must be called in the namespace the server belongs to.
 func serveDNS(t *testing.T, addr string, a [4]byte) {
-	answer := func(q []byte) []byte {
-		var p dnsmessage.Parser
-		h, err := p.Start(q)
-		if err != nil {
-			return nil
-		}
-		question, err := p.Question()
-		if err != nil {
-			return nil
-		}
-		b := dnsmessage.NewBuilder(nil, dnsmessage.Header{ID: h.ID, Response: true, Authoritative: true})
-		b.StartQuestions()
-		b.Question(question)
-		b.StartAnswers()
-		b.AResource(dnsmessage.ResourceHeader{Name: question.Name, Type: dnsmessage.TypeA, Class: dnsmessage.ClassINET, TTL: 60}, dnsmessage.AResource{A: a})
-		out, _ := b.Finish()
-		return out
-	}
+	answer := func(q []byte) []byte { return answerA(q, a) }
 	uc, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.ParseIP(addr), Port: 53})
 	if err != nil {
 		t.Fatal(err)

@@ -944,7 +944,8 @@ func TestHostileICMPKillsDNS(t *testing.T) {
 	}
 }
 
-// answerA is the answer to query q with one A record a.
+// answerA is the answer to query q with one A record a (nil for a query
+// it cannot parse); the tests' DNS servers all answer with it.
 func answerA(q []byte, a [4]byte) []byte {
 	var p dnsmessage.Parser
 	h, err := p.Start(q)
@@ -955,7 +956,7 @@ func answerA(q []byte, a [4]byte) []byte {
 	if err != nil {
 		return nil
 	}
-	b := dnsmessage.NewBuilder(nil, dnsmessage.Header{ID: h.ID, Response: true, RecursionAvailable: true})
+	b := dnsmessage.NewBuilder(nil, dnsmessage.Header{ID: h.ID, Response: true, Authoritative: true, RecursionAvailable: true})
 	b.StartQuestions()
 	b.Question(question)
 	b.StartAnswers()
