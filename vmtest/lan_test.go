@@ -20,6 +20,14 @@ var (
 	webByAddr = "http://" + lan.First.Web.String() + "/"
 )
 
+// webURL is the LAN web server's URL of path at address a.
+func webURL(a netip.Addr, path string) string {
+	if a.Is6() {
+		return "http://[" + a.String() + "]" + path
+	}
+	return "http://" + a.String() + path
+}
+
 // lan starts the test's LAN beside spectrumd's namespace (vmtest/lan). On
 // a failure its log (dnsmasq's, the web server's) is printed.
 func (e *env) lan() *lan.LAN {
@@ -31,7 +39,15 @@ func (e *env) lan() *lan.LAN {
 // or, stateful, by DHCPv6.
 func (e *env) lanMode(mode lan.Mode, stateful bool) *lan.LAN {
 	e.t.Helper()
-	l, err := lan.Start(lan.Config{HostNS: e.ns.Name, Bridge: lanBridge, Mode: mode, Stateful: stateful})
+	return e.lanConfig(lan.Config{Mode: mode, Stateful: stateful})
+}
+
+// lanConfig is lan for a LAN of c's mode, addressing and MTU (its
+// namespace and bridge are the test's).
+func (e *env) lanConfig(c lan.Config) *lan.LAN {
+	e.t.Helper()
+	c.HostNS, c.Bridge = e.ns.Name, lanBridge
+	l, err := lan.Start(c)
 	if err != nil {
 		e.t.Fatal(err)
 	}

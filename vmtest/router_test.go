@@ -5,6 +5,7 @@ import (
 	"net"
 	"net/netip"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -25,16 +26,18 @@ const (
 var clients = netip.MustParsePrefix("100.64.0.0/10")
 
 // TestRouter is the provider's router end to end (issue 10, section 3):
-// netvm has an uplink on the LAN (uplinks/net/lan0), configures it by DHCP
-// (the test init's client) and runs `spectrum-netcfg -watch -route`; two
-// clients behind it.
+// netvm has an uplink on the LAN (uplinks/net/lan0, IPv4 only, at MTU
+// 1280), configures it by DHCP (the test init's client) and runs
+// `spectrum-netcfg -watch -route`; two clients behind it.
 //
-//   - client1 fetches the LAN's page by name (DNS through netvm's virtual
-//     resolver) and by address; the LAN sees only netvm's address.
+//   - client1 (with Debian's lynx) fetches the LAN's page by name (DNS
+//     through netvm's virtual resolver) with lynx and Go's client, and by
+//     address, and downloads the 1 MiB page; the LAN sees only netvm's
+//     address (issue 18: an IPv4-only uplink).
 //   - client2 cannot reach client1, even with an explicit route via its
-//     gateway; what it forges (another client's source, an outside one,
-//     UDP and TCP SYNs) never reaches the LAN (the LAN's capture, up to
-//     the barrier datagram sent after them).
+//     gateway, over IPv4 or IPv6; what it forges (another client's
+//     source, an outside one, UDP and TCP SYNs) never reaches the LAN
+//     (the LAN's capture, up to the barrier datagram sent after them).
 //   - client2 restarted as a hostile client (hostileClient): it reaches
 //     no service of netvm's and its Router Advertisement changes nothing.
 //   - a new lease on the uplink (the LAN renumbered: new pool, resolver
@@ -46,20 +49,23 @@ var clients = netip.MustParsePrefix("100.64.0.0/10")
 func TestRouter(t *testing.T) {
 	e := newEnv(t, 12*time.Minute)
 	start := time.Now()
-	l := e.lan()
+	const mtu = 1280
+	l := e.lanConfig(lan.Config{MTU: mtu})
 	e.spec(vm.Spec{Name: "netvm", Uplinks: []string{lanBridge}, Cmdline: "spectrum.watch spectrum.route"})
-	e.vm("client1", []string{"netvm"}, "")
+	e.spec(vm.Spec{Name: "client1", Providers: []string{"netvm"}, Lynx: true})
 	e.vm("client2", []string{"netvm"}, "")
 	d := e.serve()
 	id1, id2 := d.LinkID(t, "client1", "netvm"), d.LinkID(t, "client2", "netvm")
 	addr1, addr2 := id1.ClientAddr().String(), id2.ClientAddr().String()
+	addr1v6 := id1.ClientAddr6().String()
 	ctx := e.ctx
 	const outside = "198.51.100.7" // TEST-NET-2: nobody's address here
+	big := webURL(lan.First.Web, lan.BigPath)
 	netvmTest := "dhcp,fetch:" + webByName + ",listen:" + servicePort + ",ip6watch,serve"
 	e.setTest("netvm", netvmTest)
-	e.setTest("client1", "fetch:"+webByName+",fetch:"+webByAddr+",fetchwatch:"+webByName+",serve")
-	e.setTest("client2", fmt.Sprintf("fetch:%s,noreach:%s,spoof:%s>%s,spoof:%s>%s,serve",
-		webByName, addr1, addr1, lan.Router, outside, lan.Router))
+	e.setTest("client1", "lynx:"+webByName+",fetch:"+webByName+",fetch:"+webByAddr+",fetch:"+big+",fetchwatch:"+webByName+",serve")
+	e.setTest("client2", fmt.Sprintf("fetch:%s,noreach:%s,noreach:%s,spoof:%s>%s,spoof:%s>%s,serve",
+		webByName, addr1, addr1v6, addr1, lan.Router, outside, lan.Router))
 
 	c1 := d.Start(t, "client1")
 	firstC1 := c1
@@ -74,8 +80,15 @@ func TestRouter(t *testing.T) {
 	ok(t, ctx, netvm, "dhcp ok n=1")
 	checkPage(t, ok(t, ctx, netvm, "fetch "+webByName+" ok"), lan.First.Web)
 
+	ok(t, ctx, c1, "lynx "+webByName+" ok")
+	if page := lynxPage(c1, webByName); !strings.Contains(page, lan.PageFamily("IPv4")) {
+		t.Errorf("lynx -dump %s shows no %q:\n%s", webByName, lan.PageFamily("IPv4"), page)
+	}
 	checkPage(t, ok(t, ctx, c1, "fetch "+webByName+" ok"), lan.First.Web)
 	checkPage(t, ok(t, ctx, c1, "fetch "+webByAddr+" ok"), lan.First.Web)
+	if e := ok(t, ctx, c1, "fetch "+big+" ok"); vm.Field(e, "bytes") != strconv.Itoa(lan.BigSize) || vm.Field(e, "sha256") != lan.BigSum() {
+		t.Errorf("client1 at MTU %d: %s; want the %d bytes of sha256 %s", mtu, e, lan.BigSize, lan.BigSum())
+	}
 	checkPage(t, ok(t, ctx, c1, "fetchwatch "+webByName+" up n=1 "), lan.First.Web)
 	checkPage(t, ok(t, ctx, c2, "fetch "+webByName+" ok"), lan.First.Web)
 	// The LAN saw the clients' requests from netvm's uplink address only,
@@ -98,6 +111,11 @@ func TestRouter(t *testing.T) {
 			t.Errorf("client2's explicit route: %s, want via its gateway %s", e, gw)
 		}
 		ok(t, ctx, c2, "noreach "+addr1+" ok")
+		e = ok(t, ctx, c2, "noreach "+addr1v6+" route via ")
+		if gw := mac.LinkLocalGateway.String(); !strings.Contains(e, "via "+gw+" ") {
+			t.Errorf("client2's explicit route: %s, want via its gateway %s", e, gw)
+		}
+		ok(t, ctx, c2, "noreach "+addr1v6+" ok")
 	})
 	t.Run("spoofing", func(t *testing.T) {
 		for _, forged := range []string{addr1, outside} {
@@ -176,8 +194,10 @@ func TestRouter(t *testing.T) {
 	// client2's probes of client1 were sent long before all of the
 	// above: had one been forwarded, client1's echo server would have
 	// reported it.
-	if got := firstC1.Serial.Events("echo from " + addr2 + " "); len(got) != 0 {
-		t.Errorf("client1 heard client2: %q", got)
+	for _, a := range []string{addr2, id2.ClientAddr6().String()} {
+		if got := firstC1.Serial.Events("echo from " + a + " "); len(got) != 0 {
+			t.Errorf("client1 heard client2: %q", got)
+		}
 	}
 	t.Logf("wall time %.1fs", time.Since(start).Seconds())
 }

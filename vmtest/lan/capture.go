@@ -27,6 +27,7 @@ type Packet struct {
 	DstPort  uint16
 	TCPFlags uint8  // TCP only
 	Seq      uint32 // TCP only
+	MSS      uint16 // TCP only: the maximum segment size option, 0 if none
 	Payload  string // UDP only: the first bytes
 	ICMPType uint8  // ICMP and ICMPv6 only (135 a neighbour solicitation, 133 a router solicitation)
 }
@@ -188,9 +189,32 @@ func transport(p *Packet, l4 []byte) {
 		p.SrcPort, p.DstPort = binary.BigEndian.Uint16(l4), binary.BigEndian.Uint16(l4[2:])
 		p.Seq = binary.BigEndian.Uint32(l4[4:])
 		p.TCPFlags = l4[13]
+		if off := int(l4[12]>>4) * 4; off > 20 && off <= len(l4) {
+			p.MSS = mssOption(l4[20:off])
+		}
 	case (p.Proto == unix.IPPROTO_ICMP || p.Proto == unix.IPPROTO_ICMPV6) && len(l4) >= 1:
 		p.ICMPType = l4[0]
 	}
+}
+
+// mssOption is the maximum segment size in TCP options opts (RFC 9293
+// 3.2), 0 if there is none or the options are malformed.
+func mssOption(opts []byte) uint16 {
+	for len(opts) > 0 {
+		switch kind := opts[0]; {
+		case kind == 0: // end of options
+			return 0
+		case kind == 1: // no-operation
+			opts = opts[1:]
+			continue
+		case len(opts) < 2 || int(opts[1]) < 2 || int(opts[1]) > len(opts):
+			return 0
+		case kind == 2 && opts[1] == 4:
+			return binary.BigEndian.Uint16(opts[2:])
+		}
+		opts = opts[opts[1]:]
+	}
+	return 0
 }
 
 // Packets returns every packet captured so far.

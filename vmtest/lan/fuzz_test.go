@@ -1,6 +1,7 @@
 package lan
 
 import (
+	"bytes"
 	"net/netip"
 	"testing"
 )
@@ -77,3 +78,35 @@ func FuzzParseIPv6(f *testing.F) {
 }
 
 func cmpPacket(a, b Packet) bool { return a == b }
+
+// TestMSSOption reads the maximum segment size from TCP options as a SYN
+// carries them, and nothing from options that are cut or malformed.
+func TestMSSOption(t *testing.T) {
+	for _, c := range []struct {
+		opts []byte
+		want uint16
+	}{
+		{[]byte{2, 4, 0x05, 0xb4}, 1460},
+		// Linux's SYN: MSS, SACK permitted, timestamps, NOP, window scale.
+		{[]byte{2, 4, 0x04, 0xc4, 4, 2, 8, 10, 0, 0, 0, 1, 0, 0, 0, 0, 1, 3, 3, 7}, 1220},
+		{[]byte{1, 1, 2, 4, 0x05, 0x64}, 1380},
+		{[]byte{4, 2, 2, 4, 0x05, 0x64}, 1380},
+		{[]byte{0, 2, 4, 0x05, 0xb4}, 0},
+		{[]byte{2, 4, 0x05}, 0},
+		{[]byte{8, 0, 2, 4, 0x05, 0xb4}, 0},
+		{[]byte{8, 20, 2, 4, 0x05, 0xb4}, 0},
+		{[]byte{2, 3, 0x05, 0xb4}, 0},
+		{nil, 0},
+	} {
+		if got := mssOption(c.opts); got != c.want {
+			t.Errorf("mssOption(% x) = %d, want %d", c.opts, got, c.want)
+		}
+	}
+}
+
+// TestBigPage: the page at BigPath is BigSize bytes of whole lines.
+func TestBigPage(t *testing.T) {
+	if len(bigPage) != BigSize || bigPage[len(bigPage)-1] != '\n' || bytes.Count(bigPage, []byte("\n")) != BigSize/64 {
+		t.Errorf("the big page: %d bytes, %d lines; want %d bytes of 64-byte lines", len(bigPage), bytes.Count(bigPage, []byte("\n")), BigSize)
+	}
+}

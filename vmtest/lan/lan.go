@@ -422,6 +422,9 @@ func (l *LAN) handle(w http.ResponseWriter, r *http.Request) {
 		fmt.Fprintf(w, whoamiPage, remote.Addr(), family, remote.Addr())
 	case "/about":
 		w.Write([]byte(l.about()))
+	case BigPath:
+		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+		w.Write(bigPage)
 	default:
 		w.WriteHeader(http.StatusNotFound)
 		fmt.Fprintf(w, notFoundPage, r.URL.Path)

@@ -35,7 +35,7 @@ const ipv6How = `This page comes from a web server on a simulated LAN, 2001:db8:
 (a documentation prefix), that has no route to the VMs' fd9f:2b8:5010::/48.
 Your request reached it through netvm: netvm got its uplink address from the
 LAN's router advertisements, your VM resolved this name through netvm, and
-netvm forwarded your request.`
+netvm masqueraded your address on the way out (NAT66).`
 
 // FrontPageFor is the front page as a client of family ("IPv4" or
 // "IPv6", FamilyOf) gets it.
@@ -66,6 +66,28 @@ func PageSum() string { return PageSumFor("IPv4") }
 // PageSumFor is the hex SHA-256 of the front page of family.
 func PageSumFor(family string) string {
 	s := sha256.Sum256([]byte(FrontPageFor(family)))
+	return hex.EncodeToString(s[:])
+}
+
+// BigPath is the path of a page of BigSize bytes (plain text, the same
+// for every request), for a download much larger than any MTU.
+const (
+	BigPath = "/1mib"
+	BigSize = 1 << 20
+)
+
+// bigPage is the page at BigPath: lines of 64 bytes, each numbered.
+var bigPage = func() []byte {
+	b := make([]byte, 0, BigSize)
+	for i := 0; len(b) < BigSize; i++ {
+		b = fmt.Appendf(b, "%06d the Spectrum test LAN: one mebibyte in lines of 64 bytes\n", i)
+	}
+	return b
+}()
+
+// BigSum is the hex SHA-256 of the page at BigPath.
+func BigSum() string {
+	s := sha256.Sum256(bigPage)
 	return hex.EncodeToString(s[:])
 }
 

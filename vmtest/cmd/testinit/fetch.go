@@ -23,31 +23,57 @@ import (
 	"spectrum-os.org/netcfg/vmtest/tput"
 )
 
-// resolve looks name up (Go's resolver, through /etc/resolv.conf) until
-// it answers or timeout passes: "resolve NAME ok addrs=A,B tries=N" or
-// "fail resolve NAME: ...".
-func resolve(name string, timeout time.Duration) {
+// resolve looks name up (A and AAAA, Go's resolver, through
+// /etc/resolv.conf) until it answers or timeout passes: "resolve NAME ok
+// addrs=A,B tries=N" or "fail resolve NAME: ...". NAME@SERVER asks SERVER
+// (an address, port 53) alone, over UDP: "resolve NAME@SERVER ok ...".
+func resolve(arg string, timeout time.Duration) {
+	name, server, _ := strings.Cut(arg, "@")
+	r := net.DefaultResolver
+	if server != "" {
+		to := net.JoinHostPort(server, "53")
+		r = &net.Resolver{PreferGo: true, Dial: func(ctx context.Context, network, _ string) (net.Conn, error) {
+			return (&net.Dialer{}).DialContext(ctx, network, to)
+		}}
+	}
 	deadline := time.Now().Add(timeout)
 	for try := 1; ; try++ {
-		addrs, err := lookup(name)
+		addrs, err := lookup(r, name)
 		if err == nil {
-			report("resolve %s ok addrs=%s tries=%d", name, strings.Join(addrs, ","), try)
+			report("resolve %s ok addrs=%s tries=%d", arg, strings.Join(addrs, ","), try)
 			return
 		}
 		if time.Now().After(deadline) {
-			report("fail resolve %s: %v (tries=%d)", name, err, try)
+			report("fail resolve %s: %v (tries=%d)", arg, err, try)
 			return
 		}
 		time.Sleep(time.Second)
 	}
 }
 
-func lookup(name string) ([]string, error) {
+func lookup(r *net.Resolver, name string) ([]string, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	addrs, err := net.DefaultResolver.LookupHost(ctx, name)
+	addrs, err := r.LookupHost(ctx, name)
 	slices.Sort(addrs)
 	return addrs, err
+}
+
+// resolvConfStep reports the nameservers of /etc/resolv.conf as the
+// guest's resolver reads them: "resolvconf nameservers=A,B".
+func resolvConfStep() {
+	b, err := os.ReadFile(resolvConf)
+	if err != nil {
+		report("fail resolvconf: %v", err)
+		return
+	}
+	var ns []string
+	for _, l := range strings.Split(string(b), "\n") {
+		if f := strings.Fields(l); len(f) >= 2 && f[0] == "nameserver" {
+			ns = append(ns, f[1])
+		}
+	}
+	report("resolvconf nameservers=%s", strings.Join(ns, ","))
 }
 
 // page is one fetch's result.

@@ -6,11 +6,13 @@ import (
 	"fmt"
 	"net"
 	"os"
+	"sync"
 	"time"
 
 	"github.com/vishvananda/netlink"
 	"golang.org/x/net/icmp"
 	"golang.org/x/net/ipv4"
+	"golang.org/x/net/ipv6"
 	"golang.org/x/sys/unix"
 )
 
@@ -23,26 +25,37 @@ const echoPort = 7
 const barrierPrefix = "spectrum-barrier "
 
 // serveUDPEcho answers every datagram on UDP port 7 with its own payload, so
-// a peer can test the path in its direction whenever it is ready. The first
-// datagram from each source address is reported ("echo from ADDR") before
-// it is answered, so the host can tell which sources got through; so is
-// every barrier datagram.
+// a peer can test the path in its direction whenever it is ready, in both
+// families (a socket each). The first datagram from each source address is
+// reported ("echo from ADDR") before it is answered, so the host can tell
+// which sources got through; so is every barrier datagram.
 func serveUDPEcho() {
 	c, err := net.ListenUDP("udp4", &net.UDPAddr{Port: echoPort})
 	if err != nil {
 		report("fail udp echo server: %v", err)
 		return
 	}
-	seen := map[string]bool{}
+	var seen sync.Map
+	if c6, err := listenUDP6(echoPort); err != nil {
+		// A kernel without IPv6 (ipv6.disable=1) has no such socket.
+		report("udp echo server: no IPv6: %v", err)
+	} else {
+		go echoOn(c6, &seen)
+	}
+	echoOn(c, &seen)
+}
+
+// echoOn serves the echo on c (serveUDPEcho); seen holds the sources
+// reported so far.
+func echoOn(c *net.UDPConn, seen *sync.Map) {
 	buf := make([]byte, 1500)
 	for {
 		n, from, err := c.ReadFromUDP(buf)
 		if err != nil {
 			continue
 		}
-		if src := from.IP.String(); !seen[src] {
-			seen[src] = true
-			report("echo from %s", src)
+		if _, dup := seen.LoadOrStore(from.IP.String(), true); !dup {
+			report("echo from %s", from.IP)
 		}
 		if tok, ok := bytes.CutPrefix(buf[:n], []byte(barrierPrefix)); ok {
 			report("barrier %s from %s", tok, from.IP)
@@ -51,12 +64,45 @@ func serveUDPEcho() {
 	}
 }
 
-// noping expects addr NOT to answer ICMP or UDP echo for d, and reports
-// "noping ADDR ok" or "fail noping ADDR PROTO answered".
+// listenUDP6 opens a UDP socket on [::]:port for IPv6 alone. By hand, as
+// listenDual: Go's own "udp6" listen needs its IPv6 probe, which the test
+// init fails while lo is down.
+func listenUDP6(port int) (*net.UDPConn, error) {
+	fd, err := unix.Socket(unix.AF_INET6, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		return nil, err
+	}
+	f := os.NewFile(uintptr(fd), "udp6")
+	defer f.Close()
+	if err := unix.SetsockoptInt(fd, unix.IPPROTO_IPV6, unix.IPV6_V6ONLY, 1); err != nil {
+		return nil, err
+	}
+	if err := unix.Bind(fd, &unix.SockaddrInet6{Port: port}); err != nil {
+		return nil, err
+	}
+	c, err := net.FilePacketConn(f)
+	if err != nil {
+		return nil, err
+	}
+	return c.(*net.UDPConn), nil
+}
+
+// parseIP is addr as a net.IP of 4 bytes (IPv4) or 16 (IPv6); nil if it
+// is neither.
+func parseIP(addr string) net.IP {
+	ip := net.ParseIP(addr)
+	if v4 := ip.To4(); v4 != nil {
+		return v4
+	}
+	return ip
+}
+
+// noping expects addr (IPv4 or IPv6) NOT to answer ICMP or UDP echo for
+// d, and reports "noping ADDR ok" or "fail noping ADDR PROTO answered".
 func noping(addr string, d time.Duration) {
-	ip := net.ParseIP(addr).To4()
+	ip := parseIP(addr)
 	if ip == nil {
-		report("fail noping %s: not an IPv4 address", addr)
+		report("fail noping %s: not an IP address", addr)
 		return
 	}
 	if proto, answered := answers(ip, d); answered {
@@ -89,13 +135,18 @@ func answers(ip net.IP, d time.Duration) (string, bool) {
 // route (on-link, as the agent's default route), so a packet for addr goes
 // to the provider instead of being resolved (and unanswered) on the link,
 // and then expects neither ICMP nor UDP echo to answer for d (as noping).
-// Reports "noreach ADDR route via GW dev NIC" and then "noreach ADDR ok" or
-// "fail noreach ADDR ...".
+// An IPv6 ADDR gets its route via the IPv6 default route's gateway (the
+// link's fe80::1). Reports "noreach ADDR route via GW dev NIC" and then
+// "noreach ADDR ok" or "fail noreach ADDR ...".
 func noreach(addr string, d time.Duration) {
-	ip := net.ParseIP(addr).To4()
+	ip := parseIP(addr)
 	if ip == nil {
-		report("fail noreach %s: not an IPv4 address", addr)
+		report("fail noreach %s: not an IP address", addr)
 		return
+	}
+	family, bits := netlink.FAMILY_V4, 32
+	if ip.To4() == nil {
+		family, bits = netlink.FAMILY_V6, 128
 	}
 	h, err := netlink.NewHandle(unix.NETLINK_ROUTE)
 	if err != nil {
@@ -103,7 +154,7 @@ func noreach(addr string, d time.Duration) {
 		return
 	}
 	defer h.Close()
-	routes, err := h.RouteList(nil, netlink.FAMILY_V4)
+	routes, err := h.RouteList(nil, family)
 	if err != nil {
 		report("fail noreach %s: %v", addr, err)
 		return
@@ -118,8 +169,10 @@ func noreach(addr string, d time.Duration) {
 		report("fail noreach %s: no default route", addr)
 		return
 	}
-	rt := &netlink.Route{LinkIndex: def.LinkIndex, Gw: def.Gw, Flags: int(netlink.FLAG_ONLINK),
-		Dst: &net.IPNet{IP: ip, Mask: net.CIDRMask(32, 32)}}
+	rt := &netlink.Route{LinkIndex: def.LinkIndex, Gw: def.Gw, Dst: &net.IPNet{IP: ip, Mask: net.CIDRMask(bits, bits)}}
+	if family == netlink.FAMILY_V4 {
+		rt.Flags = int(netlink.FLAG_ONLINK)
+	}
 	if err := h.RouteReplace(rt); err != nil {
 		report("fail noreach %s: add route via %v: %v", addr, def.Gw, err)
 		return
@@ -149,40 +202,36 @@ const (
 // whose SYN must not get through either) through a raw socket, then a
 // genuine barrier datagram (payload "spectrum-barrier spoof-SRC") to dst
 // on the same path: once dst has seen the barrier, a forged packet that got
-// through was seen before it. Reports "spoof SRC>DST sent=N barrier=ok|fail".
+// through was seen before it. Both addresses IPv4 or both IPv6. Reports
+// "spoof SRC>DST sent=N barrier=ok|fail".
 func spoof(src, dst string, timeout time.Duration) {
-	s, d := net.ParseIP(src).To4(), net.ParseIP(dst).To4()
-	if s == nil || d == nil {
-		report("fail spoof %s>%s: not IPv4 addresses", src, dst)
+	s, d := parseIP(src), parseIP(dst)
+	if s == nil || d == nil || len(s) != len(d) {
+		report("fail spoof %s>%s: not two addresses of one family", src, dst)
 		return
 	}
-	pc, err := net.ListenPacket("ip4:udp", "0.0.0.0")
+	send, closeRaw, err := rawSender(d)
 	if err != nil {
 		report("fail spoof: %v", err)
 		return
 	}
-	defer pc.Close()
-	rc, err := ipv4.NewRawConn(pc)
-	if err != nil {
-		report("fail spoof: %v", err)
-		return
-	}
+	defer closeRaw()
 	udp := make([]byte, 8+len(spoofPayload))
 	binary.BigEndian.PutUint16(udp[0:], spoofPort)
 	binary.BigEndian.PutUint16(udp[2:], echoPort)
 	binary.BigEndian.PutUint16(udp[4:], uint16(len(udp)))
-	// Checksum 0: none, which IPv4 allows.
 	copy(udp[8:], spoofPayload)
+	// IPv6 requires the checksum (a zero one is dropped); IPv4 gets one
+	// too.
+	binary.BigEndian.PutUint16(udp[6:], checksum(pseudoHeader(s, d, unix.IPPROTO_UDP, len(udp)), udp))
 	syn := tcpSYN(s, d, spoofPort, 80, spoofSeq)
 	sent := 0
 	for i := 0; i < 5; i++ {
 		for _, pkt := range []struct {
 			proto int
 			b     []byte
-		}{{17, udp}, {6, syn}} {
-			h := &ipv4.Header{Version: 4, Len: ipv4.HeaderLen, TotalLen: ipv4.HeaderLen + len(pkt.b),
-				TTL: 64, Protocol: pkt.proto, Src: s, Dst: d}
-			if err := rc.WriteTo(h, pkt.b, nil); err != nil {
+		}{{unix.IPPROTO_UDP, udp}, {unix.IPPROTO_TCP, syn}} {
+			if err := send(ipHeader(s, d, pkt.proto, len(pkt.b)), pkt.b); err != nil {
 				report("fail spoof %s>%s: %v", src, dst, err)
 				return
 			}
@@ -201,9 +250,86 @@ func spoof(src, dst string, timeout time.Duration) {
 	report("spoof %s>%s sent=%d barrier=%s", src, dst, sent, barrier)
 }
 
-// tcpSYN is a TCP SYN segment from src:sport to dst:dport with sequence
-// number seq and a valid checksum (a router may drop a segment with a bad
-// one as invalid, which would hide a missing anti-spoofing rule).
+// rawSender opens a raw socket that sends whole IP packets (the header
+// given, its source forged) of dst's family towards dst.
+func rawSender(dst net.IP) (send func(hdr, payload []byte) error, closeRaw func(), err error) {
+	family := unix.AF_INET
+	if len(dst) == net.IPv6len {
+		// IPPROTO_RAW: the header is the caller's (IPV6_HDRINCL).
+		family = unix.AF_INET6
+	}
+	fd, err := unix.Socket(family, unix.SOCK_RAW|unix.SOCK_CLOEXEC, unix.IPPROTO_RAW)
+	if err != nil {
+		return nil, nil, err
+	}
+	var to unix.Sockaddr = &unix.SockaddrInet4{Addr: [4]byte(dst)}
+	if family == unix.AF_INET6 {
+		to = &unix.SockaddrInet6{Addr: [16]byte(dst)}
+	}
+	send = func(hdr, payload []byte) error {
+		return unix.Sendto(fd, append(append([]byte{}, hdr...), payload...), 0, to)
+	}
+	return send, func() { unix.Close(fd) }, nil
+}
+
+// ipHeader is an IPv4 or IPv6 header (by src's length) from src to dst
+// for n bytes of protocol proto; an IPv4 header's checksum the kernel
+// fills in.
+func ipHeader(src, dst net.IP, proto, n int) []byte {
+	if len(src) == net.IPv6len {
+		h := make([]byte, 40)
+		h[0] = 6 << 4
+		binary.BigEndian.PutUint16(h[4:], uint16(n))
+		h[6], h[7] = byte(proto), 64
+		copy(h[8:], src)
+		copy(h[24:], dst)
+		return h
+	}
+	h := make([]byte, 20)
+	h[0] = 4<<4 | 5
+	binary.BigEndian.PutUint16(h[2:], uint16(20+n))
+	h[8], h[9] = 64, byte(proto)
+	copy(h[12:], src)
+	copy(h[16:], dst)
+	return h
+}
+
+// pseudoHeader is what a TCP or UDP checksum covers besides the segment:
+// the addresses, the protocol and the length (RFC 9293 3.1, RFC 8200 8.1).
+func pseudoHeader(src, dst net.IP, proto, n int) []byte {
+	b := append(append([]byte{}, src...), dst...)
+	if len(src) == net.IPv6len {
+		return append(binary.BigEndian.AppendUint32(b, uint32(n)), 0, 0, 0, byte(proto))
+	}
+	return binary.BigEndian.AppendUint16(append(b, 0, byte(proto)), uint16(n))
+}
+
+// checksum is the Internet checksum of parts, each of even length but the
+// last.
+func checksum(parts ...[]byte) uint16 {
+	var sum uint32
+	for _, part := range parts {
+		for i := 0; i < len(part); i += 2 {
+			w := uint32(part[i]) << 8
+			if i+1 < len(part) {
+				w |= uint32(part[i+1])
+			}
+			sum += w
+		}
+	}
+	for sum > 0xffff {
+		sum = sum&0xffff + sum>>16
+	}
+	if c := ^uint16(sum); c != 0 {
+		return c
+	}
+	return 0xffff // UDP's 0 means none
+}
+
+// tcpSYN is a TCP SYN segment from src:sport to dst:dport (both IPv4 or
+// both IPv6) with sequence number seq and a valid checksum (a router may
+// drop a segment with a bad one as invalid, which would hide a missing
+// anti-spoofing rule).
 func tcpSYN(src, dst net.IP, sport, dport uint16, seq uint32) []byte {
 	b := make([]byte, 20)
 	binary.BigEndian.PutUint16(b[0:], sport)
@@ -212,19 +338,7 @@ func tcpSYN(src, dst net.IP, sport, dport uint16, seq uint32) []byte {
 	b[12] = 5 << 4 // data offset: 5 words
 	b[13] = 0x02   // SYN
 	binary.BigEndian.PutUint16(b[14:], 65535)
-	// The checksum covers a pseudo-header of the addresses, the
-	// protocol and the length.
-	pseudo := append(append(append([]byte{}, src.To4()...), dst.To4()...), 0, 6, 0, byte(len(b)))
-	var sum uint32
-	for _, part := range [][]byte{pseudo, b} {
-		for i := 0; i+1 < len(part); i += 2 {
-			sum += uint32(binary.BigEndian.Uint16(part[i:]))
-		}
-	}
-	for sum > 0xffff {
-		sum = sum&0xffff + sum>>16
-	}
-	binary.BigEndian.PutUint16(b[16:], ^uint16(sum))
+	binary.BigEndian.PutUint16(b[16:], checksum(pseudoHeader(src, dst, unix.IPPROTO_TCP, len(b)), b))
 	return b
 }
 
@@ -233,9 +347,9 @@ func tcpSYN(src, dst net.IP, sport, dport uint16, seq uint32) []byte {
 // and reports "ping ADDR icmp ok rtt=..." / "ping ADDR udp ok rtt=..." or
 // "fail ping ADDR ...".
 func ping(addr string, timeout time.Duration) {
-	ip := net.ParseIP(addr).To4()
+	ip := parseIP(addr)
 	if ip == nil {
-		report("fail ping %s: not an IPv4 address", addr)
+		report("fail ping %s: not an IP address", addr)
 		return
 	}
 	deadline := time.Now().Add(timeout)
@@ -260,15 +374,24 @@ func ping(addr string, timeout time.Duration) {
 	}
 }
 
+// icmpEcho sends an ICMP echo request (ICMPv6 for an IPv6 ip) and waits a
+// second for its reply.
 func icmpEcho(ip net.IP, seq int) (time.Duration, error) {
-	c, err := icmp.ListenPacket("ip4:icmp", "0.0.0.0")
+	network, any, proto := "ip4:icmp", "0.0.0.0", 1
+	var req, rep icmp.Type = ipv4.ICMPTypeEcho, ipv4.ICMPTypeEchoReply
+	if len(ip) == net.IPv6len {
+		// The kernel computes an ICMPv6 raw socket's checksums.
+		network, any, proto = "ip6:ipv6-icmp", "::", 58
+		req, rep = ipv6.ICMPTypeEchoRequest, ipv6.ICMPTypeEchoReply
+	}
+	c, err := icmp.ListenPacket(network, any)
 	if err != nil {
 		return 0, err
 	}
 	defer c.Close()
 	id := os.Getpid() & 0xffff
 	payload := []byte("spectrum-test")
-	msg := icmp.Message{Type: ipv4.ICMPTypeEcho, Body: &icmp.Echo{ID: id, Seq: seq, Data: payload}}
+	msg := icmp.Message{Type: req, Body: &icmp.Echo{ID: id, Seq: seq, Data: payload}}
 	b, err := msg.Marshal(nil)
 	if err != nil {
 		return 0, err
@@ -285,8 +408,8 @@ func icmpEcho(ip net.IP, seq int) (time.Duration, error) {
 			return 0, err
 		}
 		// A raw socket sees every ICMP packet; keep only our reply.
-		m, err := icmp.ParseMessage(1, buf[:n])
-		if err != nil || m.Type != ipv4.ICMPTypeEchoReply {
+		m, err := icmp.ParseMessage(proto, buf[:n])
+		if err != nil || m.Type != rep {
 			continue
 		}
 		e, ok := m.Body.(*icmp.Echo)
@@ -303,7 +426,11 @@ func udpEcho(ip net.IP, seq int) (time.Duration, error) {
 // udpEchoPayload sends want to ip's echo port and waits a second for it
 // to come back.
 func udpEchoPayload(ip net.IP, want []byte) (time.Duration, error) {
-	c, err := net.DialUDP("udp4", nil, &net.UDPAddr{IP: ip, Port: echoPort})
+	network := "udp4"
+	if len(ip) == net.IPv6len {
+		network = "udp6"
+	}
+	c, err := net.DialUDP(network, nil, &net.UDPAddr{IP: ip, Port: echoPort})
 	if err != nil {
 		return 0, err
 	}
@@ -330,9 +457,9 @@ func udpEchoPayload(ip net.IP, want []byte) (time.Duration, error) {
 // three rounds in a row without both answering. It shows a path coming back
 // after its peer restarted, without restarting this VM.
 func pingWatch(addr string) {
-	ip := net.ParseIP(addr).To4()
+	ip := parseIP(addr)
 	if ip == nil {
-		report("fail pingwatch %s: not an IPv4 address", addr)
+		report("fail pingwatch %s: not an IP address", addr)
 		return
 	}
 	up, misses, ups := false, 0, 0

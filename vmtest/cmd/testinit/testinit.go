@@ -25,8 +25,11 @@
 //	                source SRC (raw socket), then a genuine UDP echo to DST
 //	                as a barrier
 //	    noreach:ADDR  as noping, after adding a host route to ADDR via the
-//	                default route's gateway: ADDR stays unreachable even
-//	                when the provider is asked to forward to it
+//	                default route's gateway (of ADDR's family): ADDR stays
+//	                unreachable even when the provider is asked to forward
+//	                to it
+//	    (ping, pingwatch, noping, spoof and noreach take IPv4 or IPv6
+//	    addresses, ICMPv6 echo for IPv6)
 //	    sysctl:KEY=VALUE  write a sysctl, e.g.
 //	                net.ipv4.ip_forward=1 for a provider that routes
 //	    dhcp        run the network manager (vmtest/dhcpc) on every NIC
@@ -41,8 +44,12 @@
 //	                resolvers of both, IPv4's first ("dhcp ok n=N")
 //	    dhcp:FAMILIES  dhcp, waiting for each uplink's configuration of
 //	                each family in FAMILIES (4, 6 or 46) instead of either
-//	    resolve:NAME  look NAME up through /etc/resolv.conf until it
-//	                answers ("resolve NAME ok addrs=...")
+//	    resolve:NAME  look NAME up (A and AAAA) through /etc/resolv.conf
+//	                until it answers ("resolve NAME ok addrs=...")
+//	    resolve:NAME@SERVER  the same, asking SERVER alone (an IPv4 or
+//	                IPv6 address)
+//	    resolvconf  report /etc/resolv.conf's nameservers
+//	                ("resolvconf nameservers=A,B")
 //	    fetch:URL   HTTP GET until it answers 200 ("fetch URL ok status=200
 //	                addr=IP bytes=N sha256=HEX title=...")
 //	    fetchwatch:URL  in the background, GET every second for as long as
@@ -106,10 +113,10 @@
 // addresses and routes) as a dump ending in "state done n=1", and reports it
 // again (n=2, ...) whenever it changes.
 //
-// The UDP echo server (port 7) runs from the state report on, and reports
-// the first datagram from each source as "echo from ADDR" and every
-// barrier datagram as "barrier TOKEN from ADDR"; a TCP throughput receiver
-// (vmtest/tput, port 5001) runs beside it.
+// The UDP echo server (port 7, both families) runs from the state report
+// on, and reports the first datagram from each source as "echo from ADDR"
+// and every barrier datagram as "barrier TOKEN from ADDR"; a TCP
+// throughput receiver (vmtest/tput, port 5001) runs beside it.
 //
 // A shell (busybox sh) runs on the virtio-console (hvc0) from the start,
 // for `spectrumd console NAME`; /etc/resolv.conf names the provider's
@@ -196,6 +203,8 @@ func main() {
 			noreach(strings.TrimPrefix(step, "noreach:"), p.notimeout)
 		case step == "dhcp" || strings.HasPrefix(step, "dhcp:"):
 			dhcp(p.timeout, strings.TrimPrefix(strings.TrimPrefix(step, "dhcp"), ":"))
+		case step == "resolvconf":
+			resolvConfStep()
 		case strings.HasPrefix(step, "resolve:"):
 			resolve(strings.TrimPrefix(step, "resolve:"), p.timeout)
 		case strings.HasPrefix(step, "fetch:") && validURL(strings.TrimPrefix(step, "fetch:")):
