@@ -22,7 +22,6 @@ import (
 //	chain dns-input { type filter hook input priority filter - 10; policy accept;
 //		udp dport P ct status ! dnat drop         # P is reached only through the redirect
 //		tcp dport P ct status ! dnat drop
-//		iif L udp dport P limit rate over 200/second burst 400 packets drop   # each link, and tcp
 //	}
 //	chain client-dns-in {                           # to-provider jumps here
 //		udp dport P ct status dnat accept
@@ -33,10 +32,11 @@ import (
 // chain (prerouting) drops any other source from a provider link before
 // conntrack can redirect it on another client's tuple, so the forwarder,
 // which counts each client's share by its source address, sees each link's
-// own client only. dns-input sees every packet
-// to the forwarder, replies of a fixed-port client included (to-provider
-// accepts those before client-dns-in), so its limit bounds one link's share
-// of the forwarder's socket whatever the packets.
+// own client only. The limits table's dns-input (limits.go), right after
+// this one, sees every packet to the forwarder, replies of a fixed-port
+// client included (to-provider accepts those before client-dns-in), so its
+// limit bounds one link's share of the forwarder's socket whatever the
+// packets.
 type dnsRule struct {
 	chain, comment string
 	exprs          []expr.Any
@@ -44,7 +44,7 @@ type dnsRule struct {
 
 // dnsLimit is how many packets a second (and at once, after a quiet time)
 // each provider link may send to the forwarder, per protocol; the rest are
-// dropped before they reach its socket. The forwarder's own limits
+// dropped before they reach its socket (the limits table's dns-input). The forwarder's own limits
 // (dnsfwd.DefaultLimits: 100 queries a second, 64 in flight) are what a
 // client normally meets, and answer REFUSED.
 const (
@@ -56,9 +56,9 @@ const (
 // redirected (or DNATed).
 const ipsDstNAT = 1 << 5
 
-// dnsRules is the DNS part's rules for the links (in ifindex order), the
-// forwarder on port, and the table's set of links and client addresses.
-func dnsRules(links []Link, port uint16, clients *nftables.Set) []dnsRule {
+// dnsRules is the DNS part's rules for the forwarder on port and the
+// table's set of links and client addresses.
+func dnsRules(port uint16, clients *nftables.Set) []dnsRule {
 	var rs []dnsRule
 	add := func(chain, comment string, es ...[]expr.Any) {
 		var all []expr.Any
@@ -81,13 +81,6 @@ func dnsRules(links []Link, port uint16, clients *nftables.Set) []dnsRule {
 	}
 	for _, p := range protos {
 		add(chainDNSGuard, "nothing reaches the forwarder but DNS redirected from a client", l4Dport(p, port), ctDNAT(expr.CmpOpEq), drop())
-	}
-	for _, l := range links {
-		for _, p := range protos {
-			add(chainDNSGuard, "a client's share of the forwarder", iifIs(l.Index), l4Dport(p, port), []expr.Any{
-				&expr.Limit{Type: expr.LimitTypePkts, Rate: dnsLimitRate, Over: true, Unit: expr.LimitTimeSecond, Burst: dnsLimitBurst},
-			}, drop())
-		}
 	}
 	for _, p := range protos {
 		add(chainClientDNSIn, "DNS to the virtual resolver, redirected to the forwarder", l4Dport(p, port), ctDNAT(expr.CmpOpNeq), accept())

@@ -31,7 +31,10 @@
 //     accept_ra 0 and autoconf 0); neighbour discovery passes.
 //   - Each provider link may start 1000 connections a second and hold a
 //     quarter of nf_conntrack_max (256 to 16384) conntrack entries
-//     (LimitsFor), so no client starves the others.
+//     (LimitsFor), so no client starves the others. The limits' state is
+//     in a table of their own, LimitsTableName (limits.go), which NIC
+//     changes touch only by set elements, so no client's count starts
+//     again when another client's VM stops.
 //   - Client traffic leaving through any other interface (an uplink, or
 //     a chained provider's own client link) is masqueraded.
 //   - DNS to Resolver is redirected to the router's forwarder, which asks
@@ -54,10 +57,10 @@
 //   - The guard, a policy routing rule (guard.go), keeps clients apart
 //     even while the table is gone.
 //
-// Every change is one nftables transaction that replaces the whole table,
-// so packets see the old rules or the new, a restart that finds its own
-// table converges to the same ruleset, and a table someone else changed
-// is put back whole. The rules name NICs by ifindex, not by name, so a NIC
+// Every change is one nftables transaction that replaces the whole main
+// table (and changes the limits table's elements), so packets see the old
+// rules or the new, a restart that finds its own table converges to the
+// same ruleset, and a table someone else changed is put back whole. The rules name NICs by ifindex, not by name, so a NIC
 // that udev renames stays covered.
 //
 // The router never runs nft or iptables, never touches another table,
@@ -91,6 +94,7 @@
 //
 //	spectrum-router: added ip rule 1: from 100.64.0.0/16 to 100.64.0.0/16 prohibit
 //	spectrum-router: added table inet spectrum-router (1 provider NICs)
+//	spectrum-router: per-link limits (table inet spectrum-router-limits): 16384 conntrack entries, 1000 new connections a second (burst 2000), 200 DNS packets a second (burst 400) per protocol
 //	spectrum-router: set net.ipv4.ip_forward 1, was 0
 //	spectrum-router: DNS forwarder on port 40123, UDP and TCP
 //	spectrum-router: DNS to 100.127.255.53 goes to 192.0.2.53 (first nameserver of /etc/resolv.conf)
@@ -102,6 +106,7 @@
 //	eth2 0a:b3:ec:80:00:09: set link down
 //	spectrum-router: set net.ipv4.ip_forward 0 again
 //	spectrum-router: removed table inet spectrum-router
+//	spectrum-router: removed table inet spectrum-router-limits
 //	spectrum-router: removed ip rule 1: from 100.64.0.0/16 to 100.64.0.0/16 prohibit
 //
 // # Kernel

@@ -252,7 +252,7 @@ func TestFailClosedStop(t *testing.T) {
 	for _, want := range []string{
 		"p1 0a:b3:ec:80:00:01: set link down\n",
 		"p2 0a:b3:ec:80:00:02: set link down\n",
-		"spectrum-router: left net.ipv4.ip_forward 1, as it was\nspectrum-router: removed table inet spectrum-router\nspectrum-router: removed ip rule 1: from 100.64.0.0/16 to 100.64.0.0/16 prohibit\n",
+		"spectrum-router: left net.ipv4.ip_forward 1, as it was\nspectrum-router: removed table inet spectrum-router\nspectrum-router: removed table inet spectrum-router-limits\nspectrum-router: removed ip rule 1: from 100.64.0.0/16 to 100.64.0.0/16 prohibit\n",
 	} {
 		if !strings.Contains(lines, want) {
 			t.Errorf("no %q in the console after SIGTERM:\n%s", want, lines)

@@ -257,12 +257,18 @@ func (a *agent) kill() {
 	<-a.done
 }
 
-// ruleset is the router's table as nft -j shows it, in comparable form.
+// ruleset is the router's tables as nft -j shows them, in comparable
+// form: the names of the limits table's sets and chains (and its rules'
+// chains) start with "limits:".
 type ruleset struct {
+	Tables []string // those there, of spectrum-router and spectrum-router-limits
 	Sets   map[string]nftSet
 	Chains map[string]nftChain
 	Rules  []nftRule
 }
+
+// limitsPrefix starts the names of the limits table's objects in a ruleset.
+const limitsPrefix = "limits:"
 
 type nftSet struct {
 	Type  string   // "iface_index", or "iface_index . ipv4_addr"
@@ -279,8 +285,8 @@ type nftRule struct {
 	Expr           string // the expressions in a text form (render)
 }
 
-// readRuleset reads the router's table with nft -j in ns; ok is false
-// when there is no such table.
+// readRuleset reads the router's tables with nft -j in ns; ok is false
+// when there is no main table.
 func readRuleset(t *testing.T, ns *nstest.NS) (rs ruleset, ok bool) {
 	t.Helper()
 	out, err := ns.Command(context.Background(), "nft", "-j", "list", "ruleset").Output()
@@ -293,7 +299,8 @@ func readRuleset(t *testing.T, ns *nstest.NS) (rs ruleset, ok bool) {
 	if err := json.Unmarshal(out, &doc); err != nil {
 		t.Fatalf("nft -j: %v\n%s", err, out)
 	}
-	rs = ruleset{Sets: map[string]nftSet{}, Chains: map[string]nftChain{}}
+	rs = ruleset{Tables: []string{}, Sets: map[string]nftSet{}, Chains: map[string]nftChain{}}
+	var limits []nftRule
 	for _, o := range doc.Nftables {
 		for kind, raw := range o {
 			var obj struct {
@@ -311,12 +318,16 @@ func readRuleset(t *testing.T, ns *nstest.NS) (rs ruleset, ok bool) {
 			if kind == "table" {
 				tbl = obj.Name
 			}
-			if kind == "metainfo" || obj.Family != "inet" || tbl != "spectrum-router" {
+			if kind == "metainfo" || obj.Family != "inet" || tbl != "spectrum-router" && tbl != "spectrum-router-limits" {
 				continue
+			}
+			if tbl == "spectrum-router-limits" {
+				obj.Name, obj.Chain = limitsPrefix+obj.Name, limitsPrefix+obj.Chain
 			}
 			switch kind {
 			case "table":
-				ok = true
+				ok = ok || tbl == "spectrum-router"
+				rs.Tables = append(rs.Tables, tbl)
 			case "set":
 				var s nftSet
 				var types []string
@@ -341,10 +352,17 @@ func readRuleset(t *testing.T, ns *nstest.NS) (rs ruleset, ok bool) {
 				for i, e := range obj.Expr {
 					parts[i] = render(e)
 				}
-				rs.Rules = append(rs.Rules, nftRule{Chain: obj.Chain, Comment: obj.Comment, Expr: strings.Join(parts, " ")})
+				r := nftRule{Chain: obj.Chain, Comment: obj.Comment, Expr: strings.Join(parts, " ")}
+				if tbl == "spectrum-router" {
+					rs.Rules = append(rs.Rules, r)
+				} else {
+					limits = append(limits, r) // after the main table's, whichever nft lists first
+				}
 			}
 		}
 	}
+	rs.Rules = append(rs.Rules, limits...)
+	slices.Sort(rs.Tables)
 	return rs, ok
 }
 
@@ -455,17 +473,20 @@ func wantRuleset(clients map[string]string, dnsPort, forwardWas string) ruleset 
 		return s
 	}
 	rs := ruleset{
+		Tables: []string{"spectrum-router", "spectrum-router-limits"},
 		Sets: map[string]nftSet{
 			"links":   set("iface_index", func(n string) string { return n }),
 			"clients": set("iface_index . ipv4_addr", func(n string) string { return n + " . " + clients[n] }),
 			"gateways": set("iface_index . ipv4_addr", func(n string) string {
 				return n + " . 169.254." + strings.SplitN(clients[n], ".", 3)[2]
 			}),
-			"client-addrs": set("ipv4_addr", func(n string) string { return clients[n] }),
+			"client-addrs":         set("ipv4_addr", func(n string) string { return clients[n] }),
+			limitsPrefix + "links": set("iface_index", func(n string) string { return n }),
 			// Dynamic: each link enters them with its first new
 			// connection (checkRuleset leaves their elements out).
-			"link-rate":  {Type: "iface_index", Elems: []string{}},
-			"link-conns": {Type: "iface_index", Elems: []string{}},
+			limitsPrefix + "link-rate":  {Type: "iface_index", Elems: []string{}},
+			limitsPrefix + "link-conns": {Type: "iface_index", Elems: []string{}},
+			limitsPrefix + "link-dns":   {Type: "iface_index . inet_proto", Elems: []string{}},
 		},
 		Chains: map[string]nftChain{
 			"prerouting":                   {Type: "nat", Hook: "prerouting", Policy: "accept", Prio: -100},
@@ -483,6 +504,9 @@ func wantRuleset(clients map[string]string, dnsPort, forwardWas string) ruleset 
 			"postrouting":                  {Type: "nat", Hook: "postrouting", Policy: "accept", Prio: 100},
 			"leak":                         {Type: "filter", Hook: "postrouting", Policy: "accept", Prio: 110},
 			"ip_forward-was-" + forwardWas: {},
+			limitsPrefix + "guard":         {Type: "filter", Hook: "prerouting", Policy: "accept", Prio: -149},
+			limitsPrefix + "from-link":     {},
+			limitsPrefix + "dns-input":     {Type: "filter", Hook: "input", Policy: "accept", Prio: -9},
 		},
 	}
 	add := func(chain, comment, expr string) { rs.Rules = append(rs.Rules, nftRule{chain, comment, expr}) }
@@ -494,18 +518,11 @@ func wantRuleset(clients map[string]string, dnsPort, forwardWas string) ruleset 
 	for _, p := range []string{"udp", "tcp"} {
 		add("dns-input", "nothing reaches the forwarder but DNS redirected from a client", p+" dport "+dnsPort+" ct status ! dnat drop")
 	}
-	for _, n := range names {
-		for _, p := range []string{"udp", "tcp"} {
-			add("dns-input", "a client's share of the forwarder", "meta iif "+n+" "+p+" dport "+dnsPort+" limit rate over 200/second burst 400 packets drop")
-		}
-	}
 	add("guard", "from a provider link", "meta iif @links jump from-link")
 	add("from-link", "invalid packets go nowhere (nor un-NATed to the uplink)", "ct state invalid drop")
 	add("from-link", "from a provider link only its client's address", "meta iif . ip saddr != @clients drop")
 	add("from-link", "a connection from a provider link carries its ifindex", "ct state new ct mark set meta iif")
 	add("from-link", "ICMP errors only about its own client's connections", "ct state related meta iif . ct mark != @link-marks drop")
-	add("from-link", "new connections a second, per link", "ct state new add @link-rate {meta iif limit rate over 1000/second burst 2000 packets} drop")
-	add("from-link", "conntrack entries, per link", "ct state new add @link-conns {meta iif ct count over "+strconv.Itoa(linkEntries())+"} drop")
 	add("output", "the provider's own connection to a client carries the link's ifindex", "meta oif @links ct state new ct mark set meta oif")
 	add("input", "from a provider link", "meta iif @links jump to-provider")
 	add("to-provider", "no client redirects the provider's routes", "icmp type redirect drop")
@@ -538,6 +555,14 @@ func wantRuleset(clients map[string]string, dnsPort, forwardWas string) ruleset 
 	add("postrouting", "traffic to a client keeps its source", "meta oif @links return")
 	add("postrouting", "clients leave with this provider's address", "ip saddr 100.64.0.0/16 masquerade")
 	add("leak", "no client's address leaves un-NATed", "meta oif != @links ip saddr @client-addrs drop")
+	const lim = limitsPrefix
+	add(lim+"guard", "from a provider link", "meta iif @links jump from-link")
+	add(lim+"from-link", "new connections a second, per link", "ct state new add @link-rate {meta iif limit rate over 1000/second burst 2000 packets} drop")
+	add(lim+"from-link", "conntrack entries, per link", "ct state new add @link-conns {meta iif ct count over "+strconv.Itoa(linkEntries())+"} drop")
+	for _, p := range []string{"udp", "tcp"} {
+		add(lim+"dns-input", "a client's share of the forwarder",
+			"meta iif @links "+p+" dport "+dnsPort+" add @link-dns {meta iif . meta l4proto limit rate over 200/second burst 400 packets} drop")
+	}
 	return rs
 }
 
@@ -553,6 +578,12 @@ func linkEntries() int {
 		panic(err)
 	}
 	return min(max(n/4, 256), 16384)
+}
+
+// limitsLine is the router's console line saying the per-link limits.
+func limitsLine() string {
+	return "spectrum-router: per-link limits (table inet spectrum-router-limits): " + strconv.Itoa(linkEntries()) +
+		" conntrack entries, 1000 new connections a second (burst 2000), 200 DNS packets a second (burst 400) per protocol"
 }
 
 // sortLinkRules sorts each run of rules that differ only in their link

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/mdlayher/netlink"
@@ -11,7 +12,8 @@ import (
 )
 
 // tableWatch follows nftables' own notifications (the NFNLGRP_NFTABLES
-// group of NETLINK_NETFILTER) for changes to the router's table: another
+// group of NETLINK_NETFILTER) for changes to the router's tables (the main
+// one, TableName, and the limits, LimitsTableName): another
 // program's `nft flush ruleset` (the first line of Debian's
 // /etc/nftables.conf), `nft delete table`, a rule inserted or deleted. The
 // kernel sends one notification per object a transaction adds or deletes,
@@ -20,12 +22,29 @@ import (
 type tableWatch struct{ c *netlink.Conn }
 
 // tableChange is one committed transaction that touched the router's
-// table, or notifications that were lost.
+// tables, or notifications that were lost.
 type tableChange struct {
 	ports   []uint32 // the netlink ports that asked for the changes
-	removed bool     // the table itself was deleted
+	touched tables   // the tables it changed
+	removed tables   // the tables it deleted
 	by      string   // the committing process's name (its comm), "" if unknown
 	lost    bool     // the kernel dropped notifications: anything may have changed
+}
+
+// tables is a set of the router's tables.
+type tables uint8
+
+const (
+	tableMain   tables = 1 << iota // TableName
+	tableLimits                    // LimitsTableName
+)
+
+// name is the name of table t (one of them).
+func (t tables) name() string {
+	if t == tableLimits {
+		return LimitsTableName
+	}
+	return TableName
 }
 
 // watchBuffer is the notification socket's receive buffer: another
@@ -52,7 +71,6 @@ func dialTableWatch() (*tableWatch, error) {
 // error that ends watching (the socket closed).
 func (w *tableWatch) next() (tableChange, error) {
 	var ch tableChange
-	touched := false
 	for {
 		msgs, err := w.c.Receive()
 		if errors.Is(err, unix.ENOBUFS) {
@@ -67,42 +85,49 @@ func (w *tableWatch) next() (tableChange, error) {
 			}
 			typ := m.Header.Type & 0xff
 			if typ == unix.NFT_MSG_NEWGEN {
-				if touched {
+				if ch.touched != 0 {
 					ch.by = genProc(m.Data[4:])
 					return ch, nil
 				}
 				continue
 			}
-			if !ours(m.Data) {
+			t := ours(m.Data)
+			if t == 0 {
 				continue
 			}
-			touched = true
+			ch.touched |= t
 			ch.ports = append(ch.ports, m.Header.PID)
 			if typ == unix.NFT_MSG_DELTABLE {
-				ch.removed = true
+				ch.removed |= t
 			}
 		}
 	}
 }
 
-// ours tells whether the body of an nf_tables notification (struct
-// nfgenmsg, then attributes) is about table inet TableName: for every kind
-// of object (table, chain, rule, set, element, object, flowtable) the
-// first attribute is its table's name.
-func ours(b []byte) bool {
+// ours tells which of the router's tables, if any, the body of an
+// nf_tables notification (struct nfgenmsg, then attributes) is about: for
+// every kind of object (table, chain, rule, set, element, object,
+// flowtable) the first attribute is its table's name.
+func ours(b []byte) tables {
 	if b[0] != unix.NFPROTO_INET {
-		return false
+		return 0
 	}
 	ad, err := netlink.NewAttributeDecoder(b[4:])
 	if err != nil {
-		return false
+		return 0
 	}
 	for ad.Next() {
 		if ad.Type() == 1 { // NFTA_{TABLE_NAME,CHAIN_TABLE,RULE_TABLE,SET_TABLE,...}
-			return bytes.Equal(bytes.TrimRight(ad.Bytes(), "\x00"), []byte(TableName))
+			switch string(bytes.TrimRight(ad.Bytes(), "\x00")) {
+			case TableName:
+				return tableMain
+			case LimitsTableName:
+				return tableLimits
+			}
+			return 0
 		}
 	}
-	return false
+	return 0
 }
 
 // genProc is the committing process's name from an NFT_MSG_NEWGEN's
@@ -144,29 +169,42 @@ func (r *Router) watchTable() {
 	}
 }
 
-// restore puts the router's table back after ch, unless the change was
-// the router's own, and says so. It returns false when the table could
-// not be written: net.ipv4.ip_forward is then 0 (fail closed: nothing is
-// forwarded, to or from a provider link or anywhere else) until a later
-// call succeeds and turns it on again.
+// restore puts the router's tables back after ch, unless the change was
+// the router's own, and says so. The main table is written whole in any
+// case (it holds no state); the limits table only when a change since it
+// was last written whole touched it (or notifications were lost), which
+// starts every link's count again: a change someone on the provider made,
+// never a client. It returns false
+// when the tables could not be written: net.ipv4.ip_forward is then 0
+// (fail closed: nothing is forwarded, to or from a provider link or
+// anywhere else) until a later call succeeds and turns it on again.
 func (r *Router) restore(ch tableChange) bool {
 	if r.stopped || !ch.lost && r.ownPorts(ch.ports) {
 		return true
 	}
-	what := "nftables notifications were lost"
-	if !ch.lost {
-		by := ch.by
-		if by == "" {
-			by = "another program"
-		}
-		what = by + " changed table inet " + TableName
-		if ch.removed {
-			what = by + " removed table inet " + TableName
+	by := ch.by
+	if by == "" {
+		by = "another program"
+	}
+	var whats []string
+	for _, t := range []tables{tableMain, tableLimits} {
+		if ch.touched&t != 0 {
+			verb := " changed "
+			if ch.removed&t != 0 {
+				verb = " removed "
+			}
+			whats = append(whats, by+verb+"table inet "+t.name())
 		}
 	}
-	if err := r.write(); err != nil {
+	if ch.lost {
+		whats = []string{"nftables notifications were lost"}
+		ch.touched = tableMain | tableLimits
+	}
+	// Until a write succeeds, what every change since touched.
+	r.pending |= ch.touched
+	if err := r.write(r.pending&tableLimits != 0); err != nil {
 		// Said once, not at every try, unless the reason changes.
-		if msg := "error: " + what + ", and it cannot be put back: " + err.Error(); msg != r.heldWhy {
+		if msg := "error: " + strings.Join(whats, ", ") + ", and it cannot be put back: " + err.Error(); msg != r.heldWhy {
 			r.heldWhy = msg
 			r.say(msg)
 		}
@@ -181,9 +219,11 @@ func (r *Router) restore(ch tableChange) bool {
 		return false
 	}
 	if ch.lost {
-		r.say(what + ": wrote table inet " + TableName + " again")
+		r.say(whats[0] + ": wrote tables inet " + TableName + " and inet " + LimitsTableName + " again")
 	} else {
-		r.say(what + ": put it back")
+		for _, w := range whats {
+			r.say(w + ": put it back")
+		}
 	}
 	r.heldWhy = ""
 	if r.held {

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"net/netip"
+	"slices"
 	"strconv"
 
 	"github.com/google/nftables"
@@ -38,6 +39,8 @@ type Router struct {
 	heldWhy    string     // why the table could not be put back, as last logged
 	log        *guest.Log // lines about no one NIC
 	links      []Link     // in no order: writeTable writes them by ifindex
+	limits     Limits     // the limits table's, as last written whole
+	pending    tables     // the tables other programs changed since the router last wrote them (restore)
 	dns        DNS
 	forwardWas byte // what Stop sets net.ipv4.ip_forward back to
 }
@@ -131,17 +134,19 @@ func (r *Router) open() error {
 	var ferr error
 	r.dns, ferr = r.decideDNS()
 	r.fwd.SetUpstreams(r.dns.Upstreams)
-	if err := r.write(); err != nil {
+	if err := r.write(true); err != nil {
 		return wrap("add table inet "+TableName, err)
 	}
 	if cur != '1' {
 		if err := writeForward('1'); err != nil {
 			deleteTable(r.nft)
+			deleteLimitsTable(r.nft)
 			_ = r.nft.Flush()
 			return wrap("turn IPv4 forwarding on", err)
 		}
 	}
 	r.say(verb + " table inet " + TableName + " (" + strconv.Itoa(len(r.links)) + " provider NICs)")
+	r.say(r.limits.describe())
 	if cur != '1' {
 		r.say("set net.ipv4.ip_forward 1, was " + string(cur))
 	} else {
@@ -229,9 +234,14 @@ func (r *Router) call(f func()) {
 	}
 }
 
-// write replaces the table with the one for the current state, in one
-// transaction.
-func (r *Router) write() error {
+// write replaces the main table with the one for the current state and
+// brings the limits table in step, in one transaction: the limits table
+// is written whole when limits is set (start, restore) or
+// nf_conntrack_max changed the limits, which starts every link's count
+// again; otherwise only the elements of the provider NICs at the indexes
+// in changed go in or out (limits.go), and every other link keeps its
+// state.
+func (r *Router) write(limits bool, changed ...uint32) error {
 	if r.nft == nil {
 		// The last reconnection failed: try again.
 		if err := r.dialNFT(); err != nil {
@@ -240,22 +250,45 @@ func (r *Router) write() error {
 	}
 	// The limits follow nf_conntrack_max, which the provider may
 	// change. Its file is there once nf_conntrack is loaded, which a
-	// kernel with modules does for the table's first write: the table
-	// is written again then.
+	// kernel with modules does for the table's first write: the tables
+	// are written again then.
 	ctMax, err := readConntrackMax()
 	again := errors.Is(err, unix.ENOENT)
 	if err != nil && !again {
 		return err
 	}
 	for {
-		if err := writeTable(r.nft, spec{links: r.links, dnsPort: r.fwd.Port(), limits: LimitsFor(ctMax), forwardWas: r.forwardWas}); err != nil {
+		l := LimitsFor(ctMax)
+		whole := limits || l != r.limits
+		err := writeTable(r.nft, spec{links: r.links, dnsPort: r.fwd.Port(), forwardWas: r.forwardWas})
+		if err == nil && whole {
+			err = writeLimitsTable(r.nft, r.links, r.fwd.Port(), l)
+		}
+		for _, ix := range changed {
+			if err == nil && !whole {
+				err = queueLinkLimits(r.nft, ix, slices.ContainsFunc(r.links, func(l Link) bool { return l.Index == ix }))
+			}
+		}
+		if err != nil {
 			// What it queued must not go with the next write.
 			_ = r.nft.CloseLasting()
 			r.nft = nil
 			return err
 		}
-		if err := r.commit(); err != nil || !again {
+		if err := r.commit(); err != nil {
 			return err
+		}
+		r.pending &^= tableMain
+		if whole {
+			r.pending &^= tableLimits
+			if !limits {
+				r.say("nf_conntrack_max is " + strconv.FormatUint(uint64(ctMax), 10) + " now: wrote table inet " + LimitsTableName + " again, every link's counts start again")
+				r.say(l.describe())
+			}
+			r.limits = l
+		}
+		if !again {
+			return nil
 		}
 		again = false
 		if ctMax, err = readConntrackMax(); err != nil {
@@ -373,7 +406,13 @@ func (r *Router) change(index uint32, client netip.Addr) ([]string, error) {
 		msg += " (was " + old.String() + ")"
 	}
 	msgs := appendNonEmpty([]string{msg}, v6msg)
-	if err := r.write(); err != nil {
+	err := r.write(false, index)
+	if errors.Is(err, unix.ENOENT) {
+		// The limits table is gone (another program's change the
+		// monitor has not put back yet, or could not): written whole.
+		err = r.write(true)
+	}
+	if err != nil {
 		err = wrap("table inet "+TableName, err)
 		if client.IsValid() {
 			// Fail closed: the NIC is not brought up.
@@ -460,17 +499,21 @@ func (r *Router) stop() error {
 	} else {
 		r.say("set net.ipv4.ip_forward " + was + " again")
 	}
-	if r.nft == nil {
-		if err := r.dialNFT(); err != nil {
-			errs = append(errs, wrap("remove table inet "+TableName+": open nftables", err))
+	for _, t := range []struct {
+		name  string
+		queue func(*nftables.Conn)
+	}{{TableName, deleteTable}, {LimitsTableName, deleteLimitsTable}} {
+		if r.nft == nil {
+			if err := r.dialNFT(); err != nil {
+				errs = append(errs, wrap("remove table inet "+t.name+": open nftables", err))
+				continue
+			}
 		}
-	}
-	if r.nft != nil {
-		deleteTable(r.nft)
-		if err := r.nft.Flush(); err != nil {
-			errs = append(errs, wrap("remove table inet "+TableName, err))
+		t.queue(r.nft)
+		if err := r.commit(); err != nil {
+			errs = append(errs, wrap("remove table inet "+t.name, err))
 		} else {
-			r.say("removed table inet " + TableName)
+			r.say("removed table inet " + t.name)
 		}
 	}
 	if err := r.removeGuard(); err != nil {

@@ -26,8 +26,6 @@ const (
 	setGateways    = "gateways"     // iface_index . ipv4_addr: each provider NIC and its own address there (its client's gateway)
 	setClientAddrs = "client-addrs" // ipv4_addr: the clients' addresses
 	setLinkMarks   = "link-marks"   // iface_index . mark: each provider NIC and its ifindex, the ct mark of its connections
-	setLinkRate    = "link-rate"    // iface_index, dynamic: each provider NIC's new connections a second
-	setLinkConns   = "link-conns"   // iface_index, dynamic: each provider NIC's conntrack entries
 )
 
 // The table's chains. The base chains jump to the regular ones for what
@@ -38,7 +36,7 @@ const (
 	chainPre         = "prerouting"    // nat, dstnat: DNS
 	chainClientDNS   = "client-dns"    // DNS from a client (nat): the DNS part's
 	chainDNSGuard    = "dns-input"     // filter, input, before input: the DNS part's
-	chainGuard       = "guard"         // filter, prerouting, after conntrack: invalid and per-link limits
+	chainGuard       = "guard"         // filter, prerouting, after conntrack: invalid, spoofed (the limits table's next)
 	chainFromLink    = "from-link"     // guard, from a provider link
 	chainOutput      = "output"        // filter, output: the provider's own connections to its clients
 	chainInput       = "input"         // filter, input
@@ -55,33 +53,6 @@ var (
 	clientRange  = netip.MustParsePrefix("100.64.0.0/16")
 	resolverAddr = netip.MustParseAddr(Resolver)
 )
-
-// Limits are the per-link limits on new connections: see
-// docs/DESIGN.md ("No client starves another") for the numbers and why.
-type Limits struct {
-	// Entries is how many conntrack entries the connections from one
-	// provider link may hold at once (ct count); the next new one is
-	// dropped.
-	Entries uint32
-	// Rate and Burst bound the new connections from one provider link
-	// a second (limit rate, in packets that start a connection).
-	Rate, Burst uint32
-}
-
-// The limits' fixed parts.
-const (
-	limitRate       = 1000  // new connections a second, per link
-	limitBurst      = 2000  // ... and at once
-	limitEntriesMin = 256   // conntrack entries per link, at least ...
-	limitEntriesMax = 16384 // ... and at most: a quarter of one destination's NAT ports
-)
-
-// LimitsFor is the per-link limits on a provider whose conntrack table
-// holds ctMax entries (nf_conntrack_max): each link a quarter of the table,
-// between limitEntriesMin and limitEntriesMax.
-func LimitsFor(ctMax uint32) Limits {
-	return Limits{Entries: min(max(ctMax/4, limitEntriesMin), limitEntriesMax), Rate: limitRate, Burst: limitBurst}
-}
 
 // Link is one provider NIC the router routes for.
 type Link struct {
@@ -103,8 +74,7 @@ func (l Link) gateway() netip.Addr {
 type spec struct {
 	links      []Link // in any order: writeTable writes them by ifindex
 	dnsPort    uint16 // the DNS forwarder's, UDP and TCP (dnsrules.go)
-	limits     Limits
-	forwardWas byte // '0' or '1'
+	forwardWas byte   // '0' or '1'
 }
 
 // writeTable queues the whole table for spec on c, replacing any table of
@@ -114,7 +84,7 @@ type spec struct {
 //
 // The ruleset, in nft syntax (A = Resolver, P = the DNS forwarder's port;
 // L each provider NIC, C its client 100.64.A.B, G its own address
-// 169.254.A.B; N, RATE and BURST the Limits):
+// 169.254.A.B; the per-link limits are the limits table's, limits.go):
 //
 //	table inet spectrum-router {
 //		set links        { type iface_index; elements = { L, ... } }
@@ -122,8 +92,6 @@ type spec struct {
 //		set gateways     { type iface_index . ipv4_addr; elements = { L . G, ... } }
 //		set client-addrs { type ipv4_addr; elements = { C, ... } }
 //		set link-marks   { type iface_index . mark; elements = { L . L, ... } }
-//		set link-rate    { type iface_index; size 65536; flags dynamic; }
-//		set link-conns   { type iface_index; size 65536; flags dynamic; }
 //		chain prerouting { type nat hook prerouting priority dstnat; policy accept;
 //			iif . ip saddr @clients jump client-dns       # a link's own client's DNS
 //		}
@@ -139,8 +107,6 @@ type spec struct {
 //			iif . ip saddr != @clients drop                # only its client's address, to the provider too
 //			ct state new ct mark set meta iif              # its connections carry its ifindex ...
 //			ct state related meta iif . ct mark != @link-marks drop   # ... and only errors about them pass
-//			ct state new add @link-rate { iif limit rate over RATE/second burst BURST packets } drop
-//			ct state new add @link-conns { iif ct count over N } drop
 //		}
 //		chain dns-input { ... }                          # the DNS part's (dnsrules.go)
 //		chain output { type filter hook output priority filter; policy accept;
@@ -280,7 +246,7 @@ func writeTable(c *nftables.Conn, s spec) error {
 	x := func(es ...expr.Any) []expr.Any { return es }
 
 	// DNS: the DNS part's (dnsrules.go).
-	for _, r := range dnsRules(links, s.dnsPort, sets[setClients]) {
+	for _, r := range dnsRules(s.dnsPort, sets[setClients]) {
 		rule(r.chain, r.comment, r.exprs)
 	}
 
@@ -300,24 +266,6 @@ func writeTable(c *nftables.Conn, s spec) error {
 		x(iif(), &expr.Ct{Key: expr.CtKeyMARK, Register: 9}, lookup(sets[setLinkMarks], 1, true)), drop())
 	rule(chainOutput, "the provider's own connection to a client carries the link's ifindex", x(oif(), inSet(setLinks)),
 		ctState(expr.CtStateBitNEW), x(oif(), &expr.Ct{Key: expr.CtKeyMARK, Register: 1, SourceRegister: true}))
-	// The per-link limits: sets each link's NIC enters with its first
-	// new connection, each element with its own limit and count.
-	for _, m := range []struct {
-		name, comment string
-		e             expr.Any
-	}{
-		{setLinkRate, "new connections a second, per link",
-			&expr.Limit{Type: expr.LimitTypePkts, Rate: uint64(s.limits.Rate), Over: true, Unit: expr.LimitTimeSecond, Burst: s.limits.Burst}},
-		{setLinkConns, "conntrack entries, per link", &expr.Connlimit{Count: s.limits.Entries, Flags: expr.NFT_CONNLIMIT_F_INV}},
-	} {
-		set := &nftables.Set{Table: t, Name: m.name, KeyType: nftables.TypeIFIndex, KeyByteOrder: binaryutil.NativeEndian, Dynamic: true, Size: 65536}
-		if err := c.AddSet(set, nil); err != nil {
-			return err
-		}
-		rule(chainFromLink, m.comment, ctState(expr.CtStateBitNEW),
-			x(iif(), &expr.Dynset{SrcRegKey: 1, SetName: set.Name, SetID: set.ID, Operation: unix.NFT_DYNSET_OP_ADD, Exprs: []expr.Any{m.e}}), drop())
-	}
-
 	rule(chainInput, "from a provider link", x(iif(), inSet(setLinks)), jump(chainToProvider))
 	rule(chainToProvider, "no client redirects the provider's routes", icmpType(unix.IPPROTO_ICMP, 5), drop())
 	ra, err := anon(nftables.TypeICMP6Type, []byte{133}, []byte{134}, []byte{137})

@@ -25,7 +25,7 @@ func checkRuleset(t *testing.T, ns *nstest.NS, want ruleset) {
 	if !ok {
 		t.Fatal("no table inet spectrum-router")
 	}
-	for _, name := range []string{"link-rate", "link-conns"} {
+	for _, name := range []string{limitsPrefix + "link-rate", limitsPrefix + "link-conns", limitsPrefix + "link-dns"} {
 		if s, ok := got.Sets[name]; ok {
 			s.Elems = []string{}
 			got.Sets[name] = s
@@ -49,8 +49,8 @@ func checkRuleset(t *testing.T, ns *nstest.NS, want ruleset) {
 
 func checkNoRuleset(t *testing.T, ns *nstest.NS) {
 	t.Helper()
-	if got, ok := readRuleset(t, ns); ok {
-		t.Errorf("table inet spectrum-router still there: %+v", got)
+	if got, _ := readRuleset(t, ns); len(got.Tables) != 0 {
+		t.Errorf("tables %q still there: %+v", got.Tables, got)
 	}
 }
 
@@ -84,6 +84,7 @@ func TestRuleset(t *testing.T) {
 	want := []string{
 		"spectrum-router: added ip rule 1: from 100.64.0.0/16 to 100.64.0.0/16 prohibit",
 		"spectrum-router: added table inet spectrum-router (1 provider NICs)",
+		limitsLine(),
 		"spectrum-router: set net.ipv4.ip_forward 1, was 0",
 		"spectrum-router: DNS forwarder on port " + a.dnsPort() + ", UDP and TCP",
 		"spectrum-router: DNS to 100.127.255.53 goes to 192.0.2.53 (first nameserver of /etc/resolv.conf)",
@@ -127,6 +128,7 @@ func TestRuleset(t *testing.T) {
 		"eth1 0a:b3:ec:80:12:34: set link down",
 		"spectrum-router: set net.ipv4.ip_forward 0 again",
 		"spectrum-router: removed table inet spectrum-router",
+		"spectrum-router: removed table inet spectrum-router-limits",
 		"spectrum-router: removed ip rule 1: from 100.64.0.0/16 to 100.64.0.0/16 prohibit",
 		"spectrum-netcfg: stopped, status 0",
 	}
@@ -180,6 +182,7 @@ func TestRulesetRestart(t *testing.T) {
 			wantLog := []string{
 				"spectrum-router: kept the earlier run's ip rule 1: from 100.64.0.0/16 to 100.64.0.0/16 prohibit",
 				"spectrum-router: replaced the earlier run's table inet spectrum-router (2 provider NICs)",
+				limitsLine(),
 				"spectrum-router: net.ipv4.ip_forward already 1",
 				"spectrum-router: DNS forwarder on port " + a.dnsPort() + ", UDP and TCP",
 				"spectrum-router: DNS to 100.127.255.53 goes to 192.0.2.53 (first nameserver of /etc/resolv.conf)",
@@ -209,6 +212,7 @@ func TestRulesetRestart(t *testing.T) {
 				"eth2 0a:b3:ec:80:00:09: set link down",
 				restore,
 				"spectrum-router: removed table inet spectrum-router",
+				"spectrum-router: removed table inet spectrum-router-limits",
 				"spectrum-router: removed ip rule 1: from 100.64.0.0/16 to 100.64.0.0/16 prohibit",
 				"spectrum-netcfg: stopped, status 0",
 			}
