@@ -18,7 +18,7 @@ GUESTFLAGS := -trimpath -ldflags='-s -w'
 FUZZTIME  ?= 30s
 # package:target:count, one per fuzz target.
 FUZZ      := ./internal/mac:FuzzParseClassify:200000x ./guest:FuzzParseLink:100000x ./guest:FuzzParseNetconf:100000x \
-             ./host/link:FuzzParseName:100000x ./host/config:FuzzLoad:2000x ./host/config:FuzzLoaderReload:600x \
+             ./guest:FuzzParseAnswers:100000x ./host/link:FuzzParseName:100000x ./host/config:FuzzLoad:2000x ./host/config:FuzzLoaderReload:600x \
              ./host/alloc:FuzzState:2000x ./host/control:FuzzControlRequest:20000x ./host/qmp:FuzzParse:100000x \
              ./host/vmlog:FuzzSanitize:100000x ./host/vmlog:FuzzLinePriority:100000x ./host/termfilter:FuzzFilter:200000x ./internal/printable:FuzzString:50000x \
              ./guest/router:FuzzNameservers:100000x ./guest/router:FuzzParseConntrack:100000x \

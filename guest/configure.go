@@ -1,14 +1,11 @@
 package guest
 
 import (
-	"encoding"
-	"errors"
 	"net/netip"
 	"slices"
 	"strconv"
 
 	"github.com/jsimonetti/rtnetlink/v2"
-	"github.com/mdlayher/netlink"
 	"golang.org/x/sys/unix"
 
 	"spectrum-os.org/netcfg/internal/mac"
@@ -226,65 +223,6 @@ func Plan(l Link, nic mac.NIC, addrs []Addr, routes []Route) []Action {
 	}
 	return acts
 }
-
-// Apply makes one change through rtnetlink. changed is false when the
-// kernel already was in the wanted state (a race with another writer, or an
-// address re-added after promotion): an existing address or route is not an
-// error, nor is a stale one that is already gone.
-func Apply(c *netlink.Conn, a Action) (changed bool, err error) {
-	var m encoding.BinaryMarshaler
-	var typ netlink.HeaderType
-	flags := netlink.Request | netlink.Acknowledge
-	var benign unix.Errno
-	switch a.Kind {
-	case SetRPFilter:
-		typ, m = unix.RTM_SETLINK, rpFilterMessage{index: a.Index, value: 1}
-	case LinkUp:
-		typ, m = unix.RTM_SETLINK, &rtnetlink.LinkMessage{Index: a.Index, Flags: unix.IFF_UP, Change: unix.IFF_UP}
-	case LinkDown:
-		typ, m = unix.RTM_SETLINK, &rtnetlink.LinkMessage{Index: a.Index, Change: unix.IFF_UP}
-	case DelRoute:
-		typ, m, benign = unix.RTM_DELROUTE, routeMessage(a.Route), unix.ESRCH
-	case DelAddr:
-		typ, m, benign = unix.RTM_DELADDR, addrMessage(a.Index, a.Prefix), unix.EADDRNOTAVAIL
-	case AddAddr:
-		// Create without Replace, so that an address that is already
-		// there (promoted from secondary) answers EEXIST and is not
-		// logged as added.
-		typ, m, benign = unix.RTM_NEWADDR, addrMessage(a.Index, a.Prefix), unix.EEXIST
-		flags |= netlink.Create
-	case AddRoute:
-		// Create without Replace: never overwrite a route of someone
-		// else's that happens to share the destination and metric.
-		typ, m, benign = unix.RTM_NEWROUTE, routeMessage(a.Route), unix.EEXIST
-		flags |= netlink.Create
-	default:
-		return false, &ActionError{Action: a, Err: errors.New("unknown action")}
-	}
-	b, err := m.MarshalBinary()
-	if err == nil {
-		_, err = c.Execute(netlink.Message{Header: netlink.Header{Type: typ, Flags: flags}, Data: b})
-	}
-	switch {
-	case err == nil:
-		return true, nil
-	case benign != 0 && errors.Is(err, benign):
-		return false, nil
-	}
-	return false, &ActionError{Action: a, Err: err}
-}
-
-// ActionError is a change the kernel refused; it unwraps to the netlink
-// error, so errors.Is(err, unix.ENETDOWN) and the like work.
-type ActionError struct {
-	Action Action
-	Err    error
-}
-
-func (e *ActionError) Error() string { return e.Action.String() + ": " + e.Err.Error() }
-
-// Unwrap returns the kernel's error.
-func (e *ActionError) Unwrap() error { return e.Err }
 
 func addrMessage(index uint32, p netip.Prefix) *rtnetlink.AddressMessage {
 	ip := p.Addr().AsSlice()

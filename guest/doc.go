@@ -6,7 +6,8 @@
 // A pass lists links, addresses and main-table routes of both families once (Scan),
 // computes per NIC the changes that bring it to its wanted state (Plan, a
 // pure function of the MAC, the ifindex and what the kernel reported) and
-// makes them (Apply). On an inter-guest NIC the agent manages only what has
+// makes them (ApplyAll: a NIC's changes in one round trip, the kernel
+// answering its refusals and the last). On an inter-guest NIC the agent manages only what has
 // the shape it creates: 100.64.x.y/16 and 169.254.x.y/32 addresses, default
 // routes via a 169.254.x.y gateway, and 100.64.x.y/32 host routes. Of those,
 // whatever the current MAC does not ask for is stale (the NIC's MAC changed)

@@ -191,32 +191,46 @@ func (a *Agent) ConfigureNIC(l Link, addrs []Addr, routes []Route) (Outcome, err
 			acts = []Action{{Kind: LinkDown, Index: l.Index}}
 		}
 	}
-	for _, act := range acts {
-		changed, err := Apply(a.c, act)
-		if errors.Is(err, unix.ENODEV) {
-			// Unplugged under our feet (a provider's NIC goes when its
-			// client stops): nothing to configure, nothing failed.
-			// Said here or at the link's removal notice, whichever
-			// comes first, once.
-			a.log.NIC(l.Name, l.MAC, "removed")
-			a.routerGone(l)
-			delete(a.known, l.Index)
-			return Gone, nil
-		}
-		if err != nil {
-			a.log.NIC(l.Name, l.MAC, "error: "+err.Error())
-			errs = append(errs, err)
-			if act.Kind == SetRPFilter {
-				// Fail closed: a provider NIC without strict
-				// reverse-path filtering would let a client send
-				// with another client's address.
-				break
-			}
+	// One round trip for the NIC's changes, but strict reverse-path
+	// filtering in one of its own before them: the kernel would make the
+	// rest (the link up) even if it failed.
+	batches := [2][]Action{nil, acts}
+	if len(acts) > 0 && acts[0].Kind == SetRPFilter {
+		batches = [2][]Action{acts[:1], acts[1:]}
+	}
+batches:
+	for _, batch := range batches {
+		if len(batch) == 0 {
 			continue
 		}
-		if changed {
-			n++
-			a.log.NIC(l.Name, l.MAC, act.String())
+		changed, batchErrs := ApplyAll(a.c, batch)
+		for i, act := range batch {
+			err := batchErrs[i]
+			if errors.Is(err, unix.ENODEV) {
+				// Unplugged under our feet (a provider's NIC goes when its
+				// client stops): nothing to configure, nothing failed.
+				// Said here or at the link's removal notice, whichever
+				// comes first, once.
+				a.log.NIC(l.Name, l.MAC, "removed")
+				a.routerGone(l)
+				delete(a.known, l.Index)
+				return Gone, nil
+			}
+			if err != nil {
+				a.log.NIC(l.Name, l.MAC, "error: "+err.Error())
+				errs = append(errs, err)
+				if act.Kind == SetRPFilter {
+					// Fail closed: a provider NIC without strict
+					// reverse-path filtering would let a client send
+					// with another client's address.
+					break batches
+				}
+				continue
+			}
+			if changed[i] {
+				n++
+				a.log.NIC(l.Name, l.MAC, act.String())
+			}
 		}
 	}
 	if nic.Side == mac.Provider && a.allRPFilter > 1 {
