@@ -35,14 +35,15 @@ func TestDualStackUplink(t *testing.T) {
 	// would leave with a source of another NIC, its provider side's ULA).
 	e.setTest("netvm", "dhcp:46,fetch:"+web6+",fetch:"+webByAddr+",serve")
 	// The families a client reaches the LAN by through netvm: IPv4 (the
-	// router's NAT). IPv6 joins once the router forwards it:
-	// {"IPv6", webByName or web6, lan.First.Web6}; a client prefers IPv4
-	// by name (RFC 6724: its ULA source against a global destination).
+	// router's NAT) by name, as a client prefers IPv4 by name (RFC 6724:
+	// its ULA source against a global destination), and IPv6 (NAT66) by
+	// address.
 	clientFetches := []struct {
 		family, url string
 		web         netip.Addr
 	}{
 		{"IPv4", webByName, lan.First.Web},
+		{"IPv6", web6, lan.First.Web6},
 	}
 	steps := ""
 	for _, f := range clientFetches {

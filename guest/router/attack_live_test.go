@@ -299,19 +299,31 @@ func linkLocal(t *testing.T, ns *nstest.NS, nic string) netip.Addr {
 	}
 }
 
-// ping sends one ICMP echo request from ns to addr and waits up to a
-// second for its reply.
+// ping sends one ICMP echo request from ns to addr (ICMPv6 for an IPv6
+// address, with %NIC for a link-local one) and waits up to a second for
+// its reply.
 func ping(t *testing.T, ns *nstest.NS, addr string) error {
 	t.Helper()
+	dst := netip.MustParseAddr(addr)
 	var fd int
-	var err error
-	inNS(t, ns, func() { fd, err = unix.Socket(unix.AF_INET, unix.SOCK_RAW|unix.SOCK_CLOEXEC, unix.IPPROTO_ICMP) })
-	if err != nil {
-		t.Fatal(err)
+	var to unix.Sockaddr
+	req, reply := icmpEcho(8, 0x5151, 1), byte(0)
+	if dst.Is6() {
+		// The kernel sums ICMPv6 on raw sockets, and delivers them
+		// without the IPv6 header.
+		var zone int
+		fd, zone = icmp6Socket(t, ns, dst.Zone())
+		to, req, reply = &unix.SockaddrInet6{Addr: dst.As16(), ZoneId: uint32(zone)}, icmpEcho(128, 0x5151, 1), 129
+	} else {
+		var err error
+		inNS(t, ns, func() { fd, err = unix.Socket(unix.AF_INET, unix.SOCK_RAW|unix.SOCK_CLOEXEC, unix.IPPROTO_ICMP) })
+		if err != nil {
+			t.Fatal(err)
+		}
+		to = &unix.SockaddrInet4{Addr: dst.As4()}
 	}
 	defer unix.Close(fd)
-	dst := netip.MustParseAddr(addr)
-	if err := unix.Sendto(fd, icmpEcho(8, 0x5151, 1), 0, &unix.SockaddrInet4{Addr: dst.As4()}); err != nil {
+	if err := unix.Sendto(fd, req, 0, to); err != nil {
 		return err
 	}
 	unix.SetsockoptTimeval(fd, unix.SOL_SOCKET, unix.SO_RCVTIMEO, &unix.Timeval{Usec: 100000})
@@ -319,19 +331,49 @@ func ping(t *testing.T, ns *nstest.NS, addr string) error {
 	buf := make([]byte, 1500)
 	for time.Now().Before(end) {
 		n, from, err := unix.Recvfrom(fd, buf, 0)
-		if err != nil {
+		var msg []byte
+		switch f := from.(type) {
+		case *unix.SockaddrInet4:
+			if hl := int(buf[0]&15) * 4; err == nil && f.Addr == dst.As4() && n >= hl {
+				msg = buf[hl:n]
+			}
+		case *unix.SockaddrInet6:
+			if err == nil && f.Addr == dst.As16() {
+				msg = buf[:n]
+			}
+		}
+		if len(msg) < 8 {
 			continue
 		}
-		f, _ := from.(*unix.SockaddrInet4)
-		if f == nil || f.Addr != dst.As4() || n < 28 {
-			continue
-		}
-		hl := int(buf[0]&15) * 4
-		if n >= hl+8 && buf[hl] == 0 && binary.BigEndian.Uint16(buf[hl+4:]) == 0x5151 {
+		if msg[0] == reply && binary.BigEndian.Uint16(msg[4:]) == 0x5151 {
 			return nil
+		}
+		if dst.Is6() && msg[0] < 128 {
+			return errors.New("ICMPv6 error type " + itoa(int(msg[0])) + " code " + itoa(int(msg[1])) + " from " + addr)
 		}
 	}
 	return errors.New("no echo reply from " + addr)
+}
+
+// icmp6Socket is a raw ICMPv6 socket in ns, and the ifindex of its NIC
+// nic ("" for none: 0).
+func icmp6Socket(t *testing.T, ns *nstest.NS, nic string) (fd, index int) {
+	t.Helper()
+	var err error
+	inNS(t, ns, func() {
+		if nic != "" {
+			var ifi *net.Interface
+			if ifi, err = net.InterfaceByName(nic); err != nil {
+				return
+			}
+			index = ifi.Index
+		}
+		fd, err = unix.Socket(unix.AF_INET6, unix.SOCK_RAW|unix.SOCK_CLOEXEC, unix.IPPROTO_ICMPV6)
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return fd, index
 }
 
 // icmpEcho is an ICMP echo message (typ 8 a request, 0 a reply).
@@ -392,19 +434,7 @@ func sendRaw4(t *testing.T, ns *nstest.NS, proto int, dst netip.Addr, b []byte) 
 // 1800 s, and prefix/64 with the on-link and autonomous flags.
 func sendRA(t *testing.T, ns *nstest.NS, nic string, src netip.Addr, mac net.HardwareAddr, prefix netip.Addr) {
 	t.Helper()
-	var fd, index int
-	var err error
-	inNS(t, ns, func() {
-		var ifi *net.Interface
-		if ifi, err = net.InterfaceByName(nic); err != nil {
-			return
-		}
-		index = ifi.Index
-		fd, err = unix.Socket(unix.AF_INET6, unix.SOCK_RAW|unix.SOCK_CLOEXEC, unix.IPPROTO_ICMPV6)
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
+	fd, index := icmp6Socket(t, ns, nic)
 	defer unix.Close(fd)
 	if err := unix.SetsockoptInt(fd, unix.IPPROTO_IPV6, unix.IPV6_MULTICAST_HOPS, 255); err != nil {
 		t.Fatal(err)

@@ -17,8 +17,13 @@ func ctEntry(t testing.TB, family byte, src, dst string, zone []byte) (entry, ke
 	tuple := func(s, d string) []byte {
 		ae := netlink.NewAttributeEncoder()
 		ae.Nested(ctaTupleIP, func(ae *netlink.AttributeEncoder) error {
-			ae.Bytes(ctaIPv4Src, netip.MustParseAddr(s).AsSlice())
-			ae.Bytes(ctaIPv4Dst, netip.MustParseAddr(d).AsSlice())
+			sa, da := netip.MustParseAddr(s), netip.MustParseAddr(d)
+			typ := uint16(ctaIPv4Src)
+			if sa.Is6() {
+				typ = ctaIPv6Src
+			}
+			ae.Bytes(typ, sa.AsSlice())
+			ae.Bytes(typ+1, da.AsSlice())
 			return nil
 		})
 		ae.Nested(2 /* CTA_TUPLE_PROTO */, func(ae *netlink.AttributeEncoder) error {
@@ -59,17 +64,22 @@ func ctEntry(t testing.TB, family byte, src, dst string, zone []byte) (entry, ke
 
 func TestParseConntrack(t *testing.T) {
 	for _, tt := range []struct {
-		name   string
-		family byte
-		zone   []byte
-		ok     bool
+		name     string
+		family   byte
+		src, dst string
+		zone     []byte
+		ok       bool
 	}{
-		{"IPv4", unix.AF_INET, nil, true},
-		{"IPv4 in a zone", unix.AF_INET, []byte{0, 7}, true},
-		{"IPv6 family", unix.AF_INET6, nil, false},
+		{"IPv4", unix.AF_INET, "100.64.18.52", "192.0.2.10", nil, true},
+		{"IPv4 in a zone", unix.AF_INET, "100.64.18.52", "192.0.2.10", []byte{0, 7}, true},
+		{"IPv6", unix.AF_INET6, "fd9f:2b8:5010:1234::2", "2001:db8::10", nil, true},
+		{"IPv6 in a zone", unix.AF_INET6, "fd9f:2b8:5010:1234::2", "2001:db8::10", []byte{0, 7}, true},
+		{"IPv4 addresses, IPv6 family", unix.AF_INET6, "100.64.18.52", "192.0.2.10", nil, false},
+		{"IPv6 addresses, IPv4 family", unix.AF_INET, "fd9f:2b8:5010:1234::2", "2001:db8::10", nil, false},
+		{"another family", unix.AF_BRIDGE, "100.64.18.52", "192.0.2.10", nil, false},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
-			entry, wantKey := ctEntry(t, tt.family, "100.64.18.52", "192.0.2.10", tt.zone)
+			entry, wantKey := ctEntry(t, tt.family, tt.src, tt.dst, tt.zone)
 			key, src, dst, ok := ParseConntrack(entry)
 			if ok != tt.ok {
 				t.Fatalf("ok = %v, want %v", ok, tt.ok)
@@ -77,8 +87,8 @@ func TestParseConntrack(t *testing.T) {
 			if !ok {
 				return
 			}
-			if src != netip.MustParseAddr("100.64.18.52") || dst != netip.MustParseAddr("192.0.2.10") {
-				t.Errorf("src, dst = %v, %v, want 100.64.18.52, 192.0.2.10", src, dst)
+			if src != netip.MustParseAddr(tt.src) || dst != netip.MustParseAddr(tt.dst) {
+				t.Errorf("src, dst = %v, %v, want %s, %s", src, dst, tt.src, tt.dst)
 			}
 			if !bytes.Equal(key, wantKey) {
 				t.Errorf("key = %x, want %x", key, wantKey)
@@ -97,13 +107,15 @@ func FuzzParseConntrack(f *testing.F) {
 	f.Add(e)
 	e, _ = ctEntry(f, unix.AF_INET, "100.64.0.1", "100.127.255.53", nil)
 	f.Add(e)
+	e, _ = ctEntry(f, unix.AF_INET6, "fd9f:2b8:5010:1234::2", "2001:db8::10", []byte{0, 1})
+	f.Add(e)
 	f.Fuzz(func(t *testing.T, b []byte) {
 		key, src, dst, ok := ParseConntrack(b)
 		if !ok {
 			return
 		}
-		if !src.Is4() || !dst.Is4() {
-			t.Fatalf("non-IPv4 addresses %v, %v", src, dst)
+		if want4 := b[0] == unix.AF_INET; src.Is4() != want4 || dst.Is4() != want4 {
+			t.Fatalf("addresses %v, %v of an entry of family %d", src, dst, b[0])
 		}
 		// The key is made of attributes found in the entry: it must
 		// parse as attributes, the original tuple first.

@@ -82,9 +82,8 @@ func TestAttackResolverUpstream(t *testing.T) {
 		}
 	}
 
-	// An IPv6 resolver on the LAN, asked for an IPv4 client; the first
-	// nameserver, forbidden, is passed over.
-	n.prov.IP("addr", "add", "2001:db8:1::2/64", "dev", "up0", "nodad")
+	// An IPv6 resolver on the LAN (newLAN's uplink is dual-stack), asked
+	// for an IPv4 client; the first nameserver, forbidden, is passed over.
 	n.lan.ns.IP("addr", "add", "2001:db8:1::53/64", "dev", "lan0", "nodad")
 	inNS(t, n.lan.ns, func() { serveDNS(t, "2001:db8:1::53", [4]byte{192, 0, 2, 6}) })
 	l = n.pa.setResolv("nameserver 100.127.255.53\nnameserver 2001:db8:1::53\n")

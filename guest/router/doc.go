@@ -1,6 +1,6 @@
 // Package router is the provider's router, spectrum-router's
-// (docs/DESIGN.md, "The provider's router"): IPv4 forwarding,
-// masquerading of client traffic, isolation between clients,
+// (docs/DESIGN.md, "The provider's router"): IPv4 and IPv6 forwarding,
+// masquerading of client traffic (NAT66 for IPv6), isolation between clients,
 // anti-spoofing per provider link, and a virtual DNS resolver address for
 // clients. The agent (package guest) tells it about provider NICs through
 // guest.Router; only spectrum-router's main wires Start in, so the init
@@ -10,16 +10,18 @@
 //
 // Start installs the table inet spectrum-router (TableName; writeTable
 // has it in nft syntax) for the provider NICs present, and only then turns
-// net.ipv4.ip_forward on, so that nothing is ever forwarded without the
-// rules. From then on:
+// net.ipv4.ip_forward and net.ipv6.conf.all.forwarding on (accept_ra 2
+// first on the NICs that take router advertisements, so that the uplinks
+// keep theirs), so that nothing is ever forwarded without the rules. From
+// then on:
 //
 //   - A provider NIC is in the table before the agent brings it up; the
 //     agent leaves a NIC the table could not take down (fail closed).
-//   - From a provider link only IPv4 from the link's own client address
-//     (100.64.A.B of its MAC) is forwarded (set clients, beside the
-//     strict rp_filter the agent sets); nothing goes from one provider
-//     link to another; to a provider link only replies (conntrack
-//     established/related); IPv6 from a provider link never; invalid
+//   - From a provider link only the link's own client address (100.64.A.B
+//     and fd9f:2b8:5010:AB::2 of its MAC) is forwarded (sets clients and
+//     clients6, beside the strict rp_filter the agent sets); nothing goes
+//     from one provider link to another; to a provider link only replies
+//     (conntrack established/related); invalid
 //     packets from a provider link nowhere; ICMP errors from a provider
 //     link only about its own client's connections (which carry the
 //     link's ifindex as their ct mark); link-local addresses
@@ -36,20 +38,20 @@
 //     changes touch only by set elements, so no client's count starts
 //     again when another client's VM stops.
 //   - Client traffic leaving through any other interface (an uplink, or
-//     a chained provider's own client link) is masqueraded.
+//     a chained provider's own client link) is masqueraded, IPv4 and IPv6.
 //   - DNS to Resolver is redirected to the router's forwarder, which asks
 //     the provider's own resolver (see DNS).
 //   - When a provider NIC comes or changes its MAC, the conntrack entries
-//     from its client address are deleted (ctnetlink, the kernel picking
+//     from its client addresses are deleted (ctnetlink, the kernel picking
 //     them), so no NAT state of an earlier client with the same address
 //     carries over; when it goes, those from and to it.
 //   - SIGTERM: the agent takes the provider NICs down, then Stop sets
-//     net.ipv4.ip_forward back to what it was before the first run and
+//     forwarding (both families) back to what it was before the first run and
 //     only then deletes the table, so nothing is forwarded without the
 //     rules even when forwarding was on before the router. The table
-//     records that value in the name of an empty chain
-//     (ip_forward-was-0), so a router restarted after a crash still knows
-//     it. Nothing else of the provider's ruleset is touched.
+//     records those values in the names of empty chains
+//     (ip_forward-was-0, ipv6_forwarding-was-0), so a router restarted
+//     after a crash still knows them. Nothing else of the provider's ruleset is touched.
 //   - Anyone else changing or removing the table (nft flush ruleset) is
 //     seen in nftables' notifications (tableWatch) and the table is
 //     written again at once; if it cannot be, forwarding is off until it
@@ -63,8 +65,8 @@
 // same ruleset, and a table someone else changed is put back whole. The rules name NICs by ifindex, not by name, so a NIC
 // that udev renames stays covered.
 //
-// The router never runs nft or iptables, never touches another table,
-// and never forwards IPv6.
+// The router never runs nft or iptables and never touches another table.
+// On a kernel without IPv6 it routes IPv4 only, and says so.
 //
 // # DNS
 //
@@ -96,6 +98,8 @@
 //	spectrum-router: added table inet spectrum-router (1 provider NICs)
 //	spectrum-router: per-link limits (table inet spectrum-router-limits): 16384 conntrack entries, 1000 new connections a second (burst 2000), 200 DNS packets a second (burst 400) per protocol
 //	spectrum-router: set net.ipv4.ip_forward 1, was 0
+//	spectrum-router: set IPv6 accept_ra 2, was 1, to keep taking router advertisements with forwarding on: default, eth0
+//	spectrum-router: set net.ipv6.conf.all.forwarding 1, was 0
 //	spectrum-router: DNS forwarder on port 40123, UDP and TCP
 //	spectrum-router: DNS to 100.127.255.53 goes to 192.0.2.53 (first nameserver of /etc/resolv.conf)
 //	eth1 0a:b3:ec:80:12:34: router: routing for client 100.64.18.52
@@ -105,6 +109,7 @@
 //	spectrum-router: DNS upstream 100.127.255.53 not used: routes through eth0, not a client NIC: this provider is no one's client
 //	eth2 0a:b3:ec:80:00:09: set link down
 //	spectrum-router: set net.ipv4.ip_forward 0 again
+//	spectrum-router: set net.ipv6.conf.all.forwarding 0 again
 //	spectrum-router: removed table inet spectrum-router
 //	spectrum-router: removed table inet spectrum-router-limits
 //	spectrum-router: removed ip rule 1: from 100.64.0.0/16 to 100.64.0.0/16 prohibit

@@ -30,6 +30,7 @@ func newTwoClients(t *testing.T) *attackNet {
 	t.Helper()
 	n := &attackNet{prov: nstest.New(t)}
 	sysctl(t, n.prov, "net.ipv4.ip_forward=1")
+	sysctl(t, n.prov, "net.ipv6.conf.all.forwarding=1")
 	n.lan = newLAN(t, n.prov)
 	n.pa = startAgent(t, n.prov, "nameserver "+dns1Addr+"\n")
 	n.c1 = client(t, n.prov, n.pa, "p1", 1)
@@ -252,7 +253,7 @@ func TestFailClosedStop(t *testing.T) {
 	for _, want := range []string{
 		"p1 0a:b3:ec:80:00:01: set link down\n",
 		"p2 0a:b3:ec:80:00:02: set link down\n",
-		"spectrum-router: left net.ipv4.ip_forward 1, as it was\nspectrum-router: removed table inet spectrum-router\nspectrum-router: removed table inet spectrum-router-limits\nspectrum-router: removed ip rule 1: from 100.64.0.0/16 to 100.64.0.0/16 prohibit\n",
+		"spectrum-router: left net.ipv4.ip_forward 1, as it was\nspectrum-router: left net.ipv6.conf.all.forwarding 1, as it was\nspectrum-router: removed table inet spectrum-router\nspectrum-router: removed table inet spectrum-router-limits\nspectrum-router: removed ip rule 1: from 100.64.0.0/16 to 100.64.0.0/16 prohibit\n",
 	} {
 		if !strings.Contains(lines, want) {
 			t.Errorf("no %q in the console after SIGTERM:\n%s", want, lines)
@@ -355,7 +356,9 @@ func TestFailClosedTableHeld(t *testing.T) {
 		t.Fatal(err)
 	}
 	tc.pa.waitLineAfter(n, "spectrum-router: set net.ipv4.ip_forward 0 until the table is back")
+	tc.pa.waitLineAfter(n, "spectrum-router: set net.ipv6.conf.all.forwarding 0 until the table is back")
 	checkSysctl(t, tc.prov, "net.ipv4.ip_forward", "0")
+	checkSysctl(t, tc.prov, "net.ipv6.conf.all.forwarding", "0")
 	tc.checkIsolated(t)
 	if _, err := dialTCP(t, tc.c1, webAddr, 7); err == nil {
 		t.Error("client 1 reached the LAN while the router's table was not there")
@@ -368,8 +371,10 @@ func TestFailClosedTableHeld(t *testing.T) {
 	}
 	tc.pa.waitLineAfter(n, "spectrum-router: nft removed table inet spectrum-router: put it back")
 	tc.pa.waitLineAfter(n, "spectrum-router: set net.ipv4.ip_forward 1 again")
+	tc.pa.waitLineAfter(n, "spectrum-router: set net.ipv6.conf.all.forwarding 1 again")
 	checkRuleset(t, tc.prov, wantRuleset(map[string]string{"p1": "100.64.0.1", "p2": "100.64.0.2"}, tc.pa.dnsPort(), "1"))
 	checkSysctl(t, tc.prov, "net.ipv4.ip_forward", "1")
+	checkSysctl(t, tc.prov, "net.ipv6.conf.all.forwarding", "1")
 	tc.checkIsolated(t)
 	tc.checkNAT(t)
 	if code := tc.pa.stop(); code != 0 {

@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"maps"
+	"net/netip"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -21,6 +22,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"spectrum-os.org/netcfg/internal/mac"
 	"spectrum-os.org/netcfg/internal/nstest"
 )
 
@@ -458,8 +460,9 @@ func renderValue(v any) string {
 }
 
 // wantRuleset is the table for the provider NICs in clients (name →
-// client address), the DNS forwarder on port dnsPort, and
-// net.ipv4.ip_forward as it was before ("0" or "1"). The rules written once
+// client address), the DNS forwarder on port dnsPort, and forwarding as
+// it was before, net.ipv4.ip_forward and net.ipv6.conf.all.forwarding
+// both ("0" or "1"). The rules written once
 // per link come in the NICs' ifindex order, which the test does not know:
 // checkRuleset compares them as sets (sortLinkRules).
 func wantRuleset(clients map[string]string, dnsPort, forwardWas string) ruleset {
@@ -482,6 +485,16 @@ func wantRuleset(clients map[string]string, dnsPort, forwardWas string) ruleset 
 			}),
 			"client-addrs":         set("ipv4_addr", func(n string) string { return clients[n] }),
 			limitsPrefix + "links": set("iface_index", func(n string) string { return n }),
+			"clients6":             set("iface_index . ipv6_addr", func(n string) string { return n + " . " + link6(clients[n], 2) }),
+			"gateways6": func() nftSet {
+				s := set("iface_index . ipv6_addr", func(n string) string { return n + " . " + link6(clients[n], 1) })
+				for _, n := range names {
+					s.Elems = append(s.Elems, n+" . fe80::1")
+				}
+				slices.Sort(s.Elems)
+				return s
+			}(),
+			"client-addrs6": set("ipv6_addr", func(n string) string { return link6(clients[n], 2) }),
 			// Dynamic: each link enters them with its first new
 			// connection (checkRuleset leaves their elements out).
 			limitsPrefix + "link-rate":  {Type: "iface_index", Elems: []string{}},
@@ -489,24 +502,25 @@ func wantRuleset(clients map[string]string, dnsPort, forwardWas string) ruleset 
 			limitsPrefix + "link-dns":   {Type: "iface_index . inet_proto", Elems: []string{}},
 		},
 		Chains: map[string]nftChain{
-			"prerouting":                   {Type: "nat", Hook: "prerouting", Policy: "accept", Prio: -100},
-			"client-dns":                   {},
-			"dns-input":                    {Type: "filter", Hook: "input", Policy: "accept", Prio: -10},
-			"guard":                        {Type: "filter", Hook: "prerouting", Policy: "accept", Prio: -150},
-			"from-link":                    {},
-			"output":                       {Type: "filter", Hook: "output", Policy: "accept", Prio: 0},
-			"input":                        {Type: "filter", Hook: "input", Policy: "accept", Prio: 0},
-			"to-provider":                  {},
-			"client-dns-in":                {},
-			"forward":                      {Type: "filter", Hook: "forward", Policy: "accept", Prio: 0},
-			"from-client":                  {},
-			"to-client":                    {},
-			"postrouting":                  {Type: "nat", Hook: "postrouting", Policy: "accept", Prio: 100},
-			"leak":                         {Type: "filter", Hook: "postrouting", Policy: "accept", Prio: 110},
-			"ip_forward-was-" + forwardWas: {},
-			limitsPrefix + "guard":         {Type: "filter", Hook: "prerouting", Policy: "accept", Prio: -149},
-			limitsPrefix + "from-link":     {},
-			limitsPrefix + "dns-input":     {Type: "filter", Hook: "input", Policy: "accept", Prio: -9},
+			"prerouting":                        {Type: "nat", Hook: "prerouting", Policy: "accept", Prio: -100},
+			"client-dns":                        {},
+			"dns-input":                         {Type: "filter", Hook: "input", Policy: "accept", Prio: -10},
+			"guard":                             {Type: "filter", Hook: "prerouting", Policy: "accept", Prio: -150},
+			"from-link":                         {},
+			"output":                            {Type: "filter", Hook: "output", Policy: "accept", Prio: 0},
+			"input":                             {Type: "filter", Hook: "input", Policy: "accept", Prio: 0},
+			"to-provider":                       {},
+			"client-dns-in":                     {},
+			"forward":                           {Type: "filter", Hook: "forward", Policy: "accept", Prio: 0},
+			"from-client":                       {},
+			"to-client":                         {},
+			"postrouting":                       {Type: "nat", Hook: "postrouting", Policy: "accept", Prio: 100},
+			"leak":                              {Type: "filter", Hook: "postrouting", Policy: "accept", Prio: 110},
+			"ip_forward-was-" + forwardWas:      {},
+			"ipv6_forwarding-was-" + forwardWas: {},
+			limitsPrefix + "guard":              {Type: "filter", Hook: "prerouting", Policy: "accept", Prio: -149},
+			limitsPrefix + "from-link":          {},
+			limitsPrefix + "dns-input":          {Type: "filter", Hook: "input", Policy: "accept", Prio: -9},
 		},
 	}
 	add := func(chain, comment, expr string) { rs.Rules = append(rs.Rules, nftRule{chain, comment, expr}) }
@@ -521,6 +535,9 @@ func wantRuleset(clients map[string]string, dnsPort, forwardWas string) ruleset 
 	add("guard", "from a provider link", "meta iif @links jump from-link")
 	add("from-link", "invalid packets go nowhere (nor un-NATed to the uplink)", "ct state invalid drop")
 	add("from-link", "from a provider link only its client's address", "meta iif . ip saddr != @clients drop")
+	add("from-link", "from a provider link only its client's address", "ip6 saddr != fe80::/10 ip6 saddr != :: meta iif . ip6 saddr != @clients6 drop")
+	add("from-link", "a link-local source only to its link", "ip6 saddr fe80::/10 ip6 daddr != fe80::/10 ip6 daddr != ff02::/16 drop")
+	add("from-link", "the unspecified source only to its link's multicast (DAD, MLD)", "ip6 saddr :: ip6 daddr != ff02::/16 drop")
 	add("from-link", "a connection from a provider link carries its ifindex", "ct state new ct mark set meta iif")
 	add("from-link", "ICMP errors only about its own client's connections", "ct state related meta iif . ct mark != @link-marks drop")
 	add("output", "the provider's own connection to a client carries the link's ifindex", "meta oif @links ct state new ct mark set meta oif")
@@ -532,6 +549,7 @@ func wantRuleset(clients map[string]string, dnsPort, forwardWas string) ruleset 
 	add("to-provider", "neighbour discovery", "icmpv6 type {nd-neighbor-solicit,nd-neighbor-advert} accept")
 	add("to-provider", "DNS to the provider", "jump client-dns-in")
 	add("to-provider", "echo to the link's own gateway", "meta iif . ip daddr @gateways icmp type echo-request accept")
+	add("to-provider", "echo to the link's own gateway", "meta iif . ip6 daddr @gateways6 icmpv6 type echo-request accept")
 	add("to-provider", "nothing else of the provider: refused at once", "ip protocol tcp reject with tcp reset")
 	add("to-provider", "nothing else of the provider: refused at once", "ip6 saddr != fe80::/10 meta l4proto tcp reject with tcp reset")
 	add("to-provider", "nothing else of the provider: refused at once", "reject with icmpx port-unreachable")
@@ -545,16 +563,19 @@ func wantRuleset(clients map[string]string, dnsPort, forwardWas string) ruleset 
 	add("forward", ll, "ip6 saddr fe80::/10 drop")
 	add("forward", "from a provider link", "meta iif @links jump from-client")
 	add("forward", "to a provider link", "meta oif @links jump to-client")
-	add("from-client", "no IPv6 from a provider link", "meta nfproto != ipv4 reject with icmpx admin-prohibited")
 	add("from-client", "no client reaches another", "meta oif @links drop")
 	add("from-client", "only DNS to the virtual resolver, which never gets here",
 		"ip daddr 100.127.255.53 reject with icmpx port-unreachable")
+	add("from-client", "the links' prefix ends here (the IPv6 virtual resolver: DNS never gets here)",
+		"ip6 daddr fd9f:2b8:5010::/48 reject with icmpx port-unreachable")
 	add("from-client", "clients reach everything else", "accept")
 	add("to-client", "replies reach clients", "ct state established,related accept")
 	add("to-client", "nothing else reaches a client", "drop")
 	add("postrouting", "traffic to a client keeps its source", "meta oif @links return")
 	add("postrouting", "clients leave with this provider's address", "ip saddr 100.64.0.0/16 masquerade")
+	add("postrouting", "clients leave with this provider's address", "ip6 saddr fd9f:2b8:5010::/48 masquerade")
 	add("leak", "no client's address leaves un-NATed", "meta oif != @links ip saddr @client-addrs drop")
+	add("leak", "no client's address leaves un-NATed", "meta oif != @links ip6 saddr @client-addrs6 drop")
 	const lim = limitsPrefix
 	add(lim+"guard", "from a provider link", "meta iif @links jump from-link")
 	add(lim+"from-link", "new connections a second, per link", "ct state new add @link-rate {meta iif limit rate over 1000/second burst 2000 packets} drop")
@@ -564,6 +585,15 @@ func wantRuleset(clients map[string]string, dnsPort, forwardWas string) ruleset 
 			"meta iif @links "+p+" dport "+dnsPort+" add @link-dns {meta iif . meta l4proto limit rate over 200/second burst 400 packets} drop")
 	}
 	return rs
+}
+
+// link6 is host's address (1 the provider's, 2 the client's) in the IPv6
+// /64 of the link whose client is 100.64.A.B: fd9f:2b8:5010:AB::host.
+func link6(client string, host byte) string {
+	a := netip.MustParseAddr(client).As4()
+	b := mac.LinkID(uint16(a[2])<<8 | uint16(a[3])).LinkPrefix().Addr().As16()
+	b[15] = host
+	return netip.AddrFrom16(b).String()
 }
 
 // linkEntries is the conntrack entries a link may hold, as docs/DESIGN.md
@@ -600,11 +630,18 @@ func sortLinkRules(rules []nftRule) {
 	}
 }
 
-// conntrackEntries lists ns's IPv4 conntrack entries with the conntrack
-// tool, one line each, for the addresses given (-s or -d).
+// conntrackEntries lists ns's conntrack entries with the conntrack tool,
+// one line each, for the addresses given (-s or -d): IPv4's, or IPv6's
+// when an address is.
 func conntrackEntries(t *testing.T, ns *nstest.NS, args ...string) []string {
 	t.Helper()
-	out, err := ns.Command(context.Background(), "conntrack", append([]string{"-L", "-f", "ipv4"}, args...)...).Output()
+	fam := "ipv4"
+	for _, a := range args {
+		if strings.Contains(a, ":") {
+			fam = "ipv6"
+		}
+	}
+	out, err := ns.Command(context.Background(), "conntrack", append([]string{"-L", "-f", fam}, args...)...).Output()
 	if err != nil {
 		var ee *exec.ExitError
 		if errors.As(err, &ee) {
@@ -622,11 +659,11 @@ func conntrackEntries(t *testing.T, ns *nstest.NS, args ...string) []string {
 }
 
 // addConntrack creates a UDP conntrack entry src:1234 -> dst:53 in ns with
-// the conntrack tool.
-func addConntrack(t *testing.T, ns *nstest.NS, src, dst string) {
+// the conntrack tool, and its further options (--mark M).
+func addConntrack(t *testing.T, ns *nstest.NS, src, dst string, opts ...string) {
 	t.Helper()
-	out, err := ns.Command(context.Background(), "conntrack", "-I", "-p", "udp", "-s", src, "-d", dst,
-		"--sport", "1234", "--dport", "53", "--timeout", "600").CombinedOutput()
+	out, err := ns.Command(context.Background(), "conntrack", append([]string{"-I", "-p", "udp", "-s", src, "-d", dst,
+		"--sport", "1234", "--dport", "53", "--timeout", "600"}, opts...)...).CombinedOutput()
 	if err != nil {
 		t.Fatalf("conntrack -I %s -> %s: %v\n%s", src, dst, err, out)
 	}

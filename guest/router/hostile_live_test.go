@@ -141,24 +141,30 @@ func listenUDP(t *testing.T, ns *nstest.NS, port int) *net.UDPConn {
 	return l
 }
 
-// linkCapture records every IPv4 packet seen on a NIC (AF_PACKET), in
-// either direction, whoever it is for.
+// linkCapture records every IPv4 packet (or IPv6, captureIPv6) seen on a
+// NIC (AF_PACKET), in either direction, whoever it is for.
 type linkCapture struct {
 	mu   sync.Mutex
-	pkts [][]byte // IPv4 packets, without the Ethernet header
+	pkts [][]byte // IP packets, without the Ethernet header
 }
 
 func captureLink(t *testing.T, ns *nstest.NS, dev string) *linkCapture {
+	t.Helper()
+	return captureEther(t, ns, dev, unix.ETH_P_IP)
+}
+
+// captureEther is captureLink for the packets of Ethernet type typ.
+func captureEther(t *testing.T, ns *nstest.NS, dev string, typ uint16) *linkCapture {
 	t.Helper()
 	idx := link(t, ns, dev)
 	c := &linkCapture{}
 	var fd int
 	inNS(t, ns, func() {
 		var err error
-		if fd, err = unix.Socket(unix.AF_PACKET, unix.SOCK_DGRAM, int(hton16(unix.ETH_P_IP))); err != nil {
+		if fd, err = unix.Socket(unix.AF_PACKET, unix.SOCK_DGRAM, int(hton16(typ))); err != nil {
 			t.Fatal(err)
 		}
-		if err := unix.Bind(fd, &unix.SockaddrLinklayer{Protocol: hton16(unix.ETH_P_IP), Ifindex: idx}); err != nil {
+		if err := unix.Bind(fd, &unix.SockaddrLinklayer{Protocol: hton16(typ), Ifindex: idx}); err != nil {
 			t.Fatal(err)
 		}
 	})
@@ -762,7 +768,8 @@ func TestHostileRouterAdvertisement(t *testing.T) {
 			}
 		})
 	}
-	if r := strings.TrimSpace(string(n.prov.IP("-6", "route", "show", "default"))); r != "" {
+	// The provider's own default route is the LAN's (newLAN's, static).
+	if r := strings.TrimSpace(string(n.prov.IP("-6", "route", "show", "default"))); r != "default via "+lanGateway6+" dev up0 metric 1024 pref medium" {
 		t.Errorf("the provider took a default route from the RAs: %s", r)
 	}
 }

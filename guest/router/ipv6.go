@@ -77,6 +77,23 @@ func ifName(index uint32) (string, error) {
 	return ifr.Name(), nil
 }
 
+// ifIndex is the ifindex of the NIC called name now.
+func ifIndex(name string) (uint32, error) {
+	fd, err := unix.Socket(unix.AF_INET, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		return 0, err
+	}
+	defer unix.Close(fd)
+	ifr, err := unix.NewIfreq(name)
+	if err != nil {
+		return 0, err
+	}
+	if err := unix.IoctlIfreq(fd, unix.SIOCGIFINDEX, ifr); err != nil {
+		return 0, err
+	}
+	return ifr.Uint32(), nil
+}
+
 // readFileString is a small file's first line.
 func readFileString(path string) (string, error) {
 	var b [64]byte

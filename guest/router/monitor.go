@@ -174,10 +174,10 @@ func (r *Router) watchTable() {
 // case (it holds no state); the limits table only when a change since it
 // was last written whole touched it (or notifications were lost), which
 // starts every link's count again: a change someone on the provider made,
-// never a client. It returns false
-// when the tables could not be written: net.ipv4.ip_forward is then 0
-// (fail closed: nothing is forwarded, to or from a provider link or
-// anywhere else) until a later call succeeds and turns it on again.
+// never a client. It returns false when the tables could not be written:
+// forwarding is then 0, IPv4's and IPv6's (fail closed: nothing is
+// forwarded, to or from a provider link or anywhere else) until a later
+// call succeeds and turns it on again.
 func (r *Router) restore(ch tableChange) bool {
 	if r.stopped || !ch.lost && r.ownPorts(ch.ports) {
 		return true
@@ -209,12 +209,16 @@ func (r *Router) restore(ch tableChange) bool {
 			r.say(msg)
 		}
 		if !r.held {
-			if err := writeForward('0'); err != nil {
-				r.say("error: set net.ipv4.ip_forward 0: " + err.Error())
-			} else {
-				r.held = true
-				r.say("set net.ipv4.ip_forward 0 until the table is back")
+			held := true
+			for _, f := range r.forwards() {
+				if err := writeForward(f.path, '0'); err != nil {
+					r.say("error: set " + forwardName(f.path) + " 0: " + err.Error())
+					held = false
+				} else {
+					r.say("set " + forwardName(f.path) + " 0 until the table is back")
+				}
 			}
+			r.held = held
 		}
 		return false
 	}
@@ -227,12 +231,18 @@ func (r *Router) restore(ch tableChange) bool {
 	}
 	r.heldWhy = ""
 	if r.held {
-		if err := writeForward('1'); err != nil {
-			r.say("error: set net.ipv4.ip_forward 1 again: " + err.Error())
-			return false
+		for _, f := range r.forwards() {
+			if f.path == IPv6Forward {
+				// NICs that came meanwhile: before forwarding.
+				r.keepRA()
+			}
+			if err := writeForward(f.path, '1'); err != nil {
+				r.say("error: set " + forwardName(f.path) + " 1 again: " + err.Error())
+				return false
+			}
+			r.say("set " + forwardName(f.path) + " 1 again")
 		}
 		r.held = false
-		r.say("set net.ipv4.ip_forward 1 again")
 	}
 	return true
 }

@@ -35,7 +35,7 @@ type Router struct {
 	fwd        *dnsfwd.Forwarder
 	fwdLog     chan string // the forwarder's lines, for the owner to log
 	tables     *tableWatch
-	held       bool       // net.ipv4.ip_forward is 0 until the table is back (restore)
+	held       bool       // forwarding (both families) is 0 until the table is back (restore)
 	heldWhy    string     // why the table could not be put back, as last logged
 	log        *guest.Log // lines about no one NIC
 	links      []Link     // in no order: writeTable writes them by ifindex
@@ -43,6 +43,10 @@ type Router struct {
 	pending    tables     // the tables other programs changed since the router last wrote them (restore)
 	dns        DNS
 	forwardWas byte // what Stop sets net.ipv4.ip_forward back to
+	// forward6Was is what Stop sets net.ipv6.conf.all.forwarding back
+	// to; 0 for a kernel without IPv6, where the router routes IPv4
+	// only.
+	forward6Was byte
 }
 
 var _ guest.Router = (*Router)(nil)
@@ -111,20 +115,29 @@ func (r *Router) open() error {
 	if err != nil {
 		return err
 	}
-	prev, found, err := readForwardWas(r.nft)
+	prev, prev6, found, err := readForwardWas(r.nft)
 	if err != nil {
 		return wrap("read table inet "+TableName, err)
 	}
-	cur, err := readForward()
+	cur, err := readForward(IPForward)
 	if err != nil {
 		return err
 	}
+	var cur6 byte
+	if hasIPv6() {
+		if cur6, err = readForward(IPv6Forward); err != nil {
+			return err
+		}
+	}
 	verb := "added"
-	r.forwardWas = cur
+	r.forwardWas, r.forward6Was = cur, cur6
 	if found {
 		// An earlier run's table: forwarding is as that run left it,
 		// and the table says how it was before.
 		r.forwardWas, verb = prev, "replaced the earlier run's"
+		if prev6 != 0 && cur6 != 0 {
+			r.forward6Was = prev6
+		}
 	}
 	// The guard before the table and before forwarding: clients stay
 	// apart whatever becomes of the table (guard.go).
@@ -138,7 +151,7 @@ func (r *Router) open() error {
 		return wrap("add table inet "+TableName, err)
 	}
 	if cur != '1' {
-		if err := writeForward('1'); err != nil {
+		if err := writeForward(IPForward, '1'); err != nil {
 			deleteTable(r.nft)
 			deleteLimitsTable(r.nft)
 			_ = r.nft.Flush()
@@ -147,10 +160,24 @@ func (r *Router) open() error {
 	}
 	r.say(verb + " table inet " + TableName + " (" + strconv.Itoa(len(r.links)) + " provider NICs)")
 	r.say(r.limits.describe())
-	if cur != '1' {
-		r.say("set net.ipv4.ip_forward 1, was " + string(cur))
+	r.sayForward(IPForward, cur)
+	if cur6 == 0 {
+		r.say("no IPv6 in this kernel (no " + IPv6Forward + "): routing IPv4 only")
 	} else {
-		r.say("net.ipv4.ip_forward already 1")
+		// The uplinks keep their default routes from router
+		// advertisements: accept_ra 2 before forwarding goes on.
+		r.keepRA()
+		if cur6 != '1' {
+			if err := writeForward(IPv6Forward, '1'); err != nil {
+				// Fail closed, as for IPv4.
+				_ = writeForward(IPForward, cur)
+				deleteTable(r.nft)
+				deleteLimitsTable(r.nft)
+				_ = r.nft.Flush()
+				return wrap("turn IPv6 forwarding on", err)
+			}
+		}
+		r.sayForward(IPv6Forward, cur6)
 	}
 	if ferr != nil {
 		r.say("error: " + ferr.Error())
@@ -160,6 +187,34 @@ func (r *Router) open() error {
 		r.say(m)
 	}
 	return nil
+}
+
+// sayForward logs that the forwarding switch at path is on, and what it
+// was.
+func (r *Router) sayForward(path string, was byte) {
+	if was != '1' {
+		r.say("set " + forwardName(path) + " 1, was " + string(was))
+	} else {
+		r.say(forwardName(path) + " already 1")
+	}
+}
+
+// keepRA sets accept_ra 2 where it is 1 (see keepRA), and logs it.
+func (r *Router) keepRA() {
+	changed, errs := keepRA(func(index uint32) bool {
+		for _, l := range r.links {
+			if l.Index == index {
+				return true
+			}
+		}
+		return false
+	})
+	if m := keepRALine(changed); m != "" {
+		r.say(m)
+	}
+	for _, err := range errs {
+		r.say("error: " + err.Error())
+	}
 }
 
 // wrap is err with what was being done in front.
@@ -260,7 +315,7 @@ func (r *Router) write(limits bool, changed ...uint32) error {
 	for {
 		l := LimitsFor(ctMax)
 		whole := limits || l != r.limits
-		err := writeTable(r.nft, spec{links: r.links, dnsPort: r.fwd.Port(), forwardWas: r.forwardWas})
+		err := writeTable(r.nft, spec{links: r.links, dnsPort: r.fwd.Port(), forwardWas: r.forwardWas, forward6Was: r.forward6Was})
 		if err == nil && whole {
 			err = writeLimitsTable(r.nft, r.links, r.fwd.Port(), l)
 		}
@@ -427,11 +482,19 @@ func (r *Router) change(index uint32, client netip.Addr) ([]string, error) {
 	// connections, which reach the new client as nothing but resets:
 	// one walk of the conntrack table instead of two, while the agent
 	// waits to bring the NIC up. The address that goes: from and to.
+	// Both families: the link's client's IPv6 address goes with its
+	// IPv4 one.
 	if client.IsValid() {
-		msgs = r.flush(msgs, client.String(), client, true, false)
+		msgs = r.flush(msgs, client, index, true, false)
+		if r.forward6Was != 0 {
+			msgs = r.flush(msgs, Link{Client: client}.client6(), index, true, false)
+		}
 	}
 	if old.IsValid() {
-		msgs = r.flush(msgs, old.String(), old, true, true)
+		msgs = r.flush(msgs, old, index, true, true)
+		if r.forward6Was != 0 {
+			msgs = r.flush(msgs, Link{Client: old}.client6(), index, true, true)
+		}
 	}
 	return msgs, nil
 }
@@ -444,9 +507,11 @@ func appendNonEmpty(msgs []string, m string) []string {
 }
 
 // flush deletes the conntrack entries from a (with from) and to a (with
-// to), and appends what it did to msgs; what is a for the log.
-func (r *Router) flush(msgs []string, what string, a netip.Addr, from, to bool) []string {
-	n, err := r.ct.flush(a, from, to)
+// to), IPv6's among those of the link at index (conntrack.flush), and
+// appends what it did to msgs.
+func (r *Router) flush(msgs []string, a netip.Addr, index uint32, from, to bool) []string {
+	what := a.String()
+	n, err := r.ct.flush(a, index, from, to)
 	if n > 0 {
 		msgs = append(msgs, "flushed "+strconv.Itoa(n)+" conntrack entries of "+what)
 	}
@@ -489,15 +554,17 @@ func (r *Router) stop() error {
 	r.stopped = true
 	_ = r.tables.close()
 	var errs []error
-	was := string(r.forwardWas)
-	if cur, err := readForward(); err != nil {
-		errs = append(errs, err)
-	} else if cur == r.forwardWas {
-		r.say("left net.ipv4.ip_forward " + was + ", as it was")
-	} else if err := writeForward(r.forwardWas); err != nil {
-		errs = append(errs, wrap("set net.ipv4.ip_forward back to "+was, err))
-	} else {
-		r.say("set net.ipv4.ip_forward " + was + " again")
+	for _, f := range r.forwards() {
+		name, was := forwardName(f.path), string(f.was)
+		if cur, err := readForward(f.path); err != nil {
+			errs = append(errs, err)
+		} else if cur == f.was {
+			r.say("left " + name + " " + was + ", as it was")
+		} else if err := writeForward(f.path, f.was); err != nil {
+			errs = append(errs, wrap("set "+name+" back to "+was, err))
+		} else {
+			r.say("set " + name + " " + was + " again")
+		}
 	}
 	for _, t := range []struct {
 		name  string
@@ -521,6 +588,23 @@ func (r *Router) stop() error {
 	}
 	r.closeConns()
 	return errors.Join(errs...)
+}
+
+// forwardSwitch is a forwarding switch (IPForward, IPv6Forward) and its
+// value from before the router.
+type forwardSwitch struct {
+	path string
+	was  byte
+}
+
+// forwards is the forwarding switches the router turns on: IPv4's, and
+// IPv6's unless the kernel has no IPv6.
+func (r *Router) forwards() []forwardSwitch {
+	fs := []forwardSwitch{{IPForward, r.forwardWas}}
+	if r.forward6Was != 0 {
+		fs = append(fs, forwardSwitch{IPv6Forward, r.forward6Was})
+	}
+	return fs
 }
 
 func (r *Router) closeConns() {

@@ -11,21 +11,26 @@ import (
 	"github.com/google/nftables/expr"
 	"github.com/google/nftables/userdata"
 	"golang.org/x/sys/unix"
+
+	"spectrum-os.org/netcfg/internal/mac"
 )
 
 // TableName is the router's nftables table, of the inet family (IPv4 and
-// IPv6, so that IPv6 from clients can be dropped in the same place). The
+// IPv6, so that both families' rules are in the same place). The
 // router owns it whole: it replaces it at every change and deletes it when
 // it stops. Nothing else of the provider's ruleset is touched.
 const TableName = "spectrum-router"
 
 // The table's sets, kept in step with the provider NICs.
 const (
-	setLinks       = "links"        // iface_index: the provider NICs
-	setClients     = "clients"      // iface_index . ipv4_addr: each provider NIC and its client's address
-	setGateways    = "gateways"     // iface_index . ipv4_addr: each provider NIC and its own address there (its client's gateway)
-	setClientAddrs = "client-addrs" // ipv4_addr: the clients' addresses
-	setLinkMarks   = "link-marks"   // iface_index . mark: each provider NIC and its ifindex, the ct mark of its connections
+	setLinks        = "links"         // iface_index: the provider NICs
+	setClients      = "clients"       // iface_index . ipv4_addr: each provider NIC and its client's address
+	setGateways     = "gateways"      // iface_index . ipv4_addr: each provider NIC and its own address there (its client's gateway)
+	setClientAddrs  = "client-addrs"  // ipv4_addr: the clients' addresses
+	setLinkMarks    = "link-marks"    // iface_index . mark: each provider NIC and its ifindex, the ct mark of its connections
+	setClients6     = "clients6"      // iface_index . ipv6_addr: each provider NIC and its client's IPv6 address
+	setGateways6    = "gateways6"     // iface_index . ipv6_addr: each provider NIC and its own IPv6 addresses there (fe80::1 and its link's ::1)
+	setClientAddrs6 = "client-addrs6" // ipv6_addr: the clients' IPv6 addresses
 )
 
 // The table's chains. The base chains jump to the regular ones for what
@@ -52,6 +57,8 @@ const (
 var (
 	clientRange  = netip.MustParsePrefix("100.64.0.0/16")
 	resolverAddr = netip.MustParseAddr(Resolver)
+	linkLocal6   = netip.MustParsePrefix("fe80::/10")
+	linkScope6   = netip.MustParsePrefix("ff02::/16") // link-scope multicast: NDP's, MLD's
 )
 
 // Link is one provider NIC the router routes for.
@@ -70,11 +77,22 @@ func (l Link) gateway() netip.Addr {
 	return netip.AddrFrom4([4]byte{169, 254, a[2], a[3]})
 }
 
+// linkID is the link's id, A:B of its client 100.64.A.B.
+func (l Link) linkID() mac.LinkID {
+	a := l.Client.As4()
+	return mac.LinkID(uint16(a[2])<<8 | uint16(a[3]))
+}
+
+// client6 is the link's client's IPv6 address, fd9f:2b8:5010:AB::2
+// (mac.LinkID.ClientAddr6).
+func (l Link) client6() netip.Addr { return l.linkID().ClientAddr6() }
+
 // spec is everything the table is a function of.
 type spec struct {
-	links      []Link // in any order: writeTable writes them by ifindex
-	dnsPort    uint16 // the DNS forwarder's, UDP and TCP (dnsrules.go)
-	forwardWas byte   // '0' or '1'
+	links       []Link // in any order: writeTable writes them by ifindex
+	dnsPort     uint16 // the DNS forwarder's, UDP and TCP (dnsrules.go)
+	forwardWas  byte   // '0' or '1'
+	forward6Was byte   // '0' or '1'; 0 for a kernel without IPv6
 }
 
 // writeTable queues the whole table for spec on c, replacing any table of
@@ -84,7 +102,8 @@ type spec struct {
 //
 // The ruleset, in nft syntax (A = Resolver, P = the DNS forwarder's port;
 // L each provider NIC, C its client 100.64.A.B, G its own address
-// 169.254.A.B; the per-link limits are the limits table's, limits.go):
+// 169.254.A.B, C6 and G6 the client's and its own fd9f:2b8:5010:AB::2 and
+// ::1; the per-link limits are the limits table's, limits.go):
 //
 //	table inet spectrum-router {
 //		set links        { type iface_index; elements = { L, ... } }
@@ -92,6 +111,9 @@ type spec struct {
 //		set gateways     { type iface_index . ipv4_addr; elements = { L . G, ... } }
 //		set client-addrs { type ipv4_addr; elements = { C, ... } }
 //		set link-marks   { type iface_index . mark; elements = { L . L, ... } }
+//		set clients6     { type iface_index . ipv6_addr; elements = { L . C6, ... } }
+//		set gateways6    { type iface_index . ipv6_addr; elements = { L . fe80::1, L . G6, ... } }
+//		set client-addrs6 { type ipv6_addr; elements = { C6, ... } }
 //		chain prerouting { type nat hook prerouting priority dstnat; policy accept;
 //			iif . ip saddr @clients jump client-dns       # a link's own client's DNS
 //		}
@@ -105,6 +127,9 @@ type spec struct {
 //		chain from-link {
 //			ct state invalid drop
 //			iif . ip saddr != @clients drop                # only its client's address, to the provider too
+//			ip6 saddr != fe80::/10 ip6 saddr != :: meta iif . ip6 saddr != @clients6 drop
+//			ip6 saddr fe80::/10 ip6 daddr != fe80::/10 ip6 daddr != ff02::/16 drop   # link-local and ::
+//			ip6 saddr :: ip6 daddr != ff02::/16 drop       # only for what stays on the link
 //			ct state new ct mark set meta iif              # its connections carry its ifindex ...
 //			ct state related meta iif . ct mark != @link-marks drop   # ... and only errors about them pass
 //		}
@@ -123,6 +148,7 @@ type spec struct {
 //			icmpv6 type { nd-neighbor-solicit, nd-neighbor-advert } accept
 //			jump client-dns-in                             # the DNS part's
 //			iif . ip daddr @gateways icmp type echo-request accept
+//			iif . ip6 daddr @gateways6 icmpv6 type echo-request accept
 //			ip protocol tcp reject with tcp reset
 //			ip6 saddr != fe80::/10 meta l4proto tcp reject with tcp reset
 //			reject with icmpx port-unreachable
@@ -140,9 +166,9 @@ type spec struct {
 //			oif @links jump to-client
 //		}
 //		chain from-client {
-//			meta nfproto != ipv4 reject with icmpx admin-prohibited  # no IPv6 yet: fail fast
 //			oif @links drop                                # no client reaches another
 //			ip daddr A reject                              # not DNS (redirected before it gets here)
+//			ip6 daddr fd9f:2b8:5010::/48 reject            # the links' prefix ends here
 //			accept
 //		}
 //		chain to-client {
@@ -152,11 +178,14 @@ type spec struct {
 //		chain postrouting { type nat hook postrouting priority srcnat; policy accept;
 //			oif @links return
 //			ip saddr 100.64.0.0/16 masquerade
+//			ip6 saddr fd9f:2b8:5010::/48 masquerade        # NAT66
 //		}
 //		chain leak { type filter hook postrouting priority 110; policy accept;
 //			oif != @links ip saddr @client-addrs drop
+//			oif != @links ip6 saddr @client-addrs6 drop
 //		}
 //		chain ip_forward-was-0 { }   # see forwardWasChain
+//		chain ipv6_forwarding-was-0 { }   # forward6WasChain; none without IPv6
 //	}
 //
 // Each rule carries a comment saying why. Rules name the NICs by ifindex,
@@ -171,15 +200,20 @@ func writeTable(c *nftables.Conn, s spec) error {
 	links := slices.SortedFunc(slices.Values(s.links), func(a, b Link) int { return cmp.Compare(a.Index, b.Index) })
 
 	sets := map[string]*nftables.Set{}
-	var elems [5][]nftables.SetElement
+	var elems [8][]nftables.SetElement
 	for _, l := range links {
 		ix := binaryutil.NativeEndian.PutUint32(l.Index)
 		c4, g4 := l.Client.As4(), l.gateway().As4()
+		c6, g6, ll := l.client6().As16(), l.linkID().ProviderAddr6().As16(), mac.LinkLocalGateway.As16()
 		elems[0] = append(elems[0], nftables.SetElement{Key: ix})
 		elems[1] = append(elems[1], nftables.SetElement{Key: append(slices.Clone(ix), c4[:]...)})
 		elems[2] = append(elems[2], nftables.SetElement{Key: append(slices.Clone(ix), g4[:]...)})
 		elems[3] = append(elems[3], nftables.SetElement{Key: c4[:]})
 		elems[4] = append(elems[4], nftables.SetElement{Key: append(slices.Clone(ix), ix...)})
+		elems[5] = append(elems[5], nftables.SetElement{Key: append(slices.Clone(ix), c6[:]...)})
+		elems[6] = append(elems[6], nftables.SetElement{Key: append(slices.Clone(ix), ll[:]...)},
+			nftables.SetElement{Key: append(slices.Clone(ix), g6[:]...)})
+		elems[7] = append(elems[7], nftables.SetElement{Key: c6[:]})
 	}
 	for i, st := range []struct {
 		name string
@@ -190,6 +224,9 @@ func writeTable(c *nftables.Conn, s spec) error {
 		{setGateways, nftables.MustConcatSetType(nftables.TypeIFIndex, nftables.TypeIPAddr)},
 		{setClientAddrs, nftables.TypeIPAddr},
 		{setLinkMarks, nftables.MustConcatSetType(nftables.TypeIFIndex, nftables.TypeMark)},
+		{setClients6, nftables.MustConcatSetType(nftables.TypeIFIndex, nftables.TypeIP6Addr)},
+		{setGateways6, nftables.MustConcatSetType(nftables.TypeIFIndex, nftables.TypeIP6Addr)},
+		{setClientAddrs6, nftables.TypeIP6Addr},
 	} {
 		set := &nftables.Set{Table: t, Name: st.name, KeyType: st.typ, Concatenation: len(nftables.ConcatSetTypeElements(st.typ)) > 1}
 		if st.typ == nftables.TypeIFIndex {
@@ -236,6 +273,9 @@ func writeTable(c *nftables.Conn, s spec) error {
 	base(chainPost, nftables.ChainTypeNAT, nftables.ChainHookPostrouting, nftables.ChainPriorityNATSource)
 	base(chainLeak, nftables.ChainTypeFilter, nftables.ChainHookPostrouting, nftables.ChainPriorityRef(110))
 	regular(forwardWasChain(s.forwardWas))
+	if s.forward6Was != 0 {
+		regular(forward6WasChain(s.forward6Was))
+	}
 
 	rule := func(chain, comment string, es ...[]expr.Any) {
 		c.AddRule(&nftables.Rule{
@@ -254,6 +294,14 @@ func writeTable(c *nftables.Conn, s spec) error {
 	rule(chainFromLink, "invalid packets go nowhere (nor un-NATed to the uplink)", ctState(expr.CtStateBitINVALID), drop())
 	rule(chainFromLink, "from a provider link only its client's address", ipv4(),
 		x(iif(), &expr.Payload{DestRegister: 9, Base: expr.PayloadBaseNetworkHeader, Offset: 12, Len: 4}, lookup(sets[setClients], 1, true)), drop())
+	// IPv6: the client's address, or a link-local or the unspecified
+	// one (NDP, DAD, MLD, echo to fe80::1) for what stays on the link.
+	rule(chainFromLink, "from a provider link only its client's address", notInPrefix(linkLocal6, false), saddr6IsNot(netip.IPv6Unspecified()),
+		x(iif(), &expr.Payload{DestRegister: 9, Base: expr.PayloadBaseNetworkHeader, Offset: 8, Len: 16}, lookup(sets[setClients6], 1, true)), drop())
+	rule(chainFromLink, "a link-local source only to its link", inPrefix(linkLocal6, false),
+		notInPrefix(linkLocal6, true)[2:], notInPrefix(linkScope6, true)[2:], drop())
+	rule(chainFromLink, "the unspecified source only to its link's multicast (DAD, MLD)",
+		inPrefix(netip.PrefixFrom(netip.IPv6Unspecified(), 128), false), notInPrefix(linkScope6, true)[2:], drop())
 	// ICMP errors that conntrack relates to a connection are taken as
 	// that connection's (forwarded NATed as its, or delivered to the
 	// provider's socket): from a provider link, only about its own
@@ -291,6 +339,9 @@ func writeTable(c *nftables.Conn, s spec) error {
 	rule(chainToProvider, "echo to the link's own gateway", ipv4(),
 		x(iif(), &expr.Payload{DestRegister: 9, Base: expr.PayloadBaseNetworkHeader, Offset: 16, Len: 4}, inSet(setGateways)),
 		icmpType(unix.IPPROTO_ICMP, 8), accept())
+	rule(chainToProvider, "echo to the link's own gateway", ipv6(),
+		x(iif(), &expr.Payload{DestRegister: 9, Base: expr.PayloadBaseNetworkHeader, Offset: 24, Len: 16}, inSet(setGateways6)),
+		icmpType(unix.IPPROTO_ICMPV6, 128), accept())
 	// TCP gets a reset, but not to a link-local address: the kernel
 	// routes such a reset by the provider's first fe80::/64 route,
 	// whichever NIC that is, while an ICMPv6 error leaves by the NIC the
@@ -300,35 +351,34 @@ func writeTable(c *nftables.Conn, s spec) error {
 		x(&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseNetworkHeader, Offset: 9, Len: 1},
 			&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{unix.IPPROTO_TCP}},
 			&expr.Reject{Type: unix.NFT_REJECT_TCP_RST}))
-	notLL := inPrefix(netip.MustParsePrefix("fe80::/10"), false)
-	notLL[len(notLL)-1].(*expr.Cmp).Op = expr.CmpOpNeq
-	rule(chainToProvider, "nothing else of the provider: refused at once", notLL, l4proto(unix.IPPROTO_TCP),
+	rule(chainToProvider, "nothing else of the provider: refused at once", notInPrefix(linkLocal6, false), l4proto(unix.IPPROTO_TCP),
 		x(&expr.Reject{Type: unix.NFT_REJECT_TCP_RST}))
 	rule(chainToProvider, "nothing else of the provider: refused at once", reject())
 
-	for _, ll := range []netip.Prefix{netip.MustParsePrefix("169.254.0.0/16"), netip.MustParsePrefix("fe80::/10")} {
+	for _, ll := range []netip.Prefix{netip.MustParsePrefix("169.254.0.0/16"), linkLocal6} {
 		for _, dst := range []bool{true, false} {
 			rule(chainForward, "link-local addresses are never forwarded (RFC 3927, RFC 4291)", inPrefix(ll, dst), drop())
 		}
 	}
 	rule(chainForward, "from a provider link", x(iif(), inSet(setLinks)), jump(chainFromClient))
 	rule(chainForward, "to a provider link", x(oif(), inSet(setLinks)), jump(chainToClient))
-	// Refused, not dropped: a client has an IPv6 address and default
-	// route of its own (spectrum-netcfg), so an IPv6-only destination
-	// must fail at once rather than time out.
-	rule(chainFromClient, "no IPv6 from a provider link", x(&expr.Meta{Key: expr.MetaKeyNFPROTO, Register: 1},
-		&expr.Cmp{Op: expr.CmpOpNeq, Register: 1, Data: []byte{unix.NFPROTO_IPV4}}),
-		[]expr.Any{&expr.Reject{Type: unix.NFT_REJECT_ICMPX_UNREACH, Code: unix.NFT_REJECT_ICMPX_ADMIN_PROHIBITED}})
 	rule(chainFromClient, "no client reaches another", x(oif(), inSet(setLinks)), drop())
 	rule(chainFromClient, "only DNS to the virtual resolver, which never gets here", ipv4(), daddr4Is(resolverAddr), reject())
+	// The virtual resolver's subnet 0 and every link's /64 are this
+	// host's: beyond this provider's own links (another provider's
+	// link, its gateway's ::1) they are nobody's to reach.
+	rule(chainFromClient, "the links' prefix ends here (the IPv6 virtual resolver: DNS never gets here)", inPrefix(mac.ULA, true), reject())
 	rule(chainFromClient, "clients reach everything else", accept())
 	rule(chainToClient, "replies reach clients", ctState(expr.CtStateBitESTABLISHED|expr.CtStateBitRELATED), accept())
 	rule(chainToClient, "nothing else reaches a client", drop())
 
 	rule(chainPost, "traffic to a client keeps its source", x(oif(), inSet(setLinks)), ret())
 	rule(chainPost, "clients leave with this provider's address", inPrefix(clientRange, false), x(&expr.Masq{}))
+	rule(chainPost, "clients leave with this provider's address", inPrefix(mac.ULA, false), x(&expr.Masq{}))
 	rule(chainLeak, "no client's address leaves un-NATed", x(oif(), lookup(sets[setLinks], 1, true)), ipv4(),
 		x(&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseNetworkHeader, Offset: 12, Len: 4}, inSet(setClientAddrs)), drop())
+	rule(chainLeak, "no client's address leaves un-NATed", x(oif(), lookup(sets[setLinks], 1, true)), ipv6(),
+		x(&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseNetworkHeader, Offset: 8, Len: 16}, inSet(setClientAddrs6)), drop())
 	return nil
 }
 
@@ -344,6 +394,29 @@ func iifIs(index uint32) []expr.Any {
 // ipv4 comes before reading an IPv4 header field, in an inet table.
 func ipv4() []expr.Any {
 	return []expr.Any{&expr.Meta{Key: expr.MetaKeyNFPROTO, Register: 1}, &expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{unix.NFPROTO_IPV4}}}
+}
+
+// ipv6 comes before reading an IPv6 header field.
+func ipv6() []expr.Any {
+	return []expr.Any{&expr.Meta{Key: expr.MetaKeyNFPROTO, Register: 1}, &expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{unix.NFPROTO_IPV6}}}
+}
+
+// saddr6IsNot matches an IPv6 source other than a (after ipv6 or an IPv6
+// inPrefix).
+func saddr6IsNot(a netip.Addr) []expr.Any {
+	return []expr.Any{
+		&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseNetworkHeader, Offset: 8, Len: 16},
+		&expr.Cmp{Op: expr.CmpOpNeq, Register: 1, Data: a.AsSlice()},
+	}
+}
+
+// notInPrefix is inPrefix's negation: the address is of p's family and
+// not in p. Its first two expressions are the family's check, which a
+// rule that has made it already leaves out ([2:]).
+func notInPrefix(p netip.Prefix, dst bool) []expr.Any {
+	e := inPrefix(p, dst)
+	e[len(e)-1].(*expr.Cmp).Op = expr.CmpOpNeq
+	return e
 }
 
 func daddr4Is(a netip.Addr) []expr.Any {
@@ -430,21 +503,35 @@ func deleteTable(c *nftables.Conn) {
 // parsers, about 8 KB).
 func forwardWasChain(v byte) string { return "ip_forward-was-" + string(v) }
 
-// readForwardWas finds the record an earlier run's table holds; found is
-// false when there is no such table (or it has no record).
-func readForwardWas(c *nftables.Conn) (v byte, found bool, err error) {
+// forward6WasChain is forwardWasChain for IPv6's switch,
+// net.ipv6.conf.all.forwarding ("ipv6_forwarding-was-0"); a kernel
+// without IPv6 has none.
+func forward6WasChain(v byte) string { return "ipv6_forwarding-was-" + string(v) }
+
+// readForwardWas finds the records an earlier run's table holds: v for
+// IPv4, v6 for IPv6 (0 when there is none: a table of a kernel without
+// IPv6, or of a router that did not route IPv6); found is false when
+// there is no such table (or it has no record).
+func readForwardWas(c *nftables.Conn) (v, v6 byte, found bool, err error) {
 	t := &nftables.Table{Name: TableName, Family: nftables.TableFamilyINet}
-	for _, v := range []byte{'0', '1'} {
-		// Flushing an empty chain changes nothing; it fails with
-		// ENOENT when there is no such chain or table.
-		c.FlushChain(&nftables.Chain{Name: forwardWasChain(v), Table: t})
-		err := c.Flush()
-		if err == nil {
-			return v, true, nil
+	probe := func(name func(byte) string) (byte, error) {
+		for _, v := range []byte{'0', '1'} {
+			// Flushing an empty chain changes nothing; it fails with
+			// ENOENT when there is no such chain or table.
+			c.FlushChain(&nftables.Chain{Name: name(v), Table: t})
+			err := c.Flush()
+			if err == nil {
+				return v, nil
+			}
+			if !errors.Is(err, unix.ENOENT) {
+				return 0, err
+			}
 		}
-		if !errors.Is(err, unix.ENOENT) {
-			return 0, false, err
-		}
+		return 0, nil
 	}
-	return 0, false, nil
+	if v, err = probe(forwardWasChain); err != nil || v == 0 {
+		return 0, 0, false, err
+	}
+	v6, err = probe(forward6WasChain)
+	return v, v6, err == nil, err
 }

@@ -76,16 +76,23 @@ func TestRuleset(t *testing.T) {
 		t.Fatalf("nft: %v\n%s", err, out)
 	}
 	checkSysctl(t, ns, "net.ipv4.ip_forward", "0")
+	checkSysctl(t, ns, "net.ipv6.conf.all.forwarding", "0")
+	// An uplink the provider keeps deaf to router advertisements.
+	ns.AddTap("up1", "52:54:00:12:34:57")
+	sysctl(t, ns, "net.ipv6.conf.up1.accept_ra=0")
 
 	a := startAgent(t, ns, "nameserver 192.0.2.53\n")
 	checkRuleset(t, ns, wantRuleset(map[string]string{"eth1": "100.64.18.52"}, a.dnsPort(), "0"))
 	checkSysctl(t, ns, "net.ipv4.ip_forward", "1")
+	checkSysctl(t, ns, "net.ipv6.conf.all.forwarding", "1")
 	up0 := itoa(link(t, ns, "up0"))
 	want := []string{
 		"spectrum-router: added ip rule 1: from 100.64.0.0/16 to 100.64.0.0/16 prohibit",
 		"spectrum-router: added table inet spectrum-router (1 provider NICs)",
 		limitsLine(),
 		"spectrum-router: set net.ipv4.ip_forward 1, was 0",
+		"spectrum-router: set IPv6 accept_ra 2, was 1, to keep taking router advertisements with forwarding on: default, lan0, up0",
+		"spectrum-router: set net.ipv6.conf.all.forwarding 1, was 0",
 		"spectrum-router: DNS forwarder on port " + a.dnsPort() + ", UDP and TCP",
 		"spectrum-router: DNS to 100.127.255.53 goes to 192.0.2.53 (first nameserver of /etc/resolv.conf)",
 		"eth1 0a:b3:ec:80:12:34: router: routing for client 100.64.18.52",
@@ -111,10 +118,13 @@ func TestRuleset(t *testing.T) {
 		t.Errorf("console mismatch (-want +got):\n%s", diff)
 	}
 	// The provider NIC takes nothing from router advertisements; the
-	// client NIC (the provider's own uplink here) is left as it was.
-	for nic, want := range map[string]string{"eth1": "0", "up0": "1"} {
-		checkSysctl(t, ns, "net.ipv6.conf."+nic+".accept_ra", want)
-		checkSysctl(t, ns, "net.ipv6.conf."+nic+".autoconf", want)
+	// uplinks (up0, a client NIC, is the provider's own uplink here)
+	// keep taking them with forwarding on, and so will NICs to come,
+	// unless the provider chose otherwise (up1).
+	for nic, want := range map[string]string{"eth1": "0/0", "up0": "2/1", "lan0": "2/1", "up1": "0/1", "default": "2/1"} {
+		ra, auto, _ := strings.Cut(want, "/")
+		checkSysctl(t, ns, "net.ipv6.conf."+nic+".accept_ra", ra)
+		checkSysctl(t, ns, "net.ipv6.conf."+nic+".autoconf", auto)
 	}
 
 	n := len(a.lines())
@@ -127,6 +137,7 @@ func TestRuleset(t *testing.T) {
 	want = []string{
 		"eth1 0a:b3:ec:80:12:34: set link down",
 		"spectrum-router: set net.ipv4.ip_forward 0 again",
+		"spectrum-router: set net.ipv6.conf.all.forwarding 0 again",
 		"spectrum-router: removed table inet spectrum-router",
 		"spectrum-router: removed table inet spectrum-router-limits",
 		"spectrum-router: removed ip rule 1: from 100.64.0.0/16 to 100.64.0.0/16 prohibit",
@@ -137,6 +148,9 @@ func TestRuleset(t *testing.T) {
 	}
 	checkNoRuleset(t, ns)
 	checkSysctl(t, ns, "net.ipv4.ip_forward", "0")
+	checkSysctl(t, ns, "net.ipv6.conf.all.forwarding", "0")
+	// accept_ra stays 2: with forwarding off, 2 means what 1 does.
+	checkSysctl(t, ns, "net.ipv6.conf.up0.accept_ra", "2")
 	if out, err := ns.Command(context.Background(), "nft", "list", "table", "inet", "other").CombinedOutput(); err != nil {
 		t.Errorf("the other table is gone: %v\n%s", err, out)
 	}
@@ -153,6 +167,7 @@ func TestRulesetRestart(t *testing.T) {
 			ns.AddTap("eth1", "0a:b3:ec:80:12:34")
 			ns.AddTap("eth2", "0a:b3:ec:80:00:09")
 			sysctl(t, ns, "net.ipv4.ip_forward="+forwardBefore)
+			sysctl(t, ns, "net.ipv6.conf.all.forwarding="+forwardBefore)
 			// The forwarder's port is each run's own.
 			want := func(a *agent) ruleset {
 				return wantRuleset(map[string]string{"eth1": "100.64.18.52", "eth2": "100.64.0.9"}, a.dnsPort(), forwardBefore)
@@ -167,6 +182,7 @@ func TestRulesetRestart(t *testing.T) {
 				}
 				checkNoRuleset(t, ns)
 				checkSysctl(t, ns, "net.ipv4.ip_forward", forwardBefore)
+				checkSysctl(t, ns, "net.ipv6.conf.all.forwarding", forwardBefore)
 			}
 
 			// A crash: the table stays (and keeps the clients
@@ -175,6 +191,7 @@ func TestRulesetRestart(t *testing.T) {
 			a.kill()
 			checkRuleset(t, ns, want(a))
 			checkSysctl(t, ns, "net.ipv4.ip_forward", "1")
+			checkSysctl(t, ns, "net.ipv6.conf.all.forwarding", "1")
 			addConntrack(t, ns, "100.64.18.52", "192.0.2.10")
 
 			a = startAgent(t, ns, "nameserver 192.0.2.53\n")
@@ -184,6 +201,7 @@ func TestRulesetRestart(t *testing.T) {
 				"spectrum-router: replaced the earlier run's table inet spectrum-router (2 provider NICs)",
 				limitsLine(),
 				"spectrum-router: net.ipv4.ip_forward already 1",
+				"spectrum-router: net.ipv6.conf.all.forwarding already 1",
 				"spectrum-router: DNS forwarder on port " + a.dnsPort() + ", UDP and TCP",
 				"spectrum-router: DNS to 100.127.255.53 goes to 192.0.2.53 (first nameserver of /etc/resolv.conf)",
 				"eth1 0a:b3:ec:80:12:34: router: routing for client 100.64.18.52",
@@ -203,14 +221,14 @@ func TestRulesetRestart(t *testing.T) {
 			if code := a.stop(); code != 0 {
 				t.Errorf("exit status %d, want 0", code)
 			}
-			restore := "spectrum-router: set net.ipv4.ip_forward 0 again"
+			restore := []string{"spectrum-router: set net.ipv4.ip_forward 0 again", "spectrum-router: set net.ipv6.conf.all.forwarding 0 again"}
 			if forwardBefore == "1" {
-				restore = "spectrum-router: left net.ipv4.ip_forward 1, as it was"
+				restore = []string{"spectrum-router: left net.ipv4.ip_forward 1, as it was", "spectrum-router: left net.ipv6.conf.all.forwarding 1, as it was"}
 			}
 			wantLog = []string{
 				"eth1 0a:b3:ec:80:12:34: set link down",
 				"eth2 0a:b3:ec:80:00:09: set link down",
-				restore,
+				restore[0], restore[1],
 				"spectrum-router: removed table inet spectrum-router",
 				"spectrum-router: removed table inet spectrum-router-limits",
 				"spectrum-router: removed ip rule 1: from 100.64.0.0/16 to 100.64.0.0/16 prohibit",
@@ -221,6 +239,7 @@ func TestRulesetRestart(t *testing.T) {
 			}
 			checkNoRuleset(t, ns)
 			checkSysctl(t, ns, "net.ipv4.ip_forward", forwardBefore)
+			checkSysctl(t, ns, "net.ipv6.conf.all.forwarding", forwardBefore)
 		})
 	}
 }
@@ -245,7 +264,7 @@ func TestRulesetHotplug(t *testing.T) {
 	checkRuleset(t, ns, wantRuleset(map[string]string{"eth1": "100.64.18.52"}, a.dnsPort(), "0"))
 	want := []string{
 		"eth1 0a:b3:ec:80:12:34: router: routing for client 100.64.18.52",
-		"eth1 0a:b3:ec:80:12:34: router: set IPv6 accept_ra 0, autoconf 0 (were 1, 1)",
+		"eth1 0a:b3:ec:80:12:34: router: set IPv6 accept_ra 0, autoconf 0 (were 2, 1)",
 		"eth1 0a:b3:ec:80:12:34: router: flushed 1 conntrack entries of 100.64.18.52",
 		"eth1 0a:b3:ec:80:12:34: set rp_filter 1 (strict), was 0",
 		"eth1 0a:b3:ec:80:12:34: set link up",
@@ -274,6 +293,14 @@ func TestRulesetHotplug(t *testing.T) {
 
 	// The link goes (its client stopped).
 	addConntrack(t, ns, "100.64.18.52", "192.0.2.10")
+	// IPv6's: the client's address on the link's /64, its connections
+	// marked with the link's ifindex as the table marks them; another
+	// link's stay.
+	const c6 = "fd9f:2b8:5010:1234::2"
+	eth1, eth2 := itoa(link(t, ns, "eth1")), itoa(link(t, ns, "eth2"))
+	addConntrack(t, ns, c6, "2001:db8::10", "--mark", eth1)
+	addConntrack(t, ns, "2001:db8::10", c6, "--mark", eth1)
+	addConntrack(t, ns, "fd9f:2b8:5010:9::2", "2001:db8::10", "--mark", eth2)
 	n = len(a.lines())
 	ns.IP("link", "del", "eth1")
 	a.waitLine("eth1 0a:b3:ec:80:12:34: removed")
@@ -281,6 +308,7 @@ func TestRulesetHotplug(t *testing.T) {
 		"eth1 0a:b3:ec:80:12:34: removed",
 		"eth1 0a:b3:ec:80:12:34: router: stopped routing for client 100.64.18.52",
 		"eth1 0a:b3:ec:80:12:34: router: flushed 2 conntrack entries of 100.64.18.52",
+		"eth1 0a:b3:ec:80:12:34: router: flushed 2 conntrack entries of " + c6,
 	}
 	a.waitLine(want[len(want)-1])
 	if diff := cmp.Diff(want, a.linesSince(n)); diff != "" {
@@ -292,6 +320,14 @@ func TestRulesetHotplug(t *testing.T) {
 	}
 	if got := conntrackEntries(t, ns, "-d", "100.64.18.52"); len(got) != 0 {
 		t.Errorf("conntrack entries to 100.64.18.52 after its link went: %q", got)
+	}
+	for _, dir := range []string{"-s", "-d"} {
+		if got := conntrackEntries(t, ns, dir, c6); len(got) != 0 {
+			t.Errorf("conntrack entries %s %s after its link went: %q", dir, c6, got)
+		}
+	}
+	if got := conntrackEntries(t, ns, "-s", "fd9f:2b8:5010:9::2"); len(got) != 1 {
+		t.Errorf("another client's IPv6 conntrack entries: %q, want the one there was", got)
 	}
 
 	// Renamed (udev's predictable names): the rules name the ifindex,
