@@ -1,6 +1,7 @@
 package vmtest
 
 import (
+	"context"
 	"fmt"
 	"net"
 	"net/netip"
@@ -118,22 +119,7 @@ func TestRouter(t *testing.T) {
 		ok(t, ctx, c2, "noreach "+addr1v6+" ok")
 	})
 	t.Run("spoofing", func(t *testing.T) {
-		for _, forged := range []string{addr1, outside} {
-			e := ok(t, ctx, c2, "spoof "+forged+">"+lan.Router.String()+" ")
-			if vm.Field(e, "barrier") != "ok" {
-				t.Fatalf("client2: %s", e)
-			}
-			barrier := "spectrum-barrier spoof-" + forged
-			_, before, err := l.WaitPacket(ctx, func(p lan.Packet) bool { return p.Payload == barrier })
-			if err != nil {
-				t.Fatalf("the barrier after the packets forged with %s: %v", forged, err)
-			}
-			for _, p := range before {
-				if p.Payload == spoofPayload || p.Proto == 6 && p.Seq == spoofSeq {
-					t.Errorf("a packet client2 forged with source %s reached the LAN: %+v", forged, p)
-				}
-			}
-		}
+		checkForged(t, ctx, l, c2, lan.Router, addr1, outside)
 	})
 	t.Run("hostile client", func(t *testing.T) {
 		hostileClient(t, e, d, netvm, id1, id2, up1.Addr())
@@ -200,6 +186,29 @@ func TestRouter(t *testing.T) {
 		}
 	}
 	t.Logf("wall time %.1fs", time.Since(start).Seconds())
+}
+
+// checkForged checks c's spoof:SRC>DST steps, each source of forged to
+// dst: its barrier came back, and the LAN's capture saw none of what c
+// forged (UDP and TCP SYNs) before that barrier.
+func checkForged(t *testing.T, ctx context.Context, l *lan.LAN, c *vm.Proc, dst netip.Addr, forged ...string) {
+	t.Helper()
+	for _, src := range forged {
+		e := ok(t, ctx, c, "spoof "+src+">"+dst.String()+" ")
+		if vm.Field(e, "barrier") != "ok" {
+			t.Fatalf("%s: %s", c.Name, e)
+		}
+		barrier := "spectrum-barrier spoof-" + src
+		_, before, err := l.WaitPacket(ctx, func(p lan.Packet) bool { return p.Payload == barrier })
+		if err != nil {
+			t.Fatalf("the barrier after the packets forged with %s: %v", src, err)
+		}
+		for _, p := range before {
+			if p.Payload == spoofPayload || p.Proto == 6 && p.Seq == spoofSeq {
+				t.Errorf("a packet %s forged with source %s reached the LAN: %+v", c.Name, src, p)
+			}
+		}
+	}
 }
 
 // servicePort is the port of netvm's TCP service on [::] in TestRouter,
@@ -306,40 +315,56 @@ func checkPage(t testing.TB, event string, web netip.Addr) {
 
 // TestRouterChain puts a second provider between netvm and an app VM: vpn
 // is netvm's client and app's provider, runs the router too, and has no
-// uplink (its own client link to netvm is its way out). app fetches the
-// LAN's page by name (its DNS goes to vpn's virtual resolver, which sends
-// it on to netvm's) and by address; the LAN sees only netvm's address.
+// uplink (its own client link to netvm is its way out). On a dual-stack
+// LAN (issue 18: both families through a chain), app fetches the LAN's
+// page by name over IPv4 (its DNS goes to vpn's virtual resolver, which
+// sends it on to netvm's), by IPv4 address and by IPv6 address, and
+// resolves the name (A and AAAA) through its virtual resolver; vpn fetches
+// by name and by IPv6 address. The LAN sees only netvm's addresses, each
+// family's from netvm's address of that family, nothing from the clients'.
 func TestRouterChain(t *testing.T) {
 	e := newEnv(t, 8*time.Minute)
-	l := e.lan()
+	l := e.lanMode(lan.DualStack, false)
 	e.spec(vm.Spec{Name: "netvm", Uplinks: []string{lanBridge}, Cmdline: "spectrum.watch spectrum.route"})
 	e.vm("vpn", []string{"netvm"}, "spectrum.watch spectrum.route")
 	e.vm("app", []string{"vpn"}, "")
 	d := e.serve()
 	ctx := e.ctx
-	e.setTest("netvm", "dhcp,serve")
-	e.setTest("vpn", "fetch:"+webByName+",serve")
-	e.setTest("app", "fetch:"+webByName+",fetch:"+webByAddr+",serve")
+	e.setTest("netvm", "dhcp:46,serve")
+	e.setTest("vpn", "fetch:"+webByName+",fetch:"+web6+",serve")
+	e.setTest("app", "resolve:"+lan.WebName+"@"+vm.Resolver+"/2,fetch:"+webByName+",fetch:"+webByAddr+",fetch:"+web6+",serve")
 
 	app := d.Start(t, "app")
 	netvm, vpn := d.Proc("netvm"), d.Proc("vpn")
 	if netvm == nil || vpn == nil {
 		t.Fatalf("spectrumd start app did not start its providers: %+v", d.List(t))
 	}
-	up, _ := lease(t, ctx, netvm, "netvm's lease", func(a netip.Prefix, dns string) bool { return inPool(a.Addr(), lan.First) })
-	checkPage(t, ok(t, ctx, vpn, "fetch "+webByName+" ok"), lan.First.Web)
-	checkPage(t, ok(t, ctx, app, "fetch "+webByName+" ok"), lan.First.Web)
-	checkPage(t, ok(t, ctx, app, "fetch "+webByAddr+" ok"), lan.First.Web)
-	if n := len(l.Requests()); n != 3 {
-		t.Errorf("the LAN's web server answered %d requests, want 3 (vpn's, app's two)", n)
+	up4, _ := lease(t, ctx, netvm, "netvm's lease", func(a netip.Prefix, dns string) bool { return inPool(a.Addr(), lan.First) })
+	up6, _ := lease6(t, ctx, netvm, "netvm's IPv6 configuration", func(addrs []netip.Prefix, dns string) bool {
+		return dns == lan.First.DNS6.String()
+	})
+	want := lan.First.Web6.String() + "," + lan.First.Web.String()
+	for _, r := range []string{vm.Resolver} {
+		if e := ok(t, ctx, app, "resolve "+lan.WebName+"@"+r+"/2 ok"); vm.Field(e, "addrs") != want {
+			t.Errorf("app: %s; want addrs=%s", e, want)
+		}
 	}
+	checkPageOf(t, ok(t, ctx, vpn, "fetch "+webByName+" ok"), "IPv4", lan.First.Web)
+	checkPageOf(t, ok(t, ctx, vpn, "fetch "+web6+" ok"), "IPv6", lan.First.Web6)
+	checkPageOf(t, ok(t, ctx, app, "fetch "+webByName+" ok"), "IPv4", lan.First.Web)
+	checkPageOf(t, ok(t, ctx, app, "fetch "+webByAddr+" ok"), "IPv4", lan.First.Web)
+	checkPageOf(t, ok(t, ctx, app, "fetch "+web6+" ok"), "IPv6", lan.First.Web6)
+	if n := len(l.Requests()); n != 5 {
+		t.Errorf("the LAN's web server answered %d requests, want 5 (vpn's two, app's three)", n)
+	}
+	from := map[string]netip.Addr{"IPv4": up4.Addr(), "IPv6": up6.Addr()}
 	for _, r := range l.Requests() {
-		if r.Remote.Addr() != up.Addr() {
-			t.Errorf("the LAN's web server saw a request from %v, want only netvm's %v: %+v", r.Remote, up.Addr(), r)
+		if r.Remote.Addr() != from[r.Family] {
+			t.Errorf("the LAN's web server saw a request over %s from %v, want only netvm's %v: %+v", r.Family, r.Remote, from[r.Family], r)
 		}
 	}
 	for _, p := range l.Packets() {
-		if clients.Contains(p.Src) {
+		if clients.Contains(p.Src) || mac.ULA.Contains(p.Src) {
 			t.Errorf("the LAN received a packet from a client's address: %+v", p)
 		}
 	}

@@ -576,6 +576,7 @@ func wantRuleset(clients map[string]string, dnsPort, forwardWas string) ruleset 
 	add("postrouting", "clients leave with this provider's address", "ip6 saddr fd9f:2b8:5010::/48 masquerade")
 	add("leak", "no client's address leaves un-NATed", "meta oif != @links ip saddr @client-addrs drop")
 	add("leak", "no client's address leaves un-NATed", "meta oif != @links ip6 saddr @client-addrs6 drop")
+	add("leak", "no link's own address leaves (masquerade's pick while the uplink has none)", `meta oif != @links {"\u0026":[{"payload":{"field":"saddr","protocol":"ip6"}},"ffff:ffff:ffff:0:ffff:ffff:ffff:ffff"]} fd9f:2b8:5010::1 drop`)
 	const lim = limitsPrefix
 	add(lim+"guard", "from a provider link", "meta iif @links jump from-link")
 	add(lim+"from-link", "new connections a second, per link", "ct state new add @link-rate {meta iif limit rate over 1000/second burst 2000 packets} drop")

@@ -183,6 +183,7 @@ type spec struct {
 //		chain leak { type filter hook postrouting priority 110; policy accept;
 //			oif != @links ip saddr @client-addrs drop
 //			oif != @links ip6 saddr @client-addrs6 drop
+//			oif != @links ip6 saddr & ffff:ffff:ffff::ffff:ffff:ffff:ffff == fd9f:2b8:5010::1 drop   # any link's ::1
 //		}
 //		chain ip_forward-was-0 { }   # see forwardWasChain
 //		chain ipv6_forwarding-was-0 { }   # forward6WasChain; none without IPv6
@@ -379,8 +380,20 @@ func writeTable(c *nftables.Conn, s spec) error {
 		x(&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseNetworkHeader, Offset: 12, Len: 4}, inSet(setClientAddrs)), drop())
 	rule(chainLeak, "no client's address leaves un-NATed", x(oif(), lookup(sets[setLinks], 1, true)), ipv6(),
 		x(&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseNetworkHeader, Offset: 8, Len: 16}, inSet(setClientAddrs6)), drop())
+	// Masquerade takes the host's best source for the destination, of any
+	// NIC: while the uplink has no IPv6 address of its own yet (SLAAC's
+	// duplicate address detection, after the advertisement's routes) it
+	// picks a link's fd9f:2b8:5010:AB::1, which must not leave either.
+	rule(chainLeak, "no link's own address leaves (masquerade's pick while the uplink has none)", x(oif(), lookup(sets[setLinks], 1, true)), ipv6(),
+		x(&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseNetworkHeader, Offset: 8, Len: 16},
+			&expr.Bitwise{SourceRegister: 1, DestRegister: 1, Len: 16, Mask: linkHostMask, Xor: make([]byte, 16)},
+			&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: mac.LinkID(0).ProviderAddr6().AsSlice()}), drop())
 	return nil
 }
+
+// linkHostMask keeps an address's /48 and interface id, not its subnet: an
+// address of fd9f:2b8:5010::/48 masked with it is that of link 0.
+var linkHostMask = []byte{0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0, 0, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff}
 
 // The expressions rules are made of.
 

@@ -27,8 +27,20 @@ import (
 // /etc/resolv.conf) until it answers or timeout passes: "resolve NAME ok
 // addrs=A,B tries=N" or "fail resolve NAME: ...". NAME@SERVER asks SERVER
 // (an address, port 53) alone, over UDP: "resolve NAME@SERVER ok ...".
+// A suffix /N waits for N addresses or more (Go's resolver answers with
+// the A records alone when the AAAA query fails, and the other way
+// round): "resolve NAME@SERVER/N ok ...".
 func resolve(arg string, timeout time.Duration) {
-	name, server, _ := strings.Cut(arg, "@")
+	query, want := arg, 1
+	if i := strings.LastIndex(arg, "/"); i >= 0 {
+		n, err := strconv.Atoi(arg[i+1:])
+		if err != nil || n < 1 {
+			report("fail resolve %s: want NAME[@SERVER][/N]", arg)
+			return
+		}
+		query, want = arg[:i], n
+	}
+	name, server, _ := strings.Cut(query, "@")
 	r := net.DefaultResolver
 	if server != "" {
 		to := net.JoinHostPort(server, "53")
@@ -39,6 +51,9 @@ func resolve(arg string, timeout time.Duration) {
 	deadline := time.Now().Add(timeout)
 	for try := 1; ; try++ {
 		addrs, err := lookup(r, name)
+		if err == nil && len(addrs) < want {
+			err = fmt.Errorf("%d addresses (%s), want %d", len(addrs), strings.Join(addrs, ","), want)
+		}
 		if err == nil {
 			report("resolve %s ok addrs=%s tries=%d", arg, strings.Join(addrs, ","), try)
 			return

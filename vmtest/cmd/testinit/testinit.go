@@ -48,6 +48,8 @@
 //	                until it answers ("resolve NAME ok addrs=...")
 //	    resolve:NAME@SERVER  the same, asking SERVER alone (an IPv4 or
 //	                IPv6 address)
+//	    resolve:NAME[@SERVER]/N  the same, until it answers with N
+//	                addresses or more
 //	    resolvconf  report /etc/resolv.conf's nameservers
 //	                ("resolvconf nameservers=A,B")
 //	    fetch:URL   HTTP GET until it answers 200 ("fetch URL ok status=200
