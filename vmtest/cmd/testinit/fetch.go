@@ -17,7 +17,6 @@ import (
 	"slices"
 	"strconv"
 	"strings"
-	"sync"
 	"time"
 
 	"spectrum-os.org/netcfg/vmtest/tput"
@@ -266,15 +265,23 @@ func throughputBack(arg string) {
 			secs = n
 		}
 	}
-	addr = net.JoinHostPort(addr, strconv.Itoa(tput.BackPort))
-	backOnce.Do(func() {
-		backLn, backErr = net.ListenTCP("tcp4", &net.TCPAddr{Port: tput.BackPort})
-	})
-	if backErr != nil {
-		report("fail tput %s: %v", addr, backErr)
-		return
+	// A listener per family (IPv6's IPv6 alone), so that a receiver
+	// of the other family waiting to connect is not taken for this one.
+	network := "tcp4"
+	if ip := net.ParseIP(addr); ip != nil && ip.To4() == nil {
+		network = "tcp6"
 	}
-	r, err := tput.SendOn(backLn, time.Duration(secs)*time.Second, time.Duration(secs)*time.Second+time.Minute)
+	addr = net.JoinHostPort(addr, strconv.Itoa(tput.BackPort))
+	ln := backLns[network]
+	if ln == nil {
+		var err error
+		if ln, err = net.ListenTCP(network, &net.TCPAddr{Port: tput.BackPort}); err != nil {
+			report("fail tput %s: %v", addr, err)
+			return
+		}
+		backLns[network] = ln
+	}
+	r, err := tput.SendOn(ln, time.Duration(secs)*time.Second, time.Duration(secs)*time.Second+time.Minute)
 	if err != nil {
 		report("fail tput %s: %v", addr, err)
 		return
@@ -282,19 +289,16 @@ func throughputBack(arg string) {
 	report("tput %s ok bytes=%d took=%.3fs mbit=%.2f", addr, r.Bytes, r.Took.Seconds(), r.BitsPerSecond()/1e6)
 }
 
-// The listener of throughputBack, kept from one measurement to the next.
-var (
-	backOnce sync.Once
-	backLn   *net.TCPListener
-	backErr  error
-)
+// The listeners of throughputBack ("tcp4", "tcp6"), kept from one
+// measurement to the next (the steps run one after the other).
+var backLns = map[string]*net.TCPListener{}
 
 // throughputDial connects to HOST's tput.BackPort and receives, again
 // and again, for as long as the VM runs: the receiver of throughputBack.
 func throughputDial(host string) {
 	addr := net.JoinHostPort(host, strconv.Itoa(tput.BackPort))
 	for {
-		c, err := net.DialTimeout("tcp4", addr, 5*time.Second)
+		c, err := net.DialTimeout("tcp", addr, 5*time.Second)
 		if err != nil {
 			time.Sleep(20 * time.Millisecond)
 			continue
@@ -315,9 +319,12 @@ func rtt(arg string, probe func(net.IP, int) (time.Duration, error)) {
 			n = v
 		}
 	}
-	ip := net.ParseIP(addr).To4()
+	ip := net.ParseIP(addr)
+	if v4 := ip.To4(); v4 != nil {
+		ip = v4 // the probes take a family's length as its family
+	}
 	if ip == nil {
-		report("fail rtt %s: not an IPv4 address", addr)
+		report("fail rtt %s: not an IP address", addr)
 		return
 	}
 	if _, err := probe(ip, 0); err != nil {

@@ -64,8 +64,8 @@
 //	    tput:ADDR[/SECONDS]  TCP throughput to a receiver (vmtest/tput) at
 //	                ADDR (port 5001 unless given), default 5 s
 //	    tputback:ADDR[/SECONDS]  tput the other way round: wait for a
-//	                receiver to connect to port 5002 (ADDR names it) and
-//	                send to it
+//	                receiver to connect to port 5002 over ADDR's family
+//	                (ADDR names it) and send to it
 //	    tputdial:HOST  connect to HOST's port 5002 and receive, again and
 //	                again (in the background)
 //	    rtt:ADDR[/N]  N UDP echo round trips to ADDR (default 20): min,
