@@ -451,6 +451,10 @@ func renderValue(v any) string {
 					return "dnat " + m["family"].(string) + " to " + m["addr"].(string)
 				case "redirect":
 					return "redirect to :" + renderValue(m["port"])
+				case "tcp option":
+					return "tcp option " + m["name"].(string) + " " + m["field"].(string)
+				case "rt":
+					return "rt " + m["key"].(string)
 				}
 			}
 		}
@@ -568,6 +572,7 @@ func wantRuleset(clients map[string]string, dnsPort, forwardWas string) ruleset 
 		"ip daddr 100.127.255.53 reject with icmpx port-unreachable")
 	add("from-client", "the links' prefix ends here (the IPv6 virtual resolver: DNS never gets here)",
 		"ip6 daddr fd9f:2b8:5010::/48 reject with icmpx port-unreachable")
+	add("from-client", "a SYN's MSS no more than the route out carries", "tcp flags syn tcp option maxseg size set rt mtu")
 	add("from-client", "clients reach everything else", "accept")
 	add("to-client", "replies reach clients", "ct state established,related accept")
 	add("to-client", "nothing else reaches a client", "drop")

@@ -486,3 +486,149 @@ func TestRouterWithoutIPv6(t *testing.T) {
 	}
 	checkSysctl(t, ns, "net.ipv4.ip_forward", "0")
 }
+
+// pathMTU sends a datagram of size bytes (don't fragment) from ns to
+// addr, UDP port 9, every 100 ms until the socket's path MTU (IP_MTU,
+// IPV6_MTU) is below size, and returns it; or the MTU at the end of a
+// few seconds.
+func pathMTU(t *testing.T, ns *nstest.NS, addr string, size int) int {
+	t.Helper()
+	dst := netip.MustParseAddr(addr)
+	var c *net.UDPConn
+	inNS(t, ns, func() {
+		var err error
+		if c, err = net.DialUDP("udp", nil, &net.UDPAddr{IP: dst.AsSlice(), Port: 9}); err != nil {
+			t.Fatal(err)
+		}
+	})
+	defer c.Close()
+	rc, err := c.SyscallConn()
+	if err != nil {
+		t.Fatal(err)
+	}
+	level, opt, disc, do := unix.IPPROTO_IP, unix.IP_MTU, unix.IP_MTU_DISCOVER, unix.IP_PMTUDISC_DO
+	if dst.Is6() {
+		level, opt, disc, do = unix.IPPROTO_IPV6, unix.IPV6_MTU, unix.IPV6_MTU_DISCOVER, unix.IPV6_PMTUDISC_DO
+	}
+	mtu := 0
+	rc.Control(func(fd uintptr) { err = unix.SetsockoptInt(int(fd), level, disc, do) })
+	if err != nil {
+		t.Fatal(err)
+	}
+	for range 30 {
+		c.Write(make([]byte, size-28-20*btoi(dst.Is6()))) // the IP packet size bytes
+		time.Sleep(100 * time.Millisecond)
+		rc.Control(func(fd uintptr) { mtu, err = unix.GetsockoptInt(int(fd), level, opt) })
+		if err != nil {
+			t.Fatal(err)
+		}
+		if mtu < size {
+			break
+		}
+	}
+	return mtu
+}
+
+func btoi(b bool) int {
+	if b {
+		return 1
+	}
+	return 0
+}
+
+// synMSS is the MSS option of the TCP SYNs (not SYN+ACK) among the
+// captured packets of family v6, from src.
+func synMSS(c *linkCapture, v6 bool, src string) []int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	var out []int
+	for _, p := range c.pkts {
+		var s netip.Addr
+		var tcp []byte
+		switch {
+		case v6 && len(p) >= 60 && p[0]>>4 == 6 && p[6] == unix.IPPROTO_TCP:
+			s, tcp = netip.AddrFrom16([16]byte(p[8:24])), p[40:]
+		case !v6 && len(p) >= 40 && p[0]>>4 == 4 && p[9] == unix.IPPROTO_TCP:
+			hl := int(p[0]&15) * 4
+			s, tcp = netip.AddrFrom4([4]byte(p[12:16])), p[hl:]
+		default:
+			continue
+		}
+		if s.String() != src || len(tcp) < 20 || tcp[13]&0x12 != 0x02 {
+			continue
+		}
+		opts := tcp[20:min(int(tcp[12]>>4)*4, len(tcp))]
+		for len(opts) >= 2 && opts[0] != 0 {
+			if opts[0] == 1 {
+				opts = opts[1:]
+				continue
+			}
+			if opts[0] == 2 && opts[1] == 4 && len(opts) >= 4 {
+				out = append(out, int(binary.BigEndian.Uint16(opts[2:])))
+			}
+			if opts[1] < 2 || int(opts[1]) > len(opts) {
+				break
+			}
+			opts = opts[opts[1]:]
+		}
+	}
+	return out
+}
+
+// TestMTU (issue 18): packet too big (ICMPv6) and fragmentation needed
+// (ICMP) reach a client, from a router beyond the provider's uplink (a
+// hop at MTU 1280 behind the LAN) and from the provider itself (its
+// uplink at MTU 1280): the client's path MTU drops to 1280 for the
+// destination. And a client's TCP SYN leaves the uplink with its MSS
+// clamped to the route's MTU, 1240 in IPv4 and 1220 in IPv6 at 1280
+// (1460 and 1440 as the client sent them at 1500).
+func TestMTU(t *testing.T) {
+	n := newAttackNet(t)
+	waitDAD(t, n.c1)
+	// far: a host behind the LAN's router, the hop to it at 1280.
+	far := nstest.New(t)
+	veth(t, n.lan.ns, "far0", "52:54:00:00:03:01", far, "eth0", "52:54:00:00:03:02")
+	for _, ns := range []*nstest.NS{n.lan.ns, far} {
+		nic := map[bool]string{true: "far0", false: "eth0"}[ns == n.lan.ns]
+		ns.IP("link", "set", nic, "mtu", "1280", "up")
+	}
+	n.lan.ns.IP("addr", "add", "198.51.100.1/24", "dev", "far0")
+	n.lan.ns.IP("addr", "add", "2001:db8:2::1/64", "dev", "far0", "nodad")
+	far.IP("addr", "add", "198.51.100.10/24", "dev", "eth0")
+	far.IP("addr", "add", "2001:db8:2::10/64", "dev", "eth0", "nodad")
+	far.IP("route", "add", "default", "via", "198.51.100.1")
+	far.IP("-6", "route", "add", "default", "via", "2001:db8:2::1")
+	sysctl(t, n.lan.ns, "net.ipv4.ip_forward=1")
+	sysctl(t, n.lan.ns, "net.ipv6.conf.all.forwarding=1")
+
+	for _, addr := range []string{"198.51.100.10", "2001:db8:2::10"} {
+		if mtu := pathMTU(t, n.c1, addr, 1400); mtu != 1280 {
+			t.Errorf("client 1's path MTU to %s (beyond the LAN, behind a hop at 1280): %d, want 1280", addr, mtu)
+		}
+	}
+
+	// The uplink at 1280: first the SYNs, from a client that has not
+	// learnt the path MTU yet.
+	n.prov.IP("link", "set", "up0", "mtu", "1280")
+	n.lan.ns.IP("link", "set", "lan0", "mtu", "1280")
+	w4, w6 := captureLink(t, n.lan.ns, "lan0"), captureIPv6(t, n.lan.ns, "lan0")
+	for _, addr := range []string{webAddr, webAddr6} {
+		if got, err := dialTCP(t, n.c1, addr, 7); err != nil {
+			t.Errorf("client 1 -> %s:7: %q, %v", addr, got, err)
+		}
+	}
+	time.Sleep(100 * time.Millisecond)
+	if got := synMSS(w4, false, uplinkAddr); !slices.Equal(got, []int{1240}) {
+		t.Errorf("the SYN's MSS on the LAN (IPv4): %v, want [1240]", got)
+	}
+	if got := synMSS(w6, true, uplinkAddr6); !slices.Equal(got, []int{1220}) {
+		t.Errorf("the SYN's MSS on the LAN (IPv6): %v, want [1220]", got)
+	}
+	// The path MTU after the SYNs: a client that knows it sends a
+	// smaller MSS itself.
+	for _, addr := range []string{webAddr, webAddr6} {
+		if mtu := pathMTU(t, n.c1, addr, 1400); mtu != 1280 {
+			t.Errorf("client 1's path MTU to %s (the provider's uplink at 1280): %d, want 1280", addr, mtu)
+		}
+	}
+}

@@ -169,6 +169,7 @@ type spec struct {
 //			oif @links drop                                # no client reaches another
 //			ip daddr A reject                              # not DNS (redirected before it gets here)
 //			ip6 daddr fd9f:2b8:5010::/48 reject            # the links' prefix ends here
+//			tcp flags syn tcp option maxseg size set rt mtu   # MSS clamped to the route out
 //			accept
 //		}
 //		chain to-client {
@@ -369,6 +370,16 @@ func writeTable(c *nftables.Conn, s spec) error {
 	// host's: beyond this provider's own links (another provider's
 	// link, its gateway's ::1) they are nobody's to reach.
 	rule(chainFromClient, "the links' prefix ends here (the IPv6 virtual resolver: DNS never gets here)", inPrefix(mac.ULA, true), reject())
+	// A client's SYN says the MSS of its own link's MTU; the route out
+	// may carry less (a PPPoE or tunnel uplink), and a path that drops
+	// ICMP errors would stall. The kernel only ever lowers the option.
+	rule(chainFromClient, "a SYN's MSS no more than the route out carries", l4proto(unix.IPPROTO_TCP),
+		x(&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseTransportHeader, Offset: 13, Len: 1},
+			&expr.Bitwise{SourceRegister: 1, DestRegister: 1, Len: 1, Mask: []byte{0x02}, Xor: []byte{0}},
+			&expr.Cmp{Op: expr.CmpOpNeq, Register: 1, Data: []byte{0}},
+			&expr.Rt{Register: 1, Key: expr.RtTCPMSS}, // in host order
+			&expr.Byteorder{SourceRegister: 1, DestRegister: 1, Op: expr.ByteorderHton, Len: 2, Size: 2},
+			&expr.Exthdr{SourceRegister: 1, Type: 2, Offset: 2, Len: 2, Op: expr.ExthdrOpTcpopt}))
 	rule(chainFromClient, "clients reach everything else", accept())
 	rule(chainToClient, "replies reach clients", ctState(expr.CtStateBitESTABLISHED|expr.CtStateBitRELATED), accept())
 	rule(chainToClient, "nothing else reaches a client", drop())
