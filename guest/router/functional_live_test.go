@@ -471,6 +471,15 @@ func TestFunctional(t *testing.T) {
 		if host, _, _ := net.SplitHostPort(got); host != uplinkAddr {
 			t.Errorf("the server saw the app at %s, want %s", got, uplinkAddr)
 		}
+		// IPv6 too: NAT66 twice (the client addresses wait for their
+		// duplicate address detection).
+		waitDAD(t, vpn)
+		waitDAD(t, app)
+		if got, err := dialTCP(t, app, webAddr6, 7); err != nil {
+			t.Errorf("app -> [%s]:7: %v", webAddr6, err)
+		} else if host, _, _ := net.SplitHostPort(got); host != uplinkAddr6 {
+			t.Errorf("the server saw the app at %s, want %s", got, uplinkAddr6)
+		}
 		for _, tcp := range []bool{false, true} {
 			if a, err := query(t, app, tcp, 0); err != nil || a != netip.MustParseAddr("192.0.2.1") {
 				t.Errorf("app's query (tcp %v): %v, %v; want 192.0.2.1", tcp, a, err)
@@ -481,6 +490,13 @@ func TestFunctional(t *testing.T) {
 		app.IP("route", "add", "100.64.0.1/32", "via", "169.254.0.4", "dev", "eth0", "onlink")
 		if _, err := dialTCP(t, app, "100.64.0.1", 9999); err == nil {
 			t.Error("the app behind the VPN connected to client 1")
+		}
+		s6 := listenServices(t, c1, 9997)
+		if _, err := dialTCP(t, app, c6(1), 9997); err == nil {
+			t.Error("the app behind the VPN connected to client 1 over IPv6")
+		}
+		if got := s6.seen(); len(got) > 0 {
+			t.Errorf("client 1 got %q from the app behind the VPN", got)
 		}
 		if code := va.stop(); code != 0 {
 			t.Errorf("vpn agent: exit status %d", code)
