@@ -12,8 +12,11 @@ import (
 	"testing"
 	"time"
 
+	"golang.org/x/net/dns/dnsmessage"
 	"golang.org/x/sys/unix"
 
+	"spectrum-os.org/netcfg/guest/router"
+	"spectrum-os.org/netcfg/internal/mac"
 	"spectrum-os.org/netcfg/internal/nstest"
 )
 
@@ -575,29 +578,75 @@ func TestAttackFlood(t *testing.T) {
 	t.Logf("the LAN server got %d of client 1's 64,512 datagrams", n)
 }
 
+// TestAttackFlood6 (issue 18): TestAttackFlood's flood of the resolver
+// over IPv6: one client sends a query from each source port 1024-65535
+// to fd9f:2b8:5010::53. Another client then gets 20 of 20 queries
+// answered, to either virtual resolver, over UDP and TCP.
+func TestAttackFlood6(t *testing.T) {
+	_, _, _, c1, c2 := attackSetup(t)
+	waitDAD(t, c1)
+	waitDAD(t, c2)
+	start := time.Now()
+	floodUDP(t, c1, mac.LinkID(1).ClientAddr6(), mac.Resolver6, 53, dnsQuery(t))
+	t.Logf("client 1 sent 64,512 queries to %s in %v", router.Resolver6, time.Since(start))
+	time.Sleep(time.Second) // the answers come back
+	answered := 0
+	for i := range 20 {
+		tcp := i%4 == 3
+		res := router.Resolver6
+		if i%2 == 1 {
+			res = router.Resolver
+		}
+		if a, err := queryAt(t, c2, res, dnsmessage.TypeA, tcp, 0); err != nil || a != netip.MustParseAddr("192.0.2.1") {
+			t.Errorf("client 2's query %d to %s (tcp %v) after the flood: %v, %v", i, res, tcp, a, err)
+		} else {
+			answered++
+		}
+	}
+	t.Logf("client 2: %d of 20 queries answered", answered)
+}
+
 // floodUDP sends payload from ns to dst:dport once from each source port
 // 1024-65535, over a raw socket (no socket per port), as fast as it
-// goes.
+// goes. src and dst are of one family; an IPv6 src must be ns's own.
 func floodUDP(t *testing.T, ns *nstest.NS, src, dst netip.Addr, dport uint16, payload []byte) {
 	t.Helper()
 	var fd int
 	var err error
-	inNS(t, ns, func() { fd, err = unix.Socket(unix.AF_INET, unix.SOCK_RAW|unix.SOCK_CLOEXEC, unix.IPPROTO_UDP) })
+	var to unix.Sockaddr
+	b := make([]byte, 8+len(payload))
+	var pseudo []byte
+	if dst.Is6() {
+		// The kernel fills in the checksum (IPV6_CHECKSUM) and the
+		// source the socket is bound to.
+		inNS(t, ns, func() {
+			if fd, err = unix.Socket(unix.AF_INET6, unix.SOCK_RAW|unix.SOCK_CLOEXEC, unix.IPPROTO_UDP); err != nil {
+				return
+			}
+			if err = unix.SetsockoptInt(fd, unix.IPPROTO_IPV6, unix.IPV6_CHECKSUM, 6); err == nil {
+				err = unix.Bind(fd, &unix.SockaddrInet6{Addr: src.As16()})
+			}
+		})
+		to = &unix.SockaddrInet6{Addr: dst.As16()}
+	} else {
+		inNS(t, ns, func() { fd, err = unix.Socket(unix.AF_INET, unix.SOCK_RAW|unix.SOCK_CLOEXEC, unix.IPPROTO_UDP) })
+		to = &unix.SockaddrInet4{Addr: dst.As4()}
+		s, d := src.As4(), dst.As4()
+		pseudo = append(append(append([]byte(nil), s[:]...), d[:]...), 0, unix.IPPROTO_UDP, byte(len(b)>>8), byte(len(b)))
+	}
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer unix.Close(fd)
-	to := &unix.SockaddrInet4{Addr: dst.As4()}
-	b := make([]byte, 8+len(payload))
 	copy(b[8:], payload)
 	binary.BigEndian.PutUint16(b[2:], dport)
 	binary.BigEndian.PutUint16(b[4:], uint16(len(b)))
-	s, d := src.As4(), dst.As4()
-	pseudo := append(append(append([]byte(nil), s[:]...), d[:]...), 0, unix.IPPROTO_UDP, byte(len(b)>>8), byte(len(b)))
 	for port := 1024; port <= 65535; port++ {
 		binary.BigEndian.PutUint16(b[0:], uint16(port))
 		binary.BigEndian.PutUint16(b[6:], 0)
-		binary.BigEndian.PutUint16(b[6:], ^checksum(uint32(checksum(0, pseudo)), b))
+		if pseudo != nil {
+			binary.BigEndian.PutUint16(b[6:], ^checksum(uint32(checksum(0, pseudo)), b))
+		}
 		for {
 			err := unix.Sendto(fd, b, 0, to)
 			if err == unix.ENOBUFS || err == unix.EAGAIN {

@@ -70,22 +70,24 @@
 //
 // # DNS
 //
-// A client names Resolver (100.127.255.53) in its resolv.conf, whatever
-// its provider and link id. The address is routed, not on-link, from every
-// client, so it reaches the client's provider, whose table redirects UDP
-// and TCP port 53 sent to it from a provider link (by that link's own
-// client) to the port of the router's DNS forwarder (package dnsfwd). The
-// forwarder asks the first allowed nameserver of the provider's own
-// /etc/resolv.conf, of either family, and answers REFUSED at once when
-// there is none. The file is followed with inotify on its directory (a
+// A client names Resolver (100.127.255.53) and Resolver6
+// (fd9f:2b8:5010::53) in its resolv.conf, whatever its provider and link
+// id. Neither is on-link for any client, so each reaches the client's
+// provider, whose table redirects UDP and TCP port 53 sent to either from
+// a provider link (by that link's own client) to the port of the router's
+// DNS forwarder (package dnsfwd), which listens in both families (IPv4
+// only on a kernel without IPv6, and a line). The forwarder asks the first
+// allowed nameserver of the provider's own /etc/resolv.conf, of either
+// family whatever the query's, and answers REFUSED at once when there is
+// none. The file is followed with inotify on its directory (a
 // DHCP client renames a new file over it) and through symlinks; a change
 // gives the forwarder its new upstreams and changes nothing in the table.
 //
 // An upstream is allowed by its address (dnsfwd.CheckUpstream: unicast,
 // global, private or loopback, not a client's) and, before each query, by
 // its route (routeCheck): never through a provider link, never broadcast
-// or multicast, and Resolver itself only through one of the provider's
-// own client NICs: a provider that is a client of another (a VPN VM)
+// or multicast, and Resolver or Resolver6 itself only through one of the
+// provider's own client NICs: a provider that is a client of another (a VPN VM)
 // forwards to its provider, which resolves. A resolver on the provider's
 // loopback (systemd-resolved's 127.0.0.53) works as any other.
 //
@@ -101,11 +103,11 @@
 //	spectrum-router: set IPv6 accept_ra 2, was 1, to keep taking router advertisements with forwarding on: default, eth0
 //	spectrum-router: set net.ipv6.conf.all.forwarding 1, was 0
 //	spectrum-router: DNS forwarder on port 40123, UDP and TCP
-//	spectrum-router: DNS to 100.127.255.53 goes to 192.0.2.53 (first nameserver of /etc/resolv.conf)
+//	spectrum-router: DNS to 100.127.255.53 and fd9f:2b8:5010::53 goes to 192.0.2.53 (first nameserver of /etc/resolv.conf)
 //	eth1 0a:b3:ec:80:12:34: router: routing for client 100.64.18.52
 //	eth1 0a:b3:ec:80:12:34: router: flushed 2 conntrack entries of 100.64.18.52
 //	eth1 0a:b3:ec:80:12:34: router: stopped routing for client 100.64.18.52
-//	spectrum-router: DNS to 100.127.255.53 is refused: /etc/resolv.conf names no nameserver
+//	spectrum-router: DNS to 100.127.255.53 and fd9f:2b8:5010::53 is refused: /etc/resolv.conf names no nameserver
 //	spectrum-router: DNS upstream 100.127.255.53 not used: routes through eth0, not a client NIC: this provider is no one's client
 //	eth2 0a:b3:ec:80:00:09: set link down
 //	spectrum-router: set net.ipv4.ip_forward 0 again
@@ -137,3 +139,11 @@ package router
 // is), outside 100.64.0.0/16 and 169.254.0.0/16: no client has it on-link,
 // so every client sends it through its default route, to its provider.
 const Resolver = "100.127.255.53"
+
+// Resolver6 is the IPv6 virtual DNS resolver (mac.Resolver6), which every
+// client names beside Resolver ("nameserver fd9f:2b8:5010::53"); the
+// router answers it as it does Resolver, through the same forwarder, so
+// either reaches an upstream of either family. It lies in subnet 0 of the
+// links' unique local prefix, which no link has: every client sends it
+// through its default route, to its provider.
+const Resolver6 = "fd9f:2b8:5010::53"

@@ -36,6 +36,7 @@ const (
 	lanGateway6 = "2001:db8:1::1"
 	uplinkAddr6 = "2001:db8:1::2"
 	webAddr6    = "2001:db8:1::10"
+	dns6Addr    = "2001:db8:1::53" // a resolver, answering 192.0.2.6 (aaaa of it for AAAA)
 )
 
 // lan is the LAN namespace and its servers.
@@ -56,7 +57,7 @@ func newLAN(t *testing.T, prov *nstest.NS) *lan {
 	for _, a := range []string{lanGateway, webAddr, dns1Addr, dns2Addr} {
 		l.ns.IP("addr", "add", a+"/24", "dev", "lan0")
 	}
-	for _, a := range []string{lanGateway6, webAddr6} {
+	for _, a := range []string{lanGateway6, webAddr6, dns6Addr} {
 		l.ns.IP("addr", "add", a+"/64", "dev", "lan0", "nodad")
 	}
 	l.ns.IP("link", "set", "lan0", "up")
@@ -73,6 +74,7 @@ func newLAN(t *testing.T, prov *nstest.NS) *lan {
 		for i, a := range []string{dns1Addr, dns2Addr} {
 			serveDNS(t, a, [4]byte{192, 0, 2, byte(i + 1)})
 		}
+		serveDNS(t, dns6Addr, [4]byte{192, 0, 2, 6})
 	})
 	return l
 }
@@ -124,7 +126,8 @@ func (l *lan) datagrams() []string {
 	return append([]string(nil), l.udp...)
 }
 
-// serveDNS answers every A query to addr:53, over UDP and TCP, with a.
+// serveDNS answers every A query to addr:53, over UDP and TCP, with a,
+// and every AAAA query with aaaa(a).
 // It must be called in the namespace the server belongs to.
 func serveDNS(t *testing.T, addr string, a [4]byte) {
 	answer := func(q []byte) []byte { return answerA(q, a) }
@@ -260,13 +263,21 @@ func reuseAddr(_, _ string, rc syscall.RawConn) error {
 	return err
 }
 
-// query asks the virtual resolver for name over UDP (from port sport; 0
-// picks) or TCP, and returns the A record of the answer.
+// query asks the virtual resolver, IPv4's, for web.example's A record
+// over UDP (from port sport; 0 picks) or TCP, and returns the answer.
 func query(t *testing.T, ns *nstest.NS, tcp bool, sport int) (netip.Addr, error) {
+	t.Helper()
+	return queryAt(t, ns, router.Resolver, dnsmessage.TypeA, tcp, sport)
+}
+
+// queryAt asks the resolver at addr for web.example's record of type
+// qtype (A or AAAA) over UDP (from port sport; 0 picks) or TCP, and
+// returns the address the answer gives.
+func queryAt(t *testing.T, ns *nstest.NS, addr string, qtype dnsmessage.Type, tcp bool, sport int) (netip.Addr, error) {
 	t.Helper()
 	b := dnsmessage.NewBuilder(nil, dnsmessage.Header{ID: 4242, RecursionDesired: true})
 	b.StartQuestions()
-	b.Question(dnsmessage.Question{Name: dnsmessage.MustNewName("web.example."), Type: dnsmessage.TypeA, Class: dnsmessage.ClassINET})
+	b.Question(dnsmessage.Question{Name: dnsmessage.MustNewName("web.example."), Type: qtype, Class: dnsmessage.ClassINET})
 	q, err := b.Finish()
 	if err != nil {
 		t.Fatal(err)
@@ -274,7 +285,7 @@ func query(t *testing.T, ns *nstest.NS, tcp bool, sport int) (netip.Addr, error)
 	var resp []byte
 	if tcp {
 		var c net.Conn
-		inNS(t, ns, func() { c, err = net.DialTimeout("tcp", router.Resolver+":53", 3*time.Second) })
+		inNS(t, ns, func() { c, err = net.DialTimeout("tcp", net.JoinHostPort(addr, "53"), 3*time.Second) })
 		if err != nil {
 			return netip.Addr{}, err
 		}
@@ -291,9 +302,15 @@ func query(t *testing.T, ns *nstest.NS, tcp bool, sport int) (netip.Addr, error)
 		if _, err := io.ReadFull(c, resp); err != nil {
 			return netip.Addr{}, err
 		}
-	} else if resp, err = udpExchange(t, ns, "", sport, router.Resolver, 53, q); err != nil {
+	} else if resp, err = udpExchange(t, ns, "", sport, addr, 53, q); err != nil {
 		return netip.Addr{}, err
 	}
+	return answerAddr(resp, qtype)
+}
+
+// answerAddr is the address of the first answer in resp, a record of
+// type qtype, or an error (rcodeError for an answer that says no).
+func answerAddr(resp []byte, qtype dnsmessage.Type) (netip.Addr, error) {
 	var p dnsmessage.Parser
 	rh, err := p.Start(resp)
 	if err != nil {
@@ -307,8 +324,12 @@ func query(t *testing.T, ns *nstest.NS, tcp bool, sport int) (netip.Addr, error)
 	if err != nil {
 		return netip.Addr{}, err
 	}
-	if h.Type != dnsmessage.TypeA {
+	if h.Type != qtype {
 		return netip.Addr{}, errors.New("answer of type " + h.Type.String())
+	}
+	if qtype == dnsmessage.TypeAAAA {
+		a, err := p.AAAAResource()
+		return netip.AddrFrom16(a.AAAA), err
 	}
 	a, err := p.AResource()
 	return netip.AddrFrom4(a.A), err
@@ -436,7 +457,7 @@ func TestFunctional(t *testing.T) {
 			t.Errorf("query: %v, %v; want 192.0.2.1", a, err)
 		}
 		n := pa.setResolv("nameserver " + dns2Addr + "\n")
-		pa.waitLineAfter(n, "spectrum-router: DNS to 100.127.255.53 goes to "+dns2Addr+" (first nameserver of /etc/resolv.conf)")
+		pa.waitLineAfter(n, dnsTo+"goes to "+dns2Addr+" (first nameserver of /etc/resolv.conf)")
 		for _, tcp := range []bool{false, true} {
 			if a, err := query(t, c1, tcp, 5353); err != nil || a != netip.MustParseAddr("192.0.2.2") {
 				t.Errorf("query after the change (tcp %v): %v, %v; want 192.0.2.2 from %s", tcp, a, err, dns2Addr)
@@ -444,14 +465,14 @@ func TestFunctional(t *testing.T) {
 		}
 		// No resolver: REFUSED at once, not a timeout.
 		n = pa.setResolv("")
-		pa.waitLineAfter(n, "spectrum-router: DNS to 100.127.255.53 is refused: /etc/resolv.conf names no nameserver")
+		pa.waitLineAfter(n, dnsTo+"is refused: /etc/resolv.conf names no nameserver")
 		for _, tcp := range []bool{false, true} {
 			if _, err := query(t, c1, tcp, 0); err != rcodeError(dnsmessage.RCodeRefused) {
 				t.Errorf("query without a resolver (tcp %v): %v, want REFUSED", tcp, err)
 			}
 		}
 		n = pa.setResolv("nameserver " + dns1Addr + "\n")
-		pa.waitLineAfter(n, "spectrum-router: DNS to 100.127.255.53 goes to "+dns1Addr+" (first nameserver of /etc/resolv.conf)")
+		pa.waitLineAfter(n, dnsTo+"goes to "+dns1Addr+" (first nameserver of /etc/resolv.conf)")
 	})
 
 	t.Run("chained provider", func(t *testing.T) {
@@ -461,7 +482,7 @@ func TestFunctional(t *testing.T) {
 		veth(t, prov, "p3", "0a:b3:ec:80:00:03", vpn, "up0", "0a:b3:ec:00:00:03")
 		pa.waitLine("p3 0a:b3:ec:80:00:03: provider 169.254.0.3/32 for client 100.64.0.3: configured")
 		va := startAgent(t, vpn, "nameserver "+router.Resolver+"\n")
-		va.waitLine("spectrum-router: DNS to 100.127.255.53 goes to 100.127.255.53 (first nameserver of /etc/resolv.conf: this provider's own provider, while it routes through a client NIC)")
+		va.waitLine(dnsTo + "goes to 100.127.255.53 (first nameserver of /etc/resolv.conf: this provider's own provider, while it routes through a client NIC)")
 		app := client(t, vpn, va, "d1", 4)
 
 		got, err := dialTCP(t, app, webAddr, 7)
@@ -483,6 +504,19 @@ func TestFunctional(t *testing.T) {
 		for _, tcp := range []bool{false, true} {
 			if a, err := query(t, app, tcp, 0); err != nil || a != netip.MustParseAddr("192.0.2.1") {
 				t.Errorf("app's query (tcp %v): %v, %v; want 192.0.2.1", tcp, a, err)
+			}
+		}
+		// The VPN's own resolver the IPv6 virtual one: its forwarder
+		// asks prov's over IPv6, the app asking either.
+		waitDAD(t, vpn)
+		waitDAD(t, app)
+		n := va.setResolv("nameserver " + router.Resolver6 + "\n")
+		va.waitLineAfter(n, dnsTo+"goes to "+router.Resolver6+" (first nameserver of /etc/resolv.conf: this provider's own provider, while it routes through a client NIC)")
+		for _, res := range []string{router.Resolver, router.Resolver6} {
+			for _, tcp := range []bool{false, true} {
+				if a, err := queryAt(t, app, res, dnsmessage.TypeAAAA, tcp, 0); err != nil || a != aaaa([4]byte{192, 0, 2, 1}) {
+					t.Errorf("app's AAAA query to %s through the VPN's IPv6 upstream (tcp %v): %v, %v", res, tcp, a, err)
+				}
 			}
 		}
 		// Through the chain, another of prov's clients is still out

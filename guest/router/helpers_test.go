@@ -529,9 +529,12 @@ func wantRuleset(clients map[string]string, dnsPort, forwardWas string) ruleset 
 	}
 	add := func(chain, comment, expr string) { rs.Rules = append(rs.Rules, nftRule{chain, comment, expr}) }
 	add("prerouting", "DNS from a client", "meta iif . ip saddr @clients jump client-dns")
-	for _, p := range []string{"udp", "tcp"} {
-		add("client-dns", "DNS to the virtual resolver goes to this provider's forwarder",
-			"ip daddr 100.127.255.53 "+p+" dport 53 redirect to :"+dnsPort)
+	add("prerouting", "DNS from a client", "meta iif . ip6 saddr @clients6 jump client-dns")
+	for _, a := range []string{"ip daddr 100.127.255.53", "ip6 daddr fd9f:2b8:5010::53"} {
+		for _, p := range []string{"udp", "tcp"} {
+			add("client-dns", "DNS to the virtual resolver goes to this provider's forwarder",
+				a+" "+p+" dport 53 redirect to :"+dnsPort)
+		}
 	}
 	for _, p := range []string{"udp", "tcp"} {
 		add("dns-input", "nothing reaches the forwarder but DNS redirected from a client", p+" dport "+dnsPort+" ct status ! dnat drop")

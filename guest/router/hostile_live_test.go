@@ -177,7 +177,8 @@ func captureEther(t *testing.T, ns *nstest.NS, dev string, typ uint16) *linkCapt
 			if err != nil {
 				return
 			}
-			if n >= 20 {
+			// ARP and the rest have no IP version there.
+			if v := buf[0] >> 4; n >= 20 && v == 4 || n >= 40 && v == 6 {
 				c.mu.Lock()
 				c.pkts = append(c.pkts, append([]byte(nil), buf[:n]...))
 				c.mu.Unlock()
@@ -189,27 +190,37 @@ func captureEther(t *testing.T, ns *nstest.NS, dev string, typ uint16) *linkCapt
 
 func hton16(v uint16) uint16 { return v<<8 | v>>8 }
 
-// toProto returns the captured packets of protocol proto to dst.
+// ipHeader is a captured packet's addresses and protocol (IPv6: the first
+// next header).
+func ipHeader(p []byte) (src, dst netip.Addr, proto byte) {
+	if p[0]>>4 == 6 {
+		return netip.AddrFrom16([16]byte(p[8:24])), netip.AddrFrom16([16]byte(p[24:40])), p[6]
+	}
+	return src4(p), netip.AddrFrom4([4]byte(p[16:20])), p[9]
+}
+
+// toProto returns the captured IPv4 packets of protocol proto to dst.
 func (c *linkCapture) toProto(dst string, proto byte) [][]byte {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	var out [][]byte
 	for _, p := range c.pkts {
-		if p[9] == proto && netip.AddrFrom4([4]byte(p[16:20])).String() == dst {
+		if p[0]>>4 == 4 && p[9] == proto && netip.AddrFrom4([4]byte(p[16:20])).String() == dst {
 			out = append(out, p)
 		}
 	}
 	return out
 }
 
-// to returns the captured packets whose destination f accepts.
+// to returns the captured packets, of either family, whose destination f
+// accepts.
 func (c *linkCapture) to(f func(dst netip.Addr) bool) []string {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	var out []string
 	for _, p := range c.pkts {
-		if dst := netip.AddrFrom4([4]byte(p[16:20])); f(dst) {
-			out = append(out, src4(p).String()+" -> "+dst.String()+" proto "+itoa(int(p[9])))
+		if src, dst, proto := ipHeader(p); f(dst) {
+			out = append(out, src.String()+" -> "+dst.String()+" proto "+itoa(int(proto)))
 		}
 	}
 	return out
@@ -247,6 +258,75 @@ func TestHostileResolverForgedSource(t *testing.T) {
 		}
 	}
 	for _, p := range cap.to(func(d netip.Addr) bool { return d.String() == outside }) {
+		t.Errorf("an answer to a query forged from %s left the uplink: %s", outside, p)
+	}
+}
+
+// TestHostileResolver6ForgedSource (issue 18): TestHostileResolverForgedSource
+// over IPv6. Client 2 has a query's connection to fd9f:2b8:5010::53 from
+// its port 5300, its socket still open; client 1 sends queries to
+// fd9f:2b8:5010::53 with client 2's address and that port (conntrack
+// would redirect them on client 2's entry, as client 2's), with another
+// address of its own link's /64 and with an outside one. None is
+// answered, nothing for the outside address leaves the uplink, and client
+// 2's own queries are still answered.
+func TestHostileResolver6ForgedSource(t *testing.T) {
+	n := newAttackNet(t)
+	wire := captureIPv6(t, n.lan.ns, "lan0")
+	q := dnsQuery(t)
+	res := &net.UDPAddr{IP: mac.Resolver6.AsSlice(), Port: 53}
+	c2 := mac.LinkID(2).ClientAddr6()
+	waitDAD(t, n.c2)
+	var c2c *net.UDPConn
+	var err error
+	inNS(t, n.c2, func() { c2c, err = net.ListenUDP("udp6", &net.UDPAddr{IP: c2.AsSlice(), Port: 5300}) })
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c2c.Close()
+	buf := make([]byte, 512)
+	if _, err := c2c.WriteToUDP(q, res); err != nil {
+		t.Fatal(err)
+	}
+	c2c.SetReadDeadline(time.Now().Add(2 * time.Second))
+	if m, _, err := c2c.ReadFromUDP(buf); err != nil {
+		t.Fatalf("client 2's own query: %v", err)
+	} else if a, err := answerAddr(buf[:m], dnsmessage.TypeA); err != nil || a != netip.MustParseAddr("192.0.2.1") {
+		t.Fatalf("client 2's own query: %v, %v", a, err)
+	}
+
+	const own, outside = "fd9f:2b8:5010:1::77", "2001:db8:77::77"
+	var socks []*net.UDPConn
+	for _, a := range []struct {
+		addr netip.Addr
+		port int
+	}{{c2, 5300}, {netip.MustParseAddr(own), 5301}, {netip.MustParseAddr(outside), 5302}} {
+		n.c1.IP("addr", "add", a.addr.String()+"/128", "dev", "eth0", "nodad")
+		var c *net.UDPConn
+		inNS(t, n.c1, func() { c, err = net.ListenUDP("udp6", &net.UDPAddr{IP: a.addr.AsSlice(), Port: a.port}) })
+		if err != nil {
+			t.Fatal(err)
+		}
+		socks = append(socks, c)
+	}
+	for range 20 {
+		for _, c := range socks {
+			c.WriteToUDP(q, res)
+		}
+	}
+	for _, c := range append(socks, c2c) {
+		c.SetReadDeadline(time.Now().Add(time.Second))
+		if _, from, err := c.ReadFromUDP(buf); err == nil {
+			t.Errorf("an answer from %v reached %v", from, c.LocalAddr())
+		}
+		c.Close()
+	}
+	for range 5 {
+		if a, err := queryAt(t, n.c2, router.Resolver6, dnsmessage.TypeA, false, 0); err != nil || a != netip.MustParseAddr("192.0.2.1") {
+			t.Errorf("client 2's query after the forged ones: %v, %v", a, err)
+		}
+	}
+	for _, p := range wire.find(func(_, d netip.Addr, _ byte, _ []byte) bool { return d.String() == outside }) {
 		t.Errorf("an answer to a query forged from %s left the uplink: %s", outside, p)
 	}
 }
@@ -827,12 +907,13 @@ func TestHostileSpoofedReplies(t *testing.T) {
 // TestHostileRouterListeners: whatever the router itself listens on (its
 // DNS forwarder's sockets, any other) is a service for no one directly:
 // each listening TCP or UDP socket in the provider's namespace, tried on
-// its own port from a client at its gateway, the uplink's address and the
-// virtual resolver's, and from the LAN at the uplink's address, must not
-// answer. DNS reaches the forwarder only redirected from the virtual
-// resolver's port 53.
+// its own port from a client at its gateway (both families), the uplink's
+// addresses and the virtual resolvers', and from the LAN at the uplink's
+// addresses, must not answer. DNS reaches the forwarder only redirected
+// from the virtual resolvers' port 53.
 func TestHostileRouterListeners(t *testing.T) {
 	n := newAttackNet(t)
+	waitDAD(t, n.c1)
 	// The router is up and serving: a query through it works.
 	if a, err := query(t, n.c1, false, 0); err != nil || a != netip.MustParseAddr("192.0.2.1") {
 		t.Fatalf("query: %v, %v; want 192.0.2.1", a, err)
@@ -863,7 +944,12 @@ func TestHostileRouterListeners(t *testing.T) {
 			{"client 1", n.c1, "169.254.0.1"},
 			{"client 1", n.c1, uplinkAddr},
 			{"client 1", n.c1, router.Resolver},
+			{"client 1", n.c1, "fd9f:2b8:5010:1::1"},
+			{"client 1", n.c1, "fe80::1%eth0"},
+			{"client 1", n.c1, uplinkAddr6},
+			{"client 1", n.c1, router.Resolver6},
 			{"the LAN", n.lan.ns, uplinkAddr},
+			{"the LAN", n.lan.ns, uplinkAddr6},
 		} {
 			switch f[0] {
 			case "tcp":
@@ -951,8 +1037,9 @@ func TestHostileICMPKillsDNS(t *testing.T) {
 	}
 }
 
-// answerA is the answer to query q with one A record a (nil for a query
-// it cannot parse); the tests' DNS servers all answer with it.
+// answerA is the answer to query q with one A record a, or for an AAAA
+// query one AAAA record aaaa(a) (nil for a query it cannot parse); the
+// tests' DNS servers all answer with it.
 func answerA(q []byte, a [4]byte) []byte {
 	var p dnsmessage.Parser
 	h, err := p.Start(q)
@@ -967,7 +1054,21 @@ func answerA(q []byte, a [4]byte) []byte {
 	b.StartQuestions()
 	b.Question(question)
 	b.StartAnswers()
-	b.AResource(dnsmessage.ResourceHeader{Name: question.Name, Type: dnsmessage.TypeA, Class: dnsmessage.ClassINET, TTL: 60}, dnsmessage.AResource{A: a})
+	rh := dnsmessage.ResourceHeader{Name: question.Name, Type: question.Type, Class: dnsmessage.ClassINET, TTL: 60}
+	if question.Type == dnsmessage.TypeAAAA {
+		b.AAAAResource(rh, dnsmessage.AAAAResource{AAAA: aaaa(a).As16()})
+	} else {
+		rh.Type = dnsmessage.TypeA
+		b.AResource(rh, dnsmessage.AResource{A: a})
+	}
 	out, _ := b.Finish()
 	return out
+}
+
+// aaaa is the IPv6 address the tests' DNS servers give where their IPv4
+// one is a: a in the last 32 bits of 2001:db8::/96.
+func aaaa(a [4]byte) netip.Addr {
+	b := netip.MustParseAddr("2001:db8::").As16()
+	copy(b[12:], a[:])
+	return netip.AddrFrom16(b)
 }

@@ -6,6 +6,7 @@ import (
 	"strings"
 
 	"spectrum-os.org/netcfg/guest/router/dnsfwd"
+	"spectrum-os.org/netcfg/internal/mac"
 )
 
 // ResolvConf is the provider's resolver configuration, which its DHCP
@@ -79,27 +80,29 @@ func (d DNS) equal(o DNS) bool {
 }
 
 // describe is the decision in words, for the log: a line, then one for
-// each nameserver skipped.
-func (d DNS) describe() []string {
+// each nameserver skipped. to names the virtual resolvers the forwarder
+// answers.
+func (d DNS) describe(to string) []string {
 	var first string
 	switch len(d.Upstreams) {
 	case 0:
-		first = "DNS to " + Resolver + " is refused: " + d.Why
+		first = "DNS to " + to + " is refused: " + d.Why
 	case 1:
-		first = "DNS to " + Resolver + " goes to " + d.Upstreams[0].String() + " (" + d.Why + ")"
+		first = "DNS to " + to + " goes to " + d.Upstreams[0].String() + " (" + d.Why + ")"
 	default:
 		s := make([]string, len(d.Upstreams))
 		for i, a := range d.Upstreams {
 			s[i] = a.String()
 		}
-		first = "DNS to " + Resolver + " goes to the first of " + strings.Join(s, ", ") + " it may use (" + d.Why + ")"
+		first = "DNS to " + to + " goes to the first of " + strings.Join(s, ", ") + " it may use (" + d.Why + ")"
 	}
 	return append([]string{first}, d.Skipped...)
 }
 
 // decideDNS is the router's DNS decision from the resolver file at path
 // as it is now: its nameservers that may ever be upstreams
-// (dnsfwd.CheckUpstream). A loopback resolver (systemd-resolved's stub
+// (dnsfwd.CheckUpstream; the IPv6 virtual resolver too, though it lies in
+// the clients' prefix). A loopback resolver (systemd-resolved's stub
 // 127.0.0.53, a dnsmasq on 127.0.0.1) is one: the forwarder asks it from
 // the provider itself. Where each routes is checked at each query.
 func decideDNS(path string) DNS {
@@ -114,7 +117,11 @@ func decideDNS(path string) DNS {
 	}
 	var d DNS
 	for _, a := range ns {
-		if err := dnsfwd.CheckUpstream(a, clientPrefixes); err != nil {
+		clients := clientPrefixes
+		if a.Unmap() == mac.Resolver6 {
+			clients = nil
+		}
+		if err := dnsfwd.CheckUpstream(a, clients); err != nil {
 			d.Skipped = append(d.Skipped, path+" names nameserver "+a.String()+", never used: "+err.Error())
 			continue
 		}
@@ -123,7 +130,7 @@ func decideDNS(path string) DNS {
 	switch {
 	case len(d.Upstreams) == 0:
 		d.Why = path + " names no nameserver that may be used"
-	case len(d.Upstreams) == 1 && d.Upstreams[0] == resolverAddr:
+	case len(d.Upstreams) == 1 && virtualResolver(d.Upstreams[0]):
 		d.Why = "first nameserver of " + path + ": this provider's own provider, while it routes through a client NIC"
 	case len(d.Upstreams) == 1:
 		d.Why = "first nameserver of " + path

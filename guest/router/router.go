@@ -42,7 +42,8 @@ type Router struct {
 	limits     Limits     // the limits table's, as last written whole
 	pending    tables     // the tables other programs changed since the router last wrote them (restore)
 	dns        DNS
-	forwardWas byte // what Stop sets net.ipv4.ip_forward back to
+	resolvers  string // the virtual resolvers the forwarder answers, for the log
+	forwardWas byte   // what Stop sets net.ipv4.ip_forward back to
 	// forward6Was is what Stop sets net.ipv6.conf.all.forwarding back
 	// to; 0 for a kernel without IPv6, where the router routes IPv4
 	// only.
@@ -101,8 +102,9 @@ func (r *Router) open() error {
 		return wrap("open rtnetlink", err)
 	}
 	// The forwarder before the table: the table redirects to its port.
+	// A kernel without IPv6: IPv4 only, and a line (the forwarder's).
 	r.fwd, err = dnsfwd.Listen(dnsfwd.Config{
-		Listen:  []netip.Addr{netip.IPv4Unspecified()},
+		Listen:  []netip.Addr{netip.IPv4Unspecified(), netip.IPv6Unspecified()},
 		Clients: clientPrefixes,
 		Check:   r.routes.check,
 		Log: func(s string) {
@@ -114,6 +116,10 @@ func (r *Router) open() error {
 	})
 	if err != nil {
 		return err
+	}
+	r.resolvers = Resolver
+	if slices.ContainsFunc(r.fwd.Addrs(), netip.Addr.Is6) {
+		r.resolvers += " and " + Resolver6
 	}
 	prev, prev6, found, err := readForwardWas(r.nft)
 	if err != nil {
@@ -183,7 +189,7 @@ func (r *Router) open() error {
 		r.say("error: " + ferr.Error())
 	}
 	r.say("DNS forwarder on port " + strconv.Itoa(int(r.fwd.Port())) + ", UDP and TCP")
-	for _, m := range r.dns.describe() {
+	for _, m := range r.dns.describe(r.resolvers) {
 		r.say(m)
 	}
 	return nil
@@ -530,7 +536,7 @@ func (r *Router) setDNS(d DNS) {
 	}
 	r.dns = d
 	r.fwd.SetUpstreams(d.Upstreams)
-	for _, m := range d.describe() {
+	for _, m := range d.describe(r.resolvers) {
 		r.say(m)
 	}
 }

@@ -100,7 +100,8 @@ type spec struct {
 // ruleset or the new, never a mix, and the same spec always gives the
 // same ruleset (a restart that finds its own table converges).
 //
-// The ruleset, in nft syntax (A = Resolver, P = the DNS forwarder's port;
+// The ruleset, in nft syntax (A = Resolver, A6 = Resolver6, P = the DNS
+// forwarder's port;
 // L each provider NIC, C its client 100.64.A.B, G its own address
 // 169.254.A.B, C6 and G6 the client's and its own fd9f:2b8:5010:AB::2 and
 // ::1; the per-link limits are the limits table's, limits.go):
@@ -116,10 +117,13 @@ type spec struct {
 //		set client-addrs6 { type ipv6_addr; elements = { C6, ... } }
 //		chain prerouting { type nat hook prerouting priority dstnat; policy accept;
 //			iif . ip saddr @clients jump client-dns       # a link's own client's DNS
+//			iif . ip6 saddr @clients6 jump client-dns
 //		}
 //		chain client-dns {                                # the DNS part's (dnsrules.go)
 //			ip daddr A udp dport 53 redirect to :P
 //			ip daddr A tcp dport 53 redirect to :P
+//			ip6 daddr A6 udp dport 53 redirect to :P
+//			ip6 daddr A6 tcp dport 53 redirect to :P
 //		}
 //		chain guard { type filter hook prerouting priority -150; policy accept;
 //			iif @links jump from-link
@@ -288,7 +292,7 @@ func writeTable(c *nftables.Conn, s spec) error {
 	x := func(es ...expr.Any) []expr.Any { return es }
 
 	// DNS: the DNS part's (dnsrules.go).
-	for _, r := range dnsRules(s.dnsPort, sets[setClients]) {
+	for _, r := range dnsRules(s.dnsPort, sets[setClients], sets[setClients6]) {
 		rule(r.chain, r.comment, r.exprs)
 	}
 

@@ -94,7 +94,7 @@ func TestRuleset(t *testing.T) {
 		"spectrum-router: set IPv6 accept_ra 2, was 1, to keep taking router advertisements with forwarding on: default, lan0, up0",
 		"spectrum-router: set net.ipv6.conf.all.forwarding 1, was 0",
 		"spectrum-router: DNS forwarder on port " + a.dnsPort() + ", UDP and TCP",
-		"spectrum-router: DNS to 100.127.255.53 goes to 192.0.2.53 (first nameserver of /etc/resolv.conf)",
+		dnsTo + "goes to 192.0.2.53 (first nameserver of /etc/resolv.conf)",
 		"eth1 0a:b3:ec:80:12:34: router: routing for client 100.64.18.52",
 		"eth1 0a:b3:ec:80:12:34: router: set IPv6 accept_ra 0, autoconf 0 (were 1, 1)",
 		"eth1 0a:b3:ec:80:12:34: set rp_filter 1 (strict), was 0",
@@ -203,7 +203,7 @@ func TestRulesetRestart(t *testing.T) {
 				"spectrum-router: net.ipv4.ip_forward already 1",
 				"spectrum-router: net.ipv6.conf.all.forwarding already 1",
 				"spectrum-router: DNS forwarder on port " + a.dnsPort() + ", UDP and TCP",
-				"spectrum-router: DNS to 100.127.255.53 goes to 192.0.2.53 (first nameserver of /etc/resolv.conf)",
+				dnsTo + "goes to 192.0.2.53 (first nameserver of /etc/resolv.conf)",
 				"eth1 0a:b3:ec:80:12:34: router: routing for client 100.64.18.52",
 				"eth1 0a:b3:ec:80:12:34: provider 169.254.18.52/32 for client 100.64.18.52: already configured",
 				"eth2 0a:b3:ec:80:00:09: router: routing for client 100.64.0.9",
@@ -370,7 +370,7 @@ func TestRulesetDNS(t *testing.T) {
 	ns := nstest.New(t)
 	ns.AddTap("eth1", "0a:b3:ec:80:12:34")
 	a := startAgent(t, ns, noResolvConf)
-	const prefix = "spectrum-router: DNS to 100.127.255.53 "
+	const prefix = dnsTo
 	a.waitLine(prefix + "is refused: cannot read /etc/resolv.conf: no such file or directory")
 	links := map[string]string{"eth1": "100.64.18.52"}
 	want := wantRuleset(links, a.dnsPort(), "0")
@@ -407,6 +407,7 @@ func TestRulesetDNS(t *testing.T) {
 		{"nameserver 224.0.0.251\n", "is refused: /etc/resolv.conf names no nameserver that may be used"},
 		{"nameserver 127.0.0.53\noptions edns0 trust-ad\n", "goes to 127.0.0.53 (first nameserver of /etc/resolv.conf)"},
 		{"nameserver 100.127.255.53\n", "goes to 100.127.255.53 (first nameserver of /etc/resolv.conf: this provider's own provider, while it routes through a client NIC)"},
+		{"nameserver fd9f:2b8:5010::53\n", "goes to fd9f:2b8:5010::53 (first nameserver of /etc/resolv.conf: this provider's own provider, while it routes through a client NIC)"},
 		{"nameserver 2001:db8::53\nnameserver 192.0.2.54\n", "goes to the first of 2001:db8::53, 192.0.2.54 it may use (nameservers of /etc/resolv.conf)"},
 	} {
 		n := a.setResolv(tt.conf)

@@ -22,11 +22,11 @@ var clientPrefixes = []netip.Prefix{clientRange, mac.ULA}
 // routeCheck decides, by a route lookup, whether the forwarder may send to
 // an upstream now (dnsfwd.Config.Check):
 //
-//   - The virtual resolver only where it routes through one of this
-//     provider's own client NICs (0A:B3:EC:00:…): then this provider is a
-//     client of another, whose router answers. Anywhere else it would go
-//     out of the uplink into shared address space (100.64.0.0/10), or to a
-//     client.
+//   - A virtual resolver (either family's) only where it routes through
+//     one of this provider's own client NICs (0A:B3:EC:00:…): then this
+//     provider is a client of another, whose router answers. Anywhere else
+//     it would go out of the uplink into shared address space
+//     (100.64.0.0/10) or a ULA nobody routes, or to a client.
 //   - Any other upstream where it is local (a resolver on the provider:
 //     127.0.0.53) or routes as unicast through a NIC that is not a
 //     provider NIC: never through a provider link, to a client (a route a
@@ -67,7 +67,7 @@ func (rc *routeCheck) check(a netip.Addr) error {
 	r := rs[0]
 	switch r.Type {
 	case unix.RTN_LOCAL:
-		if a == resolverAddr {
+		if virtualResolver(a) {
 			return errors.New("an address of this provider's own")
 		}
 		return nil
@@ -88,11 +88,14 @@ func (rc *routeCheck) check(a netip.Addr) error {
 	switch {
 	case err == nil && nic.Side == mac.Provider:
 		return errors.New("routes through " + name + ", a provider link")
-	case a == resolverAddr && (err != nil || nic.Side != mac.Client):
+	case virtualResolver(a) && (err != nil || nic.Side != mac.Client):
 		return errors.New("routes through " + name + ", not a client NIC: this provider is no one's client")
 	}
 	return nil
 }
+
+// virtualResolver tells whether a is one of the virtual resolvers.
+func virtualResolver(a netip.Addr) bool { return a == resolverAddr || a == mac.Resolver6 }
 
 func routeType(t uint8) string {
 	switch t {

@@ -25,6 +25,11 @@ const (
 // the program exec'd inherits, gives that answer.
 const withoutNfnetlink = "no-nfnetlink"
 
+// withoutIPv6, as wrapEnv: a kernel without IPv6 (ipv6.disable=1,
+// CONFIG_IPV6=n) answers socket(AF_INET6, ...) with EAFNOSUPPORT; the
+// seccomp filter gives that answer. /proc/sys/net/ipv6 is still there.
+const withoutIPv6 = "no-ipv6"
+
 // wrapped does the wrapper's job and never returns when wrapEnv is set.
 func wrapped() {
 	mode := os.Getenv(wrapEnv)
@@ -33,11 +38,15 @@ func wrapped() {
 	}
 	prog := os.Getenv(wrapExecEnv)
 	err := fmt.Errorf("unknown %s %q", wrapEnv, mode)
-	if mode == withoutNfnetlink {
-		// The filter is the calling thread's, and execve keeps it:
-		// stay on this thread until then.
+	// The filter is the calling thread's, and execve keeps it: stay on
+	// this thread until then.
+	switch mode {
+	case withoutNfnetlink:
 		runtime.LockOSThread()
-		err = denyNfnetlink()
+		err = denySocket(unix.AF_NETLINK, unix.NETLINK_NETFILTER, unix.EPROTONOSUPPORT)
+	case withoutIPv6:
+		runtime.LockOSThread()
+		err = denySocket(unix.AF_INET6, anyProto, unix.EAFNOSUPPORT)
 	}
 	if err == nil {
 		env := make([]string, 0, len(os.Environ()))
@@ -52,8 +61,12 @@ func wrapped() {
 	os.Exit(3)
 }
 
-// denyNfnetlink installs the seccomp filter of withoutNfnetlink.
-func denyNfnetlink() error {
+// anyProto, as denySocket's proto: sockets of any protocol.
+const anyProto = -1
+
+// denySocket installs a seccomp filter under which socket(family, type,
+// proto) fails with errno (proto anyProto: any protocol).
+func denySocket(family, proto int, errno unix.Errno) error {
 	var arch uint32
 	switch runtime.GOARCH {
 	case "amd64":
@@ -78,11 +91,16 @@ func denyNfnetlink() error {
 		{Code: ld, K: offNr},
 		{Code: jeq, K: unix.SYS_SOCKET, Jf: 5},
 		{Code: ld, K: offArg0},
-		{Code: jeq, K: unix.AF_NETLINK, Jf: 3},
+		{Code: jeq, K: uint32(family), Jf: 3},
 		{Code: ld, K: offArg2},
-		{Code: jeq, K: unix.NETLINK_NETFILTER, Jf: 1},
-		{Code: ret, K: unix.SECCOMP_RET_ERRNO | uint32(unix.EPROTONOSUPPORT)},
+		{Code: jeq, K: uint32(proto), Jf: 1},
+		{Code: ret, K: unix.SECCOMP_RET_ERRNO | uint32(errno)},
 		{Code: ret, K: unix.SECCOMP_RET_ALLOW},
+	}
+	if proto == anyProto {
+		// The protocol's test always matches.
+		filter[7] = unix.SockFilter{Code: unix.BPF_JMP | unix.BPF_JA, K: 0}
+		filter[8] = unix.SockFilter{Code: unix.BPF_JMP | unix.BPF_JA, K: 0}
 	}
 	if err := unix.Prctl(unix.PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0); err != nil {
 		return fmt.Errorf("PR_SET_NO_NEW_PRIVS: %w", err)

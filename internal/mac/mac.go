@@ -143,6 +143,12 @@ func (id LinkID) Gateway() netip.Addr {
 // behind any provider on any host, as 100.64.0.0/16 does in IPv4.
 var ULA = netip.MustParsePrefix("fd9f:2b8:5010::/48")
 
+// Resolver6 is the IPv6 virtual DNS resolver, fd9f:2b8:5010::53, beside
+// IPv4's 100.127.255.53: in ULA's subnet 0, which no link has, so no
+// client has it on-link and each sends it through its default route to
+// its provider, whose router answers it (guest/router.Resolver6).
+var Resolver6 = netip.MustParseAddr("fd9f:2b8:5010::53")
+
 // LinkLocalGateway is the provider's address on every link, fe80::1, the
 // client's IPv6 default gateway. A link-local address is scoped to its
 // link, so one address serves every link: a VM that is a client and a

@@ -188,4 +188,7 @@ func TestIPv6(t *testing.T) {
 	if seen[netip.PrefixFrom(ULA.Addr(), 64)] {
 		t.Error("a link has subnet 0")
 	}
+	if !netip.PrefixFrom(ULA.Addr(), 64).Contains(Resolver6) {
+		t.Errorf("the virtual resolver %v is not in subnet 0 of %v", Resolver6, ULA)
+	}
 }

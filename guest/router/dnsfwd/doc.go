@@ -1,8 +1,10 @@
 // Package dnsfwd is the DNS forwarder of the provider's router: clients
-// send their queries to the virtual resolver (100.127.255.53:53), the
-// router's ruleset redirects them from provider links to the forwarder's
-// port, and the forwarder sends each to the provider's current upstream
-// resolver, of either family, and its answer back (docs/DESIGN.md, "DNS").
+// send their queries to the virtual resolvers (100.127.255.53:53,
+// [fd9f:2b8:5010::53]:53), the router's ruleset redirects them from
+// provider links to the forwarder's port, which it listens on in both
+// families, and the forwarder sends each to the provider's current
+// upstream resolver, of either family whatever the query's, and its
+// answer back (docs/DESIGN.md, "DNS").
 //
 // It takes only what it must from clients, and bounds all of it:
 //

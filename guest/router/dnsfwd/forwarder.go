@@ -13,13 +13,17 @@ import (
 	"time"
 
 	"golang.org/x/net/dns/dnsmessage"
+	"golang.org/x/sys/unix"
 )
 
 // Config is what a Forwarder is made with.
 type Config struct {
 	// Listen is the addresses to listen on, one per family served
-	// (0.0.0.0; :: with issue 18): UDP and TCP on each, all on one port,
-	// which the ruleset redirects clients' DNS to.
+	// (0.0.0.0 and ::): UDP and TCP on each, all on one port, which the
+	// ruleset redirects clients' DNS to. Each IPv6 address has sockets
+	// of its own (IPV6_V6ONLY). An IPv6 address on a kernel without
+	// IPv6 (EAFNOSUPPORT) is left out, with a line in Log, as long as
+	// an address of the other family remains.
 	Listen []netip.Addr
 	// Port is that port; zero picks a free one (see Port).
 	Port uint16
@@ -44,6 +48,7 @@ type Forwarder struct {
 	lim   *limiter
 	ups   upstreams
 	port  uint16
+	addrs []netip.Addr // listened on
 	udp   []pconn
 	tcp   []*net.TCPListener
 	ctx   context.Context
@@ -93,9 +98,14 @@ func Listen(cfg Config) (*Forwarder, error) {
 
 // listen opens every socket on port (0: the first UDP socket picks).
 func (f *Forwarder) listen(port uint16) error {
+	var no6 error
 	for _, a := range f.cfg.Listen {
 		ap := netip.AddrPortFrom(a, port)
 		c, err := listenPacket(ap)
+		if a.Is6() && errors.Is(err, unix.EAFNOSUPPORT) {
+			no6 = unix.EAFNOSUPPORT
+			continue
+		}
 		if err != nil {
 			f.closeSockets()
 			return errors.New("dns forwarder: listen on udp " + ap.String() + ": " + err.Error())
@@ -109,6 +119,13 @@ func (f *Forwarder) listen(port uint16) error {
 			return errors.New("dns forwarder: listen on tcp " + ap.String() + ": " + err.Error())
 		}
 		f.tcp = append(f.tcp, l)
+		f.addrs = append(f.addrs, a)
+	}
+	if len(f.udp) == 0 {
+		return errors.New("dns forwarder: no address it can listen on: this kernel has no IPv6")
+	}
+	if no6 != nil {
+		f.cfg.Log("forwarder on IPv4 only: this kernel has no IPv6 (" + no6.Error() + ")")
 	}
 	f.port = port
 	return nil
@@ -121,7 +138,7 @@ func (f *Forwarder) closeSockets() {
 	for _, l := range f.tcp {
 		l.Close()
 	}
-	f.udp, f.tcp = nil, nil
+	f.udp, f.tcp, f.addrs = nil, nil, nil
 }
 
 // network is "udp4" or "udp6" (proto "udp"), by a's family.
@@ -134,6 +151,10 @@ func network(proto string, a netip.Addr) string {
 
 // Port is the port the forwarder listens on, UDP and TCP.
 func (f *Forwarder) Port() uint16 { return f.port }
+
+// Addrs is the addresses of Config.Listen the forwarder listens on: all,
+// or those of IPv4 on a kernel without IPv6.
+func (f *Forwarder) Addrs() []netip.Addr { return f.addrs }
 
 // SetUpstreams makes addrs, in order, the upstreams: each query goes to
 // the first one Check allows now, then to the next allowed if that one

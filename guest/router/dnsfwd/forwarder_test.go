@@ -14,9 +14,10 @@ import (
 	"golang.org/x/net/dns/dnsmessage"
 )
 
-// upstreamServer is a resolver on 127.0.0.1, UDP and TCP on one port:
-// it answers name "hold." never, and every other name with 192.0.2.1 or
-// whatever answer makes of the query.
+// upstreamServer is a resolver on 127.0.0.1 (or the addresses given to
+// newUpstream), UDP and TCP on one port: it answers name "hold." never,
+// and every other name with 192.0.2.1 or whatever answer makes of the
+// query.
 type upstreamServer struct {
 	port   uint16
 	got    atomic.Int32 // queries received
@@ -38,57 +39,89 @@ func (s *upstreamServer) respond(q []byte) [][]byte {
 	return f(q)
 }
 
-func newUpstream(t testing.TB) *upstreamServer {
+// newUpstream starts an upstreamServer on addrs (none: 127.0.0.1), all on
+// one port.
+func newUpstream(t testing.TB, addrs ...netip.Addr) *upstreamServer {
 	t.Helper()
+	if len(addrs) == 0 {
+		addrs = []netip.Addr{netip.MustParseAddr("127.0.0.1")}
+	}
 	s := &upstreamServer{}
 	s.answer = func(q []byte) [][]byte { return [][]byte{aAnswer(t, q, 0)} }
-	var uc *net.UDPConn
-	var tl *net.TCPListener
-	for {
-		var err error
-		if uc, err = net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)}); err != nil {
-			t.Fatal(err)
+	var ucs []*net.UDPConn
+	var tls []*net.TCPListener
+	closeAll := func() {
+		for _, c := range ucs {
+			c.Close()
 		}
-		s.port = uint16(uc.LocalAddr().(*net.UDPAddr).Port)
-		if tl, err = net.ListenTCP("tcp4", &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1), Port: int(s.port)}); err == nil {
+		for _, l := range tls {
+			l.Close()
+		}
+		ucs, tls = nil, nil
+	}
+	// A port free on the first address may be taken on another.
+	for try := 0; ; try++ {
+		port, err := 0, error(nil)
+		for _, a := range addrs {
+			var uc *net.UDPConn
+			var tl *net.TCPListener
+			if uc, err = net.ListenUDP("udp", &net.UDPAddr{IP: a.AsSlice(), Port: port}); err != nil {
+				break
+			}
+			ucs = append(ucs, uc)
+			port = uc.LocalAddr().(*net.UDPAddr).Port
+			if tl, err = net.ListenTCP("tcp", &net.TCPAddr{IP: a.AsSlice(), Port: port}); err != nil {
+				break
+			}
+			tls = append(tls, tl)
+		}
+		if err == nil {
+			s.port = uint16(port)
 			break
 		}
-		uc.Close()
-	}
-	t.Cleanup(func() { uc.Close(); tl.Close() })
-	go func() {
-		buf := make([]byte, 65535)
-		for {
-			n, from, err := uc.ReadFromUDP(buf)
-			if err != nil {
-				return
-			}
-			s.got.Add(1)
-			for _, out := range s.respond(append([]byte(nil), buf[:n]...)) {
-				uc.WriteToUDP(out, from)
-			}
+		closeAll()
+		if try == 20 {
+			t.Fatal(err)
 		}
-	}()
-	go func() {
-		for {
-			c, err := tl.Accept()
-			if err != nil {
-				return
-			}
-			go func() {
-				defer c.Close()
-				c.SetDeadline(time.Now().Add(10 * time.Second))
-				q, err := readMsg(c, 65535)
+	}
+	t.Cleanup(closeAll)
+	for _, uc := range ucs {
+		go func() {
+			buf := make([]byte, 65535)
+			for {
+				n, from, err := uc.ReadFromUDP(buf)
 				if err != nil {
 					return
 				}
 				s.got.Add(1)
-				for _, out := range s.respond(q) {
-					c.Write(append(binary.BigEndian.AppendUint16(nil, uint16(len(out))), out...))
+				for _, out := range s.respond(append([]byte(nil), buf[:n]...)) {
+					uc.WriteToUDP(out, from)
 				}
-			}()
-		}
-	}()
+			}
+		}()
+	}
+	for _, tl := range tls {
+		go func() {
+			for {
+				c, err := tl.Accept()
+				if err != nil {
+					return
+				}
+				go func() {
+					defer c.Close()
+					c.SetDeadline(time.Now().Add(10 * time.Second))
+					q, err := readMsg(c, 65535)
+					if err != nil {
+						return
+					}
+					s.got.Add(1)
+					for _, out := range s.respond(q) {
+						c.Write(append(binary.BigEndian.AppendUint16(nil, uint16(len(out))), out...))
+					}
+				}()
+			}
+		}()
+	}
 	return s
 }
 
@@ -473,7 +506,7 @@ func TestUpstreamLies(t *testing.T) {
 }
 
 func TestCheckUpstream(t *testing.T) {
-	clients := []netip.Prefix{netip.MustParsePrefix("100.64.0.0/16")}
+	clients := []netip.Prefix{netip.MustParsePrefix("100.64.0.0/16"), netip.MustParsePrefix("fd9f:2b8:5010::/48")}
 	for _, tt := range []struct {
 		addr string
 		ok   bool
@@ -483,10 +516,63 @@ func TestCheckUpstream(t *testing.T) {
 		{"100.64.0.2", false}, {"::ffff:100.64.0.2", false}, {"169.254.0.1", false}, {"224.0.0.251", false},
 		{"255.255.255.255", false}, {"0.0.0.0", false}, {"0.1.2.3", false}, {"240.0.0.1", false},
 		{"::", false}, {"fe80::1", false}, {"fe80::1%eth0", false}, {"ff02::fb", false},
+		{"fd9f:2b8:5010:1::2", false}, {"fd9f:2b8:5010::53", false}, {"fd9f:2b8:5011::53", true}, {"ff05::1:3", false},
 	} {
 		err := CheckUpstream(netip.MustParseAddr(tt.addr), clients)
 		if (err == nil) != tt.ok {
 			t.Errorf("CheckUpstream(%s) = %v, want ok %v", tt.addr, err, tt.ok)
+		}
+	}
+}
+
+// TestFamilies (issue 18): the forwarder listens on both families, each
+// on sockets of its own on one port, and answers a client of either
+// family, over UDP and TCP, through an upstream of either: an IPv6
+// client through an IPv4 upstream, and the other way round.
+func TestFamilies(t *testing.T) {
+	lo4, lo6 := netip.MustParseAddr("127.0.0.1"), netip.MustParseAddr("::1")
+	up := newUpstream(t, lo4, lo6)
+	f, err := Listen(Config{
+		Listen:       []netip.Addr{lo4, lo6},
+		Clients:      []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8"), netip.MustParsePrefix("::1/128")},
+		UpstreamPort: up.port,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	if got := f.Addrs(); len(got) != 2 || got[0] != lo4 || got[1] != lo6 {
+		t.Errorf("Addrs: %v, want both", got)
+	}
+	for _, u := range []netip.Addr{lo4, lo6} {
+		// Only u may be asked: an answer came from it.
+		f.SetUpstreams([]netip.Addr{u})
+		for _, client := range []netip.Addr{lo4, lo6} {
+			to := netip.AddrPortFrom(client, f.Port()).String()
+			for _, proto := range []string{"udp", "tcp"} {
+				c, err := net.DialTimeout(proto, to, 5*time.Second)
+				if err != nil {
+					t.Fatal(err)
+				}
+				c.SetDeadline(time.Now().Add(5 * time.Second))
+				q := newQuery(t, 4711, "web.example.")
+				var b []byte
+				if proto == "tcp" {
+					_, err = c.Write(append(binary.BigEndian.AppendUint16(nil, uint16(len(q))), q...))
+					if err == nil {
+						b, err = readMsg(c, 65535)
+					}
+				} else if _, err = c.Write(q); err == nil {
+					b = make([]byte, 512)
+					var n int
+					n, err = c.Read(b)
+					b = b[:n]
+				}
+				c.Close()
+				if r := parseResult(b); err != nil || r.err != nil || r.rcode != 0 || r.a != a1 || r.id != 4711 {
+					t.Errorf("client %v over %s, upstream %v: %+v, %v; want 192.0.2.1", client, proto, u, r, err)
+				}
+			}
 		}
 	}
 }
