@@ -111,7 +111,11 @@ func TestIPv6OnlyUplink(t *testing.T) {
 //     client, over IPv4 where the LAN has it (RFC 6724), else IPv6; and
 //     on a dual-stack LAN by IPv6 address too; the page and the server's
 //     record say the family. It downloads the 1 MiB page over each family
-//     (the path's MTU below its own).
+//     (the path's MTU below its own), and a datagram too big for the
+//     uplink gets it netvm's ICMP "fragmentation needed" or ICMPv6 "packet
+//     too big": its kernel learns the uplink's MTU as the path's. Every
+//     TCP SYN that reached the LAN carries an MSS that fits the LAN's MTU
+//     (netvm clamps a client's).
 //   - client2 cannot reach appvm-lynx over IPv6, even with a route to its
 //     address via its gateway (fe80::1); UDP and TCP SYNs it forges with
 //     appvm-lynx's ULA source and with an outside one never reach the LAN
@@ -152,7 +156,7 @@ func newUplinkClients(t *testing.T, e *env, d *vm.Spectrumd, l *lan.LAN, mtu int
 	for _, f := range u.families {
 		u.web[f] = webs[f].String()
 		u.watch[f] = webURL(webs[f], "/whoami")
-		steps = append(steps, "fetch:"+webURL(webs[f], lan.BigPath))
+		steps = append(steps, "fetch:"+webURL(webs[f], lan.BigPath), "pmtu:"+u.web[f]+"/1500")
 	}
 	for _, f := range u.families {
 		steps = append(steps, "fetchwatch:"+u.watch[f])
@@ -225,6 +229,9 @@ func (u *uplinkClients) run(t *testing.T, app *vm.Proc, up map[string]netip.Addr
 		if vm.Field(e, "status") != "200" || vm.Field(e, "bytes") != strconv.Itoa(lan.BigSize) || vm.Field(e, "sha256") != lan.BigSum() {
 			t.Errorf("appvm-lynx over %s at MTU %d: %s; want the %d bytes of sha256 %s", f, u.mtu, e, lan.BigSize, lan.BigSum())
 		}
+		if e := ok(t, ctx, app, "pmtu "+u.web[f]+"/1500 ok"); vm.Field(e, "mtu") != strconv.Itoa(u.mtu) {
+			t.Errorf("appvm-lynx over %s: %s; want mtu=%d, netvm's uplink's (its ICMP error reached appvm-lynx)", f, e, u.mtu)
+		}
 		ok(t, ctx, app, "fetchwatch "+u.watch[f]+" up n=1 ")
 	}
 	if t.Failed() {
@@ -283,12 +290,38 @@ func (u *uplinkClients) run(t *testing.T, app *vm.Proc, up map[string]netip.Addr
 			t.Errorf("the LAN received a packet from a client's address: %+v", p)
 		}
 	}
+	checkMSS(t, l, u.mtu)
 	// client2's probes of appvm-lynx came long before all of the above:
 	// had one been forwarded, its echo server would have reported it.
 	for _, a := range []netip.Addr{u.c2.ClientAddr(), u.c2.ClientAddr6()} {
 		if got := app.Serial.Events("echo from " + a.String() + " "); len(got) != 0 {
 			t.Errorf("appvm-lynx heard client2: %q", got)
 		}
+	}
+}
+
+// checkMSS checks that every TCP SYN that reached the LAN carries a
+// maximum segment size that fits the LAN's MTU (the IPv4 header and TCP's
+// 40 bytes, IPv6's 60): a client's own (its link's 1500) must have been
+// clamped by its provider.
+func checkMSS(t *testing.T, l *lan.LAN, mtu int) {
+	t.Helper()
+	n := 0
+	for _, p := range l.Packets() {
+		if p.Proto != 6 || p.TCPFlags&(lan.TCPSyn|lan.TCPAck) != lan.TCPSyn || p.Seq == spoofSeq {
+			continue
+		}
+		n++
+		hdrs := 40
+		if p.Src.Is6() {
+			hdrs = 60
+		}
+		if p.MSS == 0 || int(p.MSS) > mtu-hdrs {
+			t.Errorf("a TCP SYN reached the LAN (MTU %d) with MSS %d, want at most %d: %+v", mtu, p.MSS, mtu-hdrs, p)
+		}
+	}
+	if n == 0 {
+		t.Errorf("no TCP SYN reached the LAN")
 	}
 }
 

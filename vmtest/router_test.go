@@ -33,8 +33,11 @@ var clients = netip.MustParsePrefix("100.64.0.0/10")
 //
 //   - client1 (with Debian's lynx) fetches the LAN's page by name (DNS
 //     through netvm's virtual resolver) with lynx and Go's client, and by
-//     address, and downloads the 1 MiB page; the LAN sees only netvm's
-//     address (issue 18: an IPv4-only uplink).
+//     address, and downloads the 1 MiB page; a datagram too big for the
+//     uplink gets it netvm's ICMP fragmentation needed (its kernel learns
+//     the path's MTU), and every TCP SYN that reached the LAN has an MSS
+//     that fits its MTU; the LAN sees only netvm's address (issue 18: an
+//     IPv4-only uplink).
 //   - client2 cannot reach client1, even with an explicit route via its
 //     gateway, over IPv4 or IPv6; what it forges (another client's
 //     source, an outside one, UDP and TCP SYNs) never reaches the LAN
@@ -64,7 +67,7 @@ func TestRouter(t *testing.T) {
 	big := webURL(lan.First.Web, lan.BigPath)
 	netvmTest := "dhcp,fetch:" + webByName + ",listen:" + servicePort + ",ip6watch,serve"
 	e.setTest("netvm", netvmTest)
-	e.setTest("client1", "lynx:"+webByName+",fetch:"+webByName+",fetch:"+webByAddr+",fetch:"+big+",fetchwatch:"+webByName+",serve")
+	e.setTest("client1", "lynx:"+webByName+",fetch:"+webByName+",fetch:"+webByAddr+",fetch:"+big+",pmtu:"+lan.First.Web.String()+"/1500,fetchwatch:"+webByName+",serve")
 	e.setTest("client2", fmt.Sprintf("fetch:%s,noreach:%s,noreach:%s,spoof:%s>%s,spoof:%s>%s,serve",
 		webByName, addr1, addr1v6, addr1, lan.Router, outside, lan.Router))
 
@@ -90,6 +93,10 @@ func TestRouter(t *testing.T) {
 	if e := ok(t, ctx, c1, "fetch "+big+" ok"); vm.Field(e, "bytes") != strconv.Itoa(lan.BigSize) || vm.Field(e, "sha256") != lan.BigSum() {
 		t.Errorf("client1 at MTU %d: %s; want the %d bytes of sha256 %s", mtu, e, lan.BigSize, lan.BigSum())
 	}
+	if e := ok(t, ctx, c1, "pmtu "+lan.First.Web.String()+"/1500 ok"); vm.Field(e, "mtu") != strconv.Itoa(mtu) {
+		t.Errorf("client1: %s; want mtu=%d, netvm's uplink's (its ICMP fragmentation needed reached client1)", e, mtu)
+	}
+	checkMSS(t, l, mtu)
 	checkPage(t, ok(t, ctx, c1, "fetchwatch "+webByName+" up n=1 "), lan.First.Web)
 	checkPage(t, ok(t, ctx, c2, "fetch "+webByName+" ok"), lan.First.Web)
 	// The LAN saw the clients' requests from netvm's uplink address only,

@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"net"
 	"os"
+	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -481,5 +483,57 @@ func pingWatch(addr string) {
 			}
 		}
 		time.Sleep(time.Second - time.Since(start))
+	}
+}
+
+// pathMTU sends UDP datagrams of size bytes (the whole IP packet) to the
+// echo port of addr with fragmentation forbidden (IPv4's DF; IPv6 routers
+// never fragment), until the kernel's path MTU to addr falls below size:
+// an ICMP "fragmentation needed" or ICMPv6 "packet too big" from a router
+// on the way reached this VM. Reports "pmtu ADDR/SIZE ok mtu=N" or "fail
+// pmtu ADDR/SIZE: ..." after timeout.
+func pathMTU(arg string, timeout time.Duration) {
+	addr, sz, _ := strings.Cut(arg, "/")
+	ip := parseIP(addr)
+	size, err := strconv.Atoi(sz)
+	if ip == nil || err != nil {
+		report("fail pmtu %s: want ADDR/SIZE", arg)
+		return
+	}
+	family, level, discover, do, mtuOpt, hdrs := unix.AF_INET, unix.IPPROTO_IP, unix.IP_MTU_DISCOVER, unix.IP_PMTUDISC_DO, unix.IP_MTU, 28
+	var to unix.Sockaddr = &unix.SockaddrInet4{Port: echoPort, Addr: [4]byte(ip)}
+	if len(ip) == net.IPv6len {
+		family, level, discover, do, mtuOpt, hdrs = unix.AF_INET6, unix.IPPROTO_IPV6, unix.IPV6_MTU_DISCOVER, unix.IPV6_PMTUDISC_DO, unix.IPV6_MTU, 48
+		to = &unix.SockaddrInet6{Port: echoPort, Addr: [16]byte(ip)}
+	}
+	fd, err := unix.Socket(family, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		report("fail pmtu %s: %v", arg, err)
+		return
+	}
+	defer unix.Close(fd)
+	if err := unix.SetsockoptInt(fd, level, discover, do); err != nil {
+		report("fail pmtu %s: %v", arg, err)
+		return
+	}
+	if err := unix.Connect(fd, to); err != nil {
+		report("fail pmtu %s: %v", arg, err)
+		return
+	}
+	payload := make([]byte, max(size-hdrs, 0))
+	deadline := time.Now().Add(timeout)
+	for {
+		// EMSGSIZE once the kernel knows the path takes less.
+		_, err := unix.Write(fd, payload)
+		time.Sleep(200 * time.Millisecond)
+		mtu, gerr := unix.GetsockoptInt(fd, level, mtuOpt)
+		if gerr == nil && mtu < size {
+			report("pmtu %s ok mtu=%d", arg, mtu)
+			return
+		}
+		if time.Now().After(deadline) {
+			report("fail pmtu %s: path MTU %d (%v), send: %v", arg, mtu, gerr, err)
+			return
+		}
 	}
 }

@@ -68,6 +68,10 @@
 //	                (ADDR names it) and send to it
 //	    tputdial:HOST  connect to HOST's port 5002 and receive, again and
 //	                again (in the background)
+//	    pmtu:ADDR/SIZE  UDP datagrams of SIZE bytes to ADDR's echo port,
+//	                fragmentation forbidden, until the path MTU the kernel
+//	                learnt (ICMP fragmentation needed, ICMPv6 packet too
+//	                big) is below SIZE ("pmtu ADDR/SIZE ok mtu=N")
 //	    rtt:ADDR[/N]  N UDP echo round trips to ADDR (default 20): min,
 //	                median and max
 //	    rtticmp:ADDR[/N]  the same with ICMP echo
@@ -221,6 +225,8 @@ func main() {
 			throughputBack(strings.TrimPrefix(step, "tputback:"))
 		case strings.HasPrefix(step, "tputdial:"):
 			go throughputDial(strings.TrimPrefix(step, "tputdial:"))
+		case strings.HasPrefix(step, "pmtu:"):
+			pathMTU(strings.TrimPrefix(step, "pmtu:"), p.timeout)
 		case strings.HasPrefix(step, "rtt:"):
 			rtt(strings.TrimPrefix(step, "rtt:"), udpEcho)
 		case strings.HasPrefix(step, "rtticmp:"):
