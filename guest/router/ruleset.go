@@ -415,10 +415,6 @@ var linkHostMask = []byte{0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0, 0, 0xff, 0xff, 
 func iif() expr.Any { return &expr.Meta{Key: expr.MetaKeyIIF, Register: 1} }
 func oif() expr.Any { return &expr.Meta{Key: expr.MetaKeyOIF, Register: 1} }
 
-func iifIs(index uint32) []expr.Any {
-	return []expr.Any{iif(), &expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: binaryutil.NativeEndian.PutUint32(index)}}
-}
-
 // ipv4 comes before reading an IPv4 header field, in an inet table.
 func ipv4() []expr.Any {
 	return []expr.Any{&expr.Meta{Key: expr.MetaKeyNFPROTO, Register: 1}, &expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{unix.NFPROTO_IPV4}}}
