@@ -40,7 +40,7 @@ func TestClient(t *testing.T) {
 	}
 	// IPv6: the link's /64 and the route via the link-local gateway, no
 	// duplicate address detection (the address is usable at once).
-	if diff := cmp.Diff([]ipAddr{{Family: "inet6", Local: "fd9f:2b8:5010:a546::2", Prefixlen: 64, Scope: "global"}}, addrs6(t, ns, "eth0")); diff != "" {
+	if diff := cmp.Diff([]ipAddr{{Family: "inet6", Local: "fd9f:2b8:5010:a546::2", Prefixlen: 64, Scope: "global", NoDAD: true}}, addrs6(t, ns, "eth0")); diff != "" {
 		t.Errorf("eth0 IPv6 addresses mismatch (-want +got):\n%s", diff)
 	}
 	wantRoutes6 := []ipRoute{
@@ -117,8 +117,8 @@ func TestProvider(t *testing.T) {
 		t.Errorf("console log mismatch (-want +got):\n%s", diff)
 	}
 	wantAddrs6 := []ipAddr{
-		{Family: "inet6", Local: "fd9f:2b8:5010:a546::1", Prefixlen: 64, Scope: "global"},
-		{Family: "inet6", Local: "fe80::1", Prefixlen: 64, Scope: "link"},
+		{Family: "inet6", Local: "fd9f:2b8:5010:a546::1", Prefixlen: 64, Scope: "global", NoDAD: true},
+		{Family: "inet6", Local: "fe80::1", Prefixlen: 64, Scope: "link", NoDAD: true},
 	}
 	if diff := cmp.Diff(wantAddrs6, addrs6(t, ns, "eth1")); diff != "" {
 		t.Errorf("eth1 IPv6 addresses mismatch (-want +got):\n%s", diff)

@@ -234,9 +234,11 @@ func addrMessage(index uint32, p netip.Prefix) *rtnetlink.AddressMessage {
 		if p.Addr().IsLinkLocalUnicast() {
 			scope = unix.RT_SCOPE_LINK
 		}
+		// The flag goes in IFA_FLAGS too: rtnetlink always sends that
+		// attribute, and the kernel takes it over the header's.
 		return &rtnetlink.AddressMessage{
 			Family: unix.AF_INET6, PrefixLength: uint8(p.Bits()), Index: index, Flags: ifaFlagNoDAD,
-			Scope: scope, Attributes: &rtnetlink.AddressAttributes{Address: ip},
+			Scope: scope, Attributes: &rtnetlink.AddressAttributes{Address: ip, Flags: ifaFlagNoDAD},
 		}
 	}
 	attrs := &rtnetlink.AddressAttributes{Address: ip, Local: ip}

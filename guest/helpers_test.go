@@ -82,6 +82,7 @@ type ipAddr struct {
 	Prefixlen int    `json:"prefixlen"`
 	Broadcast string `json:"broadcast,omitempty"`
 	Scope     string `json:"scope"`
+	NoDAD     bool   `json:"nodad,omitempty"`
 }
 
 // ipRoute is one entry of `ip -j route show table main`.
