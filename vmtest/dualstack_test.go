@@ -67,8 +67,8 @@ func TestDualStackUplink(t *testing.T) {
 // server seeing its DHCPv6 address. No DHCP lease is reported, and "dhcp
 // ok" comes with IPv6's configuration alone. Behind it (uplinkClients),
 // appvm-lynx gets the page by name over IPv6 with lynx and Go's client
-// (the IPv4 virtual resolver asking netvm's IPv6 upstream), and the 1 MiB
-// page; client2 reaches nothing of it over IPv6
+// through either virtual resolver (the IPv4 one asking netvm's IPv6
+// upstream), and the 1 MiB page; client2 reaches nothing of it over IPv6
 // and gets nothing forged through; and after netvm's restart appvm-lynx
 // fetches again.
 func TestIPv6OnlyUplink(t *testing.T) {
@@ -105,8 +105,9 @@ func TestIPv6OnlyUplink(t *testing.T) {
 // routes for appvm-lynx (Debian's lynx) and client2 on a LAN of some mode
 // at some MTU.
 //
-//   - the virtual resolver answers the web name with the addresses of
-//     the LAN's families (whatever family netvm's own resolver is on).
+//   - appvm-lynx's resolv.conf names the two virtual resolvers and no
+//     other; each of them answers the web name with the addresses of the
+//     LAN's families (whatever family netvm's own resolver is on).
 //   - appvm-lynx gets the front page by name with lynx and with Go's
 //     client, over IPv4 where the LAN has it (RFC 6724), else IPv6; and
 //     on a dual-stack LAN by IPv6 address too; the page and the server's
@@ -149,7 +150,8 @@ func newUplinkClients(t *testing.T, e *env, d *vm.Spectrumd, l *lan.LAN, mtu int
 	}
 	// Both families' answers where the LAN has both (resolve's /N).
 	n := "/" + strconv.Itoa(len(u.families))
-	steps := []string{"resolve:" + lan.WebName + "@" + vm.Resolver + n, "lynx:" + webByName, "fetch:" + webByName}
+	steps := []string{"resolvconf", "resolve:" + lan.WebName + "@" + vm.Resolver + n, "resolve:" + lan.WebName + "@" + vm.Resolver6 + n,
+		"lynx:" + webByName, "fetch:" + webByName}
 	if l.Mode() == lan.DualStack {
 		steps = append(steps, "lynx:"+web6, "fetch:"+web6)
 	}
@@ -206,7 +208,10 @@ func (u *uplinkClients) run(t *testing.T, app *vm.Proc, up map[string]netip.Addr
 		want = append(want, u.web[f])
 	}
 	slices.Sort(want)
-	for _, r := range []string{vm.Resolver} {
+	if e := ok(t, ctx, app, "resolvconf "); vm.Field(e, "nameservers") != vm.Resolver+","+vm.Resolver6 {
+		t.Errorf("appvm-lynx: %s; want its two virtual resolvers, %s and %s, and no other", e, vm.Resolver, vm.Resolver6)
+	}
+	for _, r := range []string{vm.Resolver, vm.Resolver6} {
 		if e := ok(t, ctx, app, "resolve "+lan.WebName+"@"+r+"/"+strconv.Itoa(len(want))+" ok"); vm.Field(e, "addrs") != strings.Join(want, ",") {
 			t.Errorf("appvm-lynx: %s; want addrs=%s", e, strings.Join(want, ","))
 		}

@@ -31,8 +31,10 @@ var clients = netip.MustParsePrefix("100.64.0.0/10")
 // 1280), configures it by DHCP (the test init's client) and runs
 // `spectrum-netcfg -watch -route`; two clients behind it.
 //
-//   - client1 (with Debian's lynx) fetches the LAN's page by name (DNS
-//     through netvm's virtual resolver) with lynx and Go's client, and by
+//   - client1's resolv.conf names the two virtual resolvers and no other,
+//     and each answers over the IPv4-only uplink; client1 (with Debian's
+//     lynx) fetches the LAN's page by name (DNS through netvm's virtual
+//     resolver) with lynx and Go's client, and by
 //     address, and downloads the 1 MiB page; a datagram too big for the
 //     uplink gets it netvm's ICMP fragmentation needed (its kernel learns
 //     the path's MTU), and every TCP SYN that reached the LAN has an MSS
@@ -67,7 +69,8 @@ func TestRouter(t *testing.T) {
 	big := webURL(lan.First.Web, lan.BigPath)
 	netvmTest := "dhcp,fetch:" + webByName + ",listen:" + servicePort + ",ip6watch,serve"
 	e.setTest("netvm", netvmTest)
-	e.setTest("client1", "lynx:"+webByName+",fetch:"+webByName+",fetch:"+webByAddr+",fetch:"+big+",pmtu:"+lan.First.Web.String()+"/1500,fetchwatch:"+webByName+",serve")
+	e.setTest("client1", "resolvconf,resolve:"+lan.WebName+"@"+vm.Resolver+",resolve:"+lan.WebName+"@"+vm.Resolver6+
+		",lynx:"+webByName+",fetch:"+webByName+",fetch:"+webByAddr+",fetch:"+big+",pmtu:"+lan.First.Web.String()+"/1500,fetchwatch:"+webByName+",serve")
 	e.setTest("client2", fmt.Sprintf("fetch:%s,noreach:%s,noreach:%s,spoof:%s>%s,spoof:%s>%s,serve",
 		webByName, addr1, addr1v6, addr1, lan.Router, outside, lan.Router))
 
@@ -84,6 +87,14 @@ func TestRouter(t *testing.T) {
 	ok(t, ctx, netvm, "dhcp ok n=1")
 	checkPage(t, ok(t, ctx, netvm, "fetch "+webByName+" ok"), lan.First.Web)
 
+	if e := ok(t, ctx, c1, "resolvconf "); vm.Field(e, "nameservers") != vm.Resolver+","+vm.Resolver6 {
+		t.Errorf("client1: %s; want its two virtual resolvers, %s and %s, and no other", e, vm.Resolver, vm.Resolver6)
+	}
+	for _, r := range []string{vm.Resolver, vm.Resolver6} {
+		if e := ok(t, ctx, c1, "resolve "+lan.WebName+"@"+r+" ok"); vm.Field(e, "addrs") != lan.First.Web.String() {
+			t.Errorf("client1: %s; want addrs=%v through %s", e, lan.First.Web, r)
+		}
+	}
 	ok(t, ctx, c1, "lynx "+webByName+" ok")
 	if page := lynxPage(c1, webByName); !strings.Contains(page, lan.PageFamily("IPv4")) {
 		t.Errorf("lynx -dump %s shows no %q:\n%s", webByName, lan.PageFamily("IPv4"), page)
@@ -326,7 +337,8 @@ func checkPage(t testing.TB, event string, web netip.Addr) {
 // LAN (issue 18: both families through a chain), app fetches the LAN's
 // page by name over IPv4 (its DNS goes to vpn's virtual resolver, which
 // sends it on to netvm's), by IPv4 address and by IPv6 address, and
-// resolves the name (A and AAAA) through its virtual resolver; vpn fetches
+// resolves the name (A and AAAA) through each of its two virtual
+// resolvers (vpn's, which ask netvm's in either family); vpn fetches
 // by name and by IPv6 address. The LAN sees only netvm's addresses, each
 // family's from netvm's address of that family, nothing from the clients'.
 func TestRouterChain(t *testing.T) {
@@ -339,7 +351,7 @@ func TestRouterChain(t *testing.T) {
 	ctx := e.ctx
 	e.setTest("netvm", "dhcp:46,serve")
 	e.setTest("vpn", "fetch:"+webByName+",fetch:"+web6+",serve")
-	e.setTest("app", "resolve:"+lan.WebName+"@"+vm.Resolver+"/2,fetch:"+webByName+",fetch:"+webByAddr+",fetch:"+web6+",serve")
+	e.setTest("app", "resolve:"+lan.WebName+"@"+vm.Resolver+"/2,resolve:"+lan.WebName+"@"+vm.Resolver6+"/2,fetch:"+webByName+",fetch:"+webByAddr+",fetch:"+web6+",serve")
 
 	app := d.Start(t, "app")
 	netvm, vpn := d.Proc("netvm"), d.Proc("vpn")
@@ -351,7 +363,7 @@ func TestRouterChain(t *testing.T) {
 		return dns == lan.First.DNS6.String()
 	})
 	want := lan.First.Web6.String() + "," + lan.First.Web.String()
-	for _, r := range []string{vm.Resolver} {
+	for _, r := range []string{vm.Resolver, vm.Resolver6} {
 		if e := ok(t, ctx, app, "resolve "+lan.WebName+"@"+r+"/2 ok"); vm.Field(e, "addrs") != want {
 			t.Errorf("app: %s; want addrs=%s", e, want)
 		}

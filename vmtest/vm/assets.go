@@ -33,17 +33,21 @@ type Assets struct {
 	Lynx string
 }
 
-// Resolver is the provider's virtual DNS resolver that every client's
-// /etc/resolv.conf names (router.Resolver of the guest's router).
-const Resolver = router.Resolver
+// Resolver and Resolver6 are the provider's virtual DNS resolvers that
+// every client's /etc/resolv.conf names, IPv4's first (router.Resolver and
+// router.Resolver6 of the guest's router).
+const (
+	Resolver  = router.Resolver
+	Resolver6 = router.Resolver6
+)
 
 // GuestFiles are the guest's /etc and /root: the same for every test VM,
-// as one client image must work behind any provider (the resolver is the
-// provider's virtual one; a VM with an uplink replaces resolv.conf from its
+// as one client image must work behind any provider (the resolvers are the
+// provider's virtual ones; a VM with an uplink replaces resolv.conf from its
 // DHCP lease), and what busybox's shell and lynx look up.
 func GuestFiles() []initramfs.File {
 	return []initramfs.File{
-		{Path: "etc/resolv.conf", Data: []byte("# the provider's virtual resolver (spectrum-router)\nnameserver " + Resolver + "\noptions timeout:2 attempts:2\n")},
+		{Path: "etc/resolv.conf", Data: []byte("# the provider's virtual resolvers (spectrum-router)\nnameserver " + Resolver + "\nnameserver " + Resolver6 + "\noptions timeout:2 attempts:2\n")},
 		{Path: "etc/hosts", Data: []byte("127.0.0.1\tlocalhost\n::1\tlocalhost\n")},
 		{Path: "etc/nsswitch.conf", Data: []byte("passwd: files\ngroup: files\nhosts: files dns\n")},
 		{Path: "etc/passwd", Data: []byte("root:x:0:0:root:/root:/bin/sh\n")},

@@ -126,7 +126,7 @@
 //
 // A shell (busybox sh) runs on the virtio-console (hvc0) from the start,
 // for `spectrumd console NAME`; /etc/resolv.conf names the provider's
-// virtual resolver.
+// virtual resolvers (vmtest/vm.GuestFiles).
 //
 // Every report is one line "SPECTRUM-TEST: <event> [fields] t=<uptime>",
 // where t is the kernel's uptime in seconds; see package vmtest/vm.
