@@ -24,7 +24,8 @@ import (
 
 // TestDemo runs `make run`'s program (cmd/spectrum-demo) as a user would,
 // with namespaces and directories of its own: it waits for appvm-lynx's
-// `lynx -dump` of the LAN's page by name in the log; then, in a real
+// `lynx -dump` of the LAN's page by name in the log, and of the page by
+// IPv6 address (the LAN is dual-stack), each saying its family; then, in a real
 // terminal (tmux), `spectrumd console appvm-lynx`: Enter gives the shell on
 // hvc0, `lynx -dump` of the page by name shows its text, interactive lynx
 // draws it and quits, Ctrl-] detaches, and the terminal's settings (stty
@@ -77,6 +78,14 @@ func TestDemo(t *testing.T) {
 	t.Logf("page shown %.1fs after spectrum-demo started", time.Since(start).Seconds())
 	if !strings.Contains(out.String(), "msg=\"                            "+lan.PageHeading+"\" vm=appvm-lynx source=serial") {
 		t.Errorf("no %q from appvm-lynx's lynx -dump in the log", lan.PageHeading)
+	}
+	// The LAN is dual-stack: the page by name came over IPv4 (RFC 6724),
+	// the one by IPv6 address over IPv6, each saying so.
+	waitOutput(t, ctx, out, exited, "==> appvm-lynx showed "+web6)
+	for _, f := range []string{"IPv4", "IPv6"} {
+		if !strings.Contains(out.String(), "msg=\"   "+lan.PageFamily(f)+"\" vm=appvm-lynx source=serial") {
+			t.Errorf("no %q from appvm-lynx's lynx -dump in the log", lan.PageFamily(f))
+		}
 	}
 	var pids []int
 	vms, err := exec.Command(spectrumdBin, "list", "-json", "-run", run).Output()

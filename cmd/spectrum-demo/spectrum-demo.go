@@ -1,13 +1,16 @@
 // Binary spectrum-demo is `make run`: the reference documentation's example
-// for real. It starts a LAN (vmtest/lan: a namespace with a DHCP server, a
-// DNS server and a web site, www.lan.test, on 203.0.113.0/24), writes a
+// for real. It starts a dual-stack LAN (vmtest/lan: a namespace with a DHCP
+// server and router advertisements, a DNS server and a web site,
+// www.lan.test, on 203.0.113.0/24 and 2001:db8:1::/64), writes a
 // svc/data directory with netvm (an uplink on the LAN's bridge, its DHCP
 // client, the router: spectrum-router) providing networking
 // to appvm-lynx (Debian's lynx), runs `spectrumd serve` in a network
 // namespace of its own in the foreground and starts appvm-lynx (so netvm
 // first). spectrumd's log is the stream, every guest's serial console in
 // it: at start appvm-lynx shows the LAN's front page with `lynx -dump
-// http://www.lan.test/`, fetched by name through netvm. Then `spectrumd
+// http://www.lan.test/`, fetched by name through netvm (over IPv4, which a
+// client prefers by name: RFC 6724), and again by the server's IPv6
+// address, each page saying which family reached the server. Then `spectrumd
 // console appvm-lynx` in a second terminal gives a shell on its
 // virtio-console, where lynx browses interactively. Ctrl-C stops every VM,
 // removes every link and deletes the namespaces.
@@ -86,11 +89,19 @@ const (
 	pageURL = "http://" + lan.WebName + "/"
 )
 
-// Markers of the test init on appvm-lynx's console (vmtest/cmd/testinit).
-const (
-	pageShown  = "SPECTRUM-TEST: lynx " + pageURL + " ok"
-	pageFailed = "SPECTRUM-TEST: fail lynx " + pageURL
-)
+// page6URL is the front page at the web server's IPv6 address.
+var page6URL = "http://[" + lan.First.Web6.String() + "]/"
+
+// pageShown and pageFailed are the test init's markers on appvm-lynx's
+// console (vmtest/cmd/testinit) of its lynx:URL step.
+func pageShown(url string) string  { return "SPECTRUM-TEST: lynx " + url + " ok" }
+func pageFailed(url string) string { return "SPECTRUM-TEST: fail lynx " + url }
+
+// shown is what appvm-lynx's lynx step of a page came to.
+type shown struct {
+	url string
+	ok  bool
+}
 
 func run(c config, start time.Time) error {
 	if os.Geteuid() != 0 {
@@ -139,7 +150,7 @@ func run(c config, start time.Time) error {
 		os.RemoveAll(rundir)
 	}
 	netvm := vm.Spec{Name: "netvm", Uplinks: []string{bridge}, Cmdline: "quiet spectrum.watch spectrum.route", Test: "dhcp,serve"}
-	app := vm.Spec{Name: "appvm-lynx", Providers: []string{"netvm"}, Lynx: true, Cmdline: "quiet", Test: "lynx:" + pageURL + ",serve"}
+	app := vm.Spec{Name: "appvm-lynx", Providers: []string{"netvm"}, Lynx: true, Cmdline: "quiet", Test: "lynx:" + pageURL + ",lynx:" + page6URL + ",serve"}
 	for _, s := range []vm.Spec{netvm, app} {
 		if _, err := vm.WriteDir(data, s, a); err != nil {
 			return err
@@ -166,7 +177,7 @@ func run(c config, start time.Time) error {
 		return err
 	}
 	defer lanLog.Close()
-	l, err := lan.Start(lan.Config{HostNS: c.netns, Bridge: bridge, NS: c.lanNS, Dir: lanDir, Log: lanLog})
+	l, err := lan.Start(lan.Config{HostNS: c.netns, Bridge: bridge, NS: c.lanNS, Dir: lanDir, Log: lanLog, Mode: lan.DualStack})
 	if err != nil {
 		return err
 	}
@@ -177,8 +188,9 @@ func run(c config, start time.Time) error {
 			say("LAN stopped, namespace %s deleted", c.lanNS)
 		}
 	}()
-	say("LAN up in namespace %s, on bridge %s of %s: DHCP server %v, DNS server %v, %s at %v (203.0.113.0/24, no route to the VMs); its log: %s",
-		c.lanNS, bridge, c.netns, lan.Router, lan.First.DNS, lan.WebName, lan.First.Web, lanLog.Name())
+	say("LAN up in namespace %s, on bridge %s of %s: DHCP server %v, router advertisements from %v, DNS server %v and %v, %s at %v and %v (%v and %v, no route to the VMs); its log: %s",
+		c.lanNS, bridge, c.netns, lan.Router, lan.Router6, lan.First.DNS, lan.First.DNS6, lan.WebName, lan.First.Web, lan.First.Web6,
+		lan.Prefix, lan.Prefix6, lanLog.Name())
 
 	args := []string{"netns", "exec", c.netns, bin, "serve", "-data", data, "-state", state, "-run", rundir, "-stop-timeout", "10s"}
 	say("ip %s", strings.Join(args, " "))
@@ -197,9 +209,10 @@ func run(c config, start time.Time) error {
 	if err := serve.Start(); err != nil {
 		return err
 	}
-	page := make(chan bool, 1)
+	pages := []string{pageURL, page6URL}
+	page := make(chan shown, len(pages))
 	logDone := make(chan struct{})
-	go func() { copyLog(os.Stdout, out, page); close(logDone) }()
+	go func() { copyLog(os.Stdout, out, pages, page); close(logDone) }()
 	exited := make(chan error, 1)
 	go func() { <-logDone; exited <- serve.Wait() }()
 
@@ -218,14 +231,22 @@ func run(c config, start time.Time) error {
 				fmt.Fprintln(os.Stderr, "make run:", err)
 				serve.Process.Signal(syscall.SIGTERM)
 			} else {
-				say("appvm-lynx started (netvm first); it shows %s with lynx -dump once netvm has its lease and routes", pageURL)
+				say("appvm-lynx started (netvm first); it shows %s and %s with lynx -dump once netvm has its uplink and routes", pageURL, page6URL)
 			}
-		case ok := <-page:
-			if !ok {
-				say("appvm-lynx could not show %s: see netvm's and appvm-lynx's lines above (%s, spectrumd logs NAME)", pageURL, lanLog.Name())
+		case p := <-page:
+			how := "by name"
+			if p.url == page6URL {
+				how = "by IPv6 address"
+			}
+			switch {
+			case !p.ok:
+				say("appvm-lynx could not show %s: see netvm's and appvm-lynx's lines above (%s, spectrumd logs NAME)", p.url, lanLog.Name())
+			default:
+				say("appvm-lynx showed %s (%s, through netvm) %.1fs after this program started", p.url, how, time.Since(start).Seconds())
+			}
+			if p.url != page6URL {
 				continue
 			}
-			say("appvm-lynx showed %s (by name, through netvm) %.1fs after this program started", pageURL, time.Since(start).Seconds())
 			say("In a second terminal, as root: %s %s", filepath.Join(filepath.Dir(c.spectrumd), "spectrumd"), strings.TrimPrefix(console, "spectrumd "))
 			say("  then Enter for its shell; `lynx %s` browses the LAN site (q quits lynx); Ctrl-] detaches", pageURL)
 			say("Ctrl-C here stops everything")
@@ -281,24 +302,29 @@ func startApp(bin, rundir string) error {
 }
 
 // copyLog copies spectrumd's log to w line by line and reports on page
-// whether appvm-lynx showed the page (once).
-func copyLog(w io.Writer, r io.Reader, page chan<- bool) {
+// whether appvm-lynx showed each of pages (once each).
+func copyLog(w io.Writer, r io.Reader, pages []string, page chan<- shown) {
 	sc := bufio.NewScanner(r)
 	sc.Buffer(make([]byte, 64<<10), 1<<20)
-	told := false
+	told := map[string]bool{}
 	for sc.Scan() {
 		line := sc.Text()
 		fmt.Fprintln(w, line)
-		if told || !strings.Contains(line, "vm=appvm-lynx") {
+		if !strings.Contains(line, "vm=appvm-lynx") {
 			continue
 		}
-		switch {
-		case strings.Contains(line, pageShown):
-			told = true
-			page <- true
-		case strings.Contains(line, pageFailed):
-			told = true
-			page <- false
+		for _, u := range pages {
+			if told[u] {
+				continue
+			}
+			switch {
+			case strings.Contains(line, pageShown(u)):
+				told[u] = true
+				page <- shown{u, true}
+			case strings.Contains(line, pageFailed(u)):
+				told[u] = true
+				page <- shown{u, false}
+			}
 		}
 	}
 }

@@ -34,8 +34,8 @@ masqueraded your address on the way out.`
 const ipv6How = `This page comes from a web server on a simulated LAN, 2001:db8:1::/64
 (a documentation prefix), that has no route to the VMs' fd9f:2b8:5010::/48.
 Your request reached it through netvm: netvm got its uplink address from the
-LAN's router advertisements, your VM resolved this name through netvm, and
-netvm masqueraded your address on the way out (NAT66).`
+LAN's router advertisements, and masqueraded your VM's address on the way
+out (NAT66).`
 
 // FrontPageFor is the front page as a client of family ("IPv4" or
 // "IPv6", FamilyOf) gets it.
