@@ -56,8 +56,11 @@
 //     seen in nftables' notifications (tableWatch) and the table is
 //     written again at once; if it cannot be, forwarding is off until it
 //     is.
-//   - The guard, a policy routing rule (guard.go), keeps clients apart
-//     even while the table is gone.
+//   - The guards (guard.go) keep anything of a client's from being
+//     forwarded while the table is gone: a table the router's socket owns
+//     (GuardTableName), which another program's nft flush ruleset leaves,
+//     drops what the main table has not marked (GuardMark), and policy
+//     routing rules keep clients apart even after a crash.
 //
 // Every change is one nftables transaction that replaces the whole main
 // table (and changes the limits table's elements), so packets see the old
@@ -96,7 +99,9 @@
 // Lines about one NIC come with that NIC's other lines; the router's own
 // start with "spectrum-router: ":
 //
-//	spectrum-router: added ip rule 1: from 100.64.0.0/16 to 100.64.0.0/16 prohibit
+//	spectrum-router: added ip rules 10: iif lo goto 12; 11: from 100.64.0.0/16 to 100.64.0.0/16 prohibit; 12: nop
+//	spectrum-router: added ip -6 rules 10: iif lo goto 12; 11: from fd9f:2b8:5010::/48 to fd9f:2b8:5010::/48 prohibit; 12: nop
+//	spectrum-router: added table inet spectrum-router-guard (owned by the router: nothing of a client's is forwarded without table inet spectrum-router)
 //	spectrum-router: added table inet spectrum-router (1 provider NICs)
 //	spectrum-router: per-link limits (table inet spectrum-router-limits): 16384 conntrack entries, 1000 new connections a second (burst 2000), 200 DNS packets a second (burst 400) per protocol
 //	spectrum-router: set net.ipv4.ip_forward 1, was 0
@@ -114,7 +119,9 @@
 //	spectrum-router: set net.ipv6.conf.all.forwarding 0 again
 //	spectrum-router: removed table inet spectrum-router
 //	spectrum-router: removed table inet spectrum-router-limits
-//	spectrum-router: removed ip rule 1: from 100.64.0.0/16 to 100.64.0.0/16 prohibit
+//	spectrum-router: removed table inet spectrum-router-guard
+//	spectrum-router: removed ip rules 10: iif lo goto 12; 11: from 100.64.0.0/16 to 100.64.0.0/16 prohibit; 12: nop
+//	spectrum-router: removed ip -6 rules 10: iif lo goto 12; 11: from fd9f:2b8:5010::/48 to fd9f:2b8:5010::/48 prohibit; 12: nop
 //
 // # Kernel
 //

@@ -2,7 +2,6 @@ package router_test
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"io"
 	"net"
@@ -13,7 +12,6 @@ import (
 	"testing"
 	"time"
 
-	"spectrum-os.org/netcfg/guest/router"
 	"spectrum-os.org/netcfg/internal/nstest"
 )
 
@@ -51,6 +49,12 @@ type flood struct {
 
 func startFlood(t *testing.T, from, to *nstest.NS) *flood {
 	t.Helper()
+	return startFloodTo(t, from, to, "100.64.0.1")
+}
+
+// startFloodTo is startFlood to addr (to's) instead of client 1's.
+func startFloodTo(t *testing.T, from, to *nstest.NS, addr string) *flood {
+	t.Helper()
 	var ul *net.UDPConn
 	inNS(t, to, func() {
 		var err error
@@ -61,7 +65,7 @@ func startFlood(t *testing.T, from, to *nstest.NS) *flood {
 	var uc net.Conn
 	inNS(t, from, func() {
 		var err error
-		if uc, err = net.Dial("udp", "100.64.0.1:9999"); err != nil {
+		if uc, err = net.Dial("udp", net.JoinHostPort(addr, "9999")); err != nil {
 			t.Fatal(err)
 		}
 	})
@@ -174,9 +178,7 @@ func nftIn(t *testing.T, ns *nstest.NS, script string) {
 func TestFailClosedTableChanged(t *testing.T) {
 	tc := newTwoClients(t)
 	tc.checkIsolated(t)
-	if n := guardRules(t, tc.prov); n != 1 {
-		t.Errorf("%d guard rules, want 1", n)
-	}
+	checkGuards(t, tc.prov, true)
 	want := wantRuleset(map[string]string{"p1": "100.64.0.1", "p2": "100.64.0.2"}, tc.pa.dnsPort(), "1")
 	for _, tt := range []struct{ name, script, why string }{
 		{"flush ruleset", "flush ruleset\n", "removed"},
@@ -246,14 +248,13 @@ func TestFailClosedStop(t *testing.T) {
 	checkDown(t, tc.prov, "p1", "p2")
 	checkNoRuleset(t, tc.prov)
 	checkSysctl(t, tc.prov, "net.ipv4.ip_forward", "1")
-	if n := guardRules(t, tc.prov); n != 0 {
-		t.Errorf("%d guard rules after SIGTERM, want none", n)
-	}
+	checkGuards(t, tc.prov, false)
 	lines := strings.Join(tc.pa.linesSince(n), "\n") + "\n"
 	for _, want := range []string{
 		"p1 0a:b3:ec:80:00:01: set link down\n",
 		"p2 0a:b3:ec:80:00:02: set link down\n",
-		"spectrum-router: left net.ipv4.ip_forward 1, as it was\nspectrum-router: left net.ipv6.conf.all.forwarding 1, as it was\nspectrum-router: removed table inet spectrum-router\nspectrum-router: removed table inet spectrum-router-limits\nspectrum-router: removed ip rule 1: from 100.64.0.0/16 to 100.64.0.0/16 prohibit\n",
+		"spectrum-router: left net.ipv4.ip_forward 1, as it was\nspectrum-router: left net.ipv6.conf.all.forwarding 1, as it was\nspectrum-router: removed table inet spectrum-router\nspectrum-router: removed table inet spectrum-router-limits\nspectrum-router: removed table inet spectrum-router-guard\n" +
+			strings.Join(guardLines("removed"), "\n") + "\n",
 	} {
 		if !strings.Contains(lines, want) {
 			t.Errorf("no %q in the console after SIGTERM:\n%s", want, lines)
@@ -380,28 +381,4 @@ func TestFailClosedTableHeld(t *testing.T) {
 	if code := tc.pa.stop(); code != 0 {
 		t.Errorf("exit status %d after SIGTERM, want 0", code)
 	}
-}
-
-// guardRules counts the router's guard among ns's IPv4 policy routing
-// rules, read back with ip -j.
-func guardRules(t *testing.T, ns *nstest.NS) int {
-	t.Helper()
-	var rules []struct {
-		Priority int    `json:"priority"`
-		Src      string `json:"src"`
-		SrcLen   int    `json:"srclen"`
-		Dst      string `json:"dst"`
-		DstLen   int    `json:"dstlen"`
-		Action   string `json:"action"`
-	}
-	if err := json.Unmarshal(ns.IP("-j", "-4", "rule", "show"), &rules); err != nil {
-		t.Fatalf("ip -j rule show: %v", err)
-	}
-	n := 0
-	for _, r := range rules {
-		if r.Priority == router.GuardPriority && r.Src == "100.64.0.0" && r.SrcLen == 16 && r.Dst == "100.64.0.0" && r.DstLen == 16 && r.Action == "prohibit" {
-			n++
-		}
-	}
-	return n
 }

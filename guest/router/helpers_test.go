@@ -295,6 +295,14 @@ func readRuleset(t *testing.T, ns *nstest.NS) (rs ruleset, ok bool) {
 	if err != nil {
 		t.Fatalf("nft -j list ruleset: %v", err)
 	}
+	rs = readTableJSON(t, out, "spectrum-router", "spectrum-router-limits")
+	return rs, slices.Contains(rs.Tables, "spectrum-router")
+}
+
+// readTableJSON is the tables named among nft -j's output out, in
+// comparable form (the limits table's objects prefixed, limitsPrefix).
+func readTableJSON(t *testing.T, out []byte, tables ...string) (rs ruleset) {
+	t.Helper()
 	var doc struct {
 		Nftables []map[string]json.RawMessage `json:"nftables"`
 	}
@@ -320,7 +328,7 @@ func readRuleset(t *testing.T, ns *nstest.NS) (rs ruleset, ok bool) {
 			if kind == "table" {
 				tbl = obj.Name
 			}
-			if kind == "metainfo" || obj.Family != "inet" || tbl != "spectrum-router" && tbl != "spectrum-router-limits" {
+			if kind == "metainfo" || obj.Family != "inet" || !slices.Contains(tables, tbl) {
 				continue
 			}
 			if tbl == "spectrum-router-limits" {
@@ -328,7 +336,6 @@ func readRuleset(t *testing.T, ns *nstest.NS) (rs ruleset, ok bool) {
 			}
 			switch kind {
 			case "table":
-				ok = ok || tbl == "spectrum-router"
 				rs.Tables = append(rs.Tables, tbl)
 			case "set":
 				var s nftSet
@@ -355,7 +362,7 @@ func readRuleset(t *testing.T, ns *nstest.NS) (rs ruleset, ok bool) {
 					parts[i] = render(e)
 				}
 				r := nftRule{Chain: obj.Chain, Comment: obj.Comment, Expr: strings.Join(parts, " ")}
-				if tbl == "spectrum-router" {
+				if tbl != "spectrum-router-limits" {
 					rs.Rules = append(rs.Rules, r)
 				} else {
 					limits = append(limits, r) // after the main table's, whichever nft lists first
@@ -365,7 +372,7 @@ func readRuleset(t *testing.T, ns *nstest.NS) (rs ruleset, ok bool) {
 	}
 	rs.Rules = append(rs.Rules, limits...)
 	slices.Sort(rs.Tables)
-	return rs, ok
+	return rs
 }
 
 // render is nft's JSON for an expression or statement in a text form
@@ -404,6 +411,9 @@ func renderValue(v any) string {
 						s += " " + op
 					}
 					return s + " " + renderValue(m["right"])
+				case "&", "|", "^":
+					ops := val.([]any)
+					return renderValue(ops[0]) + " " + k + " " + renderValue(ops[1])
 				case "meta":
 					return "meta " + m["key"].(string)
 				case "ct":
@@ -568,6 +578,9 @@ func wantRuleset(clients map[string]string, dnsPort, forwardWas string) ruleset 
 	add("forward", ll, "ip saddr 169.254.0.0/16 drop")
 	add("forward", ll, "ip6 daddr fe80::/10 drop")
 	add("forward", ll, "ip6 saddr fe80::/10 drop")
+	for _, a := range []string{"ip saddr 100.64.0.0/16", "ip daddr 100.64.0.0/16", "ip6 saddr fd9f:2b8:5010::/48", "ip6 daddr fd9f:2b8:5010::/48"} {
+		add("forward", "seen by this table: the guard table passes it", a+" meta mark set meta mark | 268435456")
+	}
 	add("forward", "from a provider link", "meta iif @links jump from-client")
 	add("forward", "to a provider link", "meta oif @links jump to-client")
 	add("from-client", "no client reaches another", "meta oif @links drop")
@@ -584,7 +597,7 @@ func wantRuleset(clients map[string]string, dnsPort, forwardWas string) ruleset 
 	add("postrouting", "clients leave with this provider's address", "ip6 saddr fd9f:2b8:5010::/48 masquerade")
 	add("leak", "no client's address leaves un-NATed", "meta oif != @links ip saddr @client-addrs drop")
 	add("leak", "no client's address leaves un-NATed", "meta oif != @links ip6 saddr @client-addrs6 drop")
-	add("leak", "no link's own address leaves (masquerade's pick while the uplink has none)", `meta oif != @links {"\u0026":[{"payload":{"field":"saddr","protocol":"ip6"}},"ffff:ffff:ffff:0:ffff:ffff:ffff:ffff"]} fd9f:2b8:5010::1 drop`)
+	add("leak", "no link's own address leaves (masquerade's pick while the uplink has none)", "meta oif != @links ip6 saddr & ffff:ffff:ffff:0:ffff:ffff:ffff:ffff fd9f:2b8:5010::1 drop")
 	const lim = limitsPrefix
 	add(lim+"guard", "from a provider link", "meta iif @links jump from-link")
 	add(lim+"from-link", "new connections a second, per link", "ct state new add @link-rate {meta iif limit rate over 1000/second burst 2000 packets} drop")

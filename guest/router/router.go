@@ -48,6 +48,10 @@ type Router struct {
 	// to; 0 for a kernel without IPv6, where the router routes IPv4
 	// only.
 	forward6Was byte
+
+	// guard is the netlink socket that owns the guard table (guard.go):
+	// the table lives as long as it is open.
+	guard *netlink.Conn
 }
 
 var _ guest.Router = (*Router)(nil)
@@ -614,6 +618,9 @@ func (r *Router) forwards() []forwardSwitch {
 }
 
 func (r *Router) closeConns() {
+	if r.guard != nil {
+		_ = r.guard.Close() // the guard table goes with it
+	}
 	if r.fwd != nil {
 		_ = r.fwd.Close()
 	}

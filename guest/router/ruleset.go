@@ -162,6 +162,8 @@ type spec struct {
 //			tcp dport P ct status dnat accept
 //		}
 //		chain forward { type filter hook forward priority filter; policy accept;
+//			ip saddr 100.64.0.0/16 meta mark set meta mark | 0x10000000   # seen: the guard table's (guard.go),
+//			ip daddr 100.64.0.0/16 meta mark set meta mark | 0x10000000   # and with ip6 saddr, daddr fd9f:2b8:5010::/48
 //			ip daddr 169.254.0.0/16 drop                   # link-local: never forwarded
 //			ip saddr 169.254.0.0/16 drop
 //			ip6 daddr fe80::/10 drop
@@ -365,6 +367,9 @@ func writeTable(c *nftables.Conn, s spec) error {
 		for _, dst := range []bool{true, false} {
 			rule(chainForward, "link-local addresses are never forwarded (RFC 3927, RFC 4291)", inPrefix(ll, dst), drop())
 		}
+	}
+	for _, r := range seenRules() { // the guard table's (guard.go)
+		rule(chainForward, seenComment, r)
 	}
 	rule(chainForward, "from a provider link", x(iif(), inSet(setLinks)), jump(chainFromClient))
 	rule(chainForward, "to a provider link", x(oif(), inSet(setLinks)), jump(chainToClient))

@@ -86,8 +86,8 @@ func TestRuleset(t *testing.T) {
 	checkSysctl(t, ns, "net.ipv4.ip_forward", "1")
 	checkSysctl(t, ns, "net.ipv6.conf.all.forwarding", "1")
 	up0 := itoa(link(t, ns, "up0"))
-	want := []string{
-		"spectrum-router: added ip rule 1: from 100.64.0.0/16 to 100.64.0.0/16 prohibit",
+	want := slices.Concat(guardLines("added"), []string{
+		guardAdded,
 		"spectrum-router: added table inet spectrum-router (1 provider NICs)",
 		limitsLine(),
 		"spectrum-router: set net.ipv4.ip_forward 1, was 0",
@@ -113,7 +113,7 @@ func TestRuleset(t *testing.T) {
 		"up0 0a:b3:ec:00:00:07: client 100.64.0.7/16 via 169.254.0.7: configured",
 		guest.DoneLine(2, 0, 0),
 		"spectrum-netcfg: watching for new NICs",
-	}
+	})
 	if diff := cmp.Diff(want, a.lines()); diff != "" {
 		t.Errorf("console mismatch (-want +got):\n%s", diff)
 	}
@@ -134,15 +134,14 @@ func TestRuleset(t *testing.T) {
 	// The provider NIC goes down first, and forwarding goes back to
 	// what it was before the table goes: never forwarding without the
 	// rules.
-	want = []string{
+	want = slices.Concat([]string{
 		"eth1 0a:b3:ec:80:12:34: set link down",
 		"spectrum-router: set net.ipv4.ip_forward 0 again",
 		"spectrum-router: set net.ipv6.conf.all.forwarding 0 again",
 		"spectrum-router: removed table inet spectrum-router",
 		"spectrum-router: removed table inet spectrum-router-limits",
-		"spectrum-router: removed ip rule 1: from 100.64.0.0/16 to 100.64.0.0/16 prohibit",
-		"spectrum-netcfg: stopped, status 0",
-	}
+		"spectrum-router: removed table inet spectrum-router-guard",
+	}, guardLines("removed"), []string{"spectrum-netcfg: stopped, status 0"})
 	if diff := cmp.Diff(want, a.linesSince(n)); diff != "" {
 		t.Errorf("console after SIGTERM mismatch (-want +got):\n%s", diff)
 	}
@@ -196,8 +195,8 @@ func TestRulesetRestart(t *testing.T) {
 
 			a = startAgent(t, ns, "nameserver 192.0.2.53\n")
 			checkRuleset(t, ns, want(a))
-			wantLog := []string{
-				"spectrum-router: kept the earlier run's ip rule 1: from 100.64.0.0/16 to 100.64.0.0/16 prohibit",
+			wantLog := slices.Concat(guardLines("kept the earlier run's"), []string{
+				guardAdded,
 				"spectrum-router: replaced the earlier run's table inet spectrum-router (2 provider NICs)",
 				limitsLine(),
 				"spectrum-router: net.ipv4.ip_forward already 1",
@@ -210,7 +209,7 @@ func TestRulesetRestart(t *testing.T) {
 				"eth2 0a:b3:ec:80:00:09: provider 169.254.0.9/32 for client 100.64.0.9: already configured",
 				guest.DoneLine(2, 0, 0),
 				"spectrum-netcfg: watching for new NICs",
-			}
+			})
 			if diff := cmp.Diff(wantLog, a.lines()); diff != "" {
 				t.Errorf("console after the restart mismatch (-want +got):\n%s", diff)
 			}
@@ -225,15 +224,14 @@ func TestRulesetRestart(t *testing.T) {
 			if forwardBefore == "1" {
 				restore = []string{"spectrum-router: left net.ipv4.ip_forward 1, as it was", "spectrum-router: left net.ipv6.conf.all.forwarding 1, as it was"}
 			}
-			wantLog = []string{
+			wantLog = slices.Concat([]string{
 				"eth1 0a:b3:ec:80:12:34: set link down",
 				"eth2 0a:b3:ec:80:00:09: set link down",
 				restore[0], restore[1],
 				"spectrum-router: removed table inet spectrum-router",
 				"spectrum-router: removed table inet spectrum-router-limits",
-				"spectrum-router: removed ip rule 1: from 100.64.0.0/16 to 100.64.0.0/16 prohibit",
-				"spectrum-netcfg: stopped, status 0",
-			}
+				"spectrum-router: removed table inet spectrum-router-guard",
+			}, guardLines("removed"), []string{"spectrum-netcfg: stopped, status 0"})
 			if diff := cmp.Diff(wantLog, a.linesSince(n)); diff != "" {
 				t.Errorf("console after SIGTERM mismatch (-want +got):\n%s", diff)
 			}
