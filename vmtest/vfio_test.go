@@ -1,18 +1,15 @@
 package vmtest
 
 import (
-	"bytes"
 	"fmt"
 	"net/netip"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
 	"spectrum-os.org/netcfg/internal/testenv"
-	"spectrum-os.org/netcfg/vmtest/initramfs"
 	"spectrum-os.org/netcfg/vmtest/kernel"
 	"spectrum-os.org/netcfg/vmtest/lan"
 	"spectrum-os.org/netcfg/vmtest/vm"
@@ -31,28 +28,15 @@ const (
 // route, xfrm and netfilter families).
 var l1Modules = []string{"virtio_pci", "9pnet_virtio", "9p", "vfio_iommu_type1", "vfio_pci", "tun", "bridge", "xfrm_user", "nfnetlink"}
 
-// l1Init is the middle VM's /init: the host's root read-only over 9p, the
-// kernel's file systems and a tmpfs /run in it, then the test's script in
-// a chroot there (spectrum.l1= on the command line).
-const l1Init = `#!/bin/sh
-mount -t proc proc /proc
-mount -t sysfs sys /sys
-mount -t devtmpfs dev /dev
-for m in $(cat /lib/modules/order); do
-	insmod /lib/modules/$m.ko || echo "SPECTRUM-TEST: fail l1 insmod $m"
-done
-mkdir -p /host
-if ! mount -t 9p -o trans=virtio,version=9p2000.L,ro,msize=512000,cache=loose root /host; then
-	echo "SPECTRUM-TEST: fail l1 mount 9p"
-	poweroff -f
-fi
-mount -t proc proc /host/proc
+// l1Root is what hostRootInit runs in the middle VM: the kernel's file
+// systems and a tmpfs /run in the host's root, then l1Script (its first
+// argument) in a chroot there.
+const l1Root = `mount -t proc proc /host/proc
 mount -t sysfs sys /host/sys
 mount -t devtmpfs dev /host/dev
 mount -t tmpfs run /host/run
-script=$(sed -n 's/.*spectrum\.l1=\([^ ]*\).*/\1/p' /proc/cmdline)
 echo "SPECTRUM-TEST: l1 up"
-exec chroot /host /bin/sh "$script"
+exec chroot /host /bin/sh %s
 `
 
 // l1Script runs in the middle VM, chrooted into the host's root: it checks
@@ -127,15 +111,23 @@ func TestVFIONested(t *testing.T) {
 
 	dir := t.TempDir()
 	initrd := filepath.Join(dir, "l1.cpio")
-	writeL1Initramfs(t, full, initrd)
-	script := filepath.Join(dir, "l1.sh")
+	writeHostRootInitramfs(t, full, initrd, l1Modules...)
+	root, script := filepath.Join(dir, "l1-root.sh"), filepath.Join(dir, "l1.sh")
+	if err := os.WriteFile(root, []byte(fmt.Sprintf(l1Root, script)), 0o644); err != nil {
+		t.Fatal(err)
+	}
 	if err := os.WriteFile(script, []byte(fmt.Sprintf(l1Script, spectrumdBin, e.data, hwAddr)), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	l1 := startL1(t, full.Vmlinux, initrd, script, tap)
+	// The issue's recipe: an emulated Intel IOMMU remapping interrupts,
+	// the NIC behind it.
+	l1 := startHostRootVM(t, "L1", full, initrd, root, "intel_iommu=on iommu=pt", nil, []*os.File{tap},
+		"-m", "4G", "-device", "intel-iommu,intremap=on",
+		"-netdev", "tap,id=hw,fd=3",
+		"-device", "virtio-net-pci,netdev=hw,disable-legacy=on,iommu_platform=on,mac="+hwMAC+",addr=03.0,romfile=")
 	ctx := e.ctx
 
-	before := l1.Wait(t, ctx, "l1 before ", "fail l1")
+	before := l1.Wait(t, ctx, "l1 before ", "fail l1", "fail root")
 	if ev, _ := vm.Event(before.Text); vm.Field(ev, "driver") != "virtio-pci" || vm.Field(ev, "groups") == "0" {
 		t.Fatalf("L1 before spectrumd: %s, want the NIC on virtio-pci and IOMMU groups", ev)
 	}
@@ -194,65 +186,4 @@ func TestVFIONested(t *testing.T) {
 		t.Errorf("netvm's first state has no NIC eth0 with MAC %s, down: %q", hwMAC, first)
 	}
 	t.Logf("TestVFIONested: %v in all", time.Since(start).Round(time.Second))
-}
-
-// writeL1Initramfs writes the middle VM's initramfs: busybox, l1Init and
-// l1Modules of the full kernel.
-func writeL1Initramfs(t *testing.T, k kernel.Kernel, path string) {
-	t.Helper()
-	mods, err := kernel.Modules(k.Modules, l1Modules...)
-	if err != nil {
-		t.Fatal(err)
-	}
-	bb, err := initramfs.Busybox()
-	testenv.NoErr(t, err, "make deps installs busybox-static")
-	init := filepath.Join(filepath.Dir(path), "init")
-	if err := os.WriteFile(init, []byte(l1Init), 0o755); err != nil {
-		t.Fatal(err)
-	}
-	var buf bytes.Buffer
-	if err := initramfs.Write(&buf, initramfs.Spec{Init: init, Modules: mods, Files: bb}); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(path, buf.Bytes(), 0o644); err != nil {
-		t.Fatal(err)
-	}
-}
-
-// startL1 boots the middle VM (the issue's recipe) with tap as its
-// hardware NIC's backend, and reads its console.
-func startL1(t *testing.T, kern, initrd, script string, tap *os.File) *vm.Proc {
-	t.Helper()
-	args := []string{
-		"-accel", "tcg,thread=multi", "-machine", "q35", "-cpu", "max", "-smp", "2", "-m", "4G",
-		"-nodefaults", "-no-user-config", "-display", "none", "-no-reboot", "-serial", "stdio",
-		"-device", "intel-iommu,intremap=on",
-		"-netdev", "tap,id=hw,fd=3",
-		"-device", "virtio-net-pci,netdev=hw,disable-legacy=on,iommu_platform=on,mac=" + hwMAC + ",addr=03.0,romfile=",
-		"-virtfs", "local,path=/,mount_tag=root,security_model=none,readonly=on,multidevs=remap",
-		"-kernel", kern, "-initrd", initrd,
-		"-append", "console=ttyS0 intel_iommu=on iommu=pt mitigations=off panic=-1 spectrum.l1=" + script,
-	}
-	cmd := exec.Command(vm.QEMU, args...)
-	cmd.ExtraFiles = []*os.File{tap}
-	var stderr bytes.Buffer
-	cmd.Stderr = &stderr
-	out, err := cmd.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	start := time.Now()
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Logf("L1: %s %s", vm.QEMU, strings.Join(args, " "))
-	p := &vm.Proc{Name: "L1", Args: append([]string{vm.QEMU}, args...), PID: cmd.Process.Pid, Serial: vm.NewSerial(out, start)}
-	t.Cleanup(func() {
-		cmd.Process.Kill()
-		cmd.Wait()
-		if t.Failed() {
-			t.Logf("L1's QEMU stderr: %s\nL1's console:\n%s", stderr.String(), p.Serial)
-		}
-	})
-	return p
 }
