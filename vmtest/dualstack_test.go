@@ -271,6 +271,8 @@ func (u *uplinkClients) run(t *testing.T, app *vm.Proc, up map[string]netip.Addr
 		for _, f := range u.families {
 			ok(t, ctx, app, "fetchwatch "+u.watch[f]+" up n=2 ")
 		}
+		// netvm's own fetches of this boot are done (the count below).
+		ok(t, ctx, netvm, "serving")
 		if d.Proc("appvm-lynx") != app {
 			t.Errorf("appvm-lynx was restarted")
 		}
