@@ -38,7 +38,8 @@ var clients = netip.MustParsePrefix("100.64.0.0/10")
 //     address, and downloads the 1 MiB page; a datagram too big for the
 //     uplink gets it netvm's ICMP fragmentation needed (its kernel learns
 //     the path's MTU), and every TCP SYN that reached the LAN has an MSS
-//     that fits its MTU; the LAN sees only netvm's address (issue 18: an
+//     that fits its MTU; its IPv6 connection to the LAN's IPv6 address
+//     fails at once; the LAN sees only netvm's address (issue 18: an
 //     IPv4-only uplink).
 //   - client2 cannot reach client1, even with an explicit route via its
 //     gateway, over IPv4 or IPv6; what it forges (another client's
@@ -70,7 +71,7 @@ func TestRouter(t *testing.T) {
 	netvmTest := "dhcp,fetch:" + webByName + ",listen:" + servicePort + ",ip6watch,serve"
 	e.setTest("netvm", netvmTest)
 	e.setTest("client1", "resolvconf,resolve:"+lan.WebName+"@"+vm.Resolver+",resolve:"+lan.WebName+"@"+vm.Resolver6+
-		",lynx:"+webByName+",fetch:"+webByName+",fetch:"+webByAddr+",fetch:"+big+",pmtu:"+lan.First.Web.String()+"/1500,fetchwatch:"+webByName+",serve")
+		",lynx:"+webByName+",fetch:"+webByName+",fetch:"+webByAddr+",fetch:"+big+",pmtu:"+lan.First.Web.String()+"/1500,noconnect:"+lan.First.Web6.String()+"/80,fetchwatch:"+webByName+",serve")
 	e.setTest("client2", fmt.Sprintf("fetch:%s,noreach:%s,noreach:%s,spoof:%s>%s,spoof:%s>%s,serve",
 		webByName, addr1, addr1v6, addr1, lan.Router, outside, lan.Router))
 
@@ -108,6 +109,11 @@ func TestRouter(t *testing.T) {
 		t.Errorf("client1: %s; want mtu=%d, netvm's uplink's (its ICMP fragmentation needed reached client1)", e, mtu)
 	}
 	checkMSS(t, l, mtu)
+	// IPv6 goes nowhere on an IPv4-only uplink, and says so at once: a
+	// client never waits for a connection's timeout before its IPv4.
+	if e := ok(t, ctx, c1, "noconnect "+lan.First.Web6.String()+"/80 "); vm.Field(e, "err") == "timeout" {
+		t.Errorf("client1: %s; want a fast failure (netvm has no IPv6 route: ICMPv6 unreachable)", e)
+	}
 	checkPage(t, ok(t, ctx, c1, "fetchwatch "+webByName+" up n=1 "), lan.First.Web)
 	checkPage(t, ok(t, ctx, c2, "fetch "+webByName+" ok"), lan.First.Web)
 	// The LAN saw the clients' requests from netvm's uplink address only,
