@@ -340,49 +340,98 @@ func checkPage(t testing.TB, event string, web netip.Addr) {
 // TestRouterChain puts a second provider between netvm and an app VM: vpn
 // is netvm's client and app's provider, runs the router too, and has no
 // uplink (its own client link to netvm is its way out). On a dual-stack
-// LAN (issue 18: both families through a chain), app fetches the LAN's
-// page by name over IPv4 (its DNS goes to vpn's virtual resolver, which
-// sends it on to netvm's), by IPv4 address and by IPv6 address, and
-// resolves the name (A and AAAA) through each of its two virtual
-// resolvers (vpn's, which ask netvm's in either family); vpn fetches
-// by name and by IPv6 address. The LAN sees only netvm's addresses, each
-// family's from netvm's address of that family, nothing from the clients'.
+// LAN and on an IPv6-only one (issue 18: both families through a chain),
+// app resolves the name through each of its two virtual resolvers (vpn's,
+// which ask netvm's in either family: the LAN's families' addresses),
+// fetches the LAN's page by name (IPv4 where there is IPv4, RFC 6724) and
+// by the address of each family; vpn fetches by name and, on dual-stack,
+// by IPv6 address. The LAN sees only netvm's addresses, each family's
+// from netvm's address of that family, nothing from the clients'.
 func TestRouterChain(t *testing.T) {
+	for _, mode := range []lan.Mode{lan.DualStack, lan.IPv6Only} {
+		t.Run(mode.String(), func(t *testing.T) { routerChain(t, mode) })
+	}
+}
+
+func routerChain(t *testing.T, mode lan.Mode) {
 	e := newEnv(t, 8*time.Minute)
-	l := e.lanMode(lan.DualStack, false)
+	l := e.lanMode(mode, false)
 	e.spec(vm.Spec{Name: "netvm", Uplinks: []string{lanBridge}, Cmdline: "spectrum.watch spectrum.route"})
 	e.vm("vpn", []string{"netvm"}, "spectrum.watch spectrum.route")
 	e.vm("app", []string{"vpn"}, "")
 	d := e.serve()
 	ctx := e.ctx
-	e.setTest("netvm", "dhcp:46,serve")
-	e.setTest("vpn", "fetch:"+webByName+",fetch:"+web6+",serve")
-	e.setTest("app", "resolve:"+lan.WebName+"@"+vm.Resolver+"/2,resolve:"+lan.WebName+"@"+vm.Resolver6+"/2,fetch:"+webByName+",fetch:"+webByAddr+",fetch:"+web6+",serve")
+	webs := map[string]netip.Addr{}
+	var families []string // IPv4's first
+	if mode.IPv4() {
+		families, webs["IPv4"] = append(families, "IPv4"), lan.First.Web
+	}
+	if mode.IPv6() {
+		families, webs["IPv6"] = append(families, "IPv6"), lan.First.Web6
+	}
+	n := "/" + strconv.Itoa(len(families))
+	vpnFetches := []string{webByName}
+	if mode == lan.DualStack {
+		vpnFetches = append(vpnFetches, web6)
+	}
+	appFetches := []string{webByName}
+	for _, f := range families {
+		appFetches = append(appFetches, webURL(webs[f], "/"))
+	}
+	dhcp := "dhcp:6"
+	if mode == lan.DualStack {
+		dhcp = "dhcp:46"
+	}
+	e.setTest("netvm", dhcp+",serve")
+	e.setTest("vpn", "fetch:"+strings.Join(vpnFetches, ",fetch:")+",serve")
+	e.setTest("app", "resolve:"+lan.WebName+"@"+vm.Resolver+n+",resolve:"+lan.WebName+"@"+vm.Resolver6+n+
+		",fetch:"+strings.Join(appFetches, ",fetch:")+",serve")
 
 	app := d.Start(t, "app")
 	netvm, vpn := d.Proc("netvm"), d.Proc("vpn")
 	if netvm == nil || vpn == nil {
 		t.Fatalf("spectrumd start app did not start its providers: %+v", d.List(t))
 	}
-	up4, _ := lease(t, ctx, netvm, "netvm's lease", func(a netip.Prefix, dns string) bool { return inPool(a.Addr(), lan.First) })
+	from := map[string]netip.Addr{}
+	if mode.IPv4() {
+		up4, _ := lease(t, ctx, netvm, "netvm's lease", func(a netip.Prefix, dns string) bool { return inPool(a.Addr(), lan.First) })
+		from["IPv4"] = up4.Addr()
+	}
 	up6, _ := lease6(t, ctx, netvm, "netvm's IPv6 configuration", func(addrs []netip.Prefix, dns string) bool {
 		return dns == lan.First.DNS6.String()
 	})
-	want := lan.First.Web6.String() + "," + lan.First.Web.String()
+	from["IPv6"] = up6.Addr()
+	var want []string
+	for _, f := range families {
+		want = append(want, webs[f].String())
+	}
+	slices.Sort(want)
 	for _, r := range []string{vm.Resolver, vm.Resolver6} {
-		if e := ok(t, ctx, app, "resolve "+lan.WebName+"@"+r+"/2 ok"); vm.Field(e, "addrs") != want {
-			t.Errorf("app: %s; want addrs=%s", e, want)
+		if e := ok(t, ctx, app, "resolve "+lan.WebName+"@"+r+n+" ok"); vm.Field(e, "addrs") != strings.Join(want, ",") {
+			t.Errorf("app: %s; want addrs=%s", e, strings.Join(want, ","))
 		}
 	}
-	checkPageOf(t, ok(t, ctx, vpn, "fetch "+webByName+" ok"), "IPv4", lan.First.Web)
-	checkPageOf(t, ok(t, ctx, vpn, "fetch "+web6+" ok"), "IPv6", lan.First.Web6)
-	checkPageOf(t, ok(t, ctx, app, "fetch "+webByName+" ok"), "IPv4", lan.First.Web)
-	checkPageOf(t, ok(t, ctx, app, "fetch "+webByAddr+" ok"), "IPv4", lan.First.Web)
-	checkPageOf(t, ok(t, ctx, app, "fetch "+web6+" ok"), "IPv6", lan.First.Web6)
-	if n := len(l.Requests()); n != 5 {
-		t.Errorf("the LAN's web server answered %d requests, want 5 (vpn's two, app's three)", n)
+	// The family a fetch of u reaches the server by: by name, the first.
+	family := func(u string) string {
+		if u == webByName {
+			return families[0]
+		}
+		if strings.Contains(u, "[") {
+			return "IPv6"
+		}
+		return "IPv4"
 	}
-	from := map[string]netip.Addr{"IPv4": up4.Addr(), "IPv6": up6.Addr()}
+	for _, f := range []struct {
+		p    *vm.Proc
+		urls []string
+	}{{vpn, vpnFetches}, {app, appFetches}} {
+		for _, u := range f.urls {
+			checkPageOf(t, ok(t, ctx, f.p, "fetch "+u+" ok"), family(u), webs[family(u)])
+		}
+	}
+	if got, want := len(l.Requests()), len(vpnFetches)+len(appFetches); got != want {
+		t.Errorf("the LAN's web server answered %d requests, want %d (vpn's %d, app's %d)", got, want, len(vpnFetches), len(appFetches))
+	}
 	for _, r := range l.Requests() {
 		if r.Remote.Addr() != from[r.Family] {
 			t.Errorf("the LAN's web server saw a request over %s from %v, want only netvm's %v: %+v", r.Family, r.Remote, from[r.Family], r)
