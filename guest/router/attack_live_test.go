@@ -764,21 +764,9 @@ func TestAttackForgedICMPErrors(t *testing.T) {
 	}
 
 	// The provider's own flow out of its uplink.
-	var pc *net.UDPConn
-	inNS(t, prov, func() {
-		var err error
-		pc, err = net.DialUDP("udp", &net.UDPAddr{IP: net.ParseIP(uplinkAddr), Port: 6000}, &net.UDPAddr{IP: net.ParseIP(webAddr), Port: 7})
-		if err != nil {
-			t.Fatal(err)
-		}
-	})
+	pc := providerFlow(t, prov, "udp", uplinkAddr, webAddr)
 	defer pc.Close()
 	buf := make([]byte, 100)
-	pc.Write([]byte("the provider's flow"))
-	pc.SetReadDeadline(time.Now().Add(5 * time.Second))
-	if _, err := pc.Read(buf); err != nil {
-		t.Fatalf("the provider's flow: %v", err)
-	}
 	for _, dst := range []string{"169.254.0.1", uplinkAddr} {
 		sendRaw4(t, c1, unix.IPPROTO_ICMP, netip.MustParseAddr(dst), icmpError(3, 0, uplinkAddr, webAddr, 6000, 7))
 	}
@@ -792,4 +780,31 @@ func TestAttackForgedICMPErrors(t *testing.T) {
 	if err != nil {
 		t.Errorf("the provider's flow after client 1's forged port unreachable: %v", err)
 	}
+}
+
+// providerFlow is the provider's own UDP flow from port 6000 of its uplink
+// address src to the echo service (port 7) of dst, over network ("udp" or
+// "udp6"), once its first datagram has come back: a connection of the
+// provider's that conntrack knows, for the tests that forge ICMP errors
+// about it.
+func providerFlow(t *testing.T, prov *nstest.NS, network, src, dst string) *net.UDPConn {
+	t.Helper()
+	var pc *net.UDPConn
+	inNS(t, prov, func() {
+		var err error
+		pc, err = net.DialUDP(network, &net.UDPAddr{IP: net.ParseIP(src), Port: 6000}, &net.UDPAddr{IP: net.ParseIP(dst), Port: 7})
+		if err != nil {
+			t.Error(err)
+		}
+	})
+	if pc == nil {
+		t.FailNow()
+	}
+	pc.Write([]byte("the provider's flow"))
+	pc.SetReadDeadline(time.Now().Add(5 * time.Second))
+	if _, err := pc.Read(make([]byte, 100)); err != nil {
+		pc.Close()
+		t.Fatalf("the provider's flow: %v", err)
+	}
+	return pc
 }

@@ -338,21 +338,9 @@ func TestAttackIPv6(t *testing.T) {
 		}
 
 		// The provider's own flow out of its uplink.
-		var pc *net.UDPConn
-		inNS(t, n.prov, func() {
-			var err error
-			pc, err = net.DialUDP("udp6", &net.UDPAddr{IP: net.ParseIP(uplinkAddr6), Port: 6000}, &net.UDPAddr{IP: net.ParseIP(webAddr6), Port: 7})
-			if err != nil {
-				t.Fatal(err)
-			}
-		})
+		pc := providerFlow(t, n.prov, "udp6", uplinkAddr6, webAddr6)
 		defer pc.Close()
 		buf := make([]byte, 100)
-		pc.Write([]byte("the provider's flow"))
-		pc.SetReadDeadline(time.Now().Add(5 * time.Second))
-		if _, err := pc.Read(buf); err != nil {
-			t.Fatalf("the provider's flow: %v", err)
-		}
 		inner := quote(uplinkAddr6, webAddr6, 6000, 7)
 		sendIPv6(t, n.c1, "eth0", errs(uplinkAddr6, inner)[0], errs(p6(1), inner)[0])
 		time.Sleep(100 * time.Millisecond)
