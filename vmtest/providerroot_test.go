@@ -47,8 +47,11 @@ if ! mount -t overlay root -o lowerdir=/host,upperdir=/rw/u,workdir=/rw/w /newro
 	echo "SPECTRUM-TEST: fail root overlay"
 	poweroff -f
 fi
-mkdir -p /newroot/usr/lib/modules/$K
+mkdir -p /newroot/usr/lib/modules/$K /newroot/.spectrum-host
 mount --bind /host$MODS /newroot/usr/lib/modules/$K
+# The host's root where modulesDir's link to the modules points: not at
+# the host's own path, which may be under /tmp (a tmpfs of the root's).
+mount --bind /host /newroot/.spectrum-host
 
 # A VM, not the container the host may be (systemd would take the kernel's
 # command line for a container's); /tmp its own, not the host's to clean.
@@ -296,8 +299,8 @@ func writeFile(t *testing.T, path, s string) {
 }
 
 // modulesDir makes the modules directory of Debian's full kernel k for
-// the provider root under dir: its modules (a link to the cached tree, which
-// the root sees at the same path) with depmod's indexes, which the cached
+// the provider root under dir: its modules (a link to the cached tree, seen
+// in the root under /.spectrum-host) with depmod's indexes, which the cached
 // tree lacks (a package's postinst makes them), so that the root's udev
 // and the kernel's module autoloading find them. It returns the kernel's
 // version and the directory.
@@ -325,6 +328,17 @@ func modulesDir(t *testing.T, k kernel.Kernel, dir string) (version, path string
 	}
 	if out, err := exec.Command("depmod", "-b", dir, version).CombinedOutput(); err != nil {
 		t.Fatalf("depmod -b %s %s: %v\n%s", dir, version, err, out)
+	}
+	// depmod's indexes name the modules relative to the directory; in
+	// the root the link goes through providerRootScript's mount of the
+	// host's root, since the tree may be under the host's /tmp, which
+	// the root has a tmpfs of its own on.
+	link := filepath.Join(path, "kernel")
+	if err := os.Remove(link); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink(filepath.Join("/.spectrum-host", src, "kernel"), link); err != nil {
+		t.Fatal(err)
 	}
 	return version, path
 }
