@@ -766,16 +766,22 @@ func TestAttackForgedICMPErrors(t *testing.T) {
 	// The provider's own flow out of its uplink.
 	pc := providerFlow(t, prov, "udp", uplinkAddr, webAddr)
 	defer pc.Close()
-	buf := make([]byte, 100)
 	for _, dst := range []string{"169.254.0.1", uplinkAddr} {
 		sendRaw4(t, c1, unix.IPPROTO_ICMP, netip.MustParseAddr(dst), icmpError(3, 0, uplinkAddr, webAddr, 6000, 7))
 	}
+	flowAlive(t, pc)
+}
+
+// flowAlive checks that providerFlow's flow still works after client 1
+// forged ICMP errors about it: a socket's pending error would come with its
+// next write or read.
+func flowAlive(t *testing.T, pc *net.UDPConn) {
+	t.Helper()
 	time.Sleep(100 * time.Millisecond)
-	// The socket's pending error comes with its next write or read.
 	_, err := pc.Write([]byte("again"))
 	if err == nil {
 		pc.SetReadDeadline(time.Now().Add(5 * time.Second))
-		_, err = pc.Read(buf)
+		_, err = pc.Read(make([]byte, 100))
 	}
 	if err != nil {
 		t.Errorf("the provider's flow after client 1's forged port unreachable: %v", err)
