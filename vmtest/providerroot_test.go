@@ -68,8 +68,10 @@ exec switch_root /newroot /lib/systemd/systemd
 // provider NIC up, it reports both NICs' networkd state, the router's,
 // and the order the two started in; on "stop" from the test (the serial
 // line) it stops the router as systemd does at shutdown and reports what
-// the router left.
-const providerRootReport = `say() { echo "SPECTRUM-TEST: $*"; }
+// the router left. It reports through the kernel's log (on the console):
+// its serial line, its standard input, was sometimes hung up by the time
+// the router had stopped, and what it wrote after that was lost.
+const providerRootReport = `say() { echo "SPECTRUM-TEST: $*" >/dev/kmsg; }
 say "root report"
 nic() { for n in /sys/class/net/*; do [ "$(cat $n/address)" = "$1" ] && echo ${n##*/}; done; return 0; }
 state() { sed -n 's/^ADMIN_STATE=//p' /run/systemd/netif/links/$(cat /sys/class/net/$1/ifindex) 2>/dev/null; }
@@ -189,7 +191,7 @@ func TestProviderRootNetworkd(t *testing.T) {
 
 	console, serialIn := io.Pipe()
 	defer serialIn.Close()
-	prov := startHostRootVM(t, "provider", full, initrd, script, "systemd.unit=spectrum-test.target systemd.show_status=false systemd.journald.forward_to_console=1",
+	prov := startHostRootVM(t, "provider", full, initrd, script, "systemd.unit=spectrum-test.target systemd.show_status=false systemd.journald.forward_to_console=1 printk.devkmsg=on",
 		console, []*os.File{up, p1}, "-m", "1G",
 		"-netdev", "tap,id=up,fd=3", "-device", "virtio-net-pci,netdev=up,mac="+rootUplinkMAC,
 		"-netdev", "tap,id=p1,fd=4", "-device", "virtio-net-pci,netdev=p1,mac="+link.MAC(mac.Provider).String())
